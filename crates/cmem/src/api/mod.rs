@@ -1,0 +1,185 @@
+//! The HTTP API: the JSON envelope `{success, data, error, timestamp}`, its error type, and the
+//! router that puts every endpoint and transport on one port.
+//!
+//! Handlers here are producers (they call [`Hub::publish`](crate::hub::Hub::publish)) or
+//! read-only views; none of them writes to a client socket.
+
+pub mod diagnostics;
+pub mod events;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::error::PublishError;
+use crate::hub::Hub;
+use crate::transports;
+
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A successful answer in the JSON envelope.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    Json(json!({
+        "success": true,
+        "data": data,
+        "error": null,
+        "timestamp": now_rfc3339(),
+    }))
+    .into_response()
+}
+
+/// An error answer: a status and a message that says what was wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({
+                "success": false,
+                "data": null,
+                "error": self.message,
+                "timestamp": now_rfc3339(),
+            })),
+        )
+            .into_response()
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Invalid(m) => ApiError::bad_request(m),
+            PublishError::Journal(j) => {
+                tracing::error!(error = %j, "publish failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, j.to_string())
+            }
+        }
+    }
+}
+
+/// `Json<T>` whose rejections use the envelope and a 4xx that names the problem.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => {
+                let status = match &rej {
+                    JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    JsonRejection::BytesRejection(_) => rej.status(),
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "request body is larger than max_payload_bytes".to_string()
+                } else {
+                    rej.body_text()
+                };
+                Err(ApiError::new(status, message))
+            }
+        }
+    }
+}
+
+async fn health(axum::extract::State(hub): axum::extract::State<Arc<Hub>>) -> Response {
+    ok(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": hub.uptime_s(),
+        "journal": { "epoch": hub.journal.epoch(), "head": hub.journal.head() },
+    }))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint {} {}", req.method(), req.uri().path()),
+    )
+}
+
+/// CORS for the HTTP API, from the same allow-list the WebSocket `Origin` check uses.
+fn cors(hub: &Arc<Hub>) -> CorsLayer {
+    let h = hub.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin
+                .to_str()
+                .map(|o| h.config.origin_allowed(o))
+                .unwrap_or(false)
+        }))
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::OPTIONS,
+        ])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderName::from_static("last-event-id"),
+        ])
+}
+
+/// Every route on one port: API, SSE, poll and Socket.IO.
+pub fn router(hub: Arc<Hub>, io_layer: Option<transports::socketio::Layer>) -> Router {
+    let mut app = Router::new()
+        .route("/health", get(health))
+        .route("/api/events", post(events::publish))
+        .route("/api/websocket/status", get(diagnostics::status))
+        .route("/api/websocket/errors", get(diagnostics::errors))
+        .route(
+            "/api/websocket/clear-errors",
+            post(diagnostics::clear_errors),
+        );
+    if hub.config.transport_enabled("sse") {
+        app = app.route("/api/events/stream", get(transports::sse::stream));
+    }
+    if hub.config.transport_enabled("poll") {
+        app = app.route("/api/events/poll", get(transports::poll::poll));
+    }
+    let mut app = app
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(hub.config.max_payload_bytes as usize))
+        .with_state(hub.clone());
+    if let Some(layer) = io_layer {
+        app = layer.apply(app, hub.clone());
+    }
+    app.layer(cors(&hub))
+}

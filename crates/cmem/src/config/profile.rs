@@ -1,0 +1,79 @@
+//! Platform profiles: the defaults that differ between Windows and everything else.
+//!
+//! They are plain data (a partial config layer), so the Windows profile is tested on Linux.
+//! On Windows the defaults favour stability: a longer ping timeout (laptops sleep, VPNs stall),
+//! a slower advised poll interval, and every fallback transport kept available.
+
+use serde::Serialize;
+
+/// Which profile is in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformProfile {
+    /// Pick by the OS the server runs on.
+    Auto,
+    Windows,
+    Default,
+}
+
+impl PlatformProfile {
+    /// Parses `auto|windows|default`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "windows" => Some(Self::Windows),
+            "default" => Some(Self::Default),
+            _ => None,
+        }
+    }
+
+    /// Resolves `auto` to the profile of this OS.
+    pub fn resolve(self) -> Self {
+        match self {
+            Self::Auto if cfg!(windows) => Self::Windows,
+            Self::Auto => Self::Default,
+            other => other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Windows => "windows",
+            Self::Default => "default",
+        }
+    }
+
+    /// The source label `cmem config` prints for values this profile sets.
+    pub fn source_label(self) -> &'static str {
+        match self {
+            Self::Windows => "profile windows",
+            _ => "profile default",
+        }
+    }
+}
+
+/// The values a profile sets; keys it leaves alone are absent.
+#[derive(Debug, Default, Serialize)]
+pub struct ProfileLayer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transports: Option<Vec<String>>,
+}
+
+/// The layer for a resolved profile.
+pub fn profile_layer(profile: PlatformProfile) -> ProfileLayer {
+    match profile.resolve() {
+        PlatformProfile::Windows => ProfileLayer {
+            ping_interval_ms: Some(25_000),
+            ping_timeout_ms: Some(60_000),
+            poll_interval_ms: Some(2_000),
+            transports: Some(super::TRANSPORTS.iter().map(|s| s.to_string()).collect()),
+        },
+        _ => ProfileLayer::default(),
+    }
+}

@@ -1,0 +1,79 @@
+//! Library error types. Each says what went wrong in words a user can act on; the binary turns
+//! them into exit messages (`anyhow` lives only in `main.rs`), the HTTP layer into 4xx/5xx.
+
+use std::path::PathBuf;
+
+/// A configuration that cannot be used. Start-up stops with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "config key `{key}` has the value `{value}` (from {source_name}), but it must be {allowed}"
+    )]
+    Invalid {
+        key: &'static str,
+        value: String,
+        source_name: String,
+        allowed: String,
+    },
+    #[error("config: {message}")]
+    Figment { message: String },
+    #[error("config file {}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    /// Rewords a figment error so it names the key, the offending value and its source.
+    pub(crate) fn from_figment(e: figment::Error, figment: &figment::Figment) -> Self {
+        let mut parts = Vec::new();
+        for err in e {
+            let key = err.path.join(".");
+            let source = match err.metadata.as_ref() {
+                Some(m) if m.name == "env" => format!("env CM_{}", key.to_uppercase()),
+                Some(m) => m.name.to_string(),
+                None => figment
+                    .find_metadata(&key)
+                    .map(|m| m.name.to_string())
+                    .unwrap_or_else(|| "unknown source".into()),
+            };
+            let what = err.kind.to_string();
+            if key.is_empty() {
+                parts.push(format!(
+                    "{what} (from {source}); allowed keys: {}",
+                    crate::config::KEYS.join(", ")
+                ));
+            } else {
+                parts.push(format!("config key `{key}`: {what} (from {source})"));
+            }
+        }
+        ConfigError::Figment {
+            message: parts.join("; "),
+        }
+    }
+}
+
+/// Failures of the durable journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("journal folder {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("journal write failed: {0}")]
+    Write(String),
+    #[error("the journal is shut down")]
+    Closed,
+    #[error("journal row {id} is corrupt: {message}")]
+    Corrupt { id: u64, message: String },
+}
+
+/// Why an event was refused by `publish`.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}

@@ -1,0 +1,221 @@
+//! The event envelope `{id, epoch, type, scope, ts, data}` and the rules for what may be
+//! published.
+//!
+//! An [`Event`] keeps its envelope serialized once (`body`), so fan-out to N receivers and
+//! replay from the journal never re-serialize it: SSE and poll write the bytes as they are.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::error::PublishError;
+
+/// Who may see an event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every client.
+    Global,
+    /// Members of one workspace.
+    Workspace(String),
+    /// One connection.
+    Client(String),
+}
+
+impl Scope {
+    /// Parses `global`, `workspace:<name>` or `client:<id>`.
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 128
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        };
+        if s == "global" {
+            Ok(Scope::Global)
+        } else if let Some(w) = s.strip_prefix("workspace:") {
+            if valid_name(w) {
+                Ok(Scope::Workspace(w.to_string()))
+            } else {
+                Err(format!(
+                    "scope `{s}`: the workspace name must be 1-128 characters of letters, digits, _ - . :"
+                ))
+            }
+        } else if let Some(c) = s.strip_prefix("client:") {
+            if valid_name(c) {
+                Ok(Scope::Client(c.to_string()))
+            } else {
+                Err(format!(
+                    "scope `{s}`: the client id must be 1-128 characters of letters, digits, _ - . :"
+                ))
+            }
+        } else {
+            Err(format!(
+                "scope `{s}` is not one of `global`, `workspace:<name>`, `client:<id>`"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Global => f.write_str("global"),
+            Scope::Workspace(w) => write!(f, "workspace:{w}"),
+            Scope::Client(c) => write!(f, "client:{c}"),
+        }
+    }
+}
+
+/// A committed event: its id, type and scope for routing, and its serialized envelope.
+#[derive(Debug)]
+pub struct Event {
+    pub id: u64,
+    pub kind: String,
+    pub scope: Scope,
+    /// The whole envelope as JSON.
+    pub body: Box<RawValue>,
+}
+
+impl Event {
+    /// The envelope as a JSON string.
+    pub fn json(&self) -> &str {
+        self.body.get()
+    }
+}
+
+/// The envelope as serialized; used to build `body` once per event.
+#[derive(Serialize)]
+pub(crate) struct EnvelopeRef<'a> {
+    pub id: u64,
+    pub epoch: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub scope: String,
+    pub ts: &'a str,
+    pub data: &'a serde_json::Value,
+}
+
+/// An event to publish: what producers hand to `publish`.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: String,
+    pub scope: Scope,
+    pub data: serde_json::Value,
+}
+
+/// Event names that Socket.IO reserves; publishing them would confuse every client.
+const RESERVED_BY_SOCKETIO: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// Event types only the server itself emits.
+pub const SERVER_ONLY: [&str; 2] = ["resync", "system_status"];
+
+impl NewEvent {
+    pub fn new(kind: impl Into<String>, scope: Scope, data: serde_json::Value) -> Self {
+        NewEvent {
+            kind: kind.into(),
+            scope,
+            data,
+        }
+    }
+
+    /// Checks the type name: 1-64 characters of `[A-Za-z0-9_.:-]`, not reserved by Socket.IO.
+    pub fn validate(&self) -> Result<(), PublishError> {
+        let k = &self.kind;
+        if k.is_empty() || k.len() > 64 {
+            return Err(PublishError::Invalid(format!(
+                "type `{k}` must be 1 to 64 characters long"
+            )));
+        }
+        if !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        {
+            return Err(PublishError::Invalid(format!(
+                "type `{k}` may contain only letters, digits and _ - . :"
+            )));
+        }
+        if RESERVED_BY_SOCKETIO.contains(&k.as_str()) {
+            return Err(PublishError::Invalid(format!(
+                "type `{k}` is reserved by Socket.IO and cannot be published"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where a client wants to resume from: the last event id it received, optionally with the
+/// epoch that id belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub id: u64,
+    pub epoch: Option<String>,
+}
+
+impl Cursor {
+    /// Parses `N` or `<epoch>:N`. Errors say what was wrong.
+    pub fn parse(s: &str) -> Result<Cursor, String> {
+        let s = s.trim();
+        let (epoch, id) = match s.rsplit_once(':') {
+            Some((e, n)) => (Some(e.to_string()), n),
+            None => (None, s),
+        };
+        let id = id.parse::<u64>().map_err(|_| {
+            format!("cursor `{s}` is not an event id (a whole number, optionally prefixed by `<epoch>:`)")
+        })?;
+        Ok(Cursor { id, epoch })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_round_trip() {
+        for s in ["global", "workspace:team-a", "client:abc_1"] {
+            assert_eq!(Scope::parse(s).unwrap().to_string(), s);
+        }
+        assert!(Scope::parse("room:x").is_err());
+        assert!(Scope::parse("workspace:").is_err());
+        assert!(Scope::parse("workspace:a b").is_err());
+    }
+
+    #[test]
+    fn cursors() {
+        assert_eq!(
+            Cursor::parse("42").unwrap(),
+            Cursor {
+                id: 42,
+                epoch: None
+            }
+        );
+        assert_eq!(
+            Cursor::parse("e1:42").unwrap(),
+            Cursor {
+                id: 42,
+                epoch: Some("e1".into())
+            }
+        );
+        assert!(Cursor::parse("abc").is_err());
+        assert!(Cursor::parse("-1").is_err());
+        assert!(Cursor::parse("").is_err());
+    }
+
+    #[test]
+    fn types() {
+        let ok = NewEvent::new("search_completed", Scope::Global, serde_json::Value::Null);
+        assert!(ok.validate().is_ok());
+        for bad in ["", "connect", "has space", &"x".repeat(65)] {
+            let e = NewEvent::new(bad, Scope::Global, serde_json::Value::Null);
+            assert!(e.validate().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The connection registry: one table of every client on every transport.
+//!
+//! It answers three questions: who is connected (diagnostics, and presence later), what may a
+//! connection see (its scopes, used by fan-out and replay alike), and why did connections close
+//! (counted by reason). Transport failures are kept in a bounded log with their OS error codes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::envelope::Scope;
+
+/// How a client is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Socket.IO over WebSocket.
+    Websocket,
+    /// Socket.IO over HTTP long-polling.
+    Polling,
+    /// Server-Sent Events.
+    Sse,
+    /// Plain HTTP polling.
+    Poll,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::Websocket,
+        Transport::Polling,
+        Transport::Sse,
+        Transport::Poll,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Polling => "polling",
+            Transport::Sse => "sse",
+            Transport::Poll => "poll",
+        }
+    }
+
+    fn from_u8(v: u8) -> Transport {
+        Transport::ALL
+            .get(v as usize)
+            .copied()
+            .unwrap_or(Transport::Poll)
+    }
+
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: String,
+    transport: AtomicU8,
+    pub connected_at: String,
+    last_activity_ms: AtomicI64,
+    pub user_agent: String,
+    pub remote_addr: String,
+    workspaces: RwLock<Vec<String>>,
+    /// Id of the last event handed to this connection.
+    cursor: AtomicU64,
+    /// Cancelled when the server wants this connection gone (slow consumer, shutdown).
+    pub closer: CancellationToken,
+    close_reason: Mutex<Option<String>>,
+}
+
+impl Conn {
+    pub fn transport(&self) -> Transport {
+        Transport::from_u8(self.transport.load(Ordering::Relaxed))
+    }
+
+    /// Socket.IO connections may upgrade from polling to WebSocket.
+    pub fn set_transport(&self, t: Transport) {
+        self.transport.store(t.to_u8(), Ordering::Relaxed);
+    }
+
+    pub fn touch(&self) {
+        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_activity_ms(&self) -> i64 {
+        self.last_activity_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_cursor(&self, id: u64) {
+        self.cursor.store(id, Ordering::Relaxed);
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load(Ordering::Relaxed)
+    }
+
+    pub fn workspaces(&self) -> Vec<String> {
+        self.workspaces
+            .read()
+            .map(|w| w.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether this connection may see an event of `scope`.
+    pub fn can_see(&self, scope: &Scope) -> bool {
+        match scope {
+            Scope::Global => true,
+            Scope::Client(c) => *c == self.id,
+            Scope::Workspace(w) => self
+                .workspaces
+                .read()
+                .map(|ws| ws.iter().any(|x| x == w))
+                .unwrap_or(false),
+        }
+    }
+
+    /// The scopes as stored in the journal, for replay queries.
+    pub fn scope_strings(&self) -> Vec<String> {
+        let mut v = vec!["global".to_string(), format!("client:{}", self.id)];
+        v.extend(
+            self.workspaces()
+                .into_iter()
+                .map(|w| format!("workspace:{w}")),
+        );
+        v
+    }
+
+    /// Asks the transport to close this connection, recording why.
+    pub fn close(&self, reason: &str) {
+        if let Ok(mut r) = self.close_reason.lock()
+            && r.is_none()
+        {
+            *r = Some(reason.to_string());
+        }
+        self.closer.cancel();
+    }
+
+    /// The reason given to [`Conn::close`], if any.
+    pub fn close_reason(&self) -> Option<String> {
+        self.close_reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+/// What a transport knows about a new client.
+#[derive(Debug, Clone, Default)]
+pub struct ConnMeta {
+    pub user_agent: String,
+    pub remote_addr: String,
+    pub workspaces: Vec<String>,
+}
+
+/// A transport failure, as kept for `GET /api/websocket/errors`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransportErrorRecord {
+    pub ts: String,
+    pub transport: String,
+    pub connection_id: Option<String>,
+    pub kind: String,
+    pub os_code: Option<i32>,
+    pub message: String,
+    pub platform: &'static str,
+}
+
+/// The row shown by diagnostics.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnView {
+    pub id: String,
+    pub transport: Transport,
+    pub connected_at: String,
+    pub last_activity: String,
+    pub user_agent: String,
+    pub remote_addr: String,
+    pub scopes: Vec<String>,
+    pub cursor: u64,
+}
+
+const MAX_ERRORS: usize = 200;
+
+/// All connections, close counts and the error log.
+#[derive(Debug, Default)]
+pub struct Registry {
+    conns: RwLock<HashMap<String, Arc<Conn>>>,
+    closes: Mutex<BTreeMap<String, u64>>,
+    errors: Mutex<VecDeque<TransportErrorRecord>>,
+    errors_total: AtomicU64,
+    opened_total: AtomicU64,
+}
+
+impl Registry {
+    /// Adds a connection. Returns `None` if the id is taken (a transport bug or a client reusing
+    /// a poll `client_id` concurrently).
+    pub fn register(&self, id: String, transport: Transport, meta: ConnMeta) -> Option<Arc<Conn>> {
+        let conn = Arc::new(Conn {
+            id: id.clone(),
+            transport: AtomicU8::new(transport.to_u8()),
+            connected_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            last_activity_ms: AtomicI64::new(now_ms()),
+            user_agent: meta.user_agent,
+            remote_addr: meta.remote_addr,
+            workspaces: RwLock::new(meta.workspaces),
+            cursor: AtomicU64::new(0),
+            closer: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+        });
+        let mut map = self.conns.write().ok()?;
+        if map.contains_key(&id) {
+            return None;
+        }
+        map.insert(id, conn.clone());
+        self.opened_total.fetch_add(1, Ordering::Relaxed);
+        Some(conn)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Conn>> {
+        self.conns.read().ok()?.get(id).cloned()
+    }
+
+    /// Removes a connection and counts the reason it closed.
+    pub fn remove(&self, id: &str, reason: &str) {
+        let removed = self.conns.write().ok().and_then(|mut m| m.remove(id));
+        if removed.is_some()
+            && let Ok(mut c) = self.closes.lock()
+        {
+            *c.entry(reason.to_string()).or_insert(0) += 1;
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.conns
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn opened_total(&self) -> u64 {
+        self.opened_total.load(Ordering::Relaxed)
+    }
+
+    /// Connection counts per transport (every transport listed, zeros included).
+    pub fn by_transport(&self) -> BTreeMap<&'static str, usize> {
+        let mut out: BTreeMap<&'static str, usize> =
+            Transport::ALL.iter().map(|t| (t.name(), 0)).collect();
+        for c in self.all() {
+            *out.entry(c.transport().name()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    pub fn closes_by_reason(&self) -> BTreeMap<String, u64> {
+        self.closes.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn view(&self) -> Vec<ConnView> {
+        let mut v: Vec<ConnView> = self
+            .all()
+            .into_iter()
+            .map(|c| ConnView {
+                id: c.id.clone(),
+                transport: c.transport(),
+                connected_at: c.connected_at.clone(),
+                last_activity: chrono::DateTime::from_timestamp_millis(c.last_activity_ms())
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default(),
+                user_agent: c.user_agent.clone(),
+                remote_addr: c.remote_addr.clone(),
+                scopes: c.scope_strings(),
+                cursor: c.cursor(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
+        v
+    }
+
+    /// Records a transport failure (bounded log, oldest dropped first).
+    pub fn record_error(
+        &self,
+        transport: &str,
+        connection_id: Option<&str>,
+        kind: &str,
+        os_code: Option<i32>,
+        message: impl Into<String>,
+    ) {
+        self.errors_total.fetch_add(1, Ordering::Relaxed);
+        let rec = TransportErrorRecord {
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            transport: transport.to_string(),
+            connection_id: connection_id.map(str::to_string),
+            kind: kind.to_string(),
+            os_code,
+            message: message.into(),
+            platform: std::env::consts::OS,
+        };
+        if let Ok(mut e) = self.errors.lock() {
+            if e.len() >= MAX_ERRORS {
+                e.pop_front();
+            }
+            e.push_back(rec);
+        }
+    }
+
+    pub fn errors(&self) -> Vec<TransportErrorRecord> {
+        self.errors
+            .lock()
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.errors_total.load(Ordering::Relaxed)
+    }
+
+    /// Empties the error log; returns how many records were dropped.
+    pub fn clear_errors(&self) -> usize {
+        self.errors
+            .lock()
+            .map(|mut e| {
+                let n = e.len();
+                e.clear();
+                n
+            })
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,489 @@
+//! The durable journal: every event is appended to SQLite (WAL) before anyone sees it.
+//!
+//! Why it looks like this:
+//! - **One writer thread** owns the write connection. Publishers send batches over a bounded
+//!   channel; the writer drains whatever is queued (up to `journal_batch_max` events) and commits
+//!   it in one transaction — a group commit, so one fsync covers many publishers.
+//! - **Ids are assigned by the writer**, from a head counter stored in the `meta` table inside the
+//!   same transaction, so they increase monotonically across restarts even when retention has
+//!   deleted every row.
+//! - **Fan-out happens after commit**, in id order, from the writer thread: an event a client
+//!   receives live is always already on disk, so it can always be replayed.
+//! - **The epoch** is created with the database; a recreated journal has a new epoch, which tells
+//!   clients that their cursors mean nothing here.
+//! - Reads (replay, poll) go through a small pool of read connections on the blocking pool; WAL
+//!   lets them run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::value::RawValue;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::error::JournalError;
+use crate::hub::envelope::{EnvelopeRef, Event, NewEvent, Scope};
+
+/// Settings the journal needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// `full` or `normal`.
+    pub sync: String,
+    pub batch_max: usize,
+    pub retention_max_events: u64,
+    pub retention_max_age_s: u64,
+}
+
+/// Counters shared between the writer and everyone else.
+#[derive(Debug)]
+struct Shared {
+    epoch: Arc<str>,
+    head: AtomicU64,
+    oldest: AtomicU64,
+    appended: AtomicU64,
+    commits: AtomicU64,
+}
+
+enum Msg {
+    Write {
+        events: Vec<NewEvent>,
+        reply: oneshot::Sender<Result<Vec<Arc<Event>>, JournalError>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle to the journal; cheap to share behind an `Arc`.
+pub struct Journal {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Msg>,
+    path: PathBuf,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// A snapshot of the journal's position.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JournalInfo {
+    pub epoch: String,
+    pub head: u64,
+    /// Lowest id still stored; `head + 1` when the journal is empty.
+    pub oldest: u64,
+    pub appended_since_start: u64,
+    pub commits_since_start: u64,
+    pub path: String,
+}
+
+/// What a reader wants: ids in `(after, upto]`, only the given scopes (all when `None`).
+#[derive(Debug, Clone)]
+pub struct ReadQuery {
+    pub after: u64,
+    pub upto: u64,
+    pub scopes: Option<Vec<String>>,
+    pub limit: usize,
+}
+
+fn open_connection(path: &Path, sync: &str) -> Result<Connection, JournalError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync == "full" { "FULL" } else { "NORMAL" },
+    )?;
+    Ok(conn)
+}
+
+fn new_epoch() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:04x}", nanos as u64, std::process::id() & 0xffff)
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `<state_dir>/journal.sqlite3` and starts the writer.
+    /// Committed events are sent to `fanout` in id order.
+    pub fn open(
+        state_dir: &Path,
+        opts: JournalOptions,
+        fanout: broadcast::Sender<Arc<Event>>,
+    ) -> Result<Journal, JournalError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| JournalError::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join("journal.sqlite3");
+        let conn = open_connection(&path, &opts.sync)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS events (
+                 id INTEGER PRIMARY KEY,
+                 type TEXT NOT NULL,
+                 scope TEXT NOT NULL,
+                 ts_ms INTEGER NOT NULL,
+                 body TEXT NOT NULL
+             );",
+        )?;
+        let epoch: String = match conn
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+        {
+            Some(e) => e,
+            None => {
+                let e = new_epoch();
+                conn.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?1)", [&e])?;
+                e
+            }
+        };
+        let stored_head: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let stored_head = stored_head.and_then(|h| h.parse::<u64>().ok()).unwrap_or(0);
+        let (max_id, min_id): (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT MAX(id), MIN(id) FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let head = stored_head.max(max_id.unwrap_or(0) as u64);
+        let oldest = min_id.map(|m| m as u64).unwrap_or(head + 1);
+        let shared = Arc::new(Shared {
+            epoch: epoch.into(),
+            head: AtomicU64::new(head),
+            oldest: AtomicU64::new(oldest),
+            appended: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(4096);
+        let writer = Writer {
+            conn,
+            shared: shared.clone(),
+            fanout,
+            opts,
+            last_prune: Instant::now() - Duration::from_secs(3600),
+        };
+        let rt = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("cmem-journal".into())
+            .spawn(move || writer.run(rx, rt))
+            .map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Journal {
+            shared,
+            tx,
+            path,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// The epoch of this journal.
+    pub fn epoch(&self) -> &str {
+        &self.shared.epoch
+    }
+
+    /// Id of the newest committed event (0 if none ever).
+    pub fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// Lowest id still stored (`head + 1` when empty).
+    pub fn oldest(&self) -> u64 {
+        self.shared.oldest.load(Ordering::Acquire)
+    }
+
+    pub fn info(&self) -> JournalInfo {
+        JournalInfo {
+            epoch: self.epoch().to_string(),
+            head: self.head(),
+            oldest: self.oldest(),
+            appended_since_start: self.shared.appended.load(Ordering::Relaxed),
+            commits_since_start: self.shared.commits.load(Ordering::Relaxed),
+            path: self.path.display().to_string(),
+        }
+    }
+
+    /// Appends events durably; returns them with their ids once committed (and fanned out).
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Write { events, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Reads committed events in id order.
+    pub async fn read(&self, q: ReadQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers.lock().map(|mut v| v.pop()) {
+                Ok(Some(c)) => c,
+                _ => {
+                    let c = Connection::open(&path)?;
+                    c.busy_timeout(Duration::from_secs(10))?;
+                    c
+                }
+            };
+            let out = read_rows(&conn, &q);
+            if let Ok(mut v) = readers.lock()
+                && v.len() < 4
+            {
+                v.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
+    }
+
+    /// Commits everything queued, then stops the writer. Later appends fail with `Closed`.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn read_rows(conn: &Connection, q: &ReadQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+    let mut sql =
+        String::from("SELECT id, type, scope, body FROM events WHERE id > ?1 AND id <= ?2");
+    let mut args: Vec<rusqlite::types::Value> = vec![
+        (q.after.min(i64::MAX as u64) as i64).into(),
+        (q.upto.min(i64::MAX as u64) as i64).into(),
+    ];
+    if let Some(scopes) = &q.scopes {
+        sql.push_str(" AND scope IN (");
+        for (i, s) in scopes.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("?{}", i + 3));
+            args.push(s.clone().into());
+        }
+        sql.push(')');
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.max(1)));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, kind, scope, body) = row?;
+        let id = id as u64;
+        let scope =
+            Scope::parse(&scope).map_err(|message| JournalError::Corrupt { id, message })?;
+        let body = RawValue::from_string(body).map_err(|e| JournalError::Corrupt {
+            id,
+            message: e.to_string(),
+        })?;
+        out.push(Arc::new(Event {
+            id,
+            kind,
+            scope,
+            body,
+        }));
+    }
+    Ok(out)
+}
+
+struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    fanout: broadcast::Sender<Arc<Event>>,
+    opts: JournalOptions,
+    last_prune: Instant,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Arc<Event>>, JournalError>>;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>, rt: tokio::runtime::Handle) {
+        loop {
+            let received = rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), rx.recv()).await });
+            let first = match received {
+                // idle: a good moment to apply age-based retention
+                Err(_elapsed) => {
+                    self.maybe_prune();
+                    continue;
+                }
+                // every handle is gone
+                Ok(None) => return,
+                Ok(Some(m)) => m,
+            };
+            let mut batch: Vec<(Vec<NewEvent>, Reply)> = Vec::new();
+            let mut shutdown = None;
+            let mut count = 0usize;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Write { events, reply } => {
+                        count += events.len();
+                        batch.push((events, reply));
+                    }
+                    Msg::Shutdown(done) => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                }
+                if count >= self.opts.batch_max {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.commit(batch);
+            }
+            if let Some(done) = shutdown {
+                self.prune_now();
+                rx.close();
+                tracing::info!(
+                    head = self.shared.head.load(Ordering::Acquire),
+                    "journal flushed and closed"
+                );
+                let _ = done.send(());
+                return;
+            }
+            self.maybe_prune();
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<(Vec<NewEvent>, Reply)>) {
+        let head = self.shared.head.load(Ordering::Acquire);
+        match self.write_batch(head, &batch) {
+            Ok((new_head, events)) => {
+                // `oldest` needs no update: an empty journal already reports `head + 1`,
+                // which is the first id of this batch.
+                self.shared.head.store(new_head, Ordering::Release);
+                self.shared
+                    .appended
+                    .fetch_add(new_head - head, Ordering::Relaxed);
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                let mut events = events.into_iter();
+                for (evs, reply) in batch {
+                    let mine: Vec<Arc<Event>> = events.by_ref().take(evs.len()).collect();
+                    for e in &mine {
+                        // no receivers is fine: nobody is connected
+                        let _ = self.fanout.send(e.clone());
+                    }
+                    let _ = reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal commit failed");
+                let msg = e.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(JournalError::Write(msg.clone())));
+                }
+            }
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        head: u64,
+        batch: &[(Vec<NewEvent>, Reply)],
+    ) -> Result<(u64, Vec<Arc<Event>>), JournalError> {
+        let now = chrono::Utc::now();
+        let ts = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let ts_ms = now.timestamp_millis();
+        let tx = self.conn.transaction()?;
+        let mut id = head;
+        let mut out = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (id, type, scope, ts_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (evs, _) in batch {
+                for ev in evs {
+                    id += 1;
+                    let scope = ev.scope.to_string();
+                    let body = serde_json::to_string(&EnvelopeRef {
+                        id,
+                        epoch: &self.shared.epoch,
+                        kind: &ev.kind,
+                        scope: scope.clone(),
+                        ts: &ts,
+                        data: &ev.data,
+                    })
+                    .map_err(|e| JournalError::Write(e.to_string()))?;
+                    stmt.execute(params![id as i64, ev.kind, scope, ts_ms, body])?;
+                    let body = RawValue::from_string(body)
+                        .map_err(|e| JournalError::Write(e.to_string()))?;
+                    out.push(Arc::new(Event {
+                        id,
+                        kind: ev.kind.clone(),
+                        scope: ev.scope.clone(),
+                        body,
+                    }));
+                }
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('head', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [id.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        Ok((id, out))
+    }
+
+    fn maybe_prune(&mut self) {
+        if self.last_prune.elapsed() >= Duration::from_secs(1) {
+            self.prune_now();
+        }
+    }
+
+    /// Applies retention by count and by age, then refreshes `oldest`.
+    fn prune_now(&mut self) {
+        self.last_prune = Instant::now();
+        let head = self.shared.head.load(Ordering::Acquire);
+        let mut deleted = 0usize;
+        if self.opts.retention_max_events > 0 && head > self.opts.retention_max_events {
+            let keep_from = head - self.opts.retention_max_events;
+            match self
+                .conn
+                .execute("DELETE FROM events WHERE id <= ?1", [keep_from as i64])
+            {
+                Ok(n) => deleted += n,
+                Err(e) => tracing::warn!(error = %e, "journal retention (count) failed"),
+            }
+        }
+        if self.opts.retention_max_age_s > 0 {
+            let cutoff = chrono::Utc::now().timestamp_millis()
+                - (self.opts.retention_max_age_s as i64).saturating_mul(1000);
+            match self
+                .conn
+                .execute("DELETE FROM events WHERE ts_ms < ?1", [cutoff])
+            {
+                Ok(n) => deleted += n,
+                Err(e) => tracing::warn!(error = %e, "journal retention (age) failed"),
+            }
+        }
+        if deleted > 0 {
+            let min: Result<Option<i64>, _> =
+                self.conn
+                    .query_row("SELECT MIN(id) FROM events", [], |r| r.get(0));
+            if let Ok(min) = min {
+                let oldest = min.map(|m| m as u64).unwrap_or(head + 1);
+                self.shared.oldest.store(oldest, Ordering::Release);
+            }
+            tracing::debug!(deleted, "journal retention applied");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Transports: the ways a client receives the journal. All three pull from a
+//! [`Subscription`](crate::hub::Subscription) (or, for poll, from the journal directly) and carry
+//! the same envelope with the same id. None of them decides *what* a client sees — the hub does.
+
+pub mod poll;
+pub mod socketio;
+pub mod sse;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::HeaderMap;
+
+use crate::api::ApiError;
+use crate::hub::envelope::{Cursor, Scope};
+use crate::hub::registry::ConnMeta;
+
+/// A connection id that is unique within this process and hard to guess.
+pub(crate) fn new_conn_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{n:x}{nanos:08x}")
+}
+
+/// Who is connecting, from the request.
+pub(crate) fn conn_meta(
+    headers: &HeaderMap,
+    remote: Option<SocketAddr>,
+    workspaces: Vec<String>,
+) -> ConnMeta {
+    ConnMeta {
+        user_agent: headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(256)
+            .collect(),
+        remote_addr: remote.map(|a| a.to_string()).unwrap_or_default(),
+        workspaces,
+    }
+}
+
+/// Parses a comma-separated workspace list, checking each name.
+pub(crate) fn parse_workspaces(raw: Option<&str>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for w in raw
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+    {
+        match Scope::parse(&format!("workspace:{w}"))? {
+            Scope::Workspace(name) => out.push(name),
+            _ => return Err(format!("workspace `{w}` is not a valid name")),
+        }
+    }
+    if out.len() > 64 {
+        return Err("at most 64 workspaces per connection".into());
+    }
+    Ok(out)
+}
+
+/// Query parameters, with unknown ones refused so that typos do not pass silently.
+pub(crate) fn query_params(
+    raw: Option<&str>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded_pairs(raw.unwrap_or("")) {
+        if k == "_" {
+            continue; // cache-buster
+        }
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{k}`; allowed: {}",
+                allowed.join(", ")
+            )));
+        }
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default()
+}
+
+/// Parses a cursor parameter, naming it in the error.
+pub(crate) fn parse_cursor(
+    name: &str,
+    raw: Option<&str>,
+    epoch: Option<&str>,
+) -> Result<Option<Cursor>, ApiError> {
+    let Some(raw) = raw.filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut c = Cursor::parse(raw).map_err(|m| ApiError::bad_request(format!("{name}: {m}")))?;
+    if c.epoch.is_none() {
+        c.epoch = epoch.filter(|e| !e.is_empty()).map(str::to_string);
+    }
+    Ok(Some(c))
+}

@@ -1,0 +1,235 @@
+//! Plain HTTP polling at `GET /api/events/poll?client_id=&after=&wait=&limit=`.
+//!
+//! For clients behind proxies that break both WebSocket and streaming responses. Each request
+//! reads the journal after the cursor; with `wait`, an empty answer is held until an event
+//! arrives (long poll, capped at `poll_max_wait_s`). The server also remembers each client's
+//! cursor, so `after` may be omitted on later requests — but a client that sends `after`
+//! always gets exactly what follows it, which is what makes retries after a lost response safe.
+//!
+//! A poll client counts as connected while it keeps polling; one not seen for
+//! `poll_client_ttl_s` is dropped from the registry by [`sweep`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{conn_meta, parse_cursor, parse_workspaces, query_params};
+use crate::api::{ApiError, now_rfc3339};
+use crate::hub::Hub;
+use crate::hub::registry::Transport;
+use crate::journal::ReadQuery;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Serialize)]
+struct PollAnswer<'a> {
+    success: bool,
+    client_id: &'a str,
+    events: Vec<&'a RawValue>,
+    next_cursor: u64,
+    epoch: &'a str,
+    timestamp: String,
+    polling_interval_ms: u64,
+}
+
+fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
+fn parse_number<T: std::str::FromStr>(
+    name: &str,
+    raw: Option<&String>,
+) -> Result<Option<T>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => s.trim().parse::<T>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("{name} `{s}` is not a non-negative whole number"))
+        }),
+    }
+}
+
+/// `GET /api/events/poll`
+pub async fn poll(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let q = query_params(
+        uri.query(),
+        &["client_id", "after", "epoch", "wait", "limit", "workspaces"],
+    )?;
+    let client_id = q
+        .get("client_id")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "client_id is required: pick a stable id per client, e.g. ?client_id=dashboard-1",
+            )
+        })?;
+    if !valid_client_id(client_id) {
+        return Err(ApiError::bad_request(
+            "client_id must be 1-128 characters of letters, digits, _ - . :",
+        ));
+    }
+    let after = parse_cursor(
+        "after",
+        q.get("after").map(String::as_str),
+        q.get("epoch").map(String::as_str),
+    )?;
+    let wait_s: u64 = parse_number("wait", q.get("wait"))?.unwrap_or(0);
+    let wait = Duration::from_secs(wait_s.min(hub.config.poll_max_wait_s));
+    let limit: usize = parse_number("limit", q.get("limit"))?.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be from 1 to {MAX_LIMIT}"
+        )));
+    }
+    let workspaces =
+        parse_workspaces(q.get("workspaces").map(String::as_str)).map_err(ApiError::bad_request)?;
+
+    // Find or create this client's registry entry.
+    let (conn, is_new) = match hub.registry.get(client_id) {
+        Some(c) if c.transport() == Transport::Poll => (c, false),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("client_id `{client_id}` is in use by another transport's connection"),
+            ));
+        }
+        None => {
+            let meta = conn_meta(&headers, Some(remote), workspaces);
+            match hub
+                .registry
+                .register(client_id.clone(), Transport::Poll, meta)
+            {
+                Some(c) => (c, true),
+                // lost a race with a concurrent first request of the same client
+                None => (
+                    hub.registry.get(client_id).ok_or_else(|| {
+                        ApiError::new(StatusCode::CONFLICT, "client_id registration raced; retry")
+                    })?,
+                    false,
+                ),
+            }
+        }
+    };
+    conn.touch();
+
+    // Subscribe before reading, so nothing committed during the read or the wait is missed.
+    let mut rx = hub.fanout_receiver();
+    let start = if is_new {
+        hub.open_position(&conn, after).await?
+    } else {
+        let cursor = after.unwrap_or(crate::hub::envelope::Cursor {
+            id: conn.cursor(),
+            epoch: None,
+        });
+        hub.check_position(&conn, cursor).await?
+    };
+    let head = hub.journal.head();
+    let mut events = hub
+        .journal
+        .read(ReadQuery {
+            after: start,
+            upto: head,
+            scopes: Some(conn.scope_strings()),
+            limit,
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    // When the page is full there may be more: continue from its last id; otherwise
+    // everything up to `head` has been seen.
+    let mut next_cursor = match events.last() {
+        Some(last) if events.len() == limit => last.id,
+        _ => head.max(start),
+    };
+
+    if events.is_empty() && !wait.is_zero() {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let got = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = hub.shutdown.cancelled() => break,
+                r = rx.recv() => r,
+            };
+            match got {
+                Ok(ev) => {
+                    if ev.id <= next_cursor || !conn.can_see(&ev.scope) {
+                        continue;
+                    }
+                    next_cursor = ev.id;
+                    events.push(ev);
+                    // take whatever else is already there, without waiting
+                    while events.len() < limit {
+                        match rx.try_recv() {
+                            Ok(ev) if ev.id > next_cursor && conn.can_see(&ev.scope) => {
+                                next_cursor = ev.id;
+                                events.push(ev);
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    break;
+                }
+                // Missed some live events: the journal has them; answer what we have
+                // and let the next request read them.
+                Err(_) => break,
+            }
+        }
+    }
+    conn.set_cursor(next_cursor);
+    conn.touch();
+    let answer = PollAnswer {
+        success: true,
+        client_id,
+        events: events.iter().map(|e| &*e.body).collect(),
+        next_cursor,
+        epoch: hub.journal.epoch(),
+        timestamp: now_rfc3339(),
+        polling_interval_ms: hub.config.poll_interval_ms,
+    };
+    let body = serde_json::to_string(&answer)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Drops poll clients that stopped polling. Runs until shutdown.
+pub async fn sweep(hub: Arc<Hub>) {
+    let ttl_ms = (hub.config.poll_client_ttl_s * 1000) as i64;
+    let mut tick = tokio::time::interval(
+        Duration::from_secs(1).max(Duration::from_millis(ttl_ms as u64 / 10)),
+    );
+    loop {
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        for c in hub.registry.all() {
+            if c.transport() == Transport::Poll && now - c.last_activity_ms() > ttl_ms {
+                hub.registry.remove(&c.id, "poll_timeout");
+            }
+        }
+    }
+}

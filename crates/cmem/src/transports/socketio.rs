@@ -1,0 +1,346 @@
+//! Socket.IO v4 (Engine.IO 4) at `/socket.io/`, on socketioxide: WebSocket, long-polling and
+//! the upgrade between them.
+//!
+//! The event name is the envelope `type`, the payload the envelope. The handshake
+//! `auth: {last_event_id, epoch?, workspaces?}` resumes from a cursor. socketioxide has no
+//! connection-state recovery of its own; resume comes from the journal through
+//! [`Hub::subscribe`].
+//!
+//! One task per socket pulls from its subscription and emits. When socketioxide's per-socket
+//! buffer is full the task waits (the broadcast channel keeps the events); if the client falls
+//! `queue_bound` events behind it is told why (`cmem_close`) and disconnected, and it resumes
+//! from its cursor on reconnect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::extract::{SocketRef, State as IoState, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::DisconnectReason;
+use socketioxide::{SocketIo, TransportType};
+
+use super::{conn_meta, parse_workspaces};
+use crate::api::ApiError;
+use crate::hub::envelope::Cursor;
+use crate::hub::registry::{Conn, Transport};
+use crate::hub::{Hub, StreamEnd};
+
+/// The Socket.IO service, ready to be put in front of the router.
+pub struct Layer {
+    pub layer: SocketIoLayer,
+    pub io: SocketIo,
+}
+
+impl Layer {
+    /// Wraps `app` with the Socket.IO layer and the `Origin` check that shares the CORS list.
+    pub fn apply(self, app: Router, hub: Arc<Hub>) -> Router {
+        app.layer(self.layer)
+            .layer(axum::middleware::from_fn_with_state(hub, origin_check))
+    }
+}
+
+/// Browsers send `Origin` on WebSocket upgrades and cross-origin polling; refuse origins that
+/// are not on the allow-list. Non-browser clients send none and are not affected.
+async fn origin_check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/socket.io")
+        && let Some(origin) = req.headers().get(axum::http::header::ORIGIN)
+    {
+        let allowed = origin
+            .to_str()
+            .map(|o| hub.config.origin_allowed(o))
+            .unwrap_or(false);
+        if !allowed {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "origin {:?} is not in cors_origins; add it to the configuration to allow it",
+                    origin
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// What a client may put in `auth`. Unknown keys are ignored (later issues add `token`).
+#[derive(Debug, Clone, Default)]
+struct Handshake {
+    cursor: Option<Cursor>,
+    workspaces: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AuthIn {
+    #[serde(default)]
+    last_event_id: Value,
+    #[serde(default)]
+    epoch: Option<String>,
+    #[serde(default)]
+    workspaces: Option<Value>,
+}
+
+#[derive(Debug)]
+struct HandshakeError(String);
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+fn parse_auth(auth: Option<Value>) -> Result<Handshake, HandshakeError> {
+    let Some(v) = auth.filter(|v| !v.is_null()) else {
+        return Ok(Handshake::default());
+    };
+    let a: AuthIn = serde_json::from_value(v).map_err(|e| HandshakeError(format!("auth: {e}")))?;
+    let cursor = match a.last_event_id {
+        Value::Null => None,
+        Value::Number(n) => Some(Cursor {
+            id: n.as_u64().ok_or_else(|| {
+                HandshakeError(format!(
+                    "auth.last_event_id {n} is not a non-negative whole number"
+                ))
+            })?,
+            epoch: None,
+        }),
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(
+            Cursor::parse(&s).map_err(|m| HandshakeError(format!("auth.last_event_id: {m}")))?,
+        ),
+        other => {
+            return Err(HandshakeError(format!(
+                "auth.last_event_id must be a number or a string, not {other}"
+            )));
+        }
+    };
+    let cursor = cursor.map(|mut c| {
+        if c.epoch.is_none() {
+            c.epoch = a.epoch.clone().filter(|e| !e.is_empty());
+        }
+        c
+    });
+    let workspaces = match a.workspaces {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => parse_workspaces(Some(&s)).map_err(HandshakeError)?,
+        Some(Value::Array(items)) => {
+            let names: Vec<String> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| HandshakeError("auth.workspaces must be a list of names".into()))?;
+            parse_workspaces(Some(&names.join(","))).map_err(HandshakeError)?
+        }
+        Some(_) => {
+            return Err(HandshakeError(
+                "auth.workspaces must be a list of names".into(),
+            ));
+        }
+    };
+    Ok(Handshake { cursor, workspaces })
+}
+
+/// Connect middleware: a bad `auth` is refused with `connect_error` saying why.
+async fn check_handshake(
+    s: SocketRef,
+    TryData(auth): TryData<Value>,
+) -> Result<(), HandshakeError> {
+    let auth = auth.map_err(|e| HandshakeError(format!("auth is not valid JSON: {e}")))?;
+    let hs = parse_auth(Some(auth))?;
+    s.extensions.insert(hs);
+    Ok(())
+}
+
+fn transport_of(t: TransportType) -> Transport {
+    match t {
+        TransportType::Websocket => Transport::Websocket,
+        TransportType::Polling => Transport::Polling,
+    }
+}
+
+fn disconnect_reason(r: DisconnectReason) -> &'static str {
+    match r {
+        DisconnectReason::TransportClose => "client_closed",
+        DisconnectReason::MultipleHttpPollingError => "multiple_polling_requests",
+        DisconnectReason::PacketParsingError => "bad_packet",
+        DisconnectReason::TransportError => "transport_error",
+        DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
+        DisconnectReason::ClientNSDisconnect => "client_disconnect",
+        DisconnectReason::ServerNSDisconnect => "server_disconnect",
+        DisconnectReason::ClosingServer => "server_shutdown",
+    }
+}
+
+async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
+    let hs = s.extensions.get::<Handshake>().unwrap_or_default();
+    let parts = s.req_parts();
+    let remote = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let meta = conn_meta(&parts.headers, remote, hs.workspaces.clone());
+    let Some(conn) =
+        hub.registry
+            .register(s.id.to_string(), transport_of(s.transport_type()), meta)
+    else {
+        tracing::warn!(sid = %s.id, "socket id already registered");
+        let _ = s.disconnect();
+        return;
+    };
+
+    let h = hub.clone();
+    let c = conn.clone();
+    s.on_disconnect(async move |_s: SocketRef, reason: DisconnectReason| {
+        let why = c
+            .close_reason()
+            .unwrap_or_else(|| disconnect_reason(reason).to_string());
+        if matches!(
+            reason,
+            DisconnectReason::TransportError
+                | DisconnectReason::HeartbeatTimeout
+                | DisconnectReason::PacketParsingError
+        ) {
+            h.registry.record_error(
+                c.transport().name(),
+                Some(&c.id),
+                disconnect_reason(reason),
+                None,
+                reason.to_string(),
+            );
+        }
+        c.close(&why);
+        h.registry.remove(&c.id, &why);
+    });
+
+    tokio::spawn(deliver(hub, s, conn, hs.cursor));
+}
+
+/// Pulls this socket's events from the hub and emits them, in order.
+async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cursor>) {
+    let mut sub = match hub.subscribe(conn.clone(), cursor).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            tracing::error!(error = %e, sid = %s.id, "could not start delivery");
+            conn.close("journal_error");
+            let _ = s.disconnect();
+            return;
+        }
+    };
+    loop {
+        let ev = match sub.next().await {
+            Ok(ev) => ev,
+            Err(StreamEnd::Shutdown) => return, // the server closes every engine.io socket
+            Err(end) => {
+                let reason = end.reason();
+                if matches!(end, StreamEnd::SlowConsumer(_)) {
+                    conn.close(&reason);
+                }
+                if s.connected() {
+                    // Tell the client why, then end the namespace session. Clients resume
+                    // from their last event id on reconnect.
+                    let _ = s.emit(
+                        "cmem_close",
+                        &json!({
+                            "reason": reason,
+                            "message": end.to_string(),
+                            "reconnect": true,
+                            "last_event_id": conn.cursor(),
+                        }),
+                    );
+                    let _ = s.clone().disconnect();
+                }
+                return;
+            }
+        };
+        conn.set_transport(transport_of(s.transport_type()));
+        loop {
+            match s.emit(ev.kind.as_str(), &*ev.body) {
+                Ok(()) => break,
+                Err(socketioxide::SendError::Socket(
+                    socketioxide::SocketError::InternalChannelFull,
+                )) => {
+                    // The client is not reading. Wait; if it stays behind the subscription
+                    // reports a slow consumer.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        _ = conn.closer.cancelled() => return,
+                        _ = hub.shutdown.cancelled() => return,
+                    }
+                    if !s.connected() {
+                        return;
+                    }
+                }
+                Err(socketioxide::SendError::Socket(socketioxide::SocketError::Closed)) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, id = ev.id, "could not encode event for socket.io");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Builds the Socket.IO service from the configuration.
+pub fn build(hub: &Arc<Hub>) -> Option<Layer> {
+    let c = &hub.config;
+    let ws = c.transport_enabled("websocket");
+    let polling = c.transport_enabled("polling");
+    if !ws && !polling {
+        return None;
+    }
+    let builder = SocketIo::builder()
+        .ping_interval(Duration::from_millis(c.ping_interval_ms))
+        .ping_timeout(Duration::from_millis(c.ping_timeout_ms))
+        .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
+        .max_payload(c.max_payload_bytes)
+        .ws_max_message_size(c.max_payload_bytes as usize)
+        .with_state(hub.clone());
+    let builder = match (ws, polling) {
+        (true, false) => builder.transports([TransportType::Websocket]),
+        (false, true) => builder.transports([TransportType::Polling]),
+        _ => builder,
+    };
+    let (layer, io) = builder.build_layer();
+    io.ns("/", on_connect.with(check_handshake));
+    Some(Layer { layer, io })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_forms() {
+        assert!(parse_auth(None).unwrap().cursor.is_none());
+        let h = parse_auth(Some(json!({"last_event_id": 5, "epoch": "e"}))).unwrap();
+        assert_eq!(
+            h.cursor,
+            Some(Cursor {
+                id: 5,
+                epoch: Some("e".into())
+            })
+        );
+        let h = parse_auth(Some(
+            json!({"last_event_id": "7", "workspaces": ["a", "b"]}),
+        ))
+        .unwrap();
+        assert_eq!(h.cursor.unwrap().id, 7);
+        assert_eq!(h.workspaces, vec!["a", "b"]);
+        assert!(parse_auth(Some(json!({"last_event_id": "x"}))).is_err());
+        assert!(parse_auth(Some(json!({"last_event_id": -1}))).is_err());
+        assert!(parse_auth(Some(json!({"last_event_id": [1]}))).is_err());
+        assert!(parse_auth(Some(json!({"workspaces": [1]}))).is_err());
+        // unknown keys are tolerated (tokens arrive in a later version)
+        assert!(parse_auth(Some(json!({"token": "t"}))).is_ok());
+    }
+}

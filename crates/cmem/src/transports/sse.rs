@@ -1,0 +1,154 @@
+//! Server-Sent Events at `GET /api/events/stream`.
+//!
+//! Each journal event becomes `id: <id>`, `event: <type>`, `data: <envelope>`. The stream opens
+//! with `retry:`; heartbeat comments keep proxies from timing it out; `X-Accel-Buffering: no`
+//! keeps nginx from buffering it. Resume: `Last-Event-ID` (sent by `EventSource` on reconnect)
+//! or `?last_event_id=`, optionally with `?epoch=`.
+//!
+//! Backpressure needs no queue of our own: hyper polls the stream only as fast as the socket
+//! drains, so a slow reader stops pulling from its subscription and, once it is `queue_bound`
+//! events behind, the subscription ends with `slow_consumer` — sent as a final `close` event.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde_json::json;
+
+use super::{conn_meta, new_conn_id, parse_cursor, parse_workspaces, query_params};
+use crate::api::ApiError;
+use crate::hub::registry::{Conn, Transport};
+use crate::hub::{Hub, StreamEnd, Subscription};
+
+/// Removes the connection from the registry when the stream is dropped (client gone or
+/// stream ended), counting why.
+struct Registration {
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let reason = self
+            .conn
+            .close_reason()
+            .unwrap_or_else(|| "client_closed".into());
+        self.hub.registry.remove(&self.conn.id, &reason);
+    }
+}
+
+enum Phase {
+    Retry,
+    Events,
+    Done,
+}
+
+struct StreamState {
+    sub: Subscription,
+    phase: Phase,
+    retry: Duration,
+    _registration: Registration,
+}
+
+fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    futures::stream::unfold(state, |mut st| async move {
+        match st.phase {
+            Phase::Retry => {
+                st.phase = Phase::Events;
+                let ev = SseEvent::default().retry(st.retry).comment("connected");
+                Some((Ok(ev), st))
+            }
+            Phase::Events => match st.sub.next().await {
+                Ok(ev) => {
+                    let out = SseEvent::default()
+                        .id(ev.id.to_string())
+                        .event(ev.kind.as_str())
+                        .data(ev.json());
+                    Some((Ok(out), st))
+                }
+                Err(end) => {
+                    let reason = end.reason();
+                    if let StreamEnd::Journal(e) = &end {
+                        st.sub.conn().close("journal_error");
+                        tracing::error!(error = %e, "sse stream ended by journal error");
+                    } else {
+                        st.sub.conn().close(&reason);
+                    }
+                    st.phase = Phase::Done;
+                    let out = SseEvent::default().event("close").data(
+                        json!({
+                            "reason": reason,
+                            "message": end.to_string(),
+                            "reconnect": true,
+                            "last_event_id": st.sub.conn().cursor(),
+                        })
+                        .to_string(),
+                    );
+                    Some((Ok(out), st))
+                }
+            },
+            Phase::Done => None,
+        }
+    })
+}
+
+/// `GET /api/events/stream`
+pub async fn stream(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let q = query_params(uri.query(), &["last_event_id", "epoch", "workspaces"])?;
+    let header_cursor = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Last-Event-ID header is not valid text"))?,
+        ),
+        None => None,
+    };
+    // The header is what EventSource sends on reconnect, so it wins over the query.
+    let (name, raw) = match header_cursor {
+        Some(h) => ("Last-Event-ID", Some(h)),
+        None => ("last_event_id", q.get("last_event_id").map(String::as_str)),
+    };
+    let cursor = parse_cursor(name, raw, q.get("epoch").map(String::as_str))?;
+    let workspaces =
+        parse_workspaces(q.get("workspaces").map(String::as_str)).map_err(ApiError::bad_request)?;
+
+    let id = new_conn_id("sse");
+    let conn = hub
+        .registry
+        .register(
+            id,
+            Transport::Sse,
+            conn_meta(&headers, Some(remote), workspaces),
+        )
+        .ok_or_else(|| ApiError::bad_request("connection id collision; retry"))?;
+    let registration = Registration {
+        hub: hub.clone(),
+        conn: conn.clone(),
+    };
+    let sub = hub.subscribe(conn, cursor).await?;
+    let state = StreamState {
+        sub,
+        phase: Phase::Retry,
+        retry: Duration::from_millis(hub.config.sse_retry_ms),
+        _registration: registration,
+    };
+    let sse = Sse::new(events(state)).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(hub.config.sse_heartbeat_s))
+            .text("heartbeat"),
+    );
+    let mut resp = sse.into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
