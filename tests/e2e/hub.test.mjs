@@ -1,0 +1,217 @@
+// The real-time hub end to end: official socket.io-client over WebSocket, long-polling and the
+// default upgrade, an EventSource client and a poll loop, all at once, against a real server.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  startServer, publishMany, sioClient, sseClient, pollClient, until, exactly, TEST_EVENT, sleep, tempDir,
+} from './lib.mjs';
+
+const servers = [];
+after(async () => { for (const s of servers) await s.stop('SIGKILL'); });
+
+async function server(opts) {
+  const s = await startServer(opts);
+  servers.push(s);
+  return s;
+}
+
+function allClients(url, tag) {
+  return [
+    sioClient(url, { transports: ['websocket'], name: `ws-${tag}` }),
+    sioClient(url, { transports: ['polling'], name: `polling-${tag}` }),
+    sioClient(url, { name: `upgrade-${tag}` }),
+    sseClient(url, { name: `sse-${tag}` }),
+    pollClient(url, { clientId: `poll-${tag}`, name: `poll-${tag}` }),
+  ];
+}
+
+async function ready(clients) {
+  for (const c of clients) {
+    if (c.connected) await c.connected();
+    if (c.opened) await c.opened();
+  }
+  // Every client has its greeting, so it is subscribed. A poll client_id the server still
+  // knows is not new and gets none; one answered request shows it is polling.
+  await until(() => clients.every((c) => c.ofType('system_status').length >= 1
+    || (c.responses !== undefined && c.responses >= 1 && c.cursor !== null)), 'every client subscribed');
+}
+
+test('200 events reach every transport in order with identical ids', async () => {
+  const s = await server();
+  const clients = allClients(s.url, 'fan');
+  await ready(clients);
+  for (const c of clients) {
+    assert.equal(c.events[0].type, 'system_status', `${c.name} gets system_status first`);
+    assert.ok(c.events[0].scope.startsWith('client:'), `${c.name}: system_status is addressed to it`);
+  }
+  const ids = await publishMany(s.url, 200, 'fan', 20);
+  assert.equal(ids.length, 200);
+  await until(() => clients.every((c) => c.tests('fan').length >= 200), 'all 200 events everywhere');
+  await sleep(200); // a duplicate would show up now
+  for (const c of clients) {
+    exactly(c, ids, 'fan');
+    for (const e of c.tests('fan')) {
+      assert.equal(typeof e.epoch, 'string');
+      assert.equal(e.scope, 'global');
+      assert.ok(!Number.isNaN(Date.parse(e.ts)), 'ts is a date');
+    }
+    // nobody sees another client's system_status
+    assert.equal(c.ofType('system_status').length, 1, `${c.name} sees only its own system_status`);
+  }
+  const upgraded = clients[2];
+  await until(() => upgraded.transport() === 'websocket', 'default client upgrades to websocket');
+  const status = await (await fetch(`${s.url}/api/websocket/status`)).json();
+  const by = status.data.connections.by_transport;
+  assert.equal(by.websocket, 2, JSON.stringify(by));
+  assert.equal(by.polling, 1, JSON.stringify(by));
+  assert.equal(by.sse, 1);
+  assert.equal(by.poll, 1);
+  for (const c of clients) await c.close();
+});
+
+test('each transport resumes after a disconnect with exactly the missed events', async () => {
+  const s = await server();
+  const clients = allClients(s.url, 'r1');
+  await ready(clients);
+  const first = await publishMany(s.url, 20, 'r1');
+  await until(() => clients.every((c) => c.tests('r1').length === 20), 'first 20 everywhere');
+  const cursors = clients.map((c) => c.cursor);
+  for (const c of clients) await c.close();
+  await until(async () => {
+    const st = await (await fetch(`${s.url}/api/websocket/status`)).json();
+    return st.data.connections.total <= 1; // the poll client lingers until its ttl
+  }, 'clients gone');
+
+  const missed = await publishMany(s.url, 100, 'r2');
+  const again = [
+    sioClient(s.url, { transports: ['websocket'], cursor: cursors[0], name: 'ws-again' }),
+    sioClient(s.url, { transports: ['polling'], cursor: cursors[1], name: 'polling-again' }),
+    sioClient(s.url, { cursor: cursors[2], name: 'upgrade-again' }),
+    sseClient(s.url, { cursor: cursors[3], name: 'sse-again' }),
+    pollClient(s.url, { clientId: 'poll-r1', cursor: cursors[4], name: 'poll-again' }),
+  ];
+  await ready(again);
+  await until(() => again.every((c) => c.tests('r2').length >= 100), 'missed events replayed');
+  const live = await publishMany(s.url, 10, 'r3');
+  await until(() => again.every((c) => c.tests('r3').length >= 10), 'live after replay');
+  await sleep(200);
+  for (const c of again) {
+    exactly(c, missed, 'r2');
+    exactly(c, live, 'r3');
+    assert.equal(c.tests('r1').length, 0, `${c.name} gets nothing it already had`);
+    assert.equal(c.ofType('resync').length, 0, `${c.name} needs no resync`);
+    // replay is in id order and comes before live
+    const ids = c.tests().map((e) => e.id);
+    assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
+  }
+  assert.ok(first.length === 20);
+  for (const c of again) await c.close();
+});
+
+test('clients ride through SIGKILL and restart on the same data folder', async () => {
+  const data = tempDir();
+  let s = await server({ data });
+  const port = s.port;
+  const url = s.url;
+  const clients = [
+    sioClient(url, { transports: ['websocket'], reconnection: true, name: 'ws-k' }),
+    sioClient(url, { transports: ['polling'], reconnection: true, name: 'polling-k' }),
+    sioClient(url, { reconnection: true, name: 'upgrade-k' }),
+    sseClient(url, { name: 'sse-k' }),
+    pollClient(url, { clientId: 'poll-k', name: 'poll-k' }),
+  ];
+  await ready(clients);
+  const before = await publishMany(url, 30, 'k1');
+  await until(() => clients.every((c) => c.tests('k1').length === 30), 'before kill');
+  const res = await s.stop('SIGKILL');
+  assert.equal(res.signal, 'SIGKILL');
+  s = await server({ data, port });
+  const afterIds = await publishMany(url, 100, 'k2', 10);
+  assert.ok(afterIds[0] > before[29], 'ids continue after restart');
+  await until(() => clients.every((c) => c.tests('k2').length >= 100), 'every client caught up after restart', 30000);
+  await sleep(300);
+  for (const c of clients) {
+    exactly(c, before, 'k1');
+    exactly(c, afterIds, 'k2');
+    assert.equal(c.ofType('resync').length, 0, `${c.name}: same epoch, no resync`);
+  }
+  const epochs = new Set(clients.flatMap((c) => c.tests().map((e) => e.epoch)));
+  assert.equal(epochs.size, 1, 'the epoch survives a restart');
+  for (const c of clients) await c.close();
+});
+
+test('a cursor older than retention gets one resync on every transport', async () => {
+  const s = await server({ args: ['--retention-max-events', '20'] });
+  await publishMany(s.url, 60, 'old');
+  // retention runs at most once a second on the writer
+  await until(async () => {
+    const st = await (await fetch(`${s.url}/api/websocket/status`)).json();
+    return st.data.journal.oldest_retained_id > 5;
+  }, 'retention applied');
+  const clients = [
+    sioClient(s.url, { transports: ['websocket'], cursor: 2, name: 'ws-old' }),
+    sioClient(s.url, { transports: ['polling'], cursor: 2, name: 'polling-old' }),
+    sseClient(s.url, { cursor: 2, name: 'sse-old' }),
+    pollClient(s.url, { clientId: 'poll-old', cursor: 2, name: 'poll-old' }),
+  ];
+  await ready(clients);
+  await until(() => clients.every((c) => c.ofType('resync').length === 1), 'resync everywhere');
+  const fresh = await publishMany(s.url, 5, 'new');
+  await until(() => clients.every((c) => c.tests('new').length === 5), 'live after resync');
+  for (const c of clients) {
+    const r = c.ofType('resync')[0];
+    assert.equal(r.data.reason, 'cursor_older_than_retention');
+    assert.equal(r.data.requested_cursor, 2);
+    assert.ok(r.data.oldest_available_id > 3, `${c.name}: says where history starts`);
+    assert.equal(c.events[0].type, 'resync', `${c.name}: resync comes first`);
+    assert.equal(c.tests('old').length, 0, `${c.name}: no partial history after a resync`);
+    exactly(c, fresh, 'new');
+  }
+  // a cursor from another epoch is refused the same way
+  const other = sioClient(s.url, { transports: ['websocket'], extraAuth: { epoch: 'not-this-one' }, cursor: 1, name: 'epoch' });
+  await other.connected();
+  await until(() => other.ofType('resync').length === 1, 'epoch resync');
+  assert.equal(other.ofType('resync')[0].data.reason, 'epoch_mismatch');
+  other.close();
+  for (const c of clients) await c.close();
+});
+
+test('bad handshakes are refused with a reason and others keep receiving', async () => {
+  const s = await server();
+  const good = sioClient(s.url, { transports: ['websocket'], name: 'good' });
+  await good.connected();
+  const bad = sioClient(s.url, { transports: ['websocket'], extraAuth: { last_event_id: 'yesterday' }, name: 'bad' });
+  const err = await bad.connected().then(() => null, (e) => e);
+  assert.ok(err, 'bad auth is refused');
+  assert.match(err.message, /last_event_id/);
+  bad.close();
+  const ids = await publishMany(s.url, 10, 'after-bad');
+  await until(() => good.tests('after-bad').length === 10, 'good client still receives');
+  exactly(good, ids, 'after-bad');
+  good.close();
+});
+
+test('graceful shutdown closes clients with a reason and keeps every acknowledged event', async () => {
+  const data = tempDir();
+  const s = await server({ data });
+  const sse = sseClient(s.url, { name: 'sse-shutdown' });
+  const sio = sioClient(s.url, { transports: ['websocket'], name: 'sio-shutdown' });
+  await ready([sse, sio]);
+  let closeReason = null;
+  sio.socket.on('cmem_close', (m) => { closeReason = m.reason; });
+  const ids = await publishMany(s.url, 50, 'g');
+  await until(() => sse.tests('g').length === 50 && sio.tests('g').length === 50, 'delivered');
+  const res = await s.stop('SIGTERM');
+  assert.equal(res.code, 0, `clean exit: ${s.stderr()}`);
+  await until(() => sse.closeEvents.length >= 1, 'sse close event');
+  assert.equal(sse.closeEvents[0].reason, 'server_shutdown');
+  await until(() => closeReason === 'server_shutdown' || !sio.socket.connected, 'socket.io told or closed');
+  sse.close(); sio.close();
+  // the journal kept everything: a new client resumes from 0 and gets all 50
+  const s2 = await server({ data });
+  const late = pollClient(s2.url, { clientId: 'late', cursor: 0 });
+  await until(() => late.tests('g').length === 50, 'replay after restart');
+  exactly(late, ids, 'g');
+  await late.close();
+  assert.equal(TEST_EVENT, 'test_event');
+});

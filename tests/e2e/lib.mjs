@@ -1,0 +1,185 @@
+// Helpers for the end-to-end suites: start a real `cmem` server, publish through its HTTP API,
+// and connect real clients (official socket.io-client, an EventSource client, a poll loop) that
+// record every envelope they receive.
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { io } from 'socket.io-client';
+import EventSource from 'eventsource';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const CMEM_BIN = process.env.CMEM_BIN || path.resolve(here, '../../target/debug/cmem');
+// A remote target (e.g. the Windows build under Wine) may be given instead of a local binary.
+export const TEST_EVENT = 'test_event';
+
+export function tempDir() {
+  return mkdtempSync(path.join(tmpdir(), 'cmem-e2e-'));
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns truthy or `ms` pass; throws with `what` on timeout. */
+export async function until(fn, what, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+/** Starts `cmem serve` and resolves once it prints its address. */
+export async function startServer({ data = tempDir(), port = 0, args = [], env = {} } = {}) {
+  const child = spawn(CMEM_BIN, ['serve', '--data', data, '--bind', `127.0.0.1:${port}`, ...args], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', CM_SSE_RETRY_MS: '200', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 20000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/[\d.:]+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}: ${stderr}`)); });
+  });
+  const exited = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })));
+  return {
+    url, data, child, exited,
+    port: Number(new URL(url).port),
+    stderr: () => stderr,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return exited;
+      child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export async function publish(url, events) {
+  const body = Array.isArray(events) ? { events } : events;
+  const res = await fetch(`${url}/api/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`publish failed ${res.status}: ${json.error}`);
+  return json.data.ids;
+}
+
+/** Publishes `n` test events in batches; returns their ids. */
+export async function publishMany(url, n, tag, batch = 50) {
+  const ids = [];
+  for (let i = 0; i < n; i += batch) {
+    const evs = [];
+    for (let j = i; j < Math.min(n, i + batch); j++) evs.push({ type: TEST_EVENT, data: { tag, seq: j } });
+    ids.push(...(await publish(url, evs)));
+  }
+  return ids;
+}
+
+/** Common recording: every envelope, in arrival order, plus the cursor. */
+class Recorder {
+  constructor(name) { this.name = name; this.events = []; this.cursor = null; }
+  record(env) {
+    this.events.push(env);
+    if (typeof env.id === 'number') this.cursor = env.id;
+  }
+  ofType(t) { return this.events.filter((e) => e.type === t); }
+  tests(tag) { return this.events.filter((e) => e.type === TEST_EVENT && (tag === undefined || e.data.tag === tag)); }
+}
+
+/** Official socket.io-client; `auth` is a function so every reconnect sends the latest cursor. */
+export function sioClient(url, { transports, reconnection = false, extraAuth = {}, cursor = null, name } = {}) {
+  const rec = new Recorder(name || `sio-${transports ? transports.join('+') : 'default'}`);
+  rec.cursor = cursor;
+  const opts = {
+    forceNew: true,
+    reconnection,
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 500,
+    auth: (cb) => cb({ ...extraAuth, ...(rec.cursor !== null ? { last_event_id: rec.cursor } : {}) }),
+  };
+  if (transports) opts.transports = transports;
+  const socket = io(url, opts);
+  socket.onAny((type, env) => { if (type !== 'cmem_close') rec.record(env); });
+  rec.socket = socket;
+  rec.connected = () => new Promise((resolve, reject) => {
+    if (socket.connected) return resolve();
+    socket.once('connect', resolve);
+    socket.once('connect_error', reject);
+  });
+  rec.close = () => socket.close();
+  rec.transport = () => socket.io.engine && socket.io.engine.transport.name;
+  return rec;
+}
+
+/** EventSource-style SSE client; reconnects itself and sends Last-Event-ID. */
+export function sseClient(url, { cursor = null, types = [TEST_EVENT], name = 'sse', query = '' } = {}) {
+  const rec = new Recorder(name);
+  rec.cursor = cursor;
+  const q = new URLSearchParams(query);
+  if (cursor !== null) q.set('last_event_id', String(cursor));
+  const es = new EventSource(`${url}/api/events/stream${q.toString() ? `?${q}` : ''}`);
+  for (const t of new Set([...types, 'system_status', 'resync'])) {
+    es.addEventListener(t, (m) => rec.record(JSON.parse(m.data)));
+  }
+  rec.closeEvents = [];
+  es.addEventListener('close', (m) => rec.closeEvents.push(JSON.parse(m.data)));
+  rec.es = es;
+  rec.opened = () => new Promise((resolve, reject) => {
+    if (es.readyState === 1) return resolve();
+    es.onopen = () => resolve();
+    es.onerror = (e) => { if (es.readyState === 2) reject(new Error(`sse failed: ${e.message || e.status}`)); };
+  });
+  rec.close = () => es.close();
+  return rec;
+}
+
+/** A long-poll loop; keeps its cursor in `after`, retries through server restarts. */
+export function pollClient(url, { clientId, cursor = null, wait = 1, name = 'poll', query = '' } = {}) {
+  const rec = new Recorder(name);
+  rec.cursor = cursor;
+  rec.errors = [];
+  rec.responses = 0;
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const q = new URLSearchParams(query);
+      q.set('client_id', clientId);
+      q.set('wait', String(wait));
+      if (rec.cursor !== null) q.set('after', String(rec.cursor));
+      try {
+        const res = await fetch(`${url}/api/events/poll?${q}`);
+        const body = await res.json();
+        if (!res.ok) { rec.errors.push(body.error); await sleep(100); continue; }
+        rec.responses++;
+        for (const e of body.events) rec.record(e);
+        rec.cursor = body.next_cursor;
+      } catch (e) {
+        rec.errors.push(String(e));
+        await sleep(100);
+      }
+    }
+  })();
+  rec.close = async () => { stopped = true; await loop; };
+  return rec;
+}
+
+/** Asserts the recorder holds exactly `ids` as test events, in that order, once each. */
+export function exactly(rec, ids, tag) {
+  const got = rec.tests(tag).map((e) => e.id);
+  const want = ids.join(',');
+  if (got.join(',') !== want) {
+    const dup = got.filter((id, i) => got.indexOf(id) !== i);
+    const missing = ids.filter((id) => !got.includes(id));
+    throw new Error(`${rec.name}: got ${got.length} events, want ${ids.length}; duplicates [${dup.slice(0, 10)}], missing [${missing.slice(0, 10)}], first ${got.slice(0, 5)}`);
+  }
+}
