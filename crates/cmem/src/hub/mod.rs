@@ -302,6 +302,12 @@ impl Subscription {
         &self.conn
     }
 
+    /// How many live events are waiting for this connection in the fan-out channel.
+    /// Reaching `queue_bound` means the connection is about to be a slow consumer.
+    pub fn pending(&self) -> usize {
+        self.rx.len()
+    }
+
     /// The next event this connection may see, in id order.
     pub async fn next(&mut self) -> Result<Arc<Event>, StreamEnd> {
         loop {

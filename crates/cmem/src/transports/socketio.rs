@@ -269,8 +269,13 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                 Err(socketioxide::SendError::Socket(
                     socketioxide::SocketError::InternalChannelFull,
                 )) => {
-                    // The client is not reading. Wait; if it stays behind the subscription
-                    // reports a slow consumer.
+                    // The client is not reading. Wait while the fan-out channel holds its events;
+                    // once it is `queue_bound` behind, give up on it.
+                    if sub.pending() + 1 >= hub.config.queue_bound {
+                        conn.close("slow_consumer");
+                        stop_slow_consumer(&hub, &s, &conn).await;
+                        return;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                         _ = conn.closer.cancelled() => return,
@@ -286,6 +291,25 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Ends a socket whose send buffer stays full. The namespace disconnect needs room in that same
+/// buffer, so it is retried while the client drains; a client that never reads again misses
+/// its heartbeats and is closed by Engine.IO (`ping_interval + ping_timeout`). Either way the
+/// registry records `slow_consumer`, and the client resumes from its cursor when it returns.
+async fn stop_slow_consumer(hub: &Arc<Hub>, s: &SocketRef, conn: &Arc<Conn>) {
+    tracing::info!(sid = %s.id, cursor = conn.cursor(), "closing slow consumer");
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(hub.config.ping_interval_ms + hub.config.ping_timeout_ms);
+    while s.connected() && tokio::time::Instant::now() < deadline {
+        if s.clone().disconnect().is_ok() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = hub.shutdown.cancelled() => return,
         }
     }
 }

@@ -1,0 +1,125 @@
+//! Starts the real `cmem` binary on an ephemeral loopback port for integration tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestServer {
+    pub child: Child,
+    pub url: String,
+    pub addr: String,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data folder.
+    pub fn start(args: &[&str]) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&data, args, &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `data` with extra flags and environment.
+    pub fn start_in(data: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cmem"));
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn cmem");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            assert!(Instant::now() < deadline, "server did not start");
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        break rest.trim().to_string();
+                    }
+                }
+                _ => panic!("server exited before listening"),
+            }
+        };
+        // keep draining stdout so the child never blocks on a full pipe
+        std::thread::spawn(move || for _ in lines {});
+        TestServer {
+            child,
+            url: format!("http://{addr}"),
+            addr,
+            data: data.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let v: serde_json::Value = reqwest::get(format!("{}/api/websocket/status", self.url))
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status json");
+        v["data"].clone()
+    }
+
+    pub async fn head(&self) -> u64 {
+        self.status().await["journal"]["head"]
+            .as_u64()
+            .expect("head")
+    }
+
+    pub async fn publish(&self, body: serde_json::Value) -> reqwest::Response {
+        self.client()
+            .post(format!("{}/api/events", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("publish request")
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `secs`.
+pub async fn until<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,538 @@
+//! The HTTP surface against a real server: publishing, bad input, poll, SSE framing and headers,
+//! diagnostics, configuration errors at start-up.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{TestServer, until};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+async fn body(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, v)
+}
+
+#[tokio::test]
+async fn health_and_publish_assign_increasing_ids() {
+    let s = TestServer::start(&[]);
+    let (st, v) = body(reqwest::get(format!("{}/health", s.url)).await.unwrap()).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["success"], true);
+    assert_eq!(v["data"]["status"], "ok");
+
+    let (st, v) = body(s.publish(json!({"type": "note", "data": {"n": 1}})).await).await;
+    assert_eq!(st, 200, "{v}");
+    let first = v["data"]["ids"][0].as_u64().unwrap();
+    let (st, v) = body(
+        s.publish(json!({"events": [
+            {"type": "note", "data": 1},
+            {"type": "note", "scope": "workspace:w1", "data": 2},
+            {"type": "note", "scope": "client:someone"}
+        ]}))
+        .await,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let ids: Vec<u64> = v["data"]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![first + 1, first + 2, first + 3]);
+    assert_eq!(s.head().await, first + 3);
+}
+
+#[tokio::test]
+async fn bad_publish_input_gets_4xx_and_leaves_the_journal_alone() {
+    let s = TestServer::start(&["--max-payload-bytes", "4096"]);
+    let c = s.client();
+    let url = format!("{}/api/events", s.url);
+    let head = s.head().await;
+
+    let raw = |b: &'static str| {
+        c.post(&url)
+            .header("content-type", "application/json")
+            .body(b)
+            .send()
+    };
+    let cases: Vec<(&str, reqwest::Response, u16, &str)> = vec![
+        (
+            "malformed json",
+            raw("{\"type\": ").await.unwrap(),
+            400,
+            "EOF",
+        ),
+        (
+            "wrong type",
+            raw("{\"type\": 5}").await.unwrap(),
+            400,
+            "invalid type",
+        ),
+        (
+            "unknown field",
+            raw("{\"type\": \"a\", \"colour\": 1}").await.unwrap(),
+            400,
+            "unknown field `colour`",
+        ),
+        (
+            "bad scope",
+            raw("{\"type\": \"a\", \"scope\": \"room:1\"}")
+                .await
+                .unwrap(),
+            400,
+            "room:1",
+        ),
+        (
+            "empty batch",
+            raw("{\"events\": []}").await.unwrap(),
+            400,
+            "empty",
+        ),
+        (
+            "batch element",
+            raw("{\"events\": [{\"type\": \"a\"}, {\"data\": 1}]}")
+                .await
+                .unwrap(),
+            400,
+            "events[1]",
+        ),
+        (
+            "reserved type",
+            raw("{\"type\": \"connect\"}").await.unwrap(),
+            400,
+            "reserved",
+        ),
+        (
+            "server-only type",
+            raw("{\"type\": \"resync\"}").await.unwrap(),
+            400,
+            "server only",
+        ),
+        (
+            "array body",
+            raw("[1,2]").await.unwrap(),
+            400,
+            "JSON object",
+        ),
+        (
+            "no content type",
+            c.post(&url).body("{\"type\":\"a\"}").send().await.unwrap(),
+            415,
+            "Content-Type",
+        ),
+    ];
+    for (name, resp, want, needle) in cases {
+        let (st, v) = body(resp).await;
+        assert_eq!(st, want, "{name}: {v}");
+        assert_eq!(v["success"], false, "{name}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(needle),
+            "{name}: message {msg:?} should mention {needle:?}"
+        );
+    }
+    let big = json!({"type": "a", "data": "x".repeat(10_000)}).to_string();
+    let resp = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = body(resp).await;
+    assert_eq!(st, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("max_payload_bytes"));
+
+    let (st, _) = body(
+        c.get(format!("{}/no/such/thing", s.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(s.head().await, head, "no bad request reached the journal");
+    // and the server still takes good input
+    let (st, _) = body(s.publish(json!({"type": "fine"})).await).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn poll_validates_input_and_long_polls() {
+    let s = TestServer::start(&[]);
+    let c = s.client();
+    let get = |q: &str| c.get(format!("{}/api/events/poll?{q}", s.url)).send();
+    for (q, needle) in [
+        ("", "client_id is required"),
+        ("client_id=", "client_id is required"),
+        ("client_id=a%20b", "client_id must be"),
+        ("client_id=p&after=abc", "after"),
+        ("client_id=p&after=-3", "after"),
+        ("client_id=p&wait=soon", "wait"),
+        ("client_id=p&limit=0", "limit"),
+        ("client_id=p&limit=5000", "limit"),
+        ("client_id=p&colour=red", "unknown query parameter `colour`"),
+        ("client_id=p&workspaces=a%20b", "workspace"),
+    ] {
+        let (st, v) = body(get(q).await.unwrap()).await;
+        assert_eq!(st, 400, "{q}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{q}: {v}");
+    }
+
+    // First request: the client's own system_status.
+    let (st, v) = body(get("client_id=lp").await.unwrap()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["events"][0]["type"], "system_status");
+    assert_eq!(v["events"][0]["scope"], "client:lp");
+    assert!(v["polling_interval_ms"].as_u64().is_some());
+    assert!(v["timestamp"].as_str().is_some());
+    let cursor = v["next_cursor"].as_u64().unwrap();
+
+    // A long poll is answered by the event that arrives while it waits.
+    let url = format!(
+        "{}/api/events/poll?client_id=lp&after={cursor}&wait=20",
+        s.url
+    );
+    let waiting = tokio::spawn(async move {
+        reqwest::get(url)
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a long poll with nothing to say waits"
+    );
+    let (st, pv) = body(s.publish(json!({"type": "wake", "data": {"x": 1}})).await).await;
+    assert_eq!(st, 200);
+    let id = pv["data"]["ids"][0].as_u64().unwrap();
+    let v = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v["events"][0]["type"], "wake");
+    assert_eq!(v["events"][0]["id"], id);
+    assert_eq!(v["next_cursor"], id);
+
+    // Events scoped to another client or a workspace it did not join are not delivered.
+    s.publish(json!({"events": [
+        {"type": "secret", "scope": "client:someone-else"},
+        {"type": "team", "scope": "workspace:w1"},
+        {"type": "open"}
+    ]}))
+    .await;
+    let (_, v) = body(get(&format!("client_id=lp&after={id}")).await.unwrap()).await;
+    let types: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, vec!["open"]);
+    let (_, v) = body(
+        get(&format!("client_id=lp2&after={id}&workspaces=w1"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let types: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, vec!["team", "open", "system_status"]);
+}
+
+/// Reads SSE frames (`field: value` lines until a blank line) from a byte stream.
+struct SseReader<S> {
+    stream: S,
+    buf: String,
+}
+
+impl<S: futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin> SseReader<S> {
+    async fn frame(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let f = self.buf[..i].to_string();
+                self.buf.drain(..i + 2);
+                return Some(f);
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.stream.next())
+                .await
+                .ok()??
+                .ok()?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Next frame that carries an event (skips comments and `retry:`).
+    async fn event(&mut self) -> Option<(u64, String, Value)> {
+        loop {
+            let f = self.frame().await?;
+            let mut id = None;
+            let mut ev = None;
+            let mut data = None;
+            for line in f.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().ok();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    ev = Some(v.to_string());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).ok();
+                }
+            }
+            if let (Some(ev), Some(data)) = (ev, data) {
+                return Some((id.unwrap_or(0), ev, data));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sse_headers_framing_and_resume() {
+    let s = TestServer::start(&[]);
+    let c = s.client();
+    let bad = c
+        .get(format!("{}/api/events/stream", s.url))
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = body(bad).await;
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("Last-Event-ID"));
+
+    let resp = c
+        .get(format!("{}/api/events/stream", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-accel-buffering"], "no");
+    let mut r = SseReader {
+        stream: resp.bytes_stream(),
+        buf: String::new(),
+    };
+    let first = r.frame().await.unwrap();
+    assert!(first.contains("retry: "), "opens with retry: {first:?}");
+    let (id, ev, data) = r.event().await.unwrap();
+    assert_eq!(ev, "system_status");
+    assert_eq!(data["id"], id, "the id: line equals the envelope id");
+
+    let ids: Vec<u64> = body(
+        s.publish(json!({"events": [{"type": "a"}, {"type": "b"}, {"type": "c"}]}))
+            .await,
+    )
+    .await
+    .1["data"]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    for (want, t) in ids.iter().zip(["a", "b", "c"]) {
+        let (id, ev, data) = r.event().await.unwrap();
+        assert_eq!((id, ev.as_str()), (*want, t));
+        assert_eq!(data["type"], t);
+    }
+    drop(r);
+
+    // Resume with the header EventSource sends: only what follows.
+    let resp = c
+        .get(format!("{}/api/events/stream", s.url))
+        .header("Last-Event-ID", ids[0].to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut r = SseReader {
+        stream: resp.bytes_stream(),
+        buf: String::new(),
+    };
+    let got: Vec<(u64, String)> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            let (id, ev, _) = r.event().await.unwrap();
+            v.push((id, ev));
+        }
+        v
+    };
+    assert_eq!(got[0], (ids[1], "b".into()));
+    assert_eq!(got[1], (ids[2], "c".into()));
+    assert_eq!(got[2].1, "system_status");
+}
+
+#[tokio::test]
+async fn diagnostics_report_config_journal_and_connections() {
+    let s = TestServer::start(&["--queue-bound", "64"]);
+    let _ = reqwest::get(format!("{}/api/events/poll?client_id=diag", s.url))
+        .await
+        .unwrap();
+    let st = s.status().await;
+    assert_eq!(st["config"]["queue_bound"], 64);
+    assert_eq!(st["connections"]["by_transport"]["poll"], 1);
+    assert_eq!(st["connections"]["clients"][0]["id"], "diag");
+    assert!(
+        st["connections"]["clients"][0]["remote_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(st["journal"]["epoch"].as_str().is_some());
+    assert_eq!(st["journal"]["oldest_retained_id"], 1);
+    let errors: Value = reqwest::get(format!("{}/api/websocket/errors", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(errors["success"], true);
+    assert!(errors["data"]["errors"].is_array());
+    let cleared: Value = s
+        .client()
+        .post(format!("{}/api/websocket/clear-errors", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["success"], true);
+}
+
+#[tokio::test]
+async fn ids_continue_across_restart_and_shutdown_is_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_in(tmp.path(), &[], &[]);
+    let (_, v) = body(
+        s.publish(json!({"events": [{"type": "a"}, {"type": "b"}]}))
+            .await,
+    )
+    .await;
+    let last = v["data"]["ids"][1].as_u64().unwrap();
+    let epoch = v["data"]["epoch"].as_str().unwrap().to_string();
+    let status = s.terminate();
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    let s2 = TestServer::start_in(tmp.path(), &[], &[]);
+    let (_, v) = body(s2.publish(json!({"type": "c"})).await).await;
+    assert_eq!(v["data"]["ids"][0].as_u64().unwrap(), last + 1);
+    assert_eq!(v["data"]["epoch"], epoch.as_str());
+}
+
+#[test]
+fn bad_configuration_stops_startup_naming_key_value_and_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cmem"));
+        cmd.args(args).arg("--data").arg(tmp.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(
+        &["serve", "--bind", "127.0.0.1:0"],
+        &[("CM_PING_TIMEOUT_MS", "5")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ping_timeout_ms")
+            && err.contains("`5`")
+            && err.contains("CM_PING_TIMEOUT_MS")
+            && err.contains("from 50 to"),
+        "{err}"
+    );
+
+    let out = run(&["serve", "--bind", "not-an-address"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bind"));
+
+    std::fs::create_dir_all(tmp.path().join(".collective-memory/config")).unwrap();
+    std::fs::write(
+        tmp.path().join(".collective-memory/config/cmem.toml"),
+        "queue_bound = 256\nretention_max_events = 99\n",
+    )
+    .unwrap();
+    let out = run(
+        &["config", "--retention-max-events", "77"],
+        &[("CM_SSE_RETRY_MS", "999")],
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("queue_bound = 256  (config file)"), "{text}");
+    assert!(text.contains("retention_max_events = 77  (flag)"), "{text}");
+    assert!(
+        text.contains("sse_retry_ms = 999  (env CM_SSE_RETRY_MS)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ping_interval_ms = 25000  (default)"),
+        "{text}"
+    );
+
+    std::fs::write(
+        tmp.path().join(".collective-memory/config/cmem.toml"),
+        "queue_size = 1\n",
+    )
+    .unwrap();
+    let out = run(&["config"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("queue_size"));
+}
+
+#[tokio::test]
+async fn cors_uses_the_allow_list() {
+    let s = TestServer::start(&["--cors-origins", "http://app.test:3000"]);
+    let c = s.client();
+    let ok = c
+        .get(format!("{}/health", s.url))
+        .header("Origin", "http://app.test:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://app.test:3000"
+    );
+    let no = c
+        .get(format!("{}/health", s.url))
+        .header("Origin", "http://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(no.headers().get("access-control-allow-origin").is_none());
+    // The WebSocket/polling endpoint refuses a foreign browser origin outright.
+    let sio = c
+        .get(format!("{}/socket.io/?EIO=4&transport=polling", s.url))
+        .header("Origin", "http://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sio.status(), 403);
+    let sio = c
+        .get(format!("{}/socket.io/?EIO=4&transport=polling", s.url))
+        .header("Origin", "http://app.test:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sio.status(), 200);
+    until("server alive", 5, || async {
+        reqwest::get(format!("{}/health", s.url))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}
