@@ -63,7 +63,11 @@ impl Serialize for Args {
 
 async fn on_connect(socket: SocketRef, Data(auth): Data<serde_json::Value>) {
     // No handshake payload is reported as an empty object, as the suites expect.
-    let auth = if auth.is_null() { serde_json::json!({}) } else { auth };
+    let auth = if auth.is_null() {
+        serde_json::json!({})
+    } else {
+        auth
+    };
     let _ = socket.emit("auth", &auth);
     socket.on("message", async |s: SocketRef, Data(args): Data<Args>| {
         let _ = s.emit("message-back", &args);
@@ -122,7 +126,10 @@ async fn main() -> anyhow::Result<()> {
         .layer(CorsLayer::permissive());
     let port = std::env::var("CONFORMANCE_PORT").unwrap_or_else(|_| "3000".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
-    println!("conformance server listening on http://{}", listener.local_addr()?);
+    println!(
+        "conformance server listening on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app).await?;
     Ok(())
 }
