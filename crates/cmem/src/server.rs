@@ -12,8 +12,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::api;
 use crate::config::Config;
@@ -31,8 +39,6 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("server error: {0}")]
-    Serve(std::io::Error),
 }
 
 /// A bound, not yet running server. Splitting bind from run lets callers learn the port first.
@@ -61,6 +67,11 @@ impl Server {
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully.
+    ///
+    /// The accept loop is our own (hyper-util) rather than `axum::serve`, because the server
+    /// needs what that hides: each accepted socket, to tune it (`TCP_NODELAY`); the error of
+    /// each failed connection, to record its OS error code for diagnostics; and a hard stop
+    /// for connections still open when the grace period ends.
     pub async fn run(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -71,52 +82,87 @@ impl Server {
         let app = api::router(hub.clone(), io);
         tokio::spawn(transports::poll::sweep(hub.clone()));
 
-        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
-        let h = hub.clone();
-        let graceful = async move {
-            signal.await;
-            tracing::info!("shutting down: closing clients");
-            let _ = closed_tx.send(());
-            // Ends SSE streams (with a `close` event), long polls and delivery tasks.
-            h.shutdown.cancel();
-            if let Some(io) = io_handle {
-                let _ = io
-                    .emit(
-                        "cmem_close",
-                        &json!({"reason": "server_shutdown", "reconnect": true}),
-                    )
-                    .await;
-                io.close().await;
+        let builder = AutoBuilder::new(TokioExecutor::new());
+        let graceful = GracefulShutdown::new();
+        let mut signal = std::pin::pin!(signal);
+        loop {
+            let (stream, remote) = tokio::select! {
+                _ = &mut signal => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        hub.registry.record_error("tcp", None, "accept", e.raw_os_error(), e.to_string());
+                        tracing::warn!(error = %e, "accept failed");
+                        // out of file descriptors and the like: do not spin
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
             }
-        };
-        let serve = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(graceful);
+            let svc = app.clone().map_request(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(remote));
+                req
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+                .into_owned();
+            let conn = graceful.watch(conn);
+            let h = hub.clone();
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    record_connection_error(&h, remote, e.as_ref());
+                }
+            });
+        }
+
+        // Stop accepting (the listener is dropped), then tell clients why and close them.
+        drop(self.listener);
+        tracing::info!("shutting down: closing clients");
+        hub.shutdown.cancel(); // ends SSE streams (with a `close` event), long polls, deliveries
+        if let Some(io) = io_handle {
+            let _ = io
+                .emit(
+                    "cmem_close",
+                    &json!({"reason": "server_shutdown", "reconnect": true}),
+                )
+                .await;
+            io.close().await;
+        }
         let grace = Duration::from_millis(hub.config.shutdown_grace_ms);
-        let serve = tokio::spawn(async move { serve.await });
-        let mut serve = serve;
-        let result = tokio::select! {
-            r = &mut serve => r,
-            _ = async {
-                let _ = closed_rx.await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(grace_ms = grace.as_millis() as u64, "clients still connected after the grace period; stopping anyway");
-                serve.abort();
-                Ok(Ok(()))
-            }
-        };
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "connections still open after the grace period; closing them"
+            );
+        }
         hub.journal.close().await;
         tracing::info!(head = hub.journal.head(), "journal flushed; bye");
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ServerError::Serve(e)),
-            Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
-        }
+        Ok(())
     }
+}
+
+/// Keeps a failed connection's OS error (reset, broken pipe, timeout…) for diagnostics.
+/// Errors without an OS code (a client closing between requests) are only logged.
+fn record_connection_error(hub: &Hub, remote: SocketAddr, err: &(dyn std::error::Error + 'static)) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(code) = io.raw_os_error()
+        {
+            let kind = format!("{:?}", io.kind());
+            hub.registry
+                .record_error("http", None, &kind, Some(code), format!("{remote}: {io}"));
+            return;
+        }
+        source = e.source();
+    }
+    tracing::debug!(%remote, error = %err, "connection ended with an error");
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

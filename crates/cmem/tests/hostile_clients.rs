@@ -206,3 +206,101 @@ async fn a_reader_that_falls_behind_is_closed_as_slow_consumer_and_can_resume() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_socketio_client_that_stops_reading_is_closed_as_slow_consumer() {
+    let s = TestServer::start(&[
+        "--queue-bound",
+        "16",
+        "--ping-interval-ms",
+        "300",
+        "--ping-timeout-ms",
+        "300",
+        "--max-payload-bytes",
+        "2000000",
+    ]);
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(s.addr.parse().unwrap()).await.unwrap();
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", s.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let _open = ws.next().await.unwrap().unwrap();
+    ws.send(Message::text("40")).await.unwrap();
+    loop {
+        let m = ws.next().await.unwrap().unwrap();
+        if m.to_text().unwrap_or("").starts_with("40") {
+            break;
+        }
+    }
+    until("socket registered", 10, || async {
+        (s.status().await["connections"]["by_transport"]["websocket"] == 1).then_some(())
+    })
+    .await;
+    // From here on the client reads nothing (no pongs either).
+    let payload = "y".repeat(2000);
+    for _ in 0..60 {
+        let events: Vec<Value> = (0..100)
+            .map(|_| json!({"type": "bulk", "data": payload}))
+            .collect();
+        assert_eq!(s.publish(json!({ "events": events })).await.status(), 200);
+    }
+    until("slow consumer closed and counted", 30, || async {
+        let st = s.status().await;
+        (st["closes_by_reason"]["slow_consumer"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+            && st["connections"]["by_transport"]["websocket"] == 0)
+            .then_some(())
+    })
+    .await;
+    // the server is fine
+    assert_eq!(s.publish(json!({"type": "after"})).await.status(), 200);
+    drop(ws);
+}
+
+#[tokio::test]
+async fn a_connection_reset_is_recorded_with_its_os_error_code() {
+    let s = TestServer::start(&["--max-payload-bytes", "2000000"]);
+    let stream = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let mut stream = stream;
+    stream
+        .write_all(b"GET /api/events/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 256];
+    let _ = stream.read(&mut head).await.unwrap();
+    until("sse registered", 10, || async {
+        (s.status().await["connections"]["by_transport"]["sse"] == 1).then_some(())
+    })
+    .await;
+    // Abort: SO_LINGER 0 makes close() send RST instead of FIN.
+    stream.set_zero_linger().unwrap();
+    drop(stream);
+    let payload = "z".repeat(1000);
+    let errors = until("reset recorded", 20, || async {
+        let events: Vec<Value> = (0..50)
+            .map(|_| json!({"type": "fill", "data": payload}))
+            .collect();
+        s.publish(json!({ "events": events })).await;
+        let v: Value = reqwest::get(format!("{}/api/websocket/errors", s.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let errs = v["data"]["errors"].as_array().cloned().unwrap_or_default();
+        (!errs.is_empty()).then_some(errs)
+    })
+    .await;
+    let e = &errors[0];
+    let code = e["os_code"].as_i64().expect("an OS error code");
+    // ECONNRESET or EPIPE on Linux; WSAECONNRESET / WSAECONNABORTED on Windows
+    assert!([104, 32, 10054, 10053].contains(&code), "{e}");
+    assert_eq!(e["transport"], "http");
+    assert!(e["platform"].as_str().is_some());
+    until("sse gone", 10, || async {
+        (s.status().await["connections"]["by_transport"]["sse"] == 0).then_some(())
+    })
+    .await;
+}
