@@ -60,8 +60,13 @@ test('200 events reach every transport in order with identical ids', async () =>
   }
   const upgraded = clients[2];
   await until(() => upgraded.transport() === 'websocket', 'default client upgrades to websocket');
-  const status = await (await fetch(`${s.url}/api/websocket/status`)).json();
-  const by = status.data.connections.by_transport;
+  // The server completes the upgrade when the client's upgrade packet arrives, a moment
+  // after the client switches.
+  const by = await until(async () => {
+    const st = await (await fetch(`${s.url}/api/websocket/status`)).json();
+    const b = st.data.connections.by_transport;
+    return b.websocket === 2 ? b : null;
+  }, 'the server sees the upgrade');
   assert.equal(by.websocket, 2, JSON.stringify(by));
   assert.equal(by.polling, 1, JSON.stringify(by));
   assert.equal(by.sse, 1);

@@ -138,6 +138,12 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     let addr = server
         .local_addr()
         .ok_or_else(|| anyhow::anyhow!("the listener has no local address"))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback: publishing (POST /api/events) and every transport are open to anyone who can reach this address"
+        );
+    }
     // Scripts and tests read this line to learn the port when binding to port 0.
     println!("cmem listening on http://{addr}");
     tracing::info!(%addr, data = %server.hub().config.data_dir.display(), epoch = server.hub().journal.epoch(), head = server.hub().journal.head(), "serving");

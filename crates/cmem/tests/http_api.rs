@@ -374,6 +374,59 @@ async fn sse_headers_framing_and_resume() {
 }
 
 #[tokio::test]
+async fn sse_sends_heartbeat_comments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::start_in(tmp.path(), &[], &[("CM_SSE_HEARTBEAT_S", "1")]);
+    let resp = reqwest::get(format!("{}/api/events/stream", s.url))
+        .await
+        .unwrap();
+    let mut r = SseReader {
+        stream: resp.bytes_stream(),
+        buf: String::new(),
+    };
+    let mut saw = false;
+    for _ in 0..10 {
+        let f = r.frame().await.unwrap();
+        if f.trim() == ": heartbeat" {
+            saw = true;
+            break;
+        }
+    }
+    assert!(saw, "a `: heartbeat` comment arrives on an idle stream");
+}
+
+#[tokio::test]
+async fn disabled_transports_say_so() {
+    let s = TestServer::start(&["--transports", "sse"]);
+    let (st, v) = body(
+        reqwest::get(format!("{}/api/events/poll?client_id=x", s.url))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("poll transport is disabled"),
+        "{v}"
+    );
+    let (st, v) = body(
+        reqwest::get(format!("{}/socket.io/?EIO=4&transport=polling", s.url))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert!(v["error"].as_str().unwrap().contains("disabled"), "{v}");
+    let resp = reqwest::get(format!("{}/api/events/stream", s.url))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
 async fn diagnostics_report_config_journal_and_connections() {
     let s = TestServer::start(&["--queue-bound", "64"]);
     let _ = reqwest::get(format!("{}/api/events/poll?client_id=diag", s.url))

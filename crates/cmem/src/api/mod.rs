@@ -127,11 +127,30 @@ async fn health(axum::extract::State(hub): axum::extract::State<Arc<Hub>>) -> Re
     }))
 }
 
-async fn not_found(req: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no endpoint {} {}", req.method(), req.uri().path()),
-    )
+async fn not_found(
+    axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
+    req: Request,
+) -> ApiError {
+    let path = req.uri().path();
+    let transport = match path {
+        "/api/events/stream" => Some("sse"),
+        "/api/events/poll" => Some("poll"),
+        p if p.starts_with("/socket.io") => Some("websocket and polling"),
+        _ => None,
+    };
+    match transport {
+        Some(t) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the {t} transport is disabled on this server (transports = {})",
+                hub.config.transports.join(",")
+            ),
+        ),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no endpoint {} {path}", req.method()),
+        ),
+    }
 }
 
 /// CORS for the HTTP API, from the same allow-list the WebSocket `Origin` check uses.

@@ -302,6 +302,11 @@ impl Subscription {
         &self.conn
     }
 
+    /// Whether the subscription has caught up with the journal and is taking live events.
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
     /// How many live events are waiting for this connection in the fan-out channel.
     /// Reaching `queue_bound` means the connection is about to be a slow consumer.
     pub fn pending(&self) -> usize {

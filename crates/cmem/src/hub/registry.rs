@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -60,11 +60,14 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Reports a connection's current transport.
+pub type TransportProbe = Box<dyn Fn() -> Transport + Send + Sync>;
+
 /// One connected client.
-#[derive(Debug)]
 pub struct Conn {
     pub id: String,
     transport: AtomicU8,
+    transport_probe: OnceLock<TransportProbe>,
     pub connected_at: String,
     last_activity_ms: AtomicI64,
     pub user_agent: String,
@@ -79,12 +82,16 @@ pub struct Conn {
 
 impl Conn {
     pub fn transport(&self) -> Transport {
-        Transport::from_u8(self.transport.load(Ordering::Relaxed))
+        match self.transport_probe.get() {
+            Some(probe) => probe(),
+            None => Transport::from_u8(self.transport.load(Ordering::Relaxed)),
+        }
     }
 
-    /// Socket.IO connections may upgrade from polling to WebSocket.
-    pub fn set_transport(&self, t: Transport) {
-        self.transport.store(t.to_u8(), Ordering::Relaxed);
+    /// Lets a transport whose kind can change (Socket.IO upgrades from polling to WebSocket)
+    /// report it live.
+    pub fn set_transport_probe(&self, probe: TransportProbe) {
+        let _ = self.transport_probe.set(probe);
     }
 
     pub fn touch(&self) {
@@ -150,6 +157,16 @@ impl Conn {
     }
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("transport", &self.transport())
+            .field("cursor", &self.cursor())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a transport knows about a new client.
 #[derive(Debug, Clone, Default)]
 pub struct ConnMeta {
@@ -202,6 +219,7 @@ impl Registry {
         let conn = Arc::new(Conn {
             id: id.clone(),
             transport: AtomicU8::new(transport.to_u8()),
+            transport_probe: OnceLock::new(),
             connected_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             last_activity_ms: AtomicI64::new(now_ms()),
             user_agent: meta.user_agent,

@@ -125,7 +125,9 @@ impl Journal {
                  scope TEXT NOT NULL,
                  ts_ms INTEGER NOT NULL,
                  body TEXT NOT NULL
-             );",
+             );
+             -- age-based retention deletes by time; without this it would scan the table
+             CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);",
         )?;
         let epoch: String = match conn
             .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {

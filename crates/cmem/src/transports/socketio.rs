@@ -262,7 +262,6 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                 return;
             }
         };
-        conn.set_transport(transport_of(s.transport_type()));
         loop {
             match s.emit(ev.kind.as_str(), &*ev.body) {
                 Ok(()) => break,
@@ -271,13 +270,14 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                 )) => {
                     // The client is not reading. Wait while the fan-out channel holds its events;
                     // once it is `queue_bound` behind, give up on it.
-                    if sub.pending() + 1 >= hub.config.queue_bound {
+                    if sub.is_live() && sub.pending() + 1 >= hub.config.queue_bound {
                         conn.close("slow_consumer");
                         stop_slow_consumer(&hub, &s, &conn).await;
                         return;
                     }
+                    // socketioxide offers no async "wait for room"; poll for it briefly.
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        _ = tokio::time::sleep(Duration::from_millis(1)) => {}
                         _ = conn.closer.cancelled() => return,
                         _ = hub.shutdown.cancelled() => return,
                     }
@@ -328,6 +328,9 @@ pub fn build(hub: &Arc<Hub>) -> Option<Layer> {
         .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
         .max_payload(c.max_payload_bytes)
         .ws_max_message_size(c.max_payload_bytes as usize)
+        // The per-socket packet channel allocates lazily, so a large bound costs nothing idle
+        // and lets replays stream without waiting on a full buffer.
+        .max_buffer_size(c.queue_bound.max(128))
         .with_state(hub.clone());
     let builder = match (ws, polling) {
         (true, false) => builder.transports([TransportType::Websocket]),
