@@ -197,6 +197,9 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
         let _ = s.disconnect();
         return;
     };
+    // Polling clients upgrade to WebSocket at any time; ask the socket when asked.
+    let probe = s.clone();
+    conn.set_transport_probe(Box::new(move || transport_of(probe.transport_type())));
 
     let h = hub.clone();
     let c = conn.clone();
