@@ -16,4 +16,5 @@ cd tests/e2e
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   npm ci --no-audit --no-fund
 fi
-node --test --test-concurrency=1 --test-reporter=spec
+# bounded, so a hung client can never hold CI for long
+timeout 900 node --test --test-concurrency=1 --test-reporter=spec

@@ -71,7 +71,7 @@ async function sioSession(auth = '') {
   return { s, connect, authPacket };
 }
 
-test('engine.io handshake over polling and websocket carries the configured timings', async () => {
+test('engine.io handshake over polling and websocket carries the configured timings', { timeout: 30000 }, async () => {
   const res = await fetch(`${URL_}/socket.io/?EIO=4&transport=polling`);
   assert.equal(res.status, 200);
   const text = await res.text();
@@ -95,7 +95,7 @@ test('engine.io handshake over polling and websocket carries the configured timi
   s.close();
 });
 
-test('heartbeat: the server pings and closes a silent session after pingInterval + pingTimeout', async () => {
+test('heartbeat: the server pings and closes a silent session after pingInterval + pingTimeout', { timeout: 30000 }, async () => {
   const res = await fetch(`${URL_}/socket.io/?EIO=4&transport=polling`);
   const { sid } = JSON.parse((await res.text()).slice(1));
   const ping = await (await fetch(`${URL_}/socket.io/?EIO=4&transport=polling&sid=${sid}`)).text();
@@ -105,7 +105,7 @@ test('heartbeat: the server pings and closes a silent session after pingInterval
   assert.equal(late.status, 400);
 });
 
-test('connect to / and /custom emits auth with the handshake payload', async () => {
+test('connect to / and /custom emits auth with the handshake payload', { timeout: 30000 }, async () => {
   let r = await sioSession();
   assert.ok(JSON.parse(r.connect.slice(2)).sid);
   assert.equal(r.authPacket, '42["auth",{}]');
@@ -124,7 +124,7 @@ test('connect to / and /custom emits auth with the handshake payload', async () 
   s.close();
 });
 
-test('message is echoed as message-back with every argument, binary kept', async () => {
+test('message is echoed as message-back with every argument, binary kept', { timeout: 30000 }, async () => {
   const { s } = await sioSession();
   s.send('42["message",1,"2",{"3":[true]}]');
   assert.equal(await s.next(), '42["message-back",1,"2",{"3":[true]}]');
@@ -135,7 +135,7 @@ test('message is echoed as message-back with every argument, binary kept', async
   s.close();
 });
 
-test('message-with-ack is answered with an ack of the same arguments', async () => {
+test('message-with-ack is answered with an ack of the same arguments', { timeout: 30000 }, async () => {
   const { s } = await sioSession();
   s.send('42456["message-with-ack",1,"2",{"3":[false]}]');
   assert.equal(await s.next(), '43456[1,"2",{"3":[false]}]');
@@ -148,7 +148,7 @@ test('message-with-ack is answered with an ack of the same arguments', async () 
   s.close();
 });
 
-test('invalid packets close the connection', async () => {
+test('invalid packets close the connection', { timeout: 30000 }, async () => {
   for (const bad of ['4abc', '42{}', '42abc["message-with-ack",1]']) {
     const { s } = await sioSession();
     s.send(bad);
@@ -156,7 +156,7 @@ test('invalid packets close the connection', async () => {
   }
 });
 
-test('official socket.io-client: upgrade, echo, ack, custom namespace', async () => {
+test('official socket.io-client: upgrade, echo, ack, custom namespace', { timeout: 30000 }, async () => {
   const socket = io(URL_, { forceNew: true, auth: { token: 't' } });
   const auth = await new Promise((r) => socket.once('auth', r));
   assert.deepEqual(auth, { token: 't' });
@@ -174,7 +174,7 @@ test('official socket.io-client: upgrade, echo, ack, custom namespace', async ()
   custom.close();
 });
 
-test('engine.io endpoint echoes text and binary, official engine.io-client', async () => {
+test('engine.io endpoint echoes text and binary, official engine.io-client', { timeout: 30000 }, async () => {
   const s = rawSocket('/engine.io/?EIO=4&transport=websocket');
   assert.ok((await s.next()).startsWith('0'));
   s.send('4hello');

@@ -3,11 +3,14 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, publishMany, sioClient, sseClient, pollClient, until, exactly, TEST_EVENT, sleep, tempDir,
+  startServer, closeAllClients, publishMany, sioClient, sseClient, pollClient, until, exactly, TEST_EVENT, sleep, tempDir,
 } from './lib.mjs';
 
 const servers = [];
-after(async () => { for (const s of servers) await s.stop('SIGKILL'); });
+after(async () => {
+  await closeAllClients();
+  for (const s of servers) await s.stop('SIGKILL');
+});
 
 async function server(opts) {
   const s = await startServer(opts);
@@ -36,7 +39,7 @@ async function ready(clients) {
     || (c.responses !== undefined && c.responses >= 1 && c.cursor !== null)), 'every client subscribed');
 }
 
-test('200 events reach every transport in order with identical ids', async () => {
+test('200 events reach every transport in order with identical ids', { timeout: 60000 }, async () => {
   const s = await server();
   const clients = allClients(s.url, 'fan');
   await ready(clients);
@@ -74,7 +77,7 @@ test('200 events reach every transport in order with identical ids', async () =>
   for (const c of clients) await c.close();
 });
 
-test('each transport resumes after a disconnect with exactly the missed events', async () => {
+test('each transport resumes after a disconnect with exactly the missed events', { timeout: 60000 }, async () => {
   const s = await server();
   const clients = allClients(s.url, 'r1');
   await ready(clients);
@@ -113,7 +116,7 @@ test('each transport resumes after a disconnect with exactly the missed events',
   for (const c of again) await c.close();
 });
 
-test('clients ride through SIGKILL and restart on the same data folder', async () => {
+test('clients ride through SIGKILL and restart on the same data folder', { timeout: 60000 }, async () => {
   const data = tempDir();
   let s = await server({ data });
   const port = s.port;
@@ -145,7 +148,7 @@ test('clients ride through SIGKILL and restart on the same data folder', async (
   for (const c of clients) await c.close();
 });
 
-test('a cursor older than retention gets one resync on every transport', async () => {
+test('a cursor older than retention gets one resync on every transport', { timeout: 60000 }, async () => {
   const s = await server({ args: ['--retention-max-events', '20'] });
   await publishMany(s.url, 60, 'old');
   // retention runs at most once a second on the writer
@@ -181,7 +184,7 @@ test('a cursor older than retention gets one resync on every transport', async (
   for (const c of clients) await c.close();
 });
 
-test('bad handshakes are refused with a reason and others keep receiving', async () => {
+test('bad handshakes are refused with a reason and others keep receiving', { timeout: 60000 }, async () => {
   const s = await server();
   const good = sioClient(s.url, { transports: ['websocket'], name: 'good' });
   await good.connected();
@@ -196,7 +199,7 @@ test('bad handshakes are refused with a reason and others keep receiving', async
   good.close();
 });
 
-test('graceful shutdown closes clients with a reason and keeps every acknowledged event', async () => {
+test('graceful shutdown closes clients with a reason and keeps every acknowledged event', { timeout: 60000 }, async () => {
   const data = tempDir();
   const s = await server({ data });
   const sse = sseClient(s.url, { name: 'sse-shutdown' });

@@ -85,9 +85,18 @@ export async function publishMany(url, n, tag, batch = 50) {
   return ids;
 }
 
+/** Every client made here, so a failing test cannot leave sockets that keep node alive. */
+const openClients = new Set();
+export async function closeAllClients() {
+  for (const c of openClients) {
+    try { await c.close(); } catch { /* already closed */ }
+  }
+  openClients.clear();
+}
+
 /** Common recording: every envelope, in arrival order, plus the cursor. */
 class Recorder {
-  constructor(name) { this.name = name; this.events = []; this.cursor = null; }
+  constructor(name) { this.name = name; this.events = []; this.cursor = null; openClients.add(this); }
   record(env) {
     this.events.push(env);
     if (typeof env.id === 'number') this.cursor = env.id;

@@ -52,6 +52,17 @@ async fn bad_publish_input_gets_4xx_and_leaves_the_journal_alone() {
     let s = TestServer::start(&["--max-payload-bytes", "4096"]);
     let c = s.client();
     let url = format!("{}/api/events", s.url);
+    // A bystander on SSE must see none of the bad requests and the good one after them.
+    let sse = c
+        .get(format!("{}/api/events/stream", s.url))
+        .send()
+        .await
+        .unwrap();
+    let mut bystander = SseReader {
+        stream: sse.bytes_stream(),
+        buf: String::new(),
+    };
+    assert_eq!(bystander.event().await.unwrap().1, "system_status");
     let head = s.head().await;
 
     let raw = |b: &'static str| {
@@ -160,6 +171,8 @@ async fn bad_publish_input_gets_4xx_and_leaves_the_journal_alone() {
     // and the server still takes good input
     let (st, _) = body(s.publish(json!({"type": "fine"})).await).await;
     assert_eq!(st, 200);
+    let (id, kind, _) = bystander.event().await.unwrap();
+    assert_eq!((id, kind.as_str()), (head + 1, "fine"));
 }
 
 #[tokio::test]
