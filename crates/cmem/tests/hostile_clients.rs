@@ -89,12 +89,7 @@ async fn garbage_websocket_frames_close_that_socket_only() {
         (gone && counted).then_some(())
     })
     .await;
-    let errors: Value = reqwest::get(format!("{}/api/websocket/errors", s.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let errors: Value = s.errors().await;
     let errs = errors["data"]["errors"].as_array().unwrap();
     assert!(
         errs.iter()
@@ -283,12 +278,7 @@ async fn a_connection_reset_is_recorded_with_its_os_error_code() {
             .map(|_| json!({"type": "fill", "data": payload}))
             .collect();
         s.publish(json!({ "events": events })).await;
-        let v: Value = reqwest::get(format!("{}/api/websocket/errors", s.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = s.errors().await;
         let errs = v["data"]["errors"].as_array().cloned().unwrap_or_default();
         (!errs.is_empty()).then_some(errs)
     })

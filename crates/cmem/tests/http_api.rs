@@ -457,12 +457,7 @@ async fn diagnostics_report_config_journal_and_connections() {
     );
     assert!(st["journal"]["epoch"].as_str().is_some());
     assert_eq!(st["journal"]["oldest_retained_id"], 1);
-    let errors: Value = reqwest::get(format!("{}/api/websocket/errors", s.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let errors: Value = s.errors().await;
     assert_eq!(errors["success"], true);
     assert!(errors["data"]["errors"].is_array());
     let cleared: Value = s

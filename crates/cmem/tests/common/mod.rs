@@ -78,6 +78,16 @@ impl TestServer {
         v["data"].clone()
     }
 
+    /// The whole answer of `GET /api/websocket/errors`.
+    pub async fn errors(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/api/websocket/errors", self.url))
+            .await
+            .expect("errors")
+            .json()
+            .await
+            .expect("errors json")
+    }
+
     pub async fn head(&self) -> u64 {
         self.status().await["journal"]["head"]
             .as_u64()
