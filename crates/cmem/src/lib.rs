@@ -17,5 +17,6 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod journal;
+pub mod net;
 pub mod server;
 pub mod transports;

@@ -27,6 +27,7 @@ use crate::api;
 use crate::config::Config;
 use crate::error::JournalError;
 use crate::hub::Hub;
+use crate::net::StallGuard;
 use crate::transports;
 
 /// Why the server could not run.
@@ -83,6 +84,7 @@ impl Server {
         tokio::spawn(transports::poll::sweep(hub.clone()));
 
         let builder = AutoBuilder::new(TokioExecutor::new());
+        let stall_timeout = Duration::from_millis(hub.config.slow_consumer_timeout_ms);
         let graceful = GracefulShutdown::new();
         let mut signal = std::pin::pin!(signal);
         loop {
@@ -102,8 +104,10 @@ impl Server {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY not set");
             }
+            let (stream, stalled) = StallGuard::new(stream, stall_timeout);
             let svc = app.clone().map_request(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(remote));
+                req.extensions_mut().insert(stalled.clone());
                 req
             });
             let conn = builder
@@ -152,6 +156,22 @@ impl Server {
 fn record_connection_error(hub: &Hub, remote: SocketAddr, err: &(dyn std::error::Error + 'static)) {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+            && io.raw_os_error().is_none()
+        {
+            hub.registry.record_error(
+                "http",
+                None,
+                "write_stalled",
+                None,
+                format!(
+                    "{remote}: the client accepted no data for {} ms (slow_consumer_timeout_ms); connection closed",
+                    hub.config.slow_consumer_timeout_ms
+                ),
+            );
+            return;
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && let Some(code) = io.raw_os_error()
         {

@@ -12,6 +12,27 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+/// The body of a raw HTTP/1.1 response with chunked transfer encoding, as text.
+fn dechunk(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let Some((_, mut rest)) = text.split_once("\r\n\r\n") else {
+        return String::new();
+    };
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            out.push_str(&after[..after.len().min(n)]);
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 /// A poll client used as the bystander that must keep receiving.
 async fn poll_types(s: &TestServer, client: &str, after: u64) -> (Vec<String>, u64) {
     let v: Value = reqwest::get(format!(
@@ -110,7 +131,7 @@ async fn garbage_websocket_frames_close_that_socket_only() {
 }
 
 #[tokio::test]
-async fn a_reader_that_falls_behind_is_closed_as_slow_consumer_and_can_resume() {
+async fn a_reader_that_falls_far_behind_catches_up_from_the_journal() {
     let s = TestServer::start(&["--queue-bound", "16", "--max-payload-bytes", "2000000"]);
 
     // An SSE client with a tiny receive buffer that stops reading after the headers.
@@ -123,26 +144,31 @@ async fn a_reader_that_falls_behind_is_closed_as_slow_consumer_and_can_resume() 
         )
         .await
         .unwrap();
-    let mut head = vec![0u8; 512];
-    let n = stream.read(&mut head).await.unwrap();
-    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let mut all = vec![0u8; 512];
+    let n = stream.read(&mut all).await.unwrap();
+    all.truncate(n);
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
     until("sse registered", 10, || async {
         (s.status().await["connections"]["by_transport"]["sse"] == 1).then_some(())
     })
     .await;
 
-    // ~12 MB of events while it is not reading: far more than socket buffers hold.
+    // ~12 MB of events while it is not reading: far more than socket buffers and the
+    // 16-event fan-out window hold.
     let payload = "x".repeat(2000);
+    let mut last = 0;
     for _ in 0..60 {
         let events: Vec<Value> = (0..100)
             .map(|_| json!({"type": "bulk", "data": payload}))
             .collect();
         let r = s.publish(json!({ "events": events })).await;
         assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        last = v["data"]["ids"][99].as_u64().unwrap();
     }
 
-    // Now it reads everything; the stream must end with a close event naming the reason.
-    let mut all = Vec::new();
+    // Now it reads: every event arrives, in order, none twice, and the stream stays open.
+    let want_last = format!("id: {last}\n");
     let read_all = tokio::time::timeout(Duration::from_secs(60), async {
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -150,7 +176,10 @@ async fn a_reader_that_falls_behind_is_closed_as_slow_consumer_and_can_resume() 
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     all.extend_from_slice(&buf[..n]);
-                    if all.windows(13).any(|w| w == b"slow_consumer") {
+                    if all.len() > want_last.len()
+                        && String::from_utf8_lossy(&all[all.len().saturating_sub(4096)..])
+                            .contains(&want_last)
+                    {
                         break;
                     }
                 }
@@ -158,62 +187,42 @@ async fn a_reader_that_falls_behind_is_closed_as_slow_consumer_and_can_resume() 
         }
     })
     .await;
-    assert!(read_all.is_ok(), "stream ended");
-    let text = String::from_utf8_lossy(&all);
-    assert!(text.contains("event: close"), "a close event is sent");
-    assert!(text.contains("\"reason\":\"slow_consumer\""));
-    // The close event carries the cursor to resume from; resuming gets the very next event.
-    let close_line = text
+    assert!(read_all.is_ok(), "the reader got to the last event");
+    let text = dechunk(&all);
+    let ids: Vec<u64> = text
         .lines()
-        .skip_while(|l| *l != "event: close")
-        .find_map(|l| l.strip_prefix("data: "))
-        .unwrap();
-    let close: Value = serde_json::from_str(close_line).unwrap();
-    let last = close["last_event_id"].as_u64().unwrap();
-    assert!(last > 0);
-    let resp = reqwest::Client::new()
-        .get(format!("{}/api/events/stream", s.url))
-        .header("Last-Event-ID", last.to_string())
-        .send()
-        .await
-        .unwrap();
-    let mut body = resp.bytes_stream();
-    let mut seen = String::new();
-    while !seen.contains("\n\ndata: ") && !seen.contains("data: ") {
-        let chunk = body.next().await.unwrap().unwrap();
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let bulk: Vec<u64> = ids.iter().copied().filter(|id| *id > ids[0]).collect();
+    assert_eq!(bulk.len(), 6000, "all 6000 events, none twice");
     assert!(
-        seen.contains(&format!("id: {}\nevent: bulk", last + 1)),
-        "resume starts right after the cursor: {}",
-        &seen[..seen.len().min(300)]
+        bulk.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, no gap"
     );
-    drop(body);
-
-    until("close counted", 10, || async {
-        let st = s.status().await;
-        (st["closes_by_reason"]["slow_consumer"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1
-            && st["connections"]["by_transport"]["sse"] == 0)
-            .then_some(())
-    })
-    .await;
+    assert!(!text.contains("event: close"), "not closed");
+    let st = s.status().await;
+    assert!(st["catch_ups_from_journal"].as_u64().unwrap() >= 1, "{st}");
+    assert_eq!(st["connections"]["by_transport"]["sse"], 1);
 }
 
 #[tokio::test]
 async fn a_socketio_client_that_stops_reading_is_closed_as_slow_consumer() {
-    let s = TestServer::start(&[
-        "--queue-bound",
-        "16",
-        "--ping-interval-ms",
-        "300",
-        "--ping-timeout-ms",
-        "300",
-        "--max-payload-bytes",
-        "2000000",
-    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::start_in(
+        tmp.path(),
+        &[
+            "--queue-bound",
+            "16",
+            "--max-payload-bytes",
+            "2000000",
+            "--ping-interval-ms",
+            "300",
+            "--ping-timeout-ms",
+            "300",
+        ],
+        &[("CM_SLOW_CONSUMER_TIMEOUT_MS", "300")],
+    );
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let stream = sock.connect(s.addr.parse().unwrap()).await.unwrap();
@@ -252,6 +261,53 @@ async fn a_socketio_client_that_stops_reading_is_closed_as_slow_consumer() {
     // the server is fine
     assert_eq!(s.publish(json!({"type": "after"})).await.status(), 200);
     drop(ws);
+}
+
+#[tokio::test]
+async fn an_sse_client_that_stops_reading_is_cut_as_slow_consumer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::start_in(
+        tmp.path(),
+        &["--max-payload-bytes", "2000000"],
+        &[("CM_SLOW_CONSUMER_TIMEOUT_MS", "300")],
+    );
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stream = sock.connect(s.addr.parse().unwrap()).await.unwrap();
+    stream
+        .write_all(b"GET /api/events/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 512];
+    let _ = stream.read(&mut head).await.unwrap();
+    until("sse registered", 10, || async {
+        (s.status().await["connections"]["by_transport"]["sse"] == 1).then_some(())
+    })
+    .await;
+    let payload = "w".repeat(2000);
+    for _ in 0..60 {
+        let events: Vec<Value> = (0..100)
+            .map(|_| json!({"type": "bulk", "data": payload}))
+            .collect();
+        assert_eq!(s.publish(json!({ "events": events })).await.status(), 200);
+    }
+    until("stalled reader cut and counted", 30, || async {
+        let st = s.status().await;
+        (st["closes_by_reason"]["slow_consumer"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+            && st["connections"]["by_transport"]["sse"] == 0)
+            .then_some(())
+    })
+    .await;
+    let errors = s.errors().await;
+    let errs = errors["data"]["errors"].as_array().unwrap();
+    assert!(
+        errs.iter().any(|e| e["kind"] == "write_stalled"),
+        "{errors}"
+    );
+    drop(stream);
 }
 
 #[tokio::test]

@@ -37,6 +37,7 @@ pub async fn status(State(hub): State<Arc<Hub>>) -> Response {
             "path": j.path,
         },
         "events_published": hub.published_total(),
+        "catch_ups_from_journal": hub.catch_ups_total(),
         "closes_by_reason": hub.registry.closes_by_reason(),
         "errors_total": hub.registry.errors_total(),
         "uptime_s": hub.uptime_s(),

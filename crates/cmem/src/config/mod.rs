@@ -24,7 +24,7 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 21] = [
     "platform_profile",
     "bind",
     "data_dir",
@@ -35,6 +35,7 @@ pub const KEYS: [&str; 20] = [
     "connect_timeout_ms",
     "max_payload_bytes",
     "queue_bound",
+    "slow_consumer_timeout_ms",
     "retention_max_events",
     "retention_max_age_s",
     "journal_sync",
@@ -71,9 +72,12 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// Largest accepted message or HTTP body.
     pub max_payload_bytes: u64,
-    /// How many events one connection may fall behind the journal head before it is closed
-    /// as a slow consumer (it then resumes from its cursor).
+    /// Size of the shared fan-out window and of each Socket.IO send buffer, in events.
+    /// A connection further behind than this catches up from the journal.
     pub queue_bound: usize,
+    /// A client whose socket accepts no data for this long (or whose Socket.IO send buffer
+    /// stays full this long) is closed as a slow consumer; it resumes from its cursor.
+    pub slow_consumer_timeout_ms: u64,
     /// Journal retention by count (0 = unlimited).
     pub retention_max_events: u64,
     /// Journal retention by age in seconds (0 = unlimited).
@@ -113,6 +117,7 @@ impl Default for Config {
             connect_timeout_ms: 45_000,
             max_payload_bytes: 1_000_000,
             queue_bound: 1024,
+            slow_consumer_timeout_ms: 10_000,
             retention_max_events: 1_000_000,
             retention_max_age_s: 7 * 24 * 3600,
             journal_sync: "full".into(),
@@ -195,12 +200,18 @@ impl Config {
                 ));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 12] = [
+        let ranges: [(&'static str, u64, u64, u64); 13] = [
             ("ping_interval_ms", self.ping_interval_ms, 50, 600_000),
             ("ping_timeout_ms", self.ping_timeout_ms, 50, 600_000),
             ("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000),
             ("max_payload_bytes", self.max_payload_bytes, 1024, 1 << 30),
             ("queue_bound", self.queue_bound as u64, 16, 1 << 20),
+            (
+                "slow_consumer_timeout_ms",
+                self.slow_consumer_timeout_ms,
+                100,
+                3_600_000,
+            ),
             (
                 "journal_batch_max",
                 self.journal_batch_max as u64,

@@ -2,7 +2,8 @@
 //!
 //! They are plain data (a partial config layer), so the Windows profile is tested on Linux.
 //! On Windows the defaults favour stability: a longer ping timeout (laptops sleep, VPNs stall),
-//! a slower advised poll interval, and every fallback transport kept available.
+//! more patience with a client that stops reading, a slower advised poll interval, and every
+//! fallback transport kept available.
 
 use serde::Serialize;
 
@@ -63,6 +64,8 @@ pub struct ProfileLayer {
     pub poll_interval_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transports: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_consumer_timeout_ms: Option<u64>,
 }
 
 /// The layer for a resolved profile.
@@ -73,6 +76,7 @@ pub fn profile_layer(profile: PlatformProfile) -> ProfileLayer {
             ping_timeout_ms: Some(60_000),
             poll_interval_ms: Some(2_000),
             transports: Some(super::TRANSPORTS.iter().map(|s| s.to_string()).collect()),
+            slow_consumer_timeout_ms: Some(30_000),
         },
         _ => ProfileLayer::default(),
     }

@@ -6,9 +6,11 @@
 //! 3. A [`Subscription`] subscribes to that channel *before* it reads the journal, replays from
 //!    the journal up to the head it saw, then takes live events whose id is above the last one
 //!    it delivered — no gap, no duplicate.
-//! 4. The broadcast channel's capacity (`queue_bound`) is each connection's bounded queue: a
-//!    connection that falls further behind than that while live is closed as a slow consumer and
-//!    resumes from its cursor. Memory per connection stays constant.
+//! 4. No connection has a queue of events of its own. The broadcast channel (`queue_bound`
+//!    slots, shared) holds recent events; a connection that falls further behind than that
+//!    catches up from the journal, from its cursor, exactly as a reconnecting client would.
+//!    Memory per connection stays constant however far behind it is. (Transports close a
+//!    connection whose *socket* stops draining: see `transports::socketio`.)
 //! 5. A cursor the journal cannot honour (too old, from another epoch, ahead of the head) yields
 //!    one `resync` event addressed to that client — never a silent gap.
 
@@ -43,13 +45,13 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     started: Instant,
     published: AtomicU64,
+    /// Times a subscription fell behind the fan-out window and caught up from the journal.
+    catch_ups: AtomicU64,
 }
 
 /// Why a subscription ended.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamEnd {
-    #[error("slow consumer: fell more than {0} events behind")]
-    SlowConsumer(usize),
     #[error("server shutting down")]
     Shutdown,
     #[error("closed by server: {0}")]
@@ -62,7 +64,6 @@ impl StreamEnd {
     /// A short machine-readable reason, used as the close reason and in close counts.
     pub fn reason(&self) -> String {
         match self {
-            StreamEnd::SlowConsumer(_) => "slow_consumer".into(),
             StreamEnd::Shutdown => "server_shutdown".into(),
             StreamEnd::Closed(r) => r.clone(),
             StreamEnd::Journal(_) => "journal_error".into(),
@@ -103,6 +104,7 @@ impl Hub {
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             published: AtomicU64::new(0),
+            catch_ups: AtomicU64::new(0),
         }))
     }
 
@@ -112,6 +114,11 @@ impl Hub {
 
     pub fn published_total(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
+    }
+
+    /// Times a connection fell behind the fan-out window and caught up from the journal.
+    pub fn catch_ups_total(&self) -> u64 {
+        self.catch_ups.load(Ordering::Relaxed)
     }
 
     /// The one way to put an event in front of clients: validate, append durably, fan out.
@@ -302,21 +309,13 @@ impl Subscription {
         &self.conn
     }
 
-    /// Whether the subscription has caught up with the journal and is taking live events.
-    pub fn is_live(&self) -> bool {
-        self.live
-    }
-
-    /// How many live events are waiting for this connection in the fan-out channel.
-    /// Reaching `queue_bound` means the connection is about to be a slow consumer.
-    pub fn pending(&self) -> usize {
-        self.rx.len()
-    }
-
     /// The next event this connection may see, in id order.
     pub async fn next(&mut self) -> Result<Arc<Event>, StreamEnd> {
         loop {
             if let Some(ev) = self.backlog.pop_front() {
+                if ev.id <= self.cursor {
+                    continue; // never deliver an id twice
+                }
                 return Ok(self.deliver(ev));
             }
             if self.replayed < self.replay_upto {
@@ -354,14 +353,15 @@ impl Subscription {
                     }
                     return Ok(self.deliver(ev));
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) if !self.live => {
-                    // Fell behind while catching up (a long replay under load): not the
-                    // client's fault. Re-subscribe and replay the rest from the journal.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // More than `queue_bound` events behind (a burst, a long replay, a slow
+                    // reader): the journal has them all. Re-subscribe, then replay from the
+                    // cursor up to the new head — the same path a reconnect takes.
+                    self.live = false;
+                    self.replayed = self.cursor;
                     self.rx = self.hub.fanout.subscribe();
                     self.replay_upto = self.hub.journal.head();
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Err(StreamEnd::SlowConsumer(self.hub.config.queue_bound));
+                    self.hub.catch_ups.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(broadcast::error::RecvError::Closed) => return Err(StreamEnd::Shutdown),
             }

@@ -7,9 +7,10 @@
 //! [`Hub::subscribe`].
 //!
 //! One task per socket pulls from its subscription and emits. When socketioxide's per-socket
-//! buffer is full the task waits (the broadcast channel keeps the events); if the client falls
-//! `queue_bound` events behind it is told why (`cmem_close`) and disconnected, and it resumes
-//! from its cursor on reconnect.
+//! send buffer (`queue_bound` packets) is full the task waits: the journal keeps the events, so
+//! waiting costs nothing. If the buffer stays full for `slow_consumer_timeout_ms` — the client
+//! has stopped reading — it is told why (`cmem_close`) and disconnected, and it resumes from
+//! its cursor on reconnect.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use crate::api::ApiError;
 use crate::hub::envelope::Cursor;
 use crate::hub::registry::{Conn, Transport};
 use crate::hub::{Hub, StreamEnd};
+use crate::net::StallFlag;
 
 /// The Socket.IO service, ready to be put in front of the router.
 pub struct Layer {
@@ -203,10 +205,15 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
 
     let h = hub.clone();
     let c = conn.clone();
+    let stalled = parts.extensions.get::<StallFlag>().cloned();
     s.on_disconnect(async move |_s: SocketRef, reason: DisconnectReason| {
-        let why = c
-            .close_reason()
-            .unwrap_or_else(|| disconnect_reason(reason).to_string());
+        let why = c.close_reason().unwrap_or_else(|| {
+            if stalled.as_ref().is_some_and(StallFlag::is_set) {
+                "slow_consumer".to_string()
+            } else {
+                disconnect_reason(reason).to_string()
+            }
+        });
         if matches!(
             reason,
             DisconnectReason::TransportError
@@ -239,15 +246,13 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
             return;
         }
     };
+    let slow_timeout = Duration::from_millis(hub.config.slow_consumer_timeout_ms);
     loop {
         let ev = match sub.next().await {
             Ok(ev) => ev,
             Err(StreamEnd::Shutdown) => return, // the server closes every engine.io socket
             Err(end) => {
                 let reason = end.reason();
-                if matches!(end, StreamEnd::SlowConsumer(_)) {
-                    conn.close(&reason);
-                }
                 if s.connected() {
                     // Tell the client why, then end the namespace session. Clients resume
                     // from their last event id on reconnect.
@@ -265,15 +270,17 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                 return;
             }
         };
+        let mut full_since: Option<tokio::time::Instant> = None;
         loop {
             match s.emit(ev.kind.as_str(), &*ev.body) {
                 Ok(()) => break,
                 Err(socketioxide::SendError::Socket(
                     socketioxide::SocketError::InternalChannelFull,
                 )) => {
-                    // The client is not reading. Wait while the fan-out channel holds its events;
-                    // once it is `queue_bound` behind, give up on it.
-                    if sub.is_live() && sub.pending() + 1 >= hub.config.queue_bound {
+                    // The send buffer is full: wait for the client to drain it. Only a buffer
+                    // that makes no progress for `slow_consumer_timeout_ms` ends the session.
+                    let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= slow_timeout {
                         conn.close("slow_consumer");
                         stop_slow_consumer(&hub, &s, &conn).await;
                         return;

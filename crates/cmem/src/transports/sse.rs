@@ -6,14 +6,16 @@
 //! or `?last_event_id=`, optionally with `?epoch=`.
 //!
 //! Backpressure needs no queue of our own: hyper polls the stream only as fast as the socket
-//! drains, so a slow reader stops pulling from its subscription and, once it is `queue_bound`
-//! events behind, the subscription ends with `slow_consumer` — sent as a final `close` event.
+//! drains, so a slow reader simply pulls later — from the journal if it has fallen out of the
+//! fan-out window. A reader that stops entirely is cut by the socket's write timeout
+//! (`crate::net`) and counted as `slow_consumer`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -25,20 +27,27 @@ use super::{conn_meta, new_conn_id, parse_cursor, parse_workspaces, query_params
 use crate::api::ApiError;
 use crate::hub::registry::{Conn, Transport};
 use crate::hub::{Hub, StreamEnd, Subscription};
+use crate::net::StallFlag;
 
 /// Removes the connection from the registry when the stream is dropped (client gone or
 /// stream ended), counting why.
 struct Registration {
     hub: Arc<Hub>,
     conn: Arc<Conn>,
+    stalled: Option<StallFlag>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let reason = self
-            .conn
-            .close_reason()
-            .unwrap_or_else(|| "client_closed".into());
+        let stalled = self.stalled.as_ref().is_some_and(StallFlag::is_set);
+        let reason = self.conn.close_reason().unwrap_or_else(|| {
+            if stalled {
+                "slow_consumer"
+            } else {
+                "client_closed"
+            }
+            .into()
+        });
         self.hub.registry.remove(&self.conn.id, &reason);
     }
 }
@@ -102,6 +111,7 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
 pub async fn stream(
     State(hub): State<Arc<Hub>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    stalled: Option<Extension<StallFlag>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -134,6 +144,7 @@ pub async fn stream(
     let registration = Registration {
         hub: hub.clone(),
         conn: conn.clone(),
+        stalled: stalled.map(|Extension(f)| f),
     };
     let sub = hub.subscribe(conn, cursor).await?;
     let state = StreamState {
