@@ -1,0 +1,327 @@
+//! Bench clients: Socket.IO over WebSocket (Engine.IO 4 / Socket.IO 5, spoken directly so any
+//! Socket.IO server can be driven), and cmem's SSE and poll transports.
+//!
+//! Clients never parse whole messages: a delivery is found by scanning for the fields the bench
+//! puts in every payload (`"bseq":`, `"bsent_us":`) and, for cmem, the envelope `"id":`. That
+//! keeps the generator far cheaper per message than the servers it measures.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::Stats;
+
+/// Microseconds since the Unix epoch; the sender stamps this into each payload.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The integer after `key` (e.g. `"bseq":`) in `text`, if any.
+pub fn scan_u64(text: &[u8], key: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(text, key)? + key.len();
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit());
+    let mut v: u64 = 0;
+    let mut any = false;
+    for d in digits {
+        v = v.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+        any = true;
+    }
+    any.then_some(v)
+}
+
+/// What one client has seen; the scenario aggregates these.
+///
+/// Duplicates are found with a bitmap of `bseq` values, not by order: concurrent publishers may
+/// commit batches in any order. Order is checked on cmem's envelope ids, which must increase.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    /// Bench events received (duplicates included).
+    pub events: u64,
+    pub duplicates: u64,
+    /// cmem envelope ids that did not increase.
+    pub out_of_order: u64,
+    /// Last cmem envelope id seen (resume cursor).
+    pub last_id: Option<u64>,
+    bits: Vec<u64>,
+}
+
+impl Seen {
+    /// Records one message; returns true if it was a bench event.
+    pub fn record(&mut self, msg: &[u8], stats: &Stats, idx: usize) -> bool {
+        if let Some(id) = scan_u64(msg, b"{\"id\":") {
+            if self.last_id.is_some_and(|last| id <= last) {
+                self.out_of_order += 1;
+            }
+            self.last_id = Some(id);
+        }
+        let Some(seq) = scan_u64(msg, b"\"bseq\":") else {
+            return false;
+        };
+        self.events += 1;
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        if self.bits[word] & (1 << bit) != 0 {
+            self.duplicates += 1;
+        } else {
+            self.bits[word] |= 1 << bit;
+        }
+        if let Some(sent) = scan_u64(msg, b"\"bsent_us\":") {
+            stats.record_latency(idx, now_us().saturating_sub(sent));
+        }
+        stats.delivered(1);
+        true
+    }
+}
+
+/// Where to connect.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Socket.IO path, e.g. `/socket.io/`.
+    pub sio_path: String,
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Small buffers: the generator holds tens of thousands of sockets.
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+async fn tcp_connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<tokio::net::TcpStream> {
+    let sock = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(ip) = source {
+        sock.bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("bind source address {ip}"))?;
+    }
+    let stream = sock
+        .connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens a Socket.IO session over WebSocket and joins the main namespace with `auth`.
+pub async fn sio_connect(
+    ep: &Endpoint,
+    auth: Option<&str>,
+    source: Option<IpAddr>,
+) -> anyhow::Result<Ws> {
+    let stream = tcp_connect(ep.addr, source).await?;
+    let url = format!("ws://{}{}?EIO=4&transport=websocket", ep.addr, ep.sio_path);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+        .await
+        .context("websocket handshake")?;
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) if t.starts_with('0') => {}
+        other => bail!("expected an Engine.IO open packet, got {other:?}"),
+    }
+    ws.send(Message::text(format!("40{}", auth.unwrap_or(""))))
+        .await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.starts_with("40") => return Ok(ws),
+            Some(Ok(Message::Text(t))) if t.starts_with("44") => bail!("connect refused: {t}"),
+            Some(Ok(Message::Text(t))) if t.as_str() == "2" => ws.send(Message::text("3")).await?,
+            Some(Ok(_)) => {}
+            other => bail!("namespace connect failed: {other:?}"),
+        }
+    }
+}
+
+/// Reads a Socket.IO session until `stop`, answering pings and recording deliveries.
+pub async fn sio_read(mut ws: Ws, stats: Arc<Stats>, idx: usize, stop: CancellationToken) -> Seen {
+    let mut seen = Seen::default();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => break,
+            m = ws.next() => m,
+        };
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let b = t.as_bytes();
+                if b == b"2" {
+                    if ws.send(Message::text("3")).await.is_err() {
+                        break;
+                    }
+                } else if b.starts_with(b"42") {
+                    seen.record(b, &stats, idx);
+                }
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                stats.dropped(1);
+                break;
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    let _ = ws.close(None).await;
+    seen
+}
+
+/// Reads cmem's SSE stream until `stop`.
+pub async fn sse_read(
+    http: reqwest::Client,
+    base: String,
+    cursor: Option<u64>,
+    stats: Arc<Stats>,
+    idx: usize,
+    ready: tokio::sync::mpsc::Sender<()>,
+    stop: CancellationToken,
+) -> anyhow::Result<Seen> {
+    let mut req = http.get(format!("{base}/api/events/stream"));
+    if let Some(c) = cursor {
+        req = req.header("Last-Event-ID", c.to_string());
+    }
+    let resp = req.send().await?.error_for_status()?;
+    let _ = ready.send(()).await;
+    let mut body = resp.bytes_stream();
+    let mut seen = Seen::default();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let chunk = tokio::select! {
+            _ = stop.cancelled() => break,
+            c = body.next() => c,
+        };
+        let Some(Ok(chunk)) = chunk else { break };
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = memchr::memmem::find(&buf, b"\n\n") {
+            seen.record(&buf[..end], &stats, idx);
+            buf.drain(..end + 2);
+        }
+    }
+    Ok(seen)
+}
+
+/// Long-polls cmem's poll transport until `stop`.
+#[allow(clippy::too_many_arguments)]
+pub async fn poll_read(
+    http: reqwest::Client,
+    base: String,
+    client_id: String,
+    cursor: Option<u64>,
+    stats: Arc<Stats>,
+    idx: usize,
+    ready: tokio::sync::mpsc::Sender<()>,
+    stop: CancellationToken,
+) -> anyhow::Result<Seen> {
+    let mut seen = Seen::default();
+    let mut after = cursor;
+    let mut first = true;
+    while !stop.is_cancelled() {
+        let mut url = format!("{base}/api/events/poll?client_id={client_id}&wait=1&limit=1000");
+        if let Some(a) = after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let resp = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = http.get(url).send() => r?,
+        };
+        let v: serde_json::Value = resp.error_for_status()?.json().await?;
+        if first {
+            first = false;
+            let _ = ready.send(()).await;
+        }
+        for e in v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            let text = e.to_string();
+            seen.record(text.as_bytes(), &stats, idx);
+        }
+        after = v["next_cursor"].as_u64().or(after);
+    }
+    seen.last_id = after.or(seen.last_id);
+    Ok(seen)
+}
+
+/// Sends events through cmem's `POST /api/events` or a peer's trigger URL, in batches.
+#[derive(Clone)]
+pub struct Publisher {
+    pub http: reqwest::Client,
+    /// cmem: `http://host:port/api/events`; a peer: its trigger URL.
+    pub url: String,
+    pub cmem: bool,
+    pub pad: Arc<String>,
+}
+
+impl Publisher {
+    /// Publishes events `seqs` (stamped with the current time); returns when acknowledged.
+    pub async fn send(&self, seqs: std::ops::Range<u64>) -> anyhow::Result<()> {
+        let sent = now_us();
+        let events: Vec<serde_json::Value> = seqs
+            .map(|seq| {
+                let payload = serde_json::json!({"bseq": seq, "bsent_us": sent, "pad": &*self.pad});
+                if self.cmem {
+                    serde_json::json!({"type": "bench", "data": payload})
+                } else {
+                    payload
+                }
+            })
+            .collect();
+        let resp = self
+            .http
+            .post(&self.url)
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            return Err(anyhow!(
+                "publish answered {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Spreads connections over 127.0.0.x source addresses so that more than one ephemeral port
+/// range is available (about 28k ports each).
+pub fn source_for(i: usize, per_source: usize, enabled: bool) -> Option<IpAddr> {
+    if !enabled {
+        return None;
+    }
+    let n = (i / per_source.max(1)) as u8;
+    Some(IpAddr::from([127, 0, 0, 1u8.saturating_add(n)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanning() {
+        let m = br#"42["bench",{"id":17,"epoch":"e","type":"bench","data":{"bseq":5,"bsent_us":123,"pad":""}}]"#;
+        assert_eq!(scan_u64(m, b"{\"id\":"), Some(17));
+        assert_eq!(scan_u64(m, b"\"bseq\":"), Some(5));
+        assert_eq!(scan_u64(m, b"\"bsent_us\":"), Some(123));
+        assert_eq!(scan_u64(m, b"\"nope\":"), None);
+        let stats = Stats::new(1);
+        let mut s = Seen::default();
+        assert!(s.record(m, &stats, 0));
+        assert!(s.record(m, &stats, 0));
+        assert_eq!(
+            (s.events, s.duplicates, s.out_of_order, s.last_id),
+            (2, 1, 1, Some(17))
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! `cmem-bench`: a load generator for cmem and other Socket.IO servers.
+//!
+//! One process, many connections, tokio tasks (no thread per connection). It speaks Engine.IO 4
+//! / Socket.IO 5 over WebSocket itself, so it can drive any Socket.IO server, plus cmem's SSE and
+//! poll transports. Targets must be loopback addresses; every run is bounded in count and time.
+//! `compare` starts cmem and the peer servers itself and prints the tables of BENCHMARKS.md.
+
+mod client;
+mod scenario;
+mod servers;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use scenario::{Target, Transport};
+
+#[derive(Parser)]
+#[command(
+    name = "cmem-bench",
+    about = "Load generator for cmem and other Socket.IO servers (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// Base URL of the server, e.g. http://127.0.0.1:8000
+    #[arg(long)]
+    url: String,
+    /// The server is not cmem: publish through --trigger instead of /api/events.
+    #[arg(long)]
+    peer: bool,
+    /// A peer's broadcast trigger (default: <url>/trigger).
+    #[arg(long)]
+    trigger: Option<String>,
+    /// Server process id, for memory readings.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> anyhow::Result<Target> {
+        let name = if self.peer { "peer" } else { "cmem" };
+        Target::new(name, &self.url, self.trigger.clone(), !self.peer, self.pid)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N idle connections: time to connect all, server RSS per connection.
+    Idle {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(short, long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 3)]
+        settle_s: u64,
+        /// Spread connections over 127.0.0.x source addresses (needed past ~28k).
+        #[arg(long)]
+        spread_sources: bool,
+    },
+    /// N clients, M events of S bytes: deliveries/s, latency, loss.
+    Broadcast {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(short, long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 1000)]
+        events: u64,
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// Events per second (paced); default: as fast as possible (burst).
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
+        #[arg(long, value_enum, default_value = "websocket")]
+        transport: Transport,
+        #[arg(long)]
+        spread_sources: bool,
+    },
+    /// Clients leave, K events are published, they come back with cursors (cmem only).
+    Resume {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(short, long, default_value_t = 1)]
+        n: usize,
+        #[arg(long, default_value_t = 10_000)]
+        missed: u64,
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+    },
+    /// Durable publish throughput (cmem only).
+    Journal {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+    },
+    /// Start cmem on a temporary folder and run every scenario small and fast; fails on any
+    /// lost or duplicated event (timings are printed, never judged).
+    Smoke {
+        /// The cmem binary (default: target/release/cmem, else target/debug/cmem).
+        #[arg(long)]
+        cmem_bin: Option<PathBuf>,
+    },
+    /// Start cmem and the peer servers and measure them side by side; prints markdown tables.
+    Compare(servers::CompareArgs),
+}
+
+fn emit<T: Serialize>(r: &T, human: String) {
+    println!("{}", serde_json::to_string(r).unwrap_or_default());
+    eprintln!("{human}");
+}
+
+pub fn human_broadcast(r: &scenario::BroadcastResult) -> String {
+    format!(
+        "broadcast {} {:?}: {} clients x {} events of {} B{} -> {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {}, dup {}",
+        r.target,
+        r.transport,
+        r.connected,
+        r.events,
+        r.size_bytes,
+        r.rate.map(|x| format!(" at {x}/s")).unwrap_or_default(),
+        r.deliveries_per_s,
+        r.latency.p50_ms,
+        r.latency.p99_ms,
+        r.latency.max_ms,
+        r.lost,
+        r.duplicated
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Idle {
+            target,
+            n,
+            settle_s,
+            spread_sources,
+        } => {
+            let t = target.target()?;
+            let r = scenario::idle(&t, n, Duration::from_secs(settle_s), spread_sources).await;
+            let h = format!(
+                "idle {}: {}/{} connected in {:.2} s, {} KiB per connection",
+                r.target,
+                r.connected,
+                r.clients,
+                r.connect_s,
+                r.kib_per_conn
+                    .map(|k| format!("{k:.1}"))
+                    .unwrap_or("?".into())
+            );
+            emit(&r, h);
+        }
+        Command::Broadcast {
+            target,
+            n,
+            events,
+            size,
+            rate,
+            batch,
+            transport,
+            spread_sources,
+        } => {
+            let t = target.target()?;
+            let r =
+                scenario::broadcast(&t, n, events, size, rate, batch, transport, spread_sources)
+                    .await?;
+            let h = human_broadcast(&r);
+            emit(&r, h);
+        }
+        Command::Resume {
+            target,
+            n,
+            missed,
+            size,
+        } => {
+            let t = target.target()?;
+            let r = scenario::resume(&t, n, missed, size).await?;
+            let h = format!(
+                "resume {}: {} clients caught up on {} missed events in {:.1} ms, lost {}, dup {}",
+                r.target, r.clients, r.missed_per_client, r.catch_up_ms, r.lost, r.duplicated
+            );
+            emit(&r, h);
+        }
+        Command::Journal {
+            target,
+            events,
+            batch,
+            publishers,
+            size,
+        } => {
+            let t = target.target()?;
+            let r = scenario::journal(&t, events, batch, publishers, size).await?;
+            let h = format!(
+                "journal {}: {} events (batch {}, {} publishers) in {:.2} s -> {:.0} events/s",
+                r.target, r.events, r.batch, r.publishers, r.seconds, r.events_per_s
+            );
+            emit(&r, h);
+        }
+        Command::Smoke { cmem_bin } => servers::smoke(cmem_bin).await?,
+        Command::Compare(args) => servers::compare(args).await?,
+    }
+    Ok(())
+}
