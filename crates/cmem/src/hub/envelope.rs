@@ -57,6 +57,18 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// Whether this scope is the one written as `s` (as stored in the journal), without
+    /// allocating.
+    pub fn is(&self, s: &str) -> bool {
+        match self {
+            Scope::Global => s == "global",
+            Scope::Workspace(w) => s.strip_prefix("workspace:") == Some(w.as_str()),
+            Scope::Client(c) => s.strip_prefix("client:") == Some(c.as_str()),
+        }
+    }
+}
+
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -18,13 +18,14 @@ pub mod envelope;
 pub mod registry;
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde_json::json;
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::Config;
 use crate::error::{JournalError, PublishError};
@@ -96,12 +97,13 @@ impl Hub {
             },
             fanout.clone(),
         )?;
+        let shutdown = CancellationToken::new();
         Ok(Arc::new(Hub {
             config: Arc::new(config),
             journal,
-            registry: Registry::default(),
+            registry: Registry::new(shutdown.clone()),
             fanout,
-            shutdown: CancellationToken::new(),
+            shutdown,
             started: Instant::now(),
             published: AtomicU64::new(0),
             catch_ups: AtomicU64::new(0),
@@ -199,7 +201,9 @@ impl Hub {
         let start_after = self.open_position(&conn, cursor).await?;
         let head = self.journal.head();
         conn.set_cursor(start_after);
+        let closed = Box::pin(conn.closer.clone().cancelled_owned());
         Ok(Subscription {
+            closed,
             hub: self.clone(),
             conn,
             rx,
@@ -289,6 +293,10 @@ impl Hub {
 
 /// A position in the event stream for one connection; the transports pull from it.
 pub struct Subscription {
+    /// Resolves when the connection is closed or the server shuts down (its token is a child
+    /// of the shutdown token). Kept across calls: creating a `cancelled()` future per event
+    /// would register and unregister a waiter on every delivery.
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
     hub: Arc<Hub>,
     conn: Arc<Conn>,
     rx: broadcast::Receiver<Arc<Event>>,
@@ -339,9 +347,12 @@ impl Subscription {
             }
             let received = tokio::select! {
                 biased;
-                _ = self.hub.shutdown.cancelled() => return Err(StreamEnd::Shutdown),
-                _ = self.conn.closer.cancelled() => {
-                    return Err(StreamEnd::Closed(self.conn.close_reason().unwrap_or_else(|| "closed".into())))
+                _ = &mut self.closed => {
+                    return Err(if self.hub.shutdown.is_cancelled() {
+                        StreamEnd::Shutdown
+                    } else {
+                        StreamEnd::Closed(self.conn.close_reason().unwrap_or_else(|| "closed".into()))
+                    });
                 }
                 r = self.rx.recv() => r,
             };

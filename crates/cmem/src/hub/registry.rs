@@ -75,7 +75,8 @@ pub struct Conn {
     workspaces: RwLock<Vec<String>>,
     /// Id of the last event handed to this connection.
     cursor: AtomicU64,
-    /// Cancelled when the server wants this connection gone (slow consumer, shutdown).
+    /// Cancelled when the server wants this connection gone (slow consumer, shutdown: it is a
+    /// child of the server's shutdown token).
     pub closer: CancellationToken,
     close_reason: Mutex<Option<String>>,
 }
@@ -205,6 +206,8 @@ const MAX_ERRORS: usize = 200;
 /// All connections, close counts and the error log.
 #[derive(Debug, Default)]
 pub struct Registry {
+    /// Parent of every connection's `closer`: cancelling it closes them all.
+    root: CancellationToken,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     closes: Mutex<BTreeMap<String, u64>>,
     errors: Mutex<VecDeque<TransportErrorRecord>>,
@@ -213,6 +216,14 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry whose connections close when `root` is cancelled.
+    pub fn new(root: CancellationToken) -> Registry {
+        Registry {
+            root,
+            ..Registry::default()
+        }
+    }
+
     /// Adds a connection. Returns `None` if the id is taken (a transport bug or a client reusing
     /// a poll `client_id` concurrently).
     pub fn register(&self, id: String, transport: Transport, meta: ConnMeta) -> Option<Arc<Conn>> {
@@ -226,7 +237,7 @@ impl Registry {
             remote_addr: meta.remote_addr,
             workspaces: RwLock::new(meta.workspaces),
             cursor: AtomicU64::new(0),
-            closer: CancellationToken::new(),
+            closer: self.root.child_token(),
             close_reason: Mutex::new(None),
         });
         let mut map = self.conns.write().ok()?;

@@ -11,9 +11,12 @@
 //!   receives live is always already on disk, so it can always be replayed.
 //! - **The epoch** is created with the database; a recreated journal has a new epoch, which tells
 //!   clients that their cursors mean nothing here.
-//! - Reads (replay, poll) go through a small pool of read connections on the blocking pool; WAL
-//!   lets them run beside the writer.
+//! - The newest events (up to [`RECENT_CAPACITY`]) are also kept in memory, in id order, so
+//!   that the common reads — a new client's first events, a poll, a resume after a short
+//!   absence — never touch SQLite. Older ranges go through a small pool of read connections on
+//!   the blocking pool; WAL lets them run beside the writer.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::JournalError;
 use crate::hub::envelope::{EnvelopeRef, Event, NewEvent, Scope};
+
+/// How many of the newest events are kept in memory for replay.
+pub const RECENT_CAPACITY: usize = 16_384;
+
+/// The newest committed events, contiguous in id, oldest first.
+type Recent = Arc<std::sync::RwLock<VecDeque<Arc<Event>>>>;
 
 /// Settings the journal needs from the configuration.
 #[derive(Debug, Clone)]
@@ -57,6 +66,7 @@ enum Msg {
 /// Handle to the journal; cheap to share behind an `Arc`.
 pub struct Journal {
     shared: Arc<Shared>,
+    recent: Recent,
     tx: mpsc::Sender<Msg>,
     path: PathBuf,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -161,9 +171,31 @@ impl Journal {
             appended: AtomicU64::new(0),
             commits: AtomicU64::new(0),
         });
+        // Warm the in-memory window with the newest stored events, so a resume right after a
+        // restart is served from memory too.
+        let recent: Recent = Arc::new(std::sync::RwLock::new(VecDeque::with_capacity(1024)));
+        {
+            let from = head
+                .saturating_sub(RECENT_CAPACITY as u64)
+                .max(oldest.saturating_sub(1));
+            let rows = read_rows(
+                &conn,
+                &ReadQuery {
+                    after: from,
+                    upto: head,
+                    scopes: None,
+                    limit: RECENT_CAPACITY,
+                },
+            )?;
+            // keep only a contiguous tail (retention may have left holes only below `oldest`)
+            if let Ok(mut r) = recent.write() {
+                r.extend(rows);
+            }
+        }
         let (tx, rx) = mpsc::channel(4096);
         let writer = Writer {
             conn,
+            recent: recent.clone(),
             shared: shared.clone(),
             fanout,
             opts,
@@ -179,6 +211,7 @@ impl Journal {
             })?;
         Ok(Journal {
             shared,
+            recent,
             tx,
             path,
             readers: Arc::new(Mutex::new(Vec::new())),
@@ -221,8 +254,11 @@ impl Journal {
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
-    /// Reads committed events in id order.
+    /// Reads committed events in id order: from memory when the range is recent, else SQLite.
     pub async fn read(&self, q: ReadQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+        if let Some(hit) = self.read_recent(&q) {
+            return Ok(hit);
+        }
         let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
@@ -244,6 +280,27 @@ impl Journal {
         })
         .await
         .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
+    }
+
+    /// Serves `q` from the in-memory window if the window covers everything after `q.after`.
+    fn read_recent(&self, q: &ReadQuery) -> Option<Vec<Arc<Event>>> {
+        let r = self.recent.read().ok()?;
+        let front = r.front()?.id;
+        if q.after + 1 < front {
+            return None;
+        }
+        let start = (q.after + 1 - front) as usize;
+        let out = r
+            .range(start.min(r.len())..)
+            .take_while(|e| e.id <= q.upto)
+            .filter(|e| match &q.scopes {
+                None => true,
+                Some(list) => list.iter().any(|s| e.scope.is(s)),
+            })
+            .take(q.limit.max(1))
+            .cloned()
+            .collect();
+        Some(out)
     }
 
     /// Commits everything queued, then stops the writer. Later appends fail with `Closed`.
@@ -305,6 +362,7 @@ fn read_rows(conn: &Connection, q: &ReadQuery) -> Result<Vec<Arc<Event>>, Journa
 
 struct Writer {
     conn: Connection,
+    recent: Recent,
     shared: Arc<Shared>,
     fanout: broadcast::Sender<Arc<Event>>,
     opts: JournalOptions,
@@ -369,8 +427,14 @@ impl Writer {
         let head = self.shared.head.load(Ordering::Acquire);
         match self.write_batch(head, &batch) {
             Ok((new_head, events)) => {
-                // `oldest` needs no update: an empty journal already reports `head + 1`,
-                // which is the first id of this batch.
+                // The window first, then the head: a reader that sees the new head finds the
+                // events in the window. `oldest` needs no update: an empty journal already
+                // reports `head + 1`, which is the first id of this batch.
+                if let Ok(mut r) = self.recent.write() {
+                    r.extend(events.iter().cloned());
+                    let excess = r.len().saturating_sub(RECENT_CAPACITY);
+                    r.drain(..excess);
+                }
                 self.shared.head.store(new_head, Ordering::Release);
                 self.shared
                     .appended
@@ -484,6 +548,11 @@ impl Writer {
             if let Ok(min) = min {
                 let oldest = min.map(|m| m as u64).unwrap_or(head + 1);
                 self.shared.oldest.store(oldest, Ordering::Release);
+                if let Ok(mut r) = self.recent.write() {
+                    while r.front().is_some_and(|e| e.id < oldest) {
+                        r.pop_front();
+                    }
+                }
             }
             tracing::debug!(deleted, "journal retention applied");
         }

@@ -288,8 +288,7 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                     // socketioxide offers no async "wait for room"; poll for it briefly.
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(1)) => {}
-                        _ = conn.closer.cancelled() => return,
-                        _ = hub.shutdown.cancelled() => return,
+                        _ = conn.closer.cancelled() => return, // also on shutdown
                     }
                     if !s.connected() {
                         return;
