@@ -235,6 +235,26 @@ async fn poll_validates_input_and_long_polls() {
     assert_eq!(v["events"][0]["id"], id);
     assert_eq!(v["next_cursor"], id);
 
+    // A long poll is also woken by an event addressed to this client alone.
+    let url = format!("{}/api/events/poll?client_id=lp&after={id}&wait=20", s.url);
+    let waiting = tokio::spawn(async move {
+        reqwest::get(url)
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.publish(json!({"type": "for_lp", "scope": "client:lp"}))
+        .await;
+    let v = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v["events"][0]["type"], "for_lp");
+    let id = v["next_cursor"].as_u64().unwrap();
+
     // Events scoped to another client or a workspace it did not join are not delivered.
     s.publish(json!({"events": [
         {"type": "secret", "scope": "client:someone-else"},
@@ -343,6 +363,17 @@ async fn sse_headers_framing_and_resume() {
     let (id, ev, data) = r.event().await.unwrap();
     assert_eq!(ev, "system_status");
     assert_eq!(data["id"], id, "the id: line equals the envelope id");
+    let me = data["data"]["client_id"].as_str().unwrap().to_string();
+
+    // An event addressed to this connection alone arrives live; one for another does not.
+    s.publish(json!({"events": [
+        {"type": "not_mine", "scope": "client:somebody"},
+        {"type": "direct", "scope": format!("client:{me}")}
+    ]}))
+    .await;
+    let (_, ev, data) = r.event().await.unwrap();
+    assert_eq!(ev, "direct");
+    assert_eq!(data["scope"], format!("client:{me}"));
 
     let ids: Vec<u64> = body(
         s.publish(json!({"events": [{"type": "a"}, {"type": "b"}, {"type": "c"}]}))

@@ -2,7 +2,8 @@
 //!
 //! Invariants (see ARCHITECTURE.md):
 //! 1. Everything a client sees was first committed to the journal by [`Hub::publish`].
-//! 2. The journal writer sends committed events to one broadcast channel, in id order.
+//! 2. The journal writer sends committed events to one broadcast channel, in id order —
+//!    except those addressed to one client, which nudge that connection to read the journal.
 //! 3. A [`Subscription`] subscribes to that channel *before* it reads the journal, replays from
 //!    the journal up to the head it saw, then takes live events whose id is above the last one
 //!    it delivered — no gap, no duplicate.
@@ -29,7 +30,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::Config;
 use crate::error::{JournalError, PublishError};
-use crate::journal::{Journal, JournalOptions, ReadQuery};
+use crate::journal::{Fanout, Journal, JournalOptions, ReadQuery};
 use envelope::{Cursor, Event, NewEvent, Scope};
 use registry::{Conn, Registry};
 
@@ -40,7 +41,7 @@ const REPLAY_PAGE: usize = 1000;
 pub struct Hub {
     pub config: Arc<Config>,
     pub journal: Journal,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     fanout: broadcast::Sender<Arc<Event>>,
     /// Cancelled when the server shuts down; every subscription ends.
     pub shutdown: CancellationToken,
@@ -87,6 +88,9 @@ impl Hub {
     /// Opens the journal under the configured data folder and builds the hub.
     pub fn open(config: Config) -> Result<Arc<Hub>, JournalError> {
         let (fanout, _) = broadcast::channel(config.queue_bound);
+        let shutdown = CancellationToken::new();
+        let registry = Arc::new(Registry::new(shutdown.clone()));
+        let nudged = registry.clone();
         let journal = Journal::open(
             &config.state_dir(),
             JournalOptions {
@@ -95,13 +99,19 @@ impl Hub {
                 retention_max_events: config.retention_max_events,
                 retention_max_age_s: config.retention_max_age_s,
             },
-            fanout.clone(),
+            Fanout {
+                shared: fanout.clone(),
+                direct: Box::new(move |client| {
+                    if let Some(c) = nudged.get(client) {
+                        c.nudge();
+                    }
+                }),
+            },
         )?;
-        let shutdown = CancellationToken::new();
         Ok(Arc::new(Hub {
             config: Arc::new(config),
             journal,
-            registry: Registry::new(shutdown.clone()),
+            registry,
             fanout,
             shutdown,
             started: Instant::now(),
@@ -353,6 +363,13 @@ impl Subscription {
                     } else {
                         StreamEnd::Closed(self.conn.close_reason().unwrap_or_else(|| "closed".into()))
                     });
+                }
+                // An event addressed to this connection alone was committed: read the journal
+                // from the cursor (what the channel also holds is skipped by id later).
+                _ = self.conn.nudged() => {
+                    self.replayed = self.cursor.max(self.replayed);
+                    self.replay_upto = self.hub.journal.head();
+                    continue;
                 }
                 r = self.rx.recv() => r,
             };

@@ -79,6 +79,8 @@ pub struct Conn {
     /// child of the server's shutdown token).
     pub closer: CancellationToken,
     close_reason: Mutex<Option<String>>,
+    /// Signalled when an event addressed to this connection alone is committed.
+    nudge: tokio::sync::Notify,
 }
 
 impl Conn {
@@ -140,6 +142,17 @@ impl Conn {
                 .map(|w| format!("workspace:{w}")),
         );
         v
+    }
+
+    /// Tells the connection that an event addressed to it alone is in the journal. A nudge
+    /// given while nobody waits is kept for the next wait.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Resolves after [`Conn::nudge`].
+    pub async fn nudged(&self) {
+        self.nudge.notified().await
     }
 
     /// Asks the transport to close this connection, recording why.
@@ -239,6 +252,7 @@ impl Registry {
             cursor: AtomicU64::new(0),
             closer: self.root.child_token(),
             close_reason: Mutex::new(None),
+            nudge: tokio::sync::Notify::new(),
         });
         let mut map = self.conns.write().ok()?;
         if map.contains_key(&id) {

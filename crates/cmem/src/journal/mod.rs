@@ -8,7 +8,10 @@
 //!   same transaction, so they increase monotonically across restarts even when retention has
 //!   deleted every row.
 //! - **Fan-out happens after commit**, in id order, from the writer thread: an event a client
-//!   receives live is always already on disk, so it can always be replayed.
+//!   receives live is always already on disk, so it can always be replayed. Events addressed to
+//!   one client (`client:<id>`) do not go to the shared channel — that would wake every
+//!   connection for each one; the [`Fanout`] sink nudges that one connection instead, which
+//!   then reads them from the journal.
 //! - **The epoch** is created with the database; a recreated journal has a new epoch, which tells
 //!   clients that their cursors mean nothing here.
 //! - The newest events (up to [`RECENT_CAPACITY`]) are also kept in memory, in id order, so
@@ -34,6 +37,13 @@ pub const RECENT_CAPACITY: usize = 16_384;
 
 /// The newest committed events, contiguous in id, oldest first.
 type Recent = Arc<std::sync::RwLock<VecDeque<Arc<Event>>>>;
+
+/// Where committed events go: the shared broadcast channel, and a nudge for the one
+/// connection a `client:<id>` event is addressed to.
+pub struct Fanout {
+    pub shared: broadcast::Sender<Arc<Event>>,
+    pub direct: Box<dyn Fn(&str) + Send + Sync>,
+}
 
 /// Settings the journal needs from the configuration.
 #[derive(Debug, Clone)]
@@ -115,11 +125,11 @@ fn new_epoch() -> String {
 
 impl Journal {
     /// Opens (or creates) the journal at `<state_dir>/journal.sqlite3` and starts the writer.
-    /// Committed events are sent to `fanout` in id order.
+    /// Committed events are handed to `fanout` in id order.
     pub fn open(
         state_dir: &Path,
         opts: JournalOptions,
-        fanout: broadcast::Sender<Arc<Event>>,
+        fanout: Fanout,
     ) -> Result<Journal, JournalError> {
         std::fs::create_dir_all(state_dir).map_err(|source| JournalError::Io {
             path: state_dir.to_path_buf(),
@@ -364,7 +374,7 @@ struct Writer {
     conn: Connection,
     recent: Recent,
     shared: Arc<Shared>,
-    fanout: broadcast::Sender<Arc<Event>>,
+    fanout: Fanout,
     opts: JournalOptions,
     last_prune: Instant,
 }
@@ -444,8 +454,13 @@ impl Writer {
                 for (evs, reply) in batch {
                     let mine: Vec<Arc<Event>> = events.by_ref().take(evs.len()).collect();
                     for e in &mine {
-                        // no receivers is fine: nobody is connected
-                        let _ = self.fanout.send(e.clone());
+                        match &e.scope {
+                            Scope::Client(id) => (self.fanout.direct)(id),
+                            // no receivers is fine: nobody is connected
+                            _ => {
+                                let _ = self.fanout.shared.send(e.clone());
+                            }
+                        }
                     }
                     let _ = reply.send(Ok(mine));
                 }

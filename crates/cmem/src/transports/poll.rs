@@ -163,6 +163,29 @@ pub async fn poll(
             let got = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = hub.shutdown.cancelled() => break,
+                // something addressed to this client alone: read it from the journal
+                _ = conn.nudged() => {
+                    let head = hub.journal.head();
+                    let found = hub
+                        .journal
+                        .read(ReadQuery {
+                            after: next_cursor,
+                            upto: head,
+                            scopes: Some(conn.scope_strings()),
+                            limit,
+                        })
+                        .await
+                        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                    next_cursor = match found.last() {
+                        Some(last) if found.len() == limit => last.id,
+                        _ => head.max(next_cursor),
+                    };
+                    if found.is_empty() {
+                        continue;
+                    }
+                    events.extend(found);
+                    break;
+                }
                 r = rx.recv() => r,
             };
             match got {
