@@ -22,7 +22,8 @@ use serde_json::value::RawValue;
 use super::{conn_meta, parse_cursor, parse_workspaces, query_params};
 use crate::api::{ApiError, now_rfc3339};
 use crate::hub::Hub;
-use crate::hub::registry::Transport;
+use crate::hub::envelope::Event;
+use crate::hub::registry::{Conn, Transport};
 use crate::journal::ReadQuery;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -139,23 +140,7 @@ pub async fn poll(
         });
         hub.check_position(&conn, cursor).await?
     };
-    let head = hub.journal.head();
-    let mut events = hub
-        .journal
-        .read(ReadQuery {
-            after: start,
-            upto: head,
-            scopes: Some(conn.scope_strings()),
-            limit,
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    // When the page is full there may be more: continue from its last id; otherwise
-    // everything up to `head` has been seen.
-    let mut next_cursor = match events.last() {
-        Some(last) if events.len() == limit => last.id,
-        _ => head.max(start),
-    };
+    let (mut events, mut next_cursor) = read_page(&hub, &conn, start, limit).await?;
 
     if events.is_empty() && !wait.is_zero() {
         let deadline = tokio::time::Instant::now() + wait;
@@ -165,21 +150,8 @@ pub async fn poll(
                 _ = hub.shutdown.cancelled() => break,
                 // something addressed to this client alone: read it from the journal
                 _ = conn.nudged() => {
-                    let head = hub.journal.head();
-                    let found = hub
-                        .journal
-                        .read(ReadQuery {
-                            after: next_cursor,
-                            upto: head,
-                            scopes: Some(conn.scope_strings()),
-                            limit,
-                        })
-                        .await
-                        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-                    next_cursor = match found.last() {
-                        Some(last) if found.len() == limit => last.id,
-                        _ => head.max(next_cursor),
-                    };
+                    let (found, next) = read_page(&hub, &conn, next_cursor, limit).await?;
+                    next_cursor = next;
                     if found.is_empty() {
                         continue;
                     }
@@ -235,6 +207,33 @@ pub async fn poll(
         body,
     )
         .into_response())
+}
+
+/// Reads up to `limit` events visible to `conn` after `after`, and the cursor to continue
+/// from: the last id returned when the page is full (there may be more), else the head seen
+/// before reading (everything up to it has been looked at).
+async fn read_page(
+    hub: &Hub,
+    conn: &Conn,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<Arc<Event>>, u64), ApiError> {
+    let head = hub.journal.head();
+    let events = hub
+        .journal
+        .read(ReadQuery {
+            after,
+            upto: head,
+            scopes: Some(conn.scope_strings()),
+            limit,
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let next = match events.last() {
+        Some(last) if events.len() == limit => last.id,
+        _ => head.max(after),
+    };
+    Ok((events, next))
 }
 
 /// Drops poll clients that stopped polling. Runs until shutdown.
