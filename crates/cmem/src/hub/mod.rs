@@ -221,7 +221,6 @@ impl Hub {
             cursor: start_after,
             replay_upto: head,
             replayed: start_after,
-            live: false,
         })
     }
 
@@ -317,8 +316,6 @@ pub struct Subscription {
     replay_upto: u64,
     /// Highest id read from the journal so far.
     replayed: u64,
-    /// Set once a live event has been taken from the channel.
-    live: bool,
 }
 
 impl Subscription {
@@ -375,7 +372,6 @@ impl Subscription {
             };
             match received {
                 Ok(ev) => {
-                    self.live = true;
                     if ev.id <= self.cursor.max(self.replayed) || !self.conn.can_see(&ev.scope) {
                         continue;
                     }
@@ -385,7 +381,6 @@ impl Subscription {
                     // More than `queue_bound` events behind (a burst, a long replay, a slow
                     // reader): the journal has them all. Re-subscribe, then replay from the
                     // cursor up to the new head — the same path a reconnect takes.
-                    self.live = false;
                     self.replayed = self.cursor;
                     self.rx = self.hub.fanout.subscribe();
                     self.replay_upto = self.hub.journal.head();
