@@ -171,6 +171,7 @@ pub async fn smoke(bin: Option<PathBuf>) -> anyhow::Result<()> {
     let s = start_cmem(&bin, &[]).await?;
     let t = &s.target;
     let mut failures = Vec::new();
+    let checks = 6; // idle, three transports, paced, resume
 
     let r = scenario::idle(t, 50, Duration::from_millis(500), false).await;
     println!("{}", serde_json::to_string(&r)?);
@@ -214,6 +215,11 @@ pub async fn smoke(bin: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let r = scenario::journal(t, 2000, 100, 2, 200).await?;
     println!("{}", serde_json::to_string(&r)?);
+    println!(
+        "smoke: {} passed, {} failed",
+        checks - failures.len(),
+        failures.len()
+    );
     if failures.is_empty() {
         eprintln!("bench smoke: every scenario ran, no event lost or duplicated");
         Ok(())
