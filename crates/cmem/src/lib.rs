@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod journal;
+pub mod memory;
 pub mod net;
 pub mod server;
 pub mod transports;

@@ -27,6 +27,7 @@ use crate::api;
 use crate::config::Config;
 use crate::error::JournalError;
 use crate::hub::Hub;
+use crate::memory::{Memory, MemoryError, indexer};
 use crate::net::StallGuard;
 use crate::transports;
 
@@ -40,11 +41,14 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
 }
 
 /// A bound, not yet running server. Splitting bind from run lets callers learn the port first.
 pub struct Server {
     hub: Arc<Hub>,
+    memory: Arc<Memory>,
     listener: TcpListener,
 }
 
@@ -52,11 +56,16 @@ impl Server {
     /// Opens the journal and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let addr = config.bind;
+        let memory = Memory::open(&config.data_dir, config.index_max_file_bytes)?;
         let hub = Hub::open(config)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Server { hub, listener })
+        Ok(Server {
+            hub,
+            memory,
+            listener,
+        })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -80,8 +89,15 @@ impl Server {
         let hub = self.hub;
         let io = transports::socketio::build(&hub);
         let io_handle = io.as_ref().map(|l| l.io.clone());
-        let app = api::router(hub.clone(), io);
+        let app = api::router(hub.clone(), io, self.memory.clone());
         tokio::spawn(transports::poll::sweep(hub.clone()));
+        // Bring the index up to date with the folder (only what changed since last time).
+        let (m, h) = (self.memory.clone(), hub.clone());
+        tokio::spawn(async move {
+            if let Err(e) = indexer::run(m, h, None).await {
+                tracing::error!(error = %e, "initial indexing failed");
+            }
+        });
 
         let builder = AutoBuilder::new(TokioExecutor::new());
         let stall_timeout = Duration::from_millis(hub.config.slow_consumer_timeout_ms);

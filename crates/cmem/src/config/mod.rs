@@ -24,7 +24,7 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 22] = [
     "platform_profile",
     "bind",
     "data_dir",
@@ -46,6 +46,7 @@ pub const KEYS: [&str; 21] = [
     "sse_heartbeat_s",
     "sse_retry_ms",
     "shutdown_grace_ms",
+    "index_max_file_bytes",
 ];
 
 /// The effective configuration of a server.
@@ -99,6 +100,8 @@ pub struct Config {
     pub sse_retry_ms: u64,
     /// How long shutdown waits for clients to be closed before it stops anyway.
     pub shutdown_grace_ms: u64,
+    /// Files larger than this are not indexed (counted as skipped).
+    pub index_max_file_bytes: u64,
 }
 
 impl Default for Config {
@@ -128,6 +131,7 @@ impl Default for Config {
             sse_heartbeat_s: 15,
             sse_retry_ms: 3000,
             shutdown_grace_ms: 5000,
+            index_max_file_bytes: 10_000_000,
         }
     }
 }
@@ -200,7 +204,7 @@ impl Config {
                 ));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 13] = [
+        let ranges: [(&'static str, u64, u64, u64); 14] = [
             ("ping_interval_ms", self.ping_interval_ms, 50, 600_000),
             ("ping_timeout_ms", self.ping_timeout_ms, 50, 600_000),
             ("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000),
@@ -224,6 +228,12 @@ impl Config {
             ("sse_heartbeat_s", self.sse_heartbeat_s, 1, 3600),
             ("sse_retry_ms", self.sse_retry_ms, 100, 600_000),
             ("shutdown_grace_ms", self.shutdown_grace_ms, 0, 600_000),
+            (
+                "index_max_file_bytes",
+                self.index_max_file_bytes,
+                1,
+                1 << 32,
+            ),
         ];
         for (key, v, lo, hi) in ranges {
             if v < lo || v > hi {

@@ -55,6 +55,7 @@ impl TestServer {
         };
         // keep draining stdout so the child never blocks on a full pipe
         std::thread::spawn(move || for _ in lines {});
+        wait_for_initial_indexing(&addr);
         TestServer {
             child,
             url: format!("http://{addr}"),
@@ -109,6 +110,29 @@ impl TestServer {
             .status();
         self.child.wait().expect("wait")
     }
+}
+
+/// The server indexes its folder at start and publishes that; tests that count events start
+/// once that run is over, so the journal is quiet.
+fn wait_for_initial_indexing(addr: &str) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let req = format!(
+                "GET /system/indexing HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            );
+            let mut out = String::new();
+            if s.write_all(req.as_bytes()).is_ok()
+                && s.read_to_string(&mut out).is_ok()
+                && out.contains("\"finished_at\":\"")
+            {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("initial indexing did not finish");
 }
 
 impl Drop for TestServer {

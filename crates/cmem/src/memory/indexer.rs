@@ -1,0 +1,360 @@
+//! Indexing runs: walk the folder (the `ignore` crate applies `.gitignore` and skips hidden
+//! folders), index what changed since the last run, drop what vanished, and report progress
+//! through the journal.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+use serde_json::json;
+use tantivy::{Term, doc};
+
+use super::{Memory, MemoryError};
+use crate::hub::Hub;
+use crate::hub::envelope::{NewEvent, Scope};
+
+/// Folders never indexed, whatever `.gitignore` says.
+const SKIP_DIRS: [&str; 4] = [".git", "node_modules", "target", ".collective-memory"];
+
+/// Progress events at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Resolves a client-supplied sub-path of the data folder. Absolute paths, `..` and symlinks
+/// that lead outside are refused with a message.
+pub fn resolve_sub_path(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let p = Path::new(rel);
+    if p.is_absolute() || rel.starts_with('/') || rel.starts_with('\\') {
+        return Err(format!("path `{rel}` must be relative to the data folder"));
+    }
+    if p.components().any(|c| {
+        matches!(
+            c,
+            Component::ParentDir | Component::Prefix(_) | Component::RootDir
+        )
+    }) {
+        return Err(format!("path `{rel}` may not contain `..`"));
+    }
+    let full = std::fs::canonicalize(root.join(p))
+        .map_err(|_| format!("path `{rel}` does not exist in the data folder"))?;
+    if !full.starts_with(root) {
+        return Err(format!(
+            "path `{rel}` leads outside the data folder (through a symlink)"
+        ));
+    }
+    Ok(full)
+}
+
+fn rel_path(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn state_db(m: &Memory) -> Result<Connection, MemoryError> {
+    let c = Connection::open(m.index_dir.join("index-state.sqlite3"))?;
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime INTEGER NOT NULL, size INTEGER NOT NULL);",
+    )?;
+    Ok(c)
+}
+
+/// The title: the first Markdown heading, else the file name.
+fn title_of(text: &str, filename: &str) -> String {
+    text.lines()
+        .take(50)
+        .find_map(|l| {
+            l.trim_start()
+                .strip_prefix("# ")
+                .map(|t| t.trim().to_string())
+        })
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| filename.to_string())
+}
+
+struct Candidate {
+    path: PathBuf,
+    rel: String,
+    size: u64,
+    mtime: u64,
+}
+
+fn walk(root: &Path, from: &Path) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let walker = ignore::WalkBuilder::new(from)
+        .hidden(true)
+        .git_ignore(true)
+        .require_git(false)
+        .filter_entry(|e| {
+            !(e.file_type().is_some_and(|t| t.is_dir())
+                && SKIP_DIRS.iter().any(|d| e.file_name() == *d))
+        })
+        .build();
+    for entry in walker.flatten() {
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        out.push(Candidate {
+            rel: rel_path(root, entry.path()),
+            path: entry.path().to_path_buf(),
+            size: meta.len(),
+            mtime,
+        });
+    }
+    out
+}
+
+/// Runs one indexing pass over `from` (the whole folder when `None`), publishing progress.
+/// Refuses to start while another run is going.
+pub async fn run(m: Arc<Memory>, hub: Arc<Hub>, from: Option<PathBuf>) -> Result<(), MemoryError> {
+    {
+        let mut st = m.state.lock().map_err(|_| MemoryError::Busy)?;
+        if st.running {
+            return Err(MemoryError::Busy);
+        }
+        *st = super::IndexingState {
+            running: true,
+            started_at: Some(crate::api::now_rfc3339()),
+            ..Default::default()
+        };
+    }
+    let rt = tokio::runtime::Handle::current();
+    let m2 = m.clone();
+    let result = tokio::task::spawn_blocking(move || index_blocking(&m2, &hub, from, &rt))
+        .await
+        .map_err(|e| MemoryError::Io {
+            path: m.root.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
+        .and_then(|r| r);
+    if let Ok(mut st) = m.state.lock() {
+        st.running = false;
+        st.finished_at = Some(crate::api::now_rfc3339());
+    }
+    result
+}
+
+fn publish(hub: &Hub, rt: &tokio::runtime::Handle, kind: &str, data: serde_json::Value) {
+    if let Err(e) = rt.block_on(hub.publish(vec![NewEvent::new(kind, Scope::Global, data)])) {
+        tracing::warn!(error = %e, kind, "could not publish indexing event");
+    }
+}
+
+fn index_blocking(
+    m: &Memory,
+    hub: &Hub,
+    from: Option<PathBuf>,
+    rt: &tokio::runtime::Handle,
+) -> Result<(), MemoryError> {
+    let started = Instant::now();
+    let from = from.unwrap_or_else(|| m.root.clone());
+    let scope_rel = rel_path(&m.root, &from);
+    let files = walk(&m.root, &from);
+    let total = files.len() as u64;
+    if let Ok(mut st) = m.state.lock() {
+        st.path = scope_rel.clone();
+        st.total_files = total;
+    }
+    publish(
+        hub,
+        rt,
+        "indexing_started",
+        json!({"path": scope_rel, "total_files": total}),
+    );
+
+    let mut db = state_db(m)?;
+    let known: HashMap<String, (u64, u64)> = {
+        let mut stmt = db.prepare("SELECT path, mtime, size FROM files")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+            ))
+        })?;
+        rows.filter_map(Result::ok)
+            .filter(|(p, _)| {
+                scope_rel.is_empty() || p == &scope_rel || p.starts_with(&format!("{scope_rel}/"))
+            })
+            .collect()
+    };
+    let f = m.fields;
+    let writer = m.writer.lock().map_err(|_| MemoryError::Busy)?;
+    let (mut indexed, mut unchanged, mut skipped, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let mut updates: Vec<(String, u64, u64)> = Vec::new();
+    let mut last_progress = Instant::now() - PROGRESS_EVERY;
+    for (i, c) in files.iter().enumerate() {
+        let processed = i as u64 + 1;
+        if known.get(&c.rel) == Some(&(c.mtime, c.size)) {
+            unchanged += 1;
+        } else if c.size > m.max_file_bytes {
+            skipped += 1;
+        } else {
+            match std::fs::read(&c.path) {
+                Err(e) => {
+                    errors += 1;
+                    tracing::debug!(path = %c.rel, error = %e, "unreadable file");
+                }
+                Ok(bytes) if bytes.iter().take(8192).any(|b| *b == 0) => skipped += 1, // binary
+                Ok(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let filename = c
+                        .path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
+                    let extension = c
+                        .path
+                        .extension()
+                        .map(|e| e.to_string_lossy().to_lowercase())
+                        .unwrap_or_default();
+                    writer.delete_term(Term::from_field_text(f.path, &c.rel));
+                    let added = writer.add_document(doc!(
+                        f.path => c.rel.clone(),
+                        f.filename => filename.clone(),
+                        f.extension => extension,
+                        f.title => title_of(&text, &filename),
+                        f.body => text.into_owned(),
+                        f.modified => c.mtime,
+                        f.size => c.size,
+                    ));
+                    match added {
+                        Ok(_) => {
+                            indexed += 1;
+                            updates.push((c.rel.clone(), c.mtime, c.size));
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            tracing::warn!(path = %c.rel, error = %e, "could not index");
+                        }
+                    }
+                }
+            }
+        }
+        let progress = (processed * 100 / total.max(1)) as u8;
+        if let Ok(mut st) = m.state.lock() {
+            st.processed_files = processed;
+            st.progress = progress;
+            st.current_file = c.rel.clone();
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY || processed == total {
+            last_progress = Instant::now();
+            publish(
+                hub,
+                rt,
+                "indexing_progress",
+                json!({
+                    "progress": progress,
+                    "current_file": c.rel,
+                    "processed_files": processed,
+                    "total_files": total,
+                }),
+            );
+        }
+    }
+    // files that vanished
+    let seen: std::collections::HashSet<&str> = files.iter().map(|c| c.rel.as_str()).collect();
+    let removed: Vec<&String> = known
+        .keys()
+        .filter(|p| !seen.contains(p.as_str()))
+        .collect();
+    for p in &removed {
+        writer.delete_term(Term::from_field_text(f.path, p));
+    }
+    let mut writer = writer;
+    writer.commit()?;
+    drop(writer);
+    let tx = db.transaction()?;
+    for (p, mtime, size) in &updates {
+        tx.execute(
+            "INSERT INTO files (path, mtime, size) VALUES (?1, ?2, ?3)
+             ON CONFLICT(path) DO UPDATE SET mtime = excluded.mtime, size = excluded.size",
+            params![p, *mtime as i64, *size as i64],
+        )?;
+    }
+    for p in &removed {
+        tx.execute("DELETE FROM files WHERE path = ?1", [p])?;
+    }
+    tx.commit()?;
+    m.reader.reload()?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    if let Ok(mut st) = m.state.lock() {
+        st.indexed = indexed;
+        st.unchanged = unchanged;
+        st.removed = removed.len() as u64;
+        st.skipped = skipped;
+        st.errors = errors;
+        st.duration_ms = duration_ms;
+        st.progress = 100;
+    }
+    publish(
+        hub,
+        rt,
+        "indexing_completed",
+        json!({
+            "path": scope_rel,
+            "processed_files": total,
+            "indexed": indexed,
+            "unchanged": unchanged,
+            "removed": removed.len(),
+            "skipped": skipped,
+            "errors": errors,
+            "duration_ms": duration_ms,
+        }),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_paths_stay_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(root.join("notes")).unwrap();
+        assert!(resolve_sub_path(&root, "notes").is_ok());
+        assert!(
+            resolve_sub_path(&root, "../etc")
+                .unwrap_err()
+                .contains("..")
+        );
+        assert!(
+            resolve_sub_path(&root, "/etc")
+                .unwrap_err()
+                .contains("relative")
+        );
+        assert!(
+            resolve_sub_path(&root, "missing")
+                .unwrap_err()
+                .contains("does not exist")
+        );
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/tmp", root.join("escape")).unwrap();
+            assert!(
+                resolve_sub_path(&root, "escape")
+                    .unwrap_err()
+                    .contains("outside")
+            );
+        }
+    }
+
+    #[test]
+    fn titles() {
+        assert_eq!(title_of("intro\n# Big Title\n", "a.md"), "Big Title");
+        assert_eq!(title_of("no heading", "a.md"), "a.md");
+    }
+}
