@@ -91,7 +91,9 @@ impl Server {
         let io_handle = io.as_ref().map(|l| l.io.clone());
         let app = api::router(hub.clone(), io, self.memory.clone());
         tokio::spawn(transports::poll::sweep(hub.clone()));
-        // Bring the index up to date with the folder (only what changed since last time).
+        // Watch the folder, then bring the index up to date with it (only what changed since
+        // last time); edits during that run are picked up by the watcher.
+        crate::memory::watcher::start(self.memory.clone(), hub.clone());
         let (m, h) = (self.memory.clone(), hub.clone());
         tokio::spawn(async move {
             if let Err(e) = indexer::run(m, h, None).await {

@@ -213,16 +213,7 @@ async fn a_socketio_client_that_stops_reading_is_closed_as_slow_consumer() {
     let tmp = tempfile::tempdir().unwrap();
     let s = TestServer::start_in(
         tmp.path(),
-        &[
-            "--queue-bound",
-            "16",
-            "--max-payload-bytes",
-            "2000000",
-            "--ping-interval-ms",
-            "300",
-            "--ping-timeout-ms",
-            "300",
-        ],
+        &["--queue-bound", "16", "--max-payload-bytes", "2000000"],
         &[("CM_SLOW_CONSUMER_TIMEOUT_MS", "300")],
     );
     let sock = tokio::net::TcpSocket::new_v4().unwrap();

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
 use serde_json::json;
-use tantivy::{Term, doc};
+use tantivy::{IndexWriter, Term, doc};
 
 use super::{Memory, MemoryError};
 use crate::hub::Hub;
 use crate::hub::envelope::{NewEvent, Scope};
 
 /// Folders never indexed, whatever `.gitignore` says.
-const SKIP_DIRS: [&str; 4] = [".git", "node_modules", "target", ".collective-memory"];
+pub(crate) const SKIP_DIRS: [&str; 4] = [".git", "node_modules", "target", ".collective-memory"];
 
 /// Progress events at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -116,6 +116,118 @@ fn walk(root: &Path, from: &Path) -> Vec<Candidate> {
     out
 }
 
+/// What became of one file.
+enum Outcome {
+    Indexed,
+    Skipped,
+    Error,
+}
+
+/// Indexes one file (replacing its previous version): too large or binary files are skipped,
+/// other bytes are decoded as UTF-8, lossily.
+fn index_file(
+    m: &Memory,
+    writer: &IndexWriter,
+    rel: &str,
+    path: &Path,
+    size: u64,
+    mtime: u64,
+) -> Outcome {
+    if size > m.max_file_bytes {
+        return Outcome::Skipped;
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(path = %rel, error = %e, "unreadable file");
+            return Outcome::Error;
+        }
+    };
+    if bytes.iter().take(8192).any(|b| *b == 0) {
+        return Outcome::Skipped; // binary
+    }
+    let f = m.fields;
+    let text = String::from_utf8_lossy(&bytes);
+    let filename = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let extension = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    writer.delete_term(Term::from_field_text(f.path, rel));
+    let added = writer.add_document(doc!(
+        f.path => rel.to_string(),
+        f.filename => filename.clone(),
+        f.extension => extension,
+        f.title => title_of(&text, &filename),
+        f.body => text.into_owned(),
+        f.modified => mtime,
+        f.size => size,
+    ));
+    match added {
+        Ok(_) => Outcome::Indexed,
+        Err(e) => {
+            tracing::warn!(path = %rel, error = %e, "could not index");
+            Outcome::Error
+        }
+    }
+}
+
+/// Re-indexes the given files (relative path, full path) one by one, as the watcher reports
+/// them: a file that is gone, ignored, binary or too large leaves the index.
+pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<(), MemoryError> {
+    let (gitignore, _) = ignore::gitignore::Gitignore::new(m.root.join(".gitignore"));
+    let mut db = state_db(m)?;
+    let mut writer = m.writer.lock().map_err(|_| MemoryError::Busy)?;
+    let mut upserts = Vec::new();
+    let mut removals = Vec::new();
+    for (rel, path) in files {
+        let meta = std::fs::metadata(path).ok().filter(|md| md.is_file());
+        let ignored = gitignore
+            .matched_path_or_any_parents(path, false)
+            .is_ignore();
+        let outcome = match &meta {
+            Some(md) if !ignored => index_file(
+                m,
+                &writer,
+                rel,
+                path,
+                md.len(),
+                super::watcher::mtime_ms(md),
+            ),
+            _ => Outcome::Skipped,
+        };
+        match (outcome, meta) {
+            (Outcome::Indexed, Some(md)) => {
+                upserts.push((rel.clone(), super::watcher::mtime_ms(&md), md.len()))
+            }
+            (Outcome::Error, _) => {}
+            _ => {
+                writer.delete_term(Term::from_field_text(m.fields.path, rel));
+                removals.push(rel.clone());
+            }
+        }
+    }
+    writer.commit()?;
+    drop(writer);
+    let tx = db.transaction()?;
+    for (p, mtime, size) in &upserts {
+        tx.execute(
+            "INSERT INTO files (path, mtime, size) VALUES (?1, ?2, ?3)
+             ON CONFLICT(path) DO UPDATE SET mtime = excluded.mtime, size = excluded.size",
+            params![p, *mtime as i64, *size as i64],
+        )?;
+    }
+    for p in &removals {
+        tx.execute("DELETE FROM files WHERE path = ?1", [p])?;
+    }
+    tx.commit()?;
+    m.reader.reload()?;
+    Ok(())
+}
+
 /// Runs one indexing pass over `from` (the whole folder when `None`), publishing progress.
 /// Refuses to start while another run is going.
 pub async fn run(m: Arc<Memory>, hub: Arc<Hub>, from: Option<PathBuf>) -> Result<(), MemoryError> {
@@ -198,48 +310,14 @@ fn index_blocking(
         let processed = i as u64 + 1;
         if known.get(&c.rel) == Some(&(c.mtime, c.size)) {
             unchanged += 1;
-        } else if c.size > m.max_file_bytes {
-            skipped += 1;
         } else {
-            match std::fs::read(&c.path) {
-                Err(e) => {
-                    errors += 1;
-                    tracing::debug!(path = %c.rel, error = %e, "unreadable file");
+            match index_file(m, &writer, &c.rel, &c.path, c.size, c.mtime) {
+                Outcome::Indexed => {
+                    indexed += 1;
+                    updates.push((c.rel.clone(), c.mtime, c.size));
                 }
-                Ok(bytes) if bytes.iter().take(8192).any(|b| *b == 0) => skipped += 1, // binary
-                Ok(bytes) => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let filename = c
-                        .path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().to_string())
-                        .unwrap_or_default();
-                    let extension = c
-                        .path
-                        .extension()
-                        .map(|e| e.to_string_lossy().to_lowercase())
-                        .unwrap_or_default();
-                    writer.delete_term(Term::from_field_text(f.path, &c.rel));
-                    let added = writer.add_document(doc!(
-                        f.path => c.rel.clone(),
-                        f.filename => filename.clone(),
-                        f.extension => extension,
-                        f.title => title_of(&text, &filename),
-                        f.body => text.into_owned(),
-                        f.modified => c.mtime,
-                        f.size => c.size,
-                    ));
-                    match added {
-                        Ok(_) => {
-                            indexed += 1;
-                            updates.push((c.rel.clone(), c.mtime, c.size));
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            tracing::warn!(path = %c.rel, error = %e, "could not index");
-                        }
-                    }
-                }
+                Outcome::Skipped => skipped += 1,
+                Outcome::Error => errors += 1,
             }
         }
         let progress = (processed * 100 / total.max(1)) as u8;

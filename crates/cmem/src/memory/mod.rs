@@ -11,6 +11,7 @@
 
 pub mod indexer;
 pub mod search;
+pub mod watcher;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

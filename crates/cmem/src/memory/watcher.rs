@@ -1,0 +1,137 @@
+//! Keeps the index current while the server runs: a notify watcher (debounced, since one save
+//! raises several raw events) reports changed paths; each batch is re-indexed file by file and
+//! every change is published as `file_changed {path, kind}`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use serde_json::json;
+
+use super::{Memory, indexer};
+use crate::hub::Hub;
+use crate::hub::envelope::{NewEvent, Scope};
+
+/// What happened to a path, as published.
+fn kind_name(k: &EventKind) -> Option<&'static str> {
+    match k {
+        EventKind::Create(_) => Some("created"),
+        EventKind::Modify(_) => Some("modified"),
+        EventKind::Remove(_) => Some("deleted"),
+        _ => None,
+    }
+}
+
+/// Starts watching the data folder; runs until shutdown. Failures are logged, not fatal: the
+/// server still serves and a re-index still works without a watcher.
+pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(PathBuf, &'static str)>>(64);
+    let debouncer = new_debouncer(
+        Duration::from_millis(300),
+        None,
+        move |res: DebounceEventResult| match res {
+            Ok(events) => {
+                let batch: Vec<(PathBuf, &'static str)> = events
+                    .iter()
+                    .filter_map(|e| kind_name(&e.kind).map(|k| (e, k)))
+                    .flat_map(|(e, k)| e.paths.iter().map(move |p| (p.clone(), k)))
+                    .collect();
+                if !batch.is_empty() {
+                    let _ = tx.blocking_send(batch);
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    tracing::warn!(error = %e, "file watcher error");
+                }
+            }
+        },
+    );
+    let mut debouncer = match debouncer {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "file watcher unavailable; changes are picked up by re-indexing");
+            return;
+        }
+    };
+    if let Err(e) = debouncer.watch(&m.root, RecursiveMode::Recursive) {
+        tracing::warn!(error = %e, root = %m.root.display(), "cannot watch the data folder");
+        return;
+    }
+    tokio::spawn(async move {
+        let _keep = debouncer; // dropping it stops the watcher
+        loop {
+            let batch = tokio::select! {
+                _ = hub.shutdown.cancelled() => return,
+                b = rx.recv() => match b { Some(b) => b, None => return },
+            };
+            // last kind per path wins within a batch
+            let mut changes: BTreeMap<String, (PathBuf, &'static str)> = BTreeMap::new();
+            for (p, k) in batch {
+                if let Some(rel) = watched_rel(&m.root, &p) {
+                    changes.insert(rel, (p, k));
+                }
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            let m2 = m.clone();
+            let list: Vec<(String, PathBuf)> = changes
+                .iter()
+                .map(|(r, (p, _))| (r.clone(), p.clone()))
+                .collect();
+            match tokio::task::spawn_blocking(move || indexer::update_files(&m2, &list)).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not update the index"),
+                Err(e) => tracing::warn!(error = %e, "index update task failed"),
+                Ok(Ok(())) => {}
+            }
+            let events = changes
+                .into_iter()
+                .map(|(rel, (p, k))| {
+                    let kind = if k != "deleted" && !p.exists() {
+                        "deleted"
+                    } else {
+                        k
+                    };
+                    NewEvent::new(
+                        "file_changed",
+                        Scope::Global,
+                        json!({"path": rel, "kind": kind}),
+                    )
+                })
+                .collect();
+            if let Err(e) = hub.publish(events).await {
+                tracing::warn!(error = %e, "could not publish file_changed");
+            }
+        }
+    });
+}
+
+/// The path relative to the root, unless it is somewhere the index never looks.
+fn watched_rel(root: &Path, p: &Path) -> Option<String> {
+    let rel = p.strip_prefix(root).ok()?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect();
+    if parts.is_empty()
+        || parts
+            .iter()
+            .any(|c| c.starts_with('.') || indexer::SKIP_DIRS.contains(&c.as_str()))
+    {
+        return None;
+    }
+    Some(parts.join("/"))
+}
+
+/// Modification time in milliseconds, as the index state keeps it.
+pub(crate) fn mtime_ms(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
