@@ -180,7 +180,7 @@ fn index_file(
 pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<(), MemoryError> {
     let (gitignore, _) = ignore::gitignore::Gitignore::new(m.root.join(".gitignore"));
     let mut db = state_db(m)?;
-    let mut writer = m.writer.lock().map_err(|_| MemoryError::Busy)?;
+    let writer = m.writer.lock().map_err(|_| MemoryError::Busy)?;
     let mut upserts = Vec::new();
     let mut removals = Vec::new();
     for (rel, path) in files {
@@ -210,17 +210,29 @@ pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<(), Memor
             }
         }
     }
+    commit(m, writer, &mut db, &upserts, &removals)
+}
+
+/// Commits the index, then records what it now holds in the state table, then makes the new
+/// index visible to searches.
+fn commit(
+    m: &Memory,
+    mut writer: std::sync::MutexGuard<'_, IndexWriter>,
+    db: &mut Connection,
+    upserts: &[(String, u64, u64)],
+    removals: &[String],
+) -> Result<(), MemoryError> {
     writer.commit()?;
     drop(writer);
     let tx = db.transaction()?;
-    for (p, mtime, size) in &upserts {
+    for (p, mtime, size) in upserts {
         tx.execute(
             "INSERT INTO files (path, mtime, size) VALUES (?1, ?2, ?3)
              ON CONFLICT(path) DO UPDATE SET mtime = excluded.mtime, size = excluded.size",
             params![p, *mtime as i64, *size as i64],
         )?;
     }
-    for p in &removals {
+    for p in removals {
         tx.execute("DELETE FROM files WHERE path = ?1", [p])?;
     }
     tx.commit()?;
@@ -343,29 +355,15 @@ fn index_blocking(
     }
     // files that vanished
     let seen: std::collections::HashSet<&str> = files.iter().map(|c| c.rel.as_str()).collect();
-    let removed: Vec<&String> = known
+    let removed: Vec<String> = known
         .keys()
         .filter(|p| !seen.contains(p.as_str()))
+        .cloned()
         .collect();
     for p in &removed {
         writer.delete_term(Term::from_field_text(f.path, p));
     }
-    let mut writer = writer;
-    writer.commit()?;
-    drop(writer);
-    let tx = db.transaction()?;
-    for (p, mtime, size) in &updates {
-        tx.execute(
-            "INSERT INTO files (path, mtime, size) VALUES (?1, ?2, ?3)
-             ON CONFLICT(path) DO UPDATE SET mtime = excluded.mtime, size = excluded.size",
-            params![p, *mtime as i64, *size as i64],
-        )?;
-    }
-    for p in &removed {
-        tx.execute("DELETE FROM files WHERE path = ?1", [p])?;
-    }
-    tx.commit()?;
-    m.reader.reload()?;
+    commit(m, writer, &mut db, &updates, &removed)?;
     let duration_ms = started.elapsed().as_millis() as u64;
     if let Ok(mut st) = m.state.lock() {
         st.indexed = indexed;
