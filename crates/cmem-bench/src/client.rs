@@ -180,77 +180,93 @@ pub async fn sio_read(mut ws: Ws, stats: Arc<Stats>, idx: usize, stop: Cancellat
     seen
 }
 
-/// Reads cmem's SSE stream until `stop`.
-pub async fn sse_read(
-    http: reqwest::Client,
-    base: String,
-    cursor: Option<u64>,
-    stats: Arc<Stats>,
-    idx: usize,
-    ready: tokio::sync::mpsc::Sender<()>,
-    stop: CancellationToken,
-) -> anyhow::Result<Seen> {
-    let mut req = http.get(format!("{base}/api/events/stream"));
-    if let Some(c) = cursor {
-        req = req.header("Last-Event-ID", c.to_string());
-    }
-    let resp = req.send().await?.error_for_status()?;
-    let _ = ready.send(()).await;
-    let mut body = resp.bytes_stream();
-    let mut seen = Seen::default();
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let chunk = tokio::select! {
-            _ = stop.cancelled() => break,
-            c = body.next() => c,
-        };
-        let Some(Ok(chunk)) = chunk else { break };
-        buf.extend_from_slice(&chunk);
-        while let Some(end) = memchr::memmem::find(&buf, b"\n\n") {
-            seen.record(&buf[..end], &stats, idx);
-            buf.drain(..end + 2);
-        }
-    }
-    Ok(seen)
+/// A client of cmem's HTTP transports (SSE or poll): where to read, from which cursor, and
+/// where to report.
+pub struct HttpReader {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub cursor: Option<u64>,
+    pub stats: Arc<Stats>,
+    pub idx: usize,
+    /// Signalled once the stream is open (SSE) or the first answer came (poll).
+    pub ready: tokio::sync::mpsc::Sender<()>,
+    pub stop: CancellationToken,
 }
 
-/// Long-polls cmem's poll transport until `stop`.
-#[allow(clippy::too_many_arguments)]
-pub async fn poll_read(
-    http: reqwest::Client,
-    base: String,
-    client_id: String,
-    cursor: Option<u64>,
-    stats: Arc<Stats>,
-    idx: usize,
-    ready: tokio::sync::mpsc::Sender<()>,
-    stop: CancellationToken,
-) -> anyhow::Result<Seen> {
-    let mut seen = Seen::default();
-    let mut after = cursor;
-    let mut first = true;
-    while !stop.is_cancelled() {
-        let mut url = format!("{base}/api/events/poll?client_id={client_id}&wait=1&limit=1000");
-        if let Some(a) = after {
-            url.push_str(&format!("&after={a}"));
+impl HttpReader {
+    /// Reads cmem's SSE stream until `stop`.
+    pub async fn sse(self) -> anyhow::Result<Seen> {
+        let HttpReader {
+            http,
+            base,
+            cursor,
+            stats,
+            idx,
+            ready,
+            stop,
+        } = self;
+        let mut req = http.get(format!("{base}/api/events/stream"));
+        if let Some(c) = cursor {
+            req = req.header("Last-Event-ID", c.to_string());
         }
-        let resp = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = http.get(url).send() => r?,
-        };
-        let v: serde_json::Value = resp.error_for_status()?.json().await?;
-        if first {
-            first = false;
-            let _ = ready.send(()).await;
+        let resp = req.send().await?.error_for_status()?;
+        let _ = ready.send(()).await;
+        let mut body = resp.bytes_stream();
+        let mut seen = Seen::default();
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let chunk = tokio::select! {
+                _ = stop.cancelled() => break,
+                c = body.next() => c,
+            };
+            let Some(Ok(chunk)) = chunk else { break };
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = memchr::memmem::find(&buf, b"\n\n") {
+                seen.record(&buf[..end], &stats, idx);
+                buf.drain(..end + 2);
+            }
         }
-        for e in v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-            let text = e.to_string();
-            seen.record(text.as_bytes(), &stats, idx);
-        }
-        after = v["next_cursor"].as_u64().or(after);
+        Ok(seen)
     }
-    seen.last_id = after.or(seen.last_id);
-    Ok(seen)
+
+    /// Long-polls cmem's poll transport (as client `bench-<idx>`) until `stop`.
+    pub async fn poll(self) -> anyhow::Result<Seen> {
+        let HttpReader {
+            http,
+            base,
+            cursor,
+            stats,
+            idx,
+            ready,
+            stop,
+        } = self;
+        let client_id = format!("bench-{idx}");
+        let mut seen = Seen::default();
+        let mut after = cursor;
+        let mut first = true;
+        while !stop.is_cancelled() {
+            let mut url = format!("{base}/api/events/poll?client_id={client_id}&wait=1&limit=1000");
+            if let Some(a) = after {
+                url.push_str(&format!("&after={a}"));
+            }
+            let resp = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = http.get(url).send() => r?,
+            };
+            let v: serde_json::Value = resp.error_for_status()?.json().await?;
+            if first {
+                first = false;
+                let _ = ready.send(()).await;
+            }
+            for e in v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                let text = e.to_string();
+                seen.record(text.as_bytes(), &stats, idx);
+            }
+            after = v["next_cursor"].as_u64().or(after);
+        }
+        seen.last_id = after.or(seen.last_id);
+        Ok(seen)
+    }
 }
 
 /// Sends events through cmem's `POST /api/events` or a peer's trigger URL, in batches.

@@ -158,11 +158,8 @@ async fn connect_clients(
                 Transport::Sse | Transport::Poll => {
                     let (r_tx, mut r_rx) = tokio::sync::mpsc::channel(1);
                     let fut = async {
-                        if transport == Transport::Sse {
-                            client::sse_read(http, base, cursor, stats, i, r_tx, stop).await
-                        } else {
-                            client::poll_read(http, base, format!("bench-{i}"), cursor, stats, i, r_tx, stop).await
-                        }
+                        let reader = client::HttpReader { http, base, cursor, stats, idx: i, ready: r_tx, stop };
+                        if transport == Transport::Sse { reader.sse().await } else { reader.poll().await }
                     };
                     tokio::pin!(fut);
                     tokio::select! {

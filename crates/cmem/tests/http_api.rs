@@ -491,15 +491,7 @@ async fn diagnostics_report_config_journal_and_connections() {
     let errors: Value = s.errors().await;
     assert_eq!(errors["success"], true);
     assert!(errors["data"]["errors"].is_array());
-    let cleared: Value = s
-        .client()
-        .post(format!("{}/api/websocket/clear-errors", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, cleared) = s.post("/api/websocket/clear-errors", &json!({})).await;
     assert_eq!(cleared["success"], true);
 }
 

@@ -108,16 +108,9 @@ async fn a_word_in_three_files_finds_those_three() {
     assert_eq!(v["data"]["total"], 3);
     assert_eq!(v["data"]["results"].as_array().unwrap().len(), 1);
     // POST form
-    let v: Value = s
-        .client()
-        .post(format!("{}/api/search", s.url))
-        .json(&json!({"q": "ordinary", "limit": 50}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = s
+        .post("/api/search", &json!({"q": "ordinary", "limit": 50}))
+        .await;
     assert_eq!(v["data"]["total"], 7);
     // a non-UTF-8 file is indexed lossily, not dropped
     let (_, v) = get(format!("{}/api/search?q=ok", s.url)).await;
@@ -153,15 +146,7 @@ async fn bad_queries_and_traversal_paths_are_400() {
         (json!({"path": "nope/missing"}), "does not exist"),
         (json!({"path": "notes", "extra": 1}), "unknown field"),
     ] {
-        let r = s
-            .client()
-            .post(format!("{}/system/reindex", s.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        let v: Value = r.json().await.unwrap();
+        let (code, v) = s.post("/system/reindex", &body).await;
         assert_eq!(code, 400, "{body}: {v}");
         assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
     }
@@ -180,14 +165,8 @@ async fn reindex_streams_progress_and_restart_is_incremental() {
         .await
         .unwrap();
     let mut body = resp.bytes_stream();
-    let r = s
-        .client()
-        .post(format!("{}/system/reindex", s.url))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let (code, _) = s.post("/system/reindex", &json!({})).await;
+    assert_eq!(code, 202);
     let mut text = String::new();
     let got = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(Ok(chunk)) = body.next().await {

@@ -148,14 +148,6 @@ impl Hub {
         Ok(out)
     }
 
-    /// Publishes one event and returns it.
-    pub async fn publish_one(&self, event: NewEvent) -> Result<Arc<Event>, PublishError> {
-        self.publish(vec![event])
-            .await?
-            .pop()
-            .ok_or_else(|| PublishError::Invalid("nothing was published".into()))
-    }
-
     /// The `system_status` data a new client receives first. Later producers (system monitor)
     /// publish the same type with more fields.
     pub fn status_data(&self, conn: Option<&Conn>) -> serde_json::Value {

@@ -84,11 +84,9 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
                 Err(end) => {
                     let reason = end.reason();
                     if let StreamEnd::Journal(e) = &end {
-                        st.sub.conn().close("journal_error");
                         tracing::error!(error = %e, "sse stream ended by journal error");
-                    } else {
-                        st.sub.conn().close(&reason);
                     }
+                    st.sub.conn().close(&reason);
                     st.phase = Phase::Done;
                     let out = SseEvent::default().event("close").data(
                         json!({
