@@ -4,7 +4,7 @@
 //! The crate follows one shape, visible in its module tree:
 //!
 //! ```text
-//! producers (api, later search/indexer/teams) --publish--> hub --append--> journal
+//! producers (api, memory, monitor) ------------publish--> hub --append--> journal
 //!                                                          hub <--committed events-- journal
 //!                                                          hub --fan-out--> transports (socketio, sse, poll)
 //! ```
@@ -18,6 +18,8 @@ pub mod error;
 pub mod hub;
 pub mod journal;
 pub mod memory;
+pub mod metrics;
+pub mod monitor;
 pub mod net;
 pub mod server;
 pub mod transports;

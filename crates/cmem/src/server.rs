@@ -27,7 +27,9 @@ use crate::api;
 use crate::config::Config;
 use crate::error::JournalError;
 use crate::hub::Hub;
-use crate::memory::{Memory, MemoryError, indexer};
+use crate::memory::{Memory, MemoryError, OpenOptions, indexer};
+use crate::metrics::Metrics;
+use crate::monitor::Monitor;
 use crate::net::StallGuard;
 use crate::transports;
 
@@ -56,7 +58,14 @@ impl Server {
     /// Opens the journal and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let addr = config.bind;
-        let memory = Memory::open(&config.data_dir, config.index_max_file_bytes)?;
+        let memory = Memory::open(
+            &config.data_dir,
+            &OpenOptions {
+                max_file_bytes: config.index_max_file_bytes,
+                history_max: config.search_history_max,
+                ..OpenOptions::default()
+            },
+        )?;
         let hub = Hub::open(config)?;
         let listener = TcpListener::bind(addr)
             .await
@@ -89,7 +98,14 @@ impl Server {
         let hub = self.hub;
         let io = transports::socketio::build(&hub);
         let io_handle = io.as_ref().map(|l| l.io.clone());
-        let app = api::router(hub.clone(), io, self.memory.clone());
+        let monitor = Monitor::new(hub.clone(), self.memory.clone());
+        monitor.start();
+        let services = api::Services {
+            memory: self.memory.clone(),
+            monitor,
+            metrics: Arc::new(Metrics::new(hub.clone(), self.memory.clone())),
+        };
+        let app = api::router(hub.clone(), io, services);
         tokio::spawn(transports::poll::sweep(hub.clone()));
         // Watch the folder, then bring the index up to date with it (only what changed since
         // last time); edits during that run are picked up by the watcher.

@@ -7,6 +7,7 @@
 pub mod diagnostics;
 pub mod events;
 pub mod search;
+pub mod system;
 
 use std::sync::Arc;
 
@@ -22,7 +23,18 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::PublishError;
 use crate::hub::Hub;
+use crate::memory::Memory;
+use crate::metrics::Metrics;
+use crate::monitor::Monitor;
 use crate::transports;
+
+/// What handlers need besides the hub (which is the router state); one axum `Extension`.
+#[derive(Clone)]
+pub struct Services {
+    pub memory: Arc<Memory>,
+    pub monitor: Arc<Monitor>,
+    pub metrics: Arc<Metrics>,
+}
 
 pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -181,7 +193,7 @@ fn cors(hub: &Arc<Hub>) -> CorsLayer {
 pub fn router(
     hub: Arc<Hub>,
     io_layer: Option<transports::socketio::Layer>,
-    memory: Arc<crate::memory::Memory>,
+    services: Services,
 ) -> Router {
     let mut app = Router::new()
         .route(
@@ -189,8 +201,18 @@ pub fn router(
             get(search::search_get).post(search::search_post),
         )
         .route("/search", get(search::search_get))
-        .route("/system/indexing", get(search::indexing))
-        .route("/system/reindex", post(search::reindex))
+        .route("/search/suggestions", get(search::suggestions))
+        .route("/search/export", post(search::export))
+        .route("/prompts/similar", get(search::similar))
+        .route("/system/indexing", get(system::indexing))
+        .route("/system/reindex", post(system::reindex))
+        .route(
+            "/system/status",
+            get(system::status).post(system::publish_status),
+        )
+        .route("/system/stats", get(system::status))
+        .route("/system/cache/clear", post(system::clear_cache))
+        .route("/metrics", get(system::metrics))
         .route("/health", get(health))
         .route("/api/events", post(events::publish))
         .route("/api/websocket/status", get(diagnostics::status))
@@ -208,7 +230,7 @@ pub fn router(
     let mut app = app
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(hub.config.max_payload_bytes as usize))
-        .layer(axum::Extension(memory))
+        .layer(axum::Extension(services))
         .with_state(hub.clone());
     if let Some(layer) = io_layer {
         app = layer.apply(app, hub.clone());

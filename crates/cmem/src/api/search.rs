@@ -1,30 +1,68 @@
-//! Search and indexing endpoints. Each search publishes `search_started` and
-//! `search_completed`; a re-index publishes its progress (see `memory::indexer`).
+//! Search endpoints: search (GET and POST), suggestions, export, and similar earlier queries.
+//! Each search publishes `search_started` and `search_completed` through the hub, is timed for
+//! `GET /metrics` and is kept in the searches history.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiJson, ok};
+use super::{ApiError, ApiJson, Services, ok};
 use crate::hub::Hub;
 use crate::hub::envelope::{NewEvent, Scope};
-use crate::memory::search::{MAX_LIMIT, SearchError};
-use crate::memory::{Memory, MemoryError, indexer};
+use crate::memory::search::{Answer, Filters, MAX_LIMIT, SearchError, snippet_text};
 
+/// Longest query accepted.
+const MAX_QUERY_CHARS: usize = 1000;
+
+/// A search as the endpoints receive it, before validation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
+    #[serde(alias = "query")]
     q: String,
     #[serde(default)]
     limit: Option<usize>,
     #[serde(default)]
     offset: Option<usize>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default)]
+    extensions: Option<Extensions>,
+    /// Who searched, for the history (any short string the client chooses).
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// `["md", "txt"]` in JSON, `md,txt` in a query string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Extensions {
+    List(Vec<String>),
+    Joined(String),
+}
+
+impl Extensions {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Extensions::List(v) => v,
+            Extensions::Joined(s) => s.split(',').map(str::to_string).collect(),
+        }
+    }
+}
+
+/// A validated search.
+struct Request {
+    q: String,
+    limit: usize,
+    offset: usize,
+    filters: Filters,
+    session: Option<String>,
 }
 
 fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<usize>, ApiError> {
@@ -36,133 +74,380 @@ fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<usize>, ApiEr
     }
 }
 
-async fn run_search(
-    hub: &Hub,
-    memory: Arc<Memory>,
-    q: String,
-    limit: Option<usize>,
-    offset: Option<usize>,
-) -> Result<Response, ApiError> {
-    let q = q.trim().to_string();
+fn only_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    match q.keys().find(|k| !allowed.contains(&k.as_str()) && *k != "_") {
+        Some(k) => Err(ApiError::bad_request(format!(
+            "unknown query parameter `{k}`; allowed: {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The query text, trimmed; empty or too long is a 400.
+fn query_text(q: &str, name: &str) -> Result<String, ApiError> {
+    let q = q.trim();
     if q.is_empty() {
-        return Err(ApiError::bad_request(
-            "q is required: the text to search for",
-        ));
-    }
-    if q.len() > 1000 {
-        return Err(ApiError::bad_request("q is longer than 1000 characters"));
-    }
-    let limit = limit.unwrap_or(20);
-    if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(
-            "limit must be from 1 to {MAX_LIMIT}"
+            "{name} is required: the text to search for"
         )));
     }
-    let offset = offset.unwrap_or(0);
-    if offset > 100_000 {
-        return Err(ApiError::bad_request("offset must be at most 100000"));
+    if q.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "{name} is longer than {MAX_QUERY_CHARS} characters"
+        )));
     }
+    Ok(q.to_string())
+}
+
+/// `path_prefix`: relative to the data folder, `/`-separated, no `..`.
+fn path_prefix(p: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = p else { return Ok(None) };
+    let p = raw.replace('\\', "/");
+    let p = p.trim_start_matches("./");
+    if p.starts_with('/') || p.contains(':') {
+        return Err(ApiError::bad_request(format!(
+            "path_prefix `{raw}` must be relative to the data folder"
+        )));
+    }
+    if p.split('/').any(|part| part == "..") {
+        return Err(ApiError::bad_request(format!(
+            "path_prefix `{raw}` may not contain `..`"
+        )));
+    }
+    Ok(Some(p.to_string()).filter(|p| !p.is_empty()))
+}
+
+/// `extensions`: up to 50, letters and digits (a leading dot is dropped), lowercased.
+fn extensions(e: Option<Extensions>) -> Result<Vec<String>, ApiError> {
+    let list = e.map(Extensions::into_vec).unwrap_or_default();
+    if list.len() > 50 {
+        return Err(ApiError::bad_request("extensions: at most 50"));
+    }
+    list.into_iter()
+        .map(|x| x.trim().trim_start_matches('.').to_lowercase())
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            if x.len() <= 20 && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                Ok(x)
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "extension `{x}` is not a file extension (letters and digits, e.g. md)"
+                )))
+            }
+        })
+        .collect()
+}
+
+impl Request {
+    fn validate(body: SearchBody, name: &str) -> Result<Request, ApiError> {
+        let limit = body.limit.unwrap_or(20);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(ApiError::bad_request(format!(
+                "limit must be from 1 to {MAX_LIMIT}"
+            )));
+        }
+        let offset = body.offset.unwrap_or(0);
+        if offset > 100_000 {
+            return Err(ApiError::bad_request("offset must be at most 100000"));
+        }
+        let session = body.session.filter(|s| !s.is_empty());
+        if session.as_ref().is_some_and(|s| s.len() > 128) {
+            return Err(ApiError::bad_request("session is longer than 128 bytes"));
+        }
+        Ok(Request {
+            q: query_text(&body.q, name)?,
+            limit,
+            offset,
+            filters: Filters {
+                path_prefix: path_prefix(body.path_prefix)?,
+                extensions: extensions(body.extensions)?,
+            },
+            session,
+        })
+    }
+
+    fn from_query(q: HashMap<String, String>) -> Result<Request, ApiError> {
+        only_params(
+            &q,
+            &[
+                "q",
+                "limit",
+                "offset",
+                "path_prefix",
+                "extensions",
+                "session",
+            ],
+        )?;
+        let body = SearchBody {
+            limit: number(&q, "limit")?,
+            offset: number(&q, "offset")?,
+            q: q.get("q").cloned().unwrap_or_default(),
+            path_prefix: q.get("path_prefix").cloned(),
+            extensions: q.get("extensions").cloned().map(Extensions::Joined),
+            session: q.get("session").cloned(),
+        };
+        Request::validate(body, "q")
+    }
+}
+
+/// Runs a validated search: publishes `search_started`, searches and records it in the
+/// history on a blocking thread, times it, publishes `search_completed`.
+async fn execute(hub: &Hub, services: &Services, req: Request) -> Result<Answer, ApiError> {
+    let shown = hub.config.search_publish_query.then(|| req.q.clone());
     hub.publish(vec![NewEvent::new(
         "search_started",
         Scope::Global,
-        json!({"query": q}),
+        json!({"query": shown}),
     )])
     .await?;
-    let query = q.clone();
+    let memory = services.memory.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        crate::memory::search::search(&memory, &query, limit, offset)
+        let answer = crate::memory::search::search(
+            &memory,
+            &req.q,
+            &req.filters,
+            req.limit,
+            req.offset,
+        )?;
+        let recorded = memory.history.record(
+            &req.q,
+            answer.total as u64,
+            answer.search_time,
+            req.session.as_deref(),
+        );
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "could not record the search in the history");
+        }
+        Ok(answer)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| match e {
-        SearchError::Syntax(_) => ApiError::bad_request(e.to_string()),
-        SearchError::Index(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    .map_err(|e: SearchError| {
+        services.metrics.search_errors.inc();
+        match e {
+            SearchError::Syntax { .. } => ApiError::bad_request(e.to_string()),
+            SearchError::Index(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+        }
     })?;
+    services
+        .metrics
+        .search_seconds
+        .observe(answer.search_time / 1000.0);
     hub.publish(vec![NewEvent::new(
         "search_completed",
         Scope::Global,
-        json!({"query": q, "results_count": answer.total, "search_time_ms": answer.search_time}),
+        json!({"query": shown, "results_count": answer.total, "search_time_ms": answer.search_time}),
     )])
     .await?;
-    Ok(ok(answer))
+    Ok(answer)
 }
 
-/// `GET /api/search?q=&limit=&offset=` and `GET /search`
+/// `GET /api/search?q=&limit=&offset=&path_prefix=&extensions=md,txt` and `GET /search`
 pub async fn search_get(
     State(hub): State<Arc<Hub>>,
-    Extension(memory): Extension<Arc<Memory>>,
+    Extension(services): Extension<Services>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    for k in q.keys() {
-        if !["q", "limit", "offset", "_"].contains(&k.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter `{k}`; allowed: q, limit, offset"
-            )));
-        }
-    }
-    let text = q.get("q").cloned().unwrap_or_default();
-    run_search(
-        &hub,
-        memory,
-        text,
-        number(&q, "limit")?,
-        number(&q, "offset")?,
-    )
-    .await
+    let req = Request::from_query(q)?;
+    Ok(ok(execute(&hub, &services, req).await?))
 }
 
-/// `POST /api/search {q, limit?, offset?}`
+/// `POST /api/search {q, limit?, offset?, path_prefix?, extensions?, session?}`
 pub async fn search_post(
     State(hub): State<Arc<Hub>>,
-    Extension(memory): Extension<Arc<Memory>>,
+    Extension(services): Extension<Services>,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Response, ApiError> {
-    run_search(&hub, memory, body.q, body.limit, body.offset).await
+    let req = Request::validate(body, "q")?;
+    Ok(ok(execute(&hub, &services, req).await?))
 }
 
-/// `GET /system/indexing`
-pub async fn indexing(Extension(memory): Extension<Arc<Memory>>) -> Response {
-    let mut state = serde_json::to_value(memory.indexing_state()).unwrap_or_default();
-    state["index_docs"] = json!(memory.doc_count());
-    ok(state)
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ReindexBody {
-    #[serde(default)]
-    path: Option<String>,
-}
-
-/// `POST /system/reindex {path?}`: starts a run in the background (202), 409 if one is going.
-pub async fn reindex(
-    State(hub): State<Arc<Hub>>,
-    Extension(memory): Extension<Arc<Memory>>,
-    raw: axum::body::Bytes,
+/// `GET /search/suggestions?q=&limit=`: index terms that start with `q`.
+pub async fn suggestions(
+    Extension(services): Extension<Services>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let body: ReindexBody = if raw.iter().all(u8::is_ascii_whitespace) {
-        ReindexBody::default()
-    } else {
-        serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body: {e}")))?
-    };
-    let from = match body.path.as_deref().filter(|p| !p.is_empty()) {
-        None => None,
-        Some(p) => Some(indexer::resolve_sub_path(&memory.root, p).map_err(ApiError::bad_request)?),
-    };
-    if memory.indexing_state().running {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "an indexing run is already in progress; watch GET /system/indexing",
+    only_params(&q, &["q", "limit"])?;
+    let prefix = q.get("q").map(|s| s.trim().to_string()).unwrap_or_default();
+    if prefix.is_empty() {
+        return Err(ApiError::bad_request(
+            "q is required: the beginning of a word",
         ));
     }
-    let m = memory.clone();
-    tokio::spawn(async move {
-        match indexer::run(m, hub, from).await {
-            Ok(()) | Err(MemoryError::Busy) => {}
-            Err(e) => tracing::error!(error = %e, "indexing failed"),
+    if prefix.chars().count() > 100 {
+        return Err(ApiError::bad_request("q is longer than 100 characters"));
+    }
+    let limit = number(&q, "limit")?.unwrap_or(10);
+    if limit == 0 || limit > 100 {
+        return Err(ApiError::bad_request("limit must be from 1 to 100"));
+    }
+    let memory = services.memory.clone();
+    let p = prefix.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        crate::memory::search::suggestions(&memory, &p, limit)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(ok(json!({"query": prefix, "suggestions": found})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportBody {
+    #[serde(alias = "q")]
+    query: String,
+    /// `markdown` (default) or `text`.
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: Option<usize>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default)]
+    extensions: Option<Extensions>,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+fn render_export(q: &str, a: &Answer, markdown: bool) -> String {
+    let mut out = String::new();
+    let now = super::now_rfc3339();
+    let shown = a.results.len();
+    if markdown {
+        out.push_str(&format!("# Search results for `{q}`\n\n"));
+        out.push_str(&format!(
+            "{} matching documents, {shown} listed from {}; exported {now}.\n",
+            a.total,
+            a.offset + 1
+        ));
+        for (i, h) in a.results.iter().enumerate() {
+            out.push_str(&format!(
+                "\n## {}. {}\n\n`{}` · modified {} · {} bytes · score {:.2}\n",
+                a.offset + i + 1,
+                h.title,
+                h.path,
+                h.last_modified,
+                h.size,
+                h.score
+            ));
+            let s = snippet_text(&h.snippet, "**");
+            if !s.is_empty() {
+                out.push_str(&format!("\n> {s}\n"));
+            }
         }
-    });
-    let mut resp = ok(json!({"started": true, "path": body.path.unwrap_or_default()}));
-    *resp.status_mut() = StatusCode::ACCEPTED;
-    Ok(resp)
+    } else {
+        out.push_str(&format!("Search results for: {q}\n"));
+        out.push_str(&format!(
+            "{} matching documents, {shown} listed; exported {now}\n",
+            a.total
+        ));
+        for (i, h) in a.results.iter().enumerate() {
+            out.push_str(&format!(
+                "\n{}. {}\n   {}  (modified {}, {} bytes, score {:.2})\n",
+                a.offset + i + 1,
+                h.title,
+                h.path,
+                h.last_modified,
+                h.size,
+                h.score
+            ));
+            let s = snippet_text(&h.snippet, "");
+            if !s.is_empty() {
+                out.push_str(&format!("   {s}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// `POST /search/export {query, format: markdown|text, limit?, offset?, path_prefix?,
+/// extensions?}`: the results as a document to save.
+pub async fn export(
+    State(hub): State<Arc<Hub>>,
+    Extension(services): Extension<Services>,
+    ApiJson(body): ApiJson<ExportBody>,
+) -> Result<Response, ApiError> {
+    let (markdown, ext, mime) = match body.format.as_deref().unwrap_or("markdown") {
+        "markdown" | "md" => (true, "md", "text/markdown; charset=utf-8"),
+        "text" | "txt" => (false, "txt", "text/plain; charset=utf-8"),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "format `{other}` is not supported; use markdown or text"
+            )));
+        }
+    };
+    let search = SearchBody {
+        q: body.query,
+        limit: body.limit,
+        offset: body.offset,
+        path_prefix: body.path_prefix,
+        extensions: body.extensions,
+        session: body.session,
+    };
+    let req = Request::validate(search, "query")?;
+    let q = req.q.clone();
+    let answer = execute(&hub, &services, req).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"search-results.{ext}\""),
+            ),
+        ],
+        render_export(&q, &answer, markdown),
+    )
+        .into_response())
+}
+
+/// `GET /prompts/similar?q=&limit=`: earlier searches that resemble `q`.
+pub async fn similar(
+    Extension(services): Extension<Services>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    only_params(&q, &["q", "limit"])?;
+    let text = query_text(q.get("q").map(String::as_str).unwrap_or(""), "q")?;
+    let limit = number(&q, "limit")?.unwrap_or(10);
+    if limit == 0 || limit > 100 {
+        return Err(ApiError::bad_request("limit must be from 1 to 100"));
+    }
+    let memory = services.memory.clone();
+    let t = text.clone();
+    let found = tokio::task::spawn_blocking(move || memory.history.similar(&t, limit))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(ok(json!({
+        "query": text,
+        "history_enabled": services.memory.history.enabled(),
+        "similar": found,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_checked() {
+        assert_eq!(
+            path_prefix(Some("./notes\\a".into())).unwrap().as_deref(),
+            Some("notes/a")
+        );
+        assert!(path_prefix(Some("../x".into())).is_err());
+        assert!(path_prefix(Some("/etc".into())).is_err());
+        assert!(path_prefix(Some("C:/x".into())).is_err());
+        assert_eq!(path_prefix(Some("".into())).unwrap(), None);
+        assert_eq!(
+            extensions(Some(Extensions::Joined(".MD, txt".into()))).unwrap(),
+            vec!["md", "txt"]
+        );
+        assert!(extensions(Some(Extensions::List(vec!["m d".into()]))).is_err());
+    }
 }

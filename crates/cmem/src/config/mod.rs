@@ -24,7 +24,7 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 22] = [
+pub const KEYS: [&str; 25] = [
     "platform_profile",
     "bind",
     "data_dir",
@@ -47,6 +47,9 @@ pub const KEYS: [&str; 22] = [
     "sse_retry_ms",
     "shutdown_grace_ms",
     "index_max_file_bytes",
+    "status_interval_s",
+    "search_publish_query",
+    "search_history_max",
 ];
 
 /// The effective configuration of a server.
@@ -102,6 +105,13 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Files larger than this are not indexed (counted as skipped).
     pub index_max_file_bytes: u64,
+    /// The system monitor publishes `system_status` this often (0 = only on demand).
+    pub status_interval_s: u64,
+    /// Whether `search_started`/`search_completed` carry the query text (other clients see
+    /// them); `false` publishes `query: null`.
+    pub search_publish_query: bool,
+    /// Searches kept in the history for `GET /prompts/similar` (0 = keep no history).
+    pub search_history_max: u64,
 }
 
 impl Default for Config {
@@ -132,6 +142,9 @@ impl Default for Config {
             sse_retry_ms: 3000,
             shutdown_grace_ms: 5000,
             index_max_file_bytes: 10_000_000,
+            status_interval_s: 30,
+            search_publish_query: true,
+            search_history_max: 10_000,
         }
     }
 }
@@ -204,7 +217,7 @@ impl Config {
                 ));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 14] = [
+        let ranges: [(&'static str, u64, u64, u64); 16] = [
             ("ping_interval_ms", self.ping_interval_ms, 50, 600_000),
             ("ping_timeout_ms", self.ping_timeout_ms, 50, 600_000),
             ("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000),
@@ -234,6 +247,8 @@ impl Config {
                 1,
                 1 << 32,
             ),
+            ("status_interval_s", self.status_interval_s, 0, 86_400),
+            ("search_history_max", self.search_history_max, 0, 10_000_000),
         ];
         for (key, v, lo, hi) in ranges {
             if v < lo || v > hi {

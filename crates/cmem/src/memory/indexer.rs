@@ -1,6 +1,9 @@
 //! Indexing runs: walk the folder (the `ignore` crate applies `.gitignore` and skips hidden
-//! folders), index what changed since the last run, drop what vanished, and report progress
-//! through the journal.
+//! folders), index what changed since the last run, drop what vanished, and report progress.
+//!
+//! A run reports to a sink: in the server the sink publishes `indexing_*` events through the
+//! hub ([`run`]); `cmem index` on the command line draws a progress bar instead
+//! ([`run_blocking`]).
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -178,16 +181,14 @@ fn index_file(
 /// Re-indexes the given files (relative path, full path) one by one, as the watcher reports
 /// them: a file that is gone, ignored, binary or too large leaves the index.
 pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<(), MemoryError> {
-    let (gitignore, _) = ignore::gitignore::Gitignore::new(m.root.join(".gitignore"));
+    let mut gitignores = Gitignores::new(&m.root);
     let mut db = state_db(m)?;
-    let writer = m.writer.lock().map_err(|_| MemoryError::Busy)?;
+    let writer = m.writer()?;
     let mut upserts = Vec::new();
     let mut removals = Vec::new();
     for (rel, path) in files {
         let meta = std::fs::metadata(path).ok().filter(|md| md.is_file());
-        let ignored = gitignore
-            .matched_path_or_any_parents(path, false)
-            .is_ignore();
+        let ignored = gitignores.ignored(path);
         let outcome = match &meta {
             Some(md) if !ignored => index_file(
                 m,
@@ -210,7 +211,45 @@ pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<(), Memor
             }
         }
     }
+    let t = &m.totals;
+    t.add(&t.watcher_updates, 1);
+    t.add(&t.indexed, upserts.len() as u64);
+    t.add(&t.removed, removals.len() as u64);
     commit(m, writer, &mut db, &upserts, &removals)
+}
+
+/// The `.gitignore` files from a file's folder up to the root, read once per folder, asked
+/// deepest first as git does: the first that matches (ignore or `!` whitelist) decides. The
+/// full walk gets this from `ignore::WalkBuilder`; single files from the watcher need it here.
+struct Gitignores<'a> {
+    root: &'a Path,
+    by_dir: HashMap<PathBuf, ignore::gitignore::Gitignore>,
+}
+
+impl<'a> Gitignores<'a> {
+    fn new(root: &'a Path) -> Self {
+        Gitignores {
+            root,
+            by_dir: HashMap::new(),
+        }
+    }
+
+    fn ignored(&mut self, path: &Path) -> bool {
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(self.root)) {
+            let gi = self
+                .by_dir
+                .entry(d.to_path_buf())
+                .or_insert_with(|| ignore::gitignore::Gitignore::new(d.join(".gitignore")).0);
+            match gi.matched_path_or_any_parents(path, false) {
+                ignore::Match::Ignore(_) => return true,
+                ignore::Match::Whitelist(_) => return false,
+                ignore::Match::None => {}
+            }
+            dir = d.parent();
+        }
+        false
+    }
 }
 
 /// Commits the index, then records what it now holds in the state table, then makes the new
@@ -240,9 +279,37 @@ fn commit(
     Ok(())
 }
 
-/// Runs one indexing pass over `from` (the whole folder when `None`), publishing progress.
-/// Refuses to start while another run is going.
+/// Where a run reports: `indexing_started`, `indexing_progress` (at most every 100 ms, and
+/// always at 100 %) and `indexing_completed`, each with its data.
+pub type Sink<'a> = dyn FnMut(&str, serde_json::Value) + 'a;
+
+/// Runs one indexing pass over `from` (the whole folder when `None`), publishing progress
+/// through the hub. Refuses to start while another run is going.
 pub async fn run(m: Arc<Memory>, hub: Arc<Hub>, from: Option<PathBuf>) -> Result<(), MemoryError> {
+    let rt = tokio::runtime::Handle::current();
+    let root = m.root.clone();
+    tokio::task::spawn_blocking(move || {
+        run_blocking(&m, from, &mut |kind, data| {
+            let event = NewEvent::new(kind, Scope::Global, data);
+            if let Err(e) = rt.block_on(hub.publish(vec![event])) {
+                tracing::warn!(error = %e, kind, "could not publish indexing event");
+            }
+        })
+    })
+    .await
+    .map_err(|e| MemoryError::Io {
+        path: root,
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
+
+/// Runs one indexing pass on this thread, reporting to `sink`. Refuses to start while another
+/// run is going.
+pub fn run_blocking(
+    m: &Memory,
+    from: Option<PathBuf>,
+    sink: &mut Sink<'_>,
+) -> Result<(), MemoryError> {
     {
         let mut st = m.state.lock().map_err(|_| MemoryError::Busy)?;
         if st.running {
@@ -254,34 +321,16 @@ pub async fn run(m: Arc<Memory>, hub: Arc<Hub>, from: Option<PathBuf>) -> Result
             ..Default::default()
         };
     }
-    let rt = tokio::runtime::Handle::current();
-    let m2 = m.clone();
-    let result = tokio::task::spawn_blocking(move || index_blocking(&m2, &hub, from, &rt))
-        .await
-        .map_err(|e| MemoryError::Io {
-            path: m.root.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })
-        .and_then(|r| r);
+    let result = index_blocking(m, from, sink);
     if let Ok(mut st) = m.state.lock() {
         st.running = false;
         st.finished_at = Some(crate::api::now_rfc3339());
     }
+    m.totals.add(&m.totals.runs, 1);
     result
 }
 
-fn publish(hub: &Hub, rt: &tokio::runtime::Handle, kind: &str, data: serde_json::Value) {
-    if let Err(e) = rt.block_on(hub.publish(vec![NewEvent::new(kind, Scope::Global, data)])) {
-        tracing::warn!(error = %e, kind, "could not publish indexing event");
-    }
-}
-
-fn index_blocking(
-    m: &Memory,
-    hub: &Hub,
-    from: Option<PathBuf>,
-    rt: &tokio::runtime::Handle,
-) -> Result<(), MemoryError> {
+fn index_blocking(m: &Memory, from: Option<PathBuf>, sink: &mut Sink<'_>) -> Result<(), MemoryError> {
     let started = Instant::now();
     let from = from.unwrap_or_else(|| m.root.clone());
     let scope_rel = rel_path(&m.root, &from);
@@ -291,9 +340,7 @@ fn index_blocking(
         st.path = scope_rel.clone();
         st.total_files = total;
     }
-    publish(
-        hub,
-        rt,
+    sink(
         "indexing_started",
         json!({"path": scope_rel, "total_files": total}),
     );
@@ -314,8 +361,9 @@ fn index_blocking(
             .collect()
     };
     let f = m.fields;
-    let writer = m.writer.lock().map_err(|_| MemoryError::Busy)?;
+    let writer = m.writer()?;
     let (mut indexed, mut unchanged, mut skipped, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let mut indexed_bytes = 0u64;
     let mut updates: Vec<(String, u64, u64)> = Vec::new();
     let mut last_progress = Instant::now() - PROGRESS_EVERY;
     for (i, c) in files.iter().enumerate() {
@@ -326,6 +374,7 @@ fn index_blocking(
             match index_file(m, &writer, &c.rel, &c.path, c.size, c.mtime) {
                 Outcome::Indexed => {
                     indexed += 1;
+                    indexed_bytes += c.size;
                     updates.push((c.rel.clone(), c.mtime, c.size));
                 }
                 Outcome::Skipped => skipped += 1,
@@ -340,9 +389,7 @@ fn index_blocking(
         }
         if last_progress.elapsed() >= PROGRESS_EVERY || processed == total {
             last_progress = Instant::now();
-            publish(
-                hub,
-                rt,
+            sink(
                 "indexing_progress",
                 json!({
                     "progress": progress,
@@ -374,14 +421,18 @@ fn index_blocking(
         st.duration_ms = duration_ms;
         st.progress = 100;
     }
-    publish(
-        hub,
-        rt,
+    let t = &m.totals;
+    t.add(&t.indexed, indexed);
+    t.add(&t.skipped, skipped);
+    t.add(&t.errors, errors);
+    t.add(&t.removed, removed.len() as u64);
+    sink(
         "indexing_completed",
         json!({
             "path": scope_rel,
             "processed_files": total,
             "indexed": indexed,
+            "indexed_bytes": indexed_bytes,
             "unchanged": unchanged,
             "removed": removed.len(),
             "skipped": skipped,
@@ -426,6 +477,22 @@ mod tests {
                     .contains("outside")
             );
         }
+    }
+
+    #[test]
+    fn nested_gitignores_decide_deepest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join(".gitignore"), "*.log\n").unwrap();
+        std::fs::write(root.join("a/.gitignore"), "secret.md\n!keep.log\n").unwrap();
+        let mut g = Gitignores::new(&root);
+        assert!(g.ignored(&root.join("x.log")));
+        assert!(g.ignored(&root.join("a/b/y.log")));
+        assert!(!g.ignored(&root.join("a/keep.log")));
+        assert!(g.ignored(&root.join("a/b/secret.md")));
+        assert!(!g.ignored(&root.join("secret.md")));
+        assert!(!g.ignored(&root.join("a/notes.md")));
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //! modification time and size, is kept in `index-state.sqlite3` beside it, so a restart
 //! re-indexes only what changed.
 
+pub mod history;
 pub mod indexer;
 pub mod search;
 pub mod watcher;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -34,6 +36,13 @@ pub enum MemoryError {
     },
     #[error("an indexing run is already in progress")]
     Busy,
+    #[error(
+        "the index in {} is in use by another process (is `cmem serve` running on this folder? then use POST /system/reindex)",
+        .0.display()
+    )]
+    Locked(PathBuf),
+    #[error("this memory was opened read-only")]
+    ReadOnly,
 }
 
 /// The fields of an indexed document.
@@ -81,21 +90,68 @@ pub struct IndexingState {
     pub finished_at: Option<String>,
 }
 
-/// The index, its writer, and the indexing state.
+/// Counters over every indexing run and watcher update since start, for `GET /metrics`.
+#[derive(Debug, Default)]
+pub struct IndexTotals {
+    pub runs: AtomicU64,
+    pub indexed: AtomicU64,
+    pub skipped: AtomicU64,
+    pub removed: AtomicU64,
+    pub errors: AtomicU64,
+    pub watcher_updates: AtomicU64,
+}
+
+impl IndexTotals {
+    pub fn add(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// How to open the memory.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Files larger than this are skipped.
+    pub max_file_bytes: u64,
+    /// Searches kept in the history (0 = none).
+    pub history_max: u64,
+    /// Indexing threads (the server uses one; it shares the cores with its clients).
+    pub threads: usize,
+    /// Search only: takes no writer lock, so it works beside a running server.
+    pub read_only: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            max_file_bytes: 10_000_000,
+            history_max: 10_000,
+            threads: 1,
+            read_only: false,
+        }
+    }
+}
+
+/// The index, its writer, the searches history, and the indexing state.
 pub struct Memory {
     pub root: PathBuf,
     pub index_dir: PathBuf,
     pub index: Index,
     pub reader: IndexReader,
     pub fields: Fields,
-    writer: Mutex<IndexWriter>,
+    writer: Option<Mutex<IndexWriter>>,
     pub state: Mutex<IndexingState>,
     pub max_file_bytes: u64,
+    pub history: history::History,
+    pub totals: IndexTotals,
 }
 
 impl Memory {
     /// Opens (or creates) the index for `data_dir`.
-    pub fn open(data_dir: &Path, max_file_bytes: u64) -> Result<Arc<Memory>, MemoryError> {
+    pub fn open(data_dir: &Path, opts: &OpenOptions) -> Result<Arc<Memory>, MemoryError> {
         let state = data_dir.join(".collective-memory").join("index");
         std::fs::create_dir_all(&state).map_err(|source| MemoryError::Io {
             path: state.clone(),
@@ -114,22 +170,64 @@ impl Memory {
         let dir = tantivy::directory::MmapDirectory::open(&index_dir)
             .map_err(|e| MemoryError::Index(e.into()))?;
         let index = Index::open_or_create(dir, schema)?;
-        // one indexing thread: the server shares two cores with everything else
-        let writer = index.writer_with_num_threads(1, 50_000_000)?;
+        let writer = if opts.read_only {
+            None
+        } else {
+            let threads = opts.threads.clamp(1, 8);
+            // tantivy wants at least 15 MB per thread; 50 MB each keeps segments large
+            match index.writer_with_num_threads(threads, threads * 50_000_000) {
+                Ok(w) => Some(Mutex::new(w)),
+                Err(tantivy::TantivyError::LockFailure(..)) => {
+                    return Err(MemoryError::Locked(index_dir));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()?;
+        let history = history::History::open(&root.join(".collective-memory"), opts.history_max)?;
         Ok(Arc::new(Memory {
             root,
             index_dir,
             index,
             reader,
             fields,
-            writer: Mutex::new(writer),
+            history,
+            writer,
             state: Mutex::new(IndexingState::default()),
-            max_file_bytes,
+            max_file_bytes: opts.max_file_bytes,
+            totals: IndexTotals::default(),
         }))
+    }
+
+    /// The index writer, for indexing runs and watcher updates.
+    pub(crate) fn writer(&self) -> Result<std::sync::MutexGuard<'_, IndexWriter>, MemoryError> {
+        self.writer
+            .as_ref()
+            .ok_or(MemoryError::ReadOnly)?
+            .lock()
+            .map_err(|_| MemoryError::Busy)
+    }
+
+    /// Bytes the index takes on disk.
+    pub fn index_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.index_dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Drops the searchers' cached segment data by reopening the reader.
+    pub fn clear_cache(&self) -> Result<(), MemoryError> {
+        self.reader.reload()?;
+        Ok(())
     }
 
     /// The indexing state as it is now.

@@ -4,10 +4,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::QueryParser;
+use std::ops::Bound;
+
+use tantivy::query::{
+    BooleanQuery, BoostQuery, InvertedIndexRangeQuery, Occur, Query, QueryParser,
+    QueryParserError, TermSetQuery,
+};
 use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{DocAddress, Score, TantivyDocument};
+use tantivy::{DocAddress, Score, TantivyDocument, Term};
 
 use super::Memory;
 
@@ -16,10 +21,20 @@ pub const MAX_LIMIT: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
-    #[error("query syntax error: {0}")]
-    Syntax(String),
+    /// `position` counts characters from 0 and is where the parser gave up.
+    #[error("query syntax error at position {position}: {message}")]
+    Syntax { position: usize, message: String },
     #[error("search failed: {0}")]
     Index(#[from] tantivy::TantivyError),
+}
+
+/// Restrictions on which documents a search may return.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// Only paths that start with this (relative, `/`-separated).
+    pub path_prefix: Option<String>,
+    /// Only these extensions (lowercase, without the dot); empty means any.
+    pub extensions: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,15 +76,83 @@ fn number(doc: &TantivyDocument, f: tantivy::schema::Field) -> u64 {
         .unwrap_or_default()
 }
 
-/// Runs a query; blocking (call it from a blocking thread).
-pub fn search(m: &Memory, q: &str, limit: usize, offset: usize) -> Result<Answer, SearchError> {
-    let started = Instant::now();
+/// Parses a query in tantivy's syntax (terms, `"phrases"`, `AND`/`OR`, `-term`, `title:word`)
+/// over title, file name and body. A syntax error says where it is.
+pub fn parse(m: &Memory, q: &str) -> Result<Box<dyn Query>, SearchError> {
     let f = m.fields;
     let mut parser = QueryParser::for_index(&m.index, vec![f.title, f.filename, f.body]);
     parser.set_field_boost(f.title, 2.0);
-    let query = parser
-        .parse_query(q)
-        .map_err(|e| SearchError::Syntax(e.to_string()))?;
+    parser.parse_query(q).map_err(|e| syntax_error(q, e))
+}
+
+/// Gives a parse error a position. The strict parser does not report one, so the lenient
+/// grammar is asked where it had to recover; errors about a field name point at the field.
+fn syntax_error(q: &str, e: QueryParserError) -> SearchError {
+    let chars = |byte: usize| q.get(..byte).map_or(0, |p| p.chars().count());
+    let (_, lenient) = tantivy::query_grammar::parse_query_lenient(q);
+    if let QueryParserError::SyntaxError(_) = e
+        && let Some(first) = lenient.first()
+    {
+        return SearchError::Syntax {
+            position: chars(first.pos),
+            message: first.message.clone(),
+        };
+    }
+    let position = match &e {
+        QueryParserError::FieldDoesNotExist(name)
+        | QueryParserError::FieldNotIndexed(name)
+        | QueryParserError::FieldDoesNotHavePositionsIndexed(name) => {
+            q.find(&format!("{name}:")).map_or(0, chars)
+        }
+        _ => 0,
+    };
+    let message = match e {
+        QueryParserError::FieldDoesNotExist(name) => format!(
+            "no field `{name}`; fields are title, filename, body, path, extension"
+        ),
+        other => other.to_string(),
+    };
+    SearchError::Syntax { position, message }
+}
+
+/// The query with the filters as extra required clauses that do not change scores.
+fn filtered(m: &Memory, query: Box<dyn Query>, filters: &Filters) -> Box<dyn Query> {
+    let f = m.fields;
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, query)];
+    if let Some(prefix) = filters.path_prefix.as_deref().filter(|p| !p.is_empty()) {
+        // every string that starts with `prefix` sorts between it and prefix + U+10FFFF
+        let upper = format!("{prefix}{}", char::MAX);
+        let range = InvertedIndexRangeQuery::new(
+            Bound::Included(Term::from_field_text(f.path, prefix)),
+            Bound::Excluded(Term::from_field_text(f.path, &upper)),
+        );
+        clauses.push((Occur::Must, Box::new(BoostQuery::new(Box::new(range), 0.0))));
+    }
+    if !filters.extensions.is_empty() {
+        let terms = filters
+            .extensions
+            .iter()
+            .map(|e| Term::from_field_text(f.extension, e));
+        let set = TermSetQuery::new(terms);
+        clauses.push((Occur::Must, Box::new(BoostQuery::new(Box::new(set), 0.0))));
+    }
+    if clauses.len() == 1 {
+        return clauses.remove(0).1;
+    }
+    Box::new(BooleanQuery::new(clauses))
+}
+
+/// Runs a query; blocking (call it from a blocking thread).
+pub fn search(
+    m: &Memory,
+    q: &str,
+    filters: &Filters,
+    limit: usize,
+    offset: usize,
+) -> Result<Answer, SearchError> {
+    let started = Instant::now();
+    let f = m.fields;
+    let query = filtered(m, parse(m, q)?, filters);
     let searcher = m.reader.searcher();
     let (top, total): (Vec<(Score, DocAddress)>, usize) = searcher.search(
         &query,
@@ -107,4 +190,100 @@ pub fn search(m: &Memory, q: &str, limit: usize, offset: usize) -> Result<Answer
         offset,
         search_time: started.elapsed().as_secs_f64() * 1000.0,
     })
+}
+
+/// Snippet HTML (tantivy escapes the text and marks hits with `<b>`) as plain text, with hits
+/// wrapped in `mark`, on one line.
+pub fn snippet_text(html: &str, mark: &str) -> String {
+    html.replace("<b>", mark)
+        .replace("</b>", mark)
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A term from the index and how many documents hold it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Suggestion {
+    pub term: String,
+    pub docs: u64,
+}
+
+/// How many dictionary terms one suggestion request may scan.
+const SUGGEST_SCAN: usize = 20_000;
+
+/// Index terms (of titles and bodies) that start with `prefix`, most frequent first.
+/// The default tokenizer lowercases, so the prefix is lowercased too.
+pub fn suggestions(m: &Memory, prefix: &str, limit: usize) -> Result<Vec<Suggestion>, SearchError> {
+    let prefix = prefix.trim().to_lowercase();
+    let mut upper = prefix.as_bytes().to_vec();
+    upper.push(0xFF); // no UTF-8 text has this byte, so it bounds every continuation
+    let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let searcher = m.reader.searcher();
+    for segment in searcher.segment_readers() {
+        for field in [m.fields.title, m.fields.body] {
+            let inverted = segment.inverted_index(field)?;
+            let mut stream = inverted
+                .terms()
+                .range()
+                .ge(prefix.as_bytes())
+                .lt(&upper)
+                .into_stream()
+                .map_err(|e| SearchError::Index(e.into()))?;
+            let mut scanned = 0;
+            while stream.advance() && scanned < SUGGEST_SCAN {
+                scanned += 1;
+                if let Ok(term) = std::str::from_utf8(stream.key()) {
+                    *counts.entry(term.to_string()).or_default() +=
+                        u64::from(stream.value().doc_freq);
+                }
+            }
+        }
+    }
+    let mut out: Vec<Suggestion> = counts
+        .into_iter()
+        .map(|(term, docs)| Suggestion { term, docs })
+        .collect();
+    out.sort_by(|a, b| b.docs.cmp(&a.docs).then_with(|| a.term.cmp(&b.term)));
+    out.truncate(limit);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_become_text() {
+        assert_eq!(
+            snippet_text("a <b>hit</b> &amp; &lt;tag&gt;\n next", "**"),
+            "a **hit** & <tag> next"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Memory::open(dir.path(), &super::super::OpenOptions::default()).unwrap();
+        match parse(&m, "alpha AND (beta") {
+            Err(SearchError::Syntax { position, .. }) => assert!(position > 0),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("an unclosed parenthesis parsed"),
+        }
+        match parse(&m, "alpha nosuch:beta") {
+            Err(SearchError::Syntax { position, message }) => {
+                assert_eq!(position, 6);
+                assert!(message.contains("nosuch"), "{message}");
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("an unknown field parsed"),
+        }
+        assert!(parse(&m, "alpha \"beta gamma\" -delta").is_ok());
+    }
 }

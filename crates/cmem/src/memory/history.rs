@@ -1,0 +1,230 @@
+//! The searches history: every search (query, hit count, time taken, session) kept in SQLite
+//! at `<data>/.collective-memory/history.sqlite3`, so `GET /prompts/similar` can offer earlier
+//! queries that resemble a new one.
+//!
+//! Similarity is the overlap of character trigrams (Jaccard), computed here over the most
+//! recent distinct queries. That catches shared words, word order changes and typos, needs no
+//! second index, and at the history's bounded size (`search_history_max`) costs well under a
+//! millisecond per thousand queries.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use super::MemoryError;
+
+/// Distinct recent queries compared against a new one.
+const CANDIDATES: usize = 5_000;
+
+/// Below this similarity a query is not offered.
+const MIN_SIMILARITY: f64 = 0.2;
+
+/// An earlier query like the one asked about.
+#[derive(Debug, Serialize)]
+pub struct Similar {
+    pub query: String,
+    /// 0–1, 1 for the same text (ignoring case and spacing).
+    pub similarity: f64,
+    /// Hits the latest run of this query found.
+    pub results: u64,
+    /// How often it was searched.
+    pub times: u64,
+    pub last_searched: String,
+}
+
+/// The history table; `max == 0` keeps nothing.
+pub struct History {
+    conn: Option<Mutex<Connection>>,
+    max: u64,
+}
+
+impl History {
+    pub fn open(state_dir: &Path, max: u64) -> Result<History, MemoryError> {
+        if max == 0 {
+            return Ok(History { conn: None, max });
+        }
+        let conn = Connection::open(state_dir.join("history.sqlite3"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA busy_timeout = 2000;
+             CREATE TABLE IF NOT EXISTS searches (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 query TEXT NOT NULL,
+                 normalized TEXT NOT NULL,
+                 results INTEGER NOT NULL,
+                 search_ms REAL NOT NULL,
+                 session TEXT,
+                 ts TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS searches_normalized ON searches(normalized);",
+        )?;
+        Ok(History {
+            conn: Some(Mutex::new(conn)),
+            max,
+        })
+    }
+
+    /// Records one search and trims the table to `max` rows.
+    pub fn record(
+        &self,
+        query: &str,
+        results: u64,
+        search_ms: f64,
+        session: Option<&str>,
+    ) -> Result<(), MemoryError> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let conn = conn.lock().map_err(|_| MemoryError::Busy)?;
+        conn.execute(
+            "INSERT INTO searches (query, normalized, results, search_ms, session, ts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                query,
+                normalize(query),
+                results as i64,
+                search_ms,
+                session,
+                crate::api::now_rfc3339()
+            ],
+        )?;
+        conn.execute(
+            "DELETE FROM searches WHERE id <= (SELECT MAX(id) FROM searches) - ?1",
+            [self.max as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Earlier queries resembling `q`, most similar first.
+    pub fn similar(&self, q: &str, limit: usize) -> Result<Vec<Similar>, MemoryError> {
+        let Some(conn) = &self.conn else {
+            return Ok(Vec::new());
+        };
+        let target = trigrams(&normalize(q));
+        let rows: Vec<(String, String, u64, u64, String)> = {
+            let conn = conn.lock().map_err(|_| MemoryError::Busy)?;
+            let mut stmt = conn.prepare(
+                "SELECT s.query, s.normalized, s.results, g.times, s.ts
+                 FROM (SELECT normalized, MAX(id) AS last, COUNT(*) AS times
+                       FROM searches GROUP BY normalized ORDER BY last DESC LIMIT ?1) g
+                 JOIN searches s ON s.id = g.last",
+            )?;
+            let mapped = stmt.query_map([CANDIDATES as i64], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                    r.get(4)?,
+                ))
+            })?;
+            mapped.collect::<Result<_, _>>()?
+        };
+        let mut out: Vec<Similar> = rows
+            .into_iter()
+            .filter_map(|(query, normalized, results, times, ts)| {
+                let similarity = jaccard(&target, &trigrams(&normalized));
+                (similarity >= MIN_SIMILARITY).then(|| Similar {
+                    query,
+                    similarity: (similarity * 1000.0).round() / 1000.0,
+                    results,
+                    times,
+                    last_searched: ts,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.similarity
+                .total_cmp(&a.similarity)
+                .then(b.times.cmp(&a.times))
+        });
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Rows kept.
+    pub fn len(&self) -> u64 {
+        let Some(conn) = &self.conn else { return 0 };
+        conn.lock()
+            .ok()
+            .and_then(|c| {
+                c.query_row("SELECT COUNT(*) FROM searches", [], |r| r.get::<_, i64>(0))
+                    .ok()
+            })
+            .unwrap_or(0) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.max > 0
+    }
+}
+
+/// Lowercase words separated by single spaces.
+fn normalize(q: &str) -> String {
+    q.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn trigrams(s: &str) -> HashSet<[char; 3]> {
+    let chars: Vec<char> = format!("  {s} ").chars().collect();
+    chars.windows(3).map(|w| [w[0], w[1], w[2]]).collect()
+}
+
+fn jaccard(a: &HashSet<[char; 3]>, b: &HashSet<[char; 3]>) -> f64 {
+    let union = a.union(b).count();
+    if union == 0 {
+        return 0.0;
+    }
+    a.intersection(b).count() as f64 / union as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similar_queries_rank_above_unrelated_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path(), 100).unwrap();
+        h.record("websocket reconnect windows", 4, 1.0, Some("a"))
+            .unwrap();
+        h.record("WebSocket  reconnect, Windows", 5, 1.0, None)
+            .unwrap();
+        h.record("quarterly budget", 2, 1.0, None).unwrap();
+        h.record("websoket reconect", 0, 1.0, None).unwrap();
+        let found = h.similar("reconnect websocket", 10).unwrap();
+        let names: Vec<&str> = found.iter().map(|s| s.query.as_str()).collect();
+        assert!(!names.contains(&"quarterly budget"), "{names:?}");
+        assert!(names.contains(&"websoket reconect"), "typos still match: {names:?}");
+        // the two spellings of the same words are one query, searched twice
+        let same = found
+            .iter()
+            .find(|s| s.query == "WebSocket  reconnect, Windows")
+            .unwrap();
+        assert_eq!(same.times, 2);
+        assert_eq!(same.results, 5);
+    }
+
+    #[test]
+    fn history_is_bounded_and_can_be_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path(), 3).unwrap();
+        for i in 0..10 {
+            h.record(&format!("query {i}"), 1, 1.0, None).unwrap();
+        }
+        assert_eq!(h.len(), 3);
+        let off = History::open(dir.path(), 0).unwrap();
+        off.record("x", 1, 1.0, None).unwrap();
+        assert!(off.similar("x", 5).unwrap().is_empty());
+    }
+}
