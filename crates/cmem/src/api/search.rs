@@ -75,7 +75,10 @@ fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<usize>, ApiEr
 }
 
 fn only_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
-    match q.keys().find(|k| !allowed.contains(&k.as_str()) && *k != "_") {
+    match q
+        .keys()
+        .find(|k| !allowed.contains(&k.as_str()) && *k != "_")
+    {
         Some(k) => Err(ApiError::bad_request(format!(
             "unknown query parameter `{k}`; allowed: {}",
             allowed.join(", ")
@@ -203,13 +206,8 @@ async fn execute(hub: &Hub, services: &Services, req: Request) -> Result<Answer,
     .await?;
     let memory = services.memory.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let answer = crate::memory::search::search(
-            &memory,
-            &req.q,
-            &req.filters,
-            req.limit,
-            req.offset,
-        )?;
+        let answer =
+            crate::memory::search::search(&memory, &req.q, &req.filters, req.limit, req.offset)?;
         let recorded = memory.history.record(
             &req.q,
             answer.total as u64,
@@ -286,12 +284,11 @@ pub async fn suggestions(
     }
     let memory = services.memory.clone();
     let p = prefix.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        crate::memory::search::suggestions(&memory, &p, limit)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let found =
+        tokio::task::spawn_blocking(move || crate::memory::search::suggestions(&memory, &p, limit))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(ok(json!({"query": prefix, "suggestions": found})))
 }
 

@@ -205,7 +205,10 @@ mod tests {
         let found = h.similar("reconnect websocket", 10).unwrap();
         let names: Vec<&str> = found.iter().map(|s| s.query.as_str()).collect();
         assert!(!names.contains(&"quarterly budget"), "{names:?}");
-        assert!(names.contains(&"websoket reconect"), "typos still match: {names:?}");
+        assert!(
+            names.contains(&"websoket reconect"),
+            "typos still match: {names:?}"
+        );
         // the two spellings of the same words are one query, searched twice
         let same = found
             .iter()

@@ -330,7 +330,11 @@ pub fn run_blocking(
     result
 }
 
-fn index_blocking(m: &Memory, from: Option<PathBuf>, sink: &mut Sink<'_>) -> Result<(), MemoryError> {
+fn index_blocking(
+    m: &Memory,
+    from: Option<PathBuf>,
+    sink: &mut Sink<'_>,
+) -> Result<(), MemoryError> {
     let started = Instant::now();
     let from = from.unwrap_or_else(|| m.root.clone());
     let scope_rel = rel_path(&m.root, &from);

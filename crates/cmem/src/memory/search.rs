@@ -3,12 +3,12 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use tantivy::collector::{Count, TopDocs};
 use std::ops::Bound;
+use tantivy::collector::{Count, TopDocs};
 
 use tantivy::query::{
-    BooleanQuery, BoostQuery, InvertedIndexRangeQuery, Occur, Query, QueryParser,
-    QueryParserError, TermSetQuery,
+    BooleanQuery, BoostQuery, InvertedIndexRangeQuery, Occur, Query, QueryParser, QueryParserError,
+    TermSetQuery,
 };
 use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
@@ -77,10 +77,12 @@ fn number(doc: &TantivyDocument, f: tantivy::schema::Field) -> u64 {
 }
 
 /// Parses a query in tantivy's syntax (terms, `"phrases"`, `AND`/`OR`, `-term`, `title:word`)
-/// over title, file name and body. A syntax error says where it is.
+/// over title, file name and body. Every word is required unless `OR` says otherwise, as
+/// people expect from a search box. A syntax error says where it is.
 pub fn parse(m: &Memory, q: &str) -> Result<Box<dyn Query>, SearchError> {
     let f = m.fields;
     let mut parser = QueryParser::for_index(&m.index, vec![f.title, f.filename, f.body]);
+    parser.set_conjunction_by_default();
     parser.set_field_boost(f.title, 2.0);
     parser.parse_query(q).map_err(|e| syntax_error(q, e))
 }
@@ -107,9 +109,9 @@ fn syntax_error(q: &str, e: QueryParserError) -> SearchError {
         _ => 0,
     };
     let message = match e {
-        QueryParserError::FieldDoesNotExist(name) => format!(
-            "no field `{name}`; fields are title, filename, body, path, extension"
-        ),
+        QueryParserError::FieldDoesNotExist(name) => {
+            format!("no field `{name}`; fields are title, filename, body, path, extension")
+        }
         other => other.to_string(),
     };
     SearchError::Syntax { position, message }

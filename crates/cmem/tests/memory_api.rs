@@ -1,0 +1,418 @@
+//! The rest of the memory's surface against the real server and binary: search filters and
+//! syntax errors, suggestions, export, the searches history, the system monitor, cache
+//! clearing, metrics, and `cmem index` / `cmem search` on the command line.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TestServer, until};
+use serde_json::{Value, json};
+
+fn write(dir: &std::path::Path, p: &str, body: &str) {
+    let full = dir.join(p);
+    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+    std::fs::write(full, body).unwrap();
+}
+
+/// `vortexmint` is in five files: two .md under notes/, one .md under notes2/, one .rs under
+/// src/, one .txt at the top. `lumenquill` is in exactly three.
+fn corpus(dir: &std::path::Path) {
+    write(dir, "notes/a.md", "# A\nvortexmint lumenquill\n");
+    write(dir, "notes/deep/b.md", "vortexmint here lumenquill\n");
+    write(dir, "notes2/c.md", "vortexmint elsewhere\n");
+    write(dir, "src/d.rs", "// vortexmint lumenquill\nfn main() {}\n");
+    write(dir, "e.txt", "vortexmint & <tags> in text\n");
+    write(dir, "other.md", "lumenquillish is not the word\n");
+}
+
+async fn get(url: String) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+fn paths(v: &Value) -> Vec<String> {
+    let mut p: Vec<String> = v["data"]["results"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|r| r["path"].as_str().unwrap_or_default().to_string())
+        .collect();
+    p.sort();
+    p
+}
+
+/// Every event in the journal after `after`, read over the poll transport.
+async fn events_after(s: &TestServer, after: u64) -> Vec<Value> {
+    let (_, v) = get(format!(
+        "{}/api/events/poll?client_id=reader&after={after}&limit=1000",
+        s.url
+    ))
+    .await;
+    v["events"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn filters_narrow_results_and_syntax_errors_say_where() {
+    let tmp = tempfile::tempdir().unwrap();
+    corpus(tmp.path());
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+
+    let (_, v) = get(format!("{}/api/search?q=vortexmint", s.url)).await;
+    assert_eq!(v["data"]["total"], 5, "{v}");
+    // a plain string prefix: notes/ excludes notes2/
+    let (_, v) = get(format!(
+        "{}/api/search?q=vortexmint&path_prefix=notes/",
+        s.url
+    ))
+    .await;
+    assert_eq!(paths(&v), vec!["notes/a.md", "notes/deep/b.md"], "{v}");
+    assert_eq!(v["data"]["total"], 2);
+    let (_, v) = s
+        .post(
+            "/api/search",
+            &json!({"q": "vortexmint", "extensions": [".md", "RS"]}),
+        )
+        .await;
+    assert_eq!(
+        paths(&v),
+        vec!["notes/a.md", "notes/deep/b.md", "notes2/c.md", "src/d.rs"]
+    );
+    let (_, v) = s
+        .post(
+            "/api/search",
+            &json!({"q": "vortexmint", "extensions": ["md"], "path_prefix": "notes2"}),
+        )
+        .await;
+    assert_eq!(paths(&v), vec!["notes2/c.md"]);
+    let (_, v) = get(format!("{}/search?q=vortexmint&extensions=txt", s.url)).await;
+    assert_eq!(paths(&v), vec!["e.txt"]);
+
+    for (q, needle) in [
+        ("q=vortexmint%20AND%20(lumen", "position 21"),
+        ("q=nosuchfield:x", "position 0"),
+        ("q=a&path_prefix=../x", ".."),
+        ("q=a&path_prefix=/etc", "relative"),
+        ("q=a&extensions=m%20d", "extension"),
+    ] {
+        let (code, v) = get(format!("{}/api/search?{q}", s.url)).await;
+        assert_eq!(code, 400, "{q}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{q}: {v}");
+    }
+    let (code, v) = s
+        .post(
+            "/api/search",
+            &json!({"q": "a", "extensions": "md", "x": 1}),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+}
+
+#[tokio::test]
+async fn suggestions_export_and_similar_queries() {
+    let tmp = tempfile::tempdir().unwrap();
+    corpus(tmp.path());
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+
+    let (code, v) = get(format!("{}/search/suggestions?q=LUMEN", s.url)).await;
+    assert_eq!(code, 200, "{v}");
+    let list = v["data"]["suggestions"].as_array().unwrap();
+    assert_eq!(list[0], json!({"term": "lumenquill", "docs": 3}), "{v}");
+    assert_eq!(list[1], json!({"term": "lumenquillish", "docs": 1}), "{v}");
+    let (code, _) = get(format!("{}/search/suggestions?q=", s.url)).await;
+    assert_eq!(code, 400);
+
+    let c = s.client();
+    let r = c
+        .post(format!("{}/search/export", s.url))
+        .json(&json!({"query": "lumenquill", "format": "markdown"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/markdown")
+    );
+    let md = r.text().await.unwrap();
+    assert!(md.starts_with("# Search results for `lumenquill`"), "{md}");
+    for p in ["notes/a.md", "notes/deep/b.md", "src/d.rs"] {
+        assert!(md.contains(&format!("`{p}`")), "{md}");
+    }
+    assert!(md.contains("**lumenquill**"), "{md}");
+    let r = c
+        .post(format!("{}/search/export", s.url))
+        .json(&json!({"query": "vortexmint", "format": "text", "extensions": ["txt"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let txt = r.text().await.unwrap();
+    assert!(
+        txt.contains("e.txt") && txt.contains("vortexmint & <tags>"),
+        "{txt}"
+    );
+    assert!(!txt.contains("<b>") && !txt.contains("notes/a.md"), "{txt}");
+    let (code, v) = s
+        .post("/search/export", &json!({"query": "x", "format": "pdf"}))
+        .await;
+    assert_eq!(code, 400);
+    assert!(v["error"].as_str().unwrap().contains("pdf"));
+
+    // the history: earlier searches come back for a similar query, with their hit counts
+    s.post(
+        "/api/search",
+        &json!({"q": "lumenquill vortexmint", "session": "tab-1"}),
+    )
+    .await;
+    get(format!("{}/api/search?q=budget%20report", s.url)).await;
+    let (code, v) = get(format!(
+        "{}/prompts/similar?q=vortexmint%20lumenquil",
+        s.url
+    ))
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let similar: Vec<&str> = v["data"]["similar"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["query"].as_str().unwrap())
+        .collect();
+    assert_eq!(similar[0], "lumenquill vortexmint", "{v}");
+    assert!(!similar.contains(&"budget report"), "{v}");
+    assert_eq!(v["data"]["similar"][0]["results"], 3);
+    let (code, _) = get(format!("{}/prompts/similar?q=", s.url)).await;
+    assert_eq!(code, 400);
+}
+
+#[tokio::test]
+async fn query_text_can_be_withheld_and_history_switched_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    corpus(tmp.path());
+    let s = TestServer::start_in(
+        tmp.path(),
+        &[],
+        &[
+            ("CM_SEARCH_PUBLISH_QUERY", "false"),
+            ("CM_SEARCH_HISTORY_MAX", "0"),
+        ],
+    );
+    let before = s.head().await;
+    get(format!("{}/api/search?q=lumenquill", s.url)).await;
+    let evs = events_after(&s, before).await;
+    let done = evs
+        .iter()
+        .find(|e| e["type"] == "search_completed")
+        .expect("search_completed published");
+    assert_eq!(done["data"]["query"], Value::Null, "{done}");
+    assert_eq!(done["data"]["results_count"], 3, "{done}");
+    assert!(!serde_json::to_string(&evs).unwrap().contains("lumenquill"));
+    let (_, v) = get(format!("{}/prompts/similar?q=lumenquill", s.url)).await;
+    assert_eq!(v["data"]["history_enabled"], false);
+    assert_eq!(v["data"]["similar"], json!([]));
+}
+
+#[tokio::test]
+async fn monitor_status_cache_clear_and_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    corpus(tmp.path());
+    let s = TestServer::start_in(tmp.path(), &[], &[("CM_STATUS_INTERVAL_S", "1")]);
+    let before = s.head().await;
+
+    for path in ["/system/status", "/system/stats"] {
+        let (code, v) = get(format!("{}{path}", s.url)).await;
+        assert_eq!(code, 200, "{v}");
+        let d = &v["data"];
+        for k in [
+            "cpu_usage",
+            "memory_usage",
+            "disk_usage",
+            "indexing",
+            "connected_clients",
+            "uptime_s",
+            "index_docs",
+            "index_bytes",
+        ] {
+            assert!(!d[k].is_null(), "{path} has {k}: {d}");
+        }
+        assert_eq!(d["index_docs"], 6, "{d}");
+        assert!(d["index_bytes"].as_u64().unwrap() > 0);
+        assert!(d["memory_total_bytes"].as_u64().unwrap() > 0, "{d}");
+        assert!(d["disk_total_bytes"].as_u64().unwrap() > 0, "{d}");
+    }
+    // periodic: with status_interval_s = 1 two arrive within a few seconds, to everyone
+    let periodic = until("two periodic system_status events", 10, || async {
+        let n = events_after(&s, before)
+            .await
+            .iter()
+            .filter(|e| e["type"] == "system_status" && e["scope"] == "global")
+            .count();
+        (n >= 2).then_some(n)
+    })
+    .await;
+    assert!(periodic >= 2);
+    // on demand
+    let (code, v) = s.post("/system/status", &json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    let id = s.head().await;
+    let evs = events_after(&s, id - 1).await;
+    assert!(
+        evs.iter()
+            .any(|e| e["type"] == "system_status" && e["data"]["index_docs"] == 6),
+        "{evs:?}"
+    );
+
+    // cache clear: announced, and a reader from the start still gets every event in order
+    let (code, v) = s.post("/system/cache/clear", &json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        v["data"]["journal_window_events"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    let head = s.head().await;
+    let all = events_after(&s, 0).await;
+    let ids: Vec<u64> = all.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(
+        ids,
+        (1..=head).collect::<Vec<_>>(),
+        "nothing lost after a cache clear"
+    );
+    assert_eq!(all.last().unwrap()["type"], "cache_cleared");
+
+    // metrics: three searches counted, an open SSE client shown by transport
+    for q in ["lumenquill", "vortexmint", "nothinghere"] {
+        get(format!("{}/api/search?q={q}", s.url)).await;
+    }
+    get(format!("{}/api/search?q=bad%20(", s.url)).await;
+    let _sse = reqwest::get(format!("{}/api/events/stream", s.url))
+        .await
+        .unwrap();
+    let text = until("the SSE connection is counted", 10, || async {
+        let r = reqwest::get(format!("{}/metrics", s.url)).await.ok()?;
+        let t = r.text().await.ok()?;
+        t.contains("cmem_connections{transport=\"sse\"} 1")
+            .then_some(t)
+    })
+    .await;
+    let line = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+    };
+    assert_eq!(line("cmem_search_duration_seconds_count"), 3.0);
+    assert_eq!(line("cmem_search_errors_total"), 1.0);
+    assert_eq!(line("cmem_index_documents"), 6.0);
+    assert!(line("cmem_journal_head") >= head as f64);
+    assert!(line("cmem_events_published_total") > 0.0);
+    assert_eq!(line("cmem_indexing_runs_total"), 1.0);
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+}
+
+fn cmem(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn command_line_index_and_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    corpus(tmp.path());
+    let dir = tmp.path().to_str().unwrap();
+
+    let (code, _, err) = cmem(&["search", "lumenquill", "--data", dir]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cmem index"), "says how to fix it: {err}");
+
+    let (code, out, err) = cmem(&["index", dir, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["indexed"], 6, "{v}");
+    assert_eq!(v["index_docs"], 6, "{v}");
+    assert!(v["indexed_bytes"].as_u64().unwrap() > 100);
+
+    let (code, out, _) = cmem(&["search", "lumenquill", "--data", dir, "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["total"], 3, "{v}");
+    let (_, out, _) = cmem(&["search", "lumenquill", "--data", dir, "--extensions", "rs"]);
+    assert!(
+        out.contains("1 documents match") && out.contains("[src/d.rs]"),
+        "{out}"
+    );
+    let (code, _, err) = cmem(&["search", "a AND (", "--data", dir]);
+    assert_eq!(code, 2);
+    assert!(err.contains("position"), "{err}");
+
+    // incremental: a second run changes nothing, an edit is picked up
+    write(tmp.path(), "e.txt", "now lumenquill too");
+    let (_, out, _) = cmem(&["index", dir, "--json"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["indexed"].clone(), v["unchanged"].clone()),
+        (json!(1), json!(5))
+    );
+
+    // with a server running on the folder, indexing is refused with a reason, search works
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+    let (code, _, err) = cmem(&["index", dir]);
+    assert_eq!(code, 1);
+    assert!(err.contains("in use"), "{err}");
+    let (code, out, _) = cmem(&["search", "lumenquill", "--data", dir, "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(out.trim()).unwrap()["total"],
+        4
+    );
+    drop(s);
+}
+
+#[tokio::test]
+async fn watcher_honours_nested_gitignore_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    corpus(tmp.path());
+    write(tmp.path(), "team/.gitignore", "drafts/\n*.tmp\n");
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+    // written in this order, so the watcher handles the ignored ones first (or together)
+    write(tmp.path(), "team/drafts/x.md", "quillzephyr draft");
+    write(tmp.path(), "team/y.tmp", "quillzephyr temp");
+    write(
+        tmp.path(),
+        "y.tmp",
+        "quillzephyr top level, not ignored here",
+    );
+    write(tmp.path(), "team/final.md", "quillzephyr final");
+    until("the new files are searchable", 20, || async {
+        let (_, v) = get(format!("{}/api/search?q=quillzephyr", s.url)).await;
+        paths(&v)
+            .contains(&"team/final.md".to_string())
+            .then_some(())
+    })
+    .await;
+    let v = until("the watcher has settled", 20, || async {
+        let (_, again) = get(format!("{}/api/search?q=quillzephyr", s.url)).await;
+        (paths(&again).len() >= 2).then_some(again)
+    })
+    .await;
+    assert_eq!(paths(&v), vec!["team/final.md", "y.tmp"], "{v}");
+}
