@@ -1,10 +1,11 @@
 // The memory end to end: a file edited while the server runs is announced to a Socket.IO
-// client as `file_changed` and found by its new content.
+// client as `file_changed` and found by its new content; searches, status and cache clears
+// reach Socket.IO and SSE clients as events.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { startServer, closeAllClients, sioClient, until, tempDir } from './lib.mjs';
+import { startServer, closeAllClients, sioClient, sseClient, until, tempDir } from './lib.mjs';
 
 const servers = [];
 after(async () => {
@@ -46,4 +47,43 @@ test('an edited file is announced as file_changed and found by its new content',
     'file_changed deleted', 20000);
   // nothing from the server's own state folder is announced
   assert.ok(client.ofType('file_changed').every((e) => !e.data.path.startsWith('.collective-memory')));
+});
+
+test('searches, system status and cache clears reach Socket.IO and SSE clients', { timeout: 60000 }, async () => {
+  const data = tempDir();
+  for (let i = 0; i < 3; i++) writeFileSync(path.join(data, `n${i}.md`), `# Note ${i}\nmarimbatic entry\n`);
+  const s = await startServer({ data });
+  servers.push(s);
+  await until(async () => (await (await fetch(`${s.url}/system/indexing`)).json()).data.finished_at, 'initial indexing');
+  const types = ['search_started', 'search_completed', 'cache_cleared'];
+  const sio = sioClient(s.url, { transports: ['websocket'], name: 'sio-memory' });
+  await sio.connected();
+  const sse = sseClient(s.url, { types, name: 'sse-memory' });
+  await sse.opened();
+  await until(() => sio.ofType('system_status').length >= 1 && sse.ofType('system_status').length >= 1, 'greetings');
+
+  assert.equal((await search(s.url, 'marimbatic')).total, 3);
+  const st = await fetch(`${s.url}/system/status`, { method: 'POST' });
+  assert.equal(st.status, 200);
+  const cc = await fetch(`${s.url}/system/cache/clear`, { method: 'POST' });
+  assert.equal(cc.status, 200);
+
+  for (const c of [sio, sse]) {
+    await until(() => c.ofType('cache_cleared').length === 1, `${c.name} cache_cleared`);
+    const done = c.ofType('search_completed');
+    assert.equal(done.length, 1, c.name);
+    assert.equal(done[0].data.query, 'marimbatic');
+    assert.equal(done[0].data.results_count, 3);
+    // the monitor's status goes to everyone, with the machine and index figures
+    const status = c.ofType('system_status').find((e) => e.scope === 'global');
+    assert.ok(status, `${c.name} got the published system_status`);
+    assert.equal(status.data.index_docs, 3);
+    for (const k of ['cpu_usage', 'memory_usage', 'disk_usage', 'uptime_s', 'index_bytes', 'connected_clients']) {
+      assert.equal(typeof status.data[k], 'number', `${c.name} ${k}`);
+    }
+    // ids arrive in order on both transports
+    const ids = c.events.map((e) => e.id);
+    assert.deepEqual(ids, [...ids].sort((a, b) => a - b), c.name);
+  }
+  assert.ok(sio.ofType('system_status').find((e) => e.scope === 'global').data.connected_clients >= 2);
 });

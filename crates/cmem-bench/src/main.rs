@@ -6,6 +6,7 @@
 //! `compare` starts cmem and the peer servers itself and prints the tables of BENCHMARKS.md.
 
 mod client;
+mod memory;
 mod scenario;
 mod servers;
 mod stats;
@@ -118,6 +119,32 @@ enum Command {
     },
     /// Start cmem and the peer servers and measure them side by side; prints markdown tables.
     Compare(servers::CompareArgs),
+    /// Index a generated corpus with `cmem index`, then time searches in-process, over HTTP
+    /// and with ripgrep on the same files; prints a markdown table.
+    Memory {
+        /// Where the corpus is written (reused when it matches the size and file count).
+        #[arg(long, default_value = "target/bench-corpus")]
+        corpus: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        size_mb: u64,
+        #[arg(long, default_value_t = 100_000)]
+        files: usize,
+        /// Indexing runs to time, by thread count (each starts from an empty index).
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Times each query is run (in-process and over HTTP).
+        #[arg(long, default_value_t = 200)]
+        repeat: usize,
+        /// Skip the HTTP measurement (no server is started).
+        #[arg(long)]
+        no_http: bool,
+        /// Keep the corpus's existing index and time only the searches.
+        #[arg(long)]
+        reuse_index: bool,
+        /// The cmem binary (default: target/release/cmem, else target/debug/cmem).
+        #[arg(long)]
+        cmem_bin: Option<PathBuf>,
+    },
 }
 
 fn emit<T: Serialize>(r: &T, human: String) {
@@ -215,6 +242,29 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Smoke { cmem_bin } => servers::smoke(cmem_bin).await?,
         Command::Compare(args) => servers::compare(args).await?,
+        Command::Memory {
+            corpus,
+            size_mb,
+            files,
+            threads,
+            repeat,
+            no_http,
+            reuse_index,
+            cmem_bin,
+        } => {
+            let r = memory::run(memory::MemoryArgs {
+                bin: cmem_bin.unwrap_or_else(servers::default_cmem_bin),
+                dir: corpus,
+                size_mb,
+                files,
+                threads: if reuse_index { Vec::new() } else { threads },
+                repeat,
+                http: !no_http,
+            })
+            .await?;
+            let table = memory::markdown(&r);
+            emit(&r, table);
+        }
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn default_cmem_bin() -> PathBuf {
+pub fn default_cmem_bin() -> PathBuf {
     let root = repo_root();
     let release = root.join("target/release/cmem");
     if release.exists() {
@@ -46,9 +46,20 @@ fn default_cmem_bin() -> PathBuf {
 /// Starts cmem on a fresh data folder and an ephemeral port.
 pub async fn start_cmem(bin: &Path, extra_env: &[(&str, &str)]) -> anyhow::Result<Server> {
     let data = tempfile::tempdir()?;
+    let mut s = start_cmem_in(bin, data.path(), extra_env).await?;
+    s._data = Some(data);
+    Ok(s)
+}
+
+/// Starts cmem on the given data folder and an ephemeral port.
+pub async fn start_cmem_in(
+    bin: &Path,
+    data: &Path,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--bind", "127.0.0.1:0", "--data"])
-        .arg(data.path())
+        .arg(data)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -76,7 +87,7 @@ pub async fn start_cmem(bin: &Path, extra_env: &[(&str, &str)]) -> anyhow::Resul
     Ok(Server {
         child,
         target: Target::new("cmem", &url, None, true, pid)?,
-        _data: Some(data),
+        _data: None,
     })
 }
 
@@ -171,7 +182,7 @@ pub async fn smoke(bin: Option<PathBuf>) -> anyhow::Result<()> {
     let s = start_cmem(&bin, &[]).await?;
     let t = &s.target;
     let mut failures = Vec::new();
-    let checks = 6; // idle, three transports, paced, resume
+    let checks = 7; // idle, three transports, paced, resume, memory
 
     let r = scenario::idle(t, 50, Duration::from_millis(500), false).await;
     println!("{}", serde_json::to_string(&r)?);
@@ -215,6 +226,29 @@ pub async fn smoke(bin: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let r = scenario::journal(t, 2000, 100, 2, 200).await?;
     println!("{}", serde_json::to_string(&r)?);
+    drop(s);
+
+    // memory: a small corpus indexed and searched; cmem and ripgrep must agree on the markers
+    let dir = tempfile::tempdir()?;
+    let r = crate::memory::run(crate::memory::MemoryArgs {
+        bin: bin.clone(),
+        dir: dir.path().join("corpus"),
+        size_mb: 5,
+        files: 500,
+        threads: vec![2],
+        repeat: 5,
+        http: true,
+    })
+    .await?;
+    println!("{}", serde_json::to_string(&r)?);
+    if !r.ripgrep {
+        failures.push("memory: ripgrep (rg) is not installed; apt-get install ripgrep".into());
+    } else if !r.disagreements.is_empty() || r.index_docs != 500 {
+        failures.push(format!(
+            "memory: {} documents indexed of 500, disagreements with ripgrep: {:?}",
+            r.index_docs, r.disagreements
+        ));
+    }
     println!(
         "smoke: {} passed, {} failed",
         checks - failures.len(),

@@ -194,18 +194,18 @@ impl Request {
     }
 }
 
-/// Runs a validated search: publishes `search_started`, searches and records it in the
-/// history on a blocking thread, times it, publishes `search_completed`.
+/// Runs a validated search: publishes `search_started` while it searches and records the
+/// search in the history on a blocking thread, times it, then publishes `search_completed`
+/// (after `search_started` is committed, so the two stay in order).
 async fn execute(hub: &Hub, services: &Services, req: Request) -> Result<Answer, ApiError> {
     let shown = hub.config.search_publish_query.then(|| req.q.clone());
-    hub.publish(vec![NewEvent::new(
+    let started = hub.publish(vec![NewEvent::new(
         "search_started",
         Scope::Global,
         json!({"query": shown}),
-    )])
-    .await?;
+    )]);
     let memory = services.memory.clone();
-    let answer = tokio::task::spawn_blocking(move || {
+    let searching = tokio::task::spawn_blocking(move || {
         let answer =
             crate::memory::search::search(&memory, &req.q, &req.filters, req.limit, req.offset)?;
         let recorded = memory.history.record(
@@ -218,18 +218,20 @@ async fn execute(hub: &Hub, services: &Services, req: Request) -> Result<Answer,
             tracing::warn!(error = %e, "could not record the search in the history");
         }
         Ok(answer)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e: SearchError| {
-        services.metrics.search_errors.inc();
-        match e {
-            SearchError::Syntax { .. } => ApiError::bad_request(e.to_string()),
-            SearchError::Index(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    });
+    let (started, answer) = tokio::join!(started, searching);
+    started?;
+    let answer = answer
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e: SearchError| {
+            services.metrics.search_errors.inc();
+            match e {
+                SearchError::Syntax { .. } => ApiError::bad_request(e.to_string()),
+                SearchError::Index(_) => {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                }
             }
-        }
-    })?;
+        })?;
     services
         .metrics
         .search_seconds

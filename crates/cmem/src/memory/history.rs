@@ -49,6 +49,7 @@ impl History {
         let conn = Connection::open(state_dir.join("history.sqlite3"))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL; -- losing the last searches to a power cut is fine
              PRAGMA busy_timeout = 2000;
              CREATE TABLE IF NOT EXISTS searches (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
