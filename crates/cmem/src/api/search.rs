@@ -315,50 +315,35 @@ pub struct ExportBody {
 }
 
 fn render_export(q: &str, a: &Answer, markdown: bool) -> String {
-    let mut out = String::new();
     let now = super::now_rfc3339();
-    let shown = a.results.len();
-    if markdown {
-        out.push_str(&format!("# Search results for `{q}`\n\n"));
-        out.push_str(&format!(
-            "{} matching documents, {shown} listed from {}; exported {now}.\n",
-            a.total,
+    let (total, shown) = (a.total, a.results.len());
+    let mut out = if markdown {
+        format!(
+            "# Search results for `{q}`\n\n{total} matching documents, {shown} listed from {}; exported {now}.\n",
             a.offset + 1
-        ));
-        for (i, h) in a.results.iter().enumerate() {
-            out.push_str(&format!(
-                "\n## {}. {}\n\n`{}` · modified {} · {} bytes · score {:.2}\n",
-                a.offset + i + 1,
-                h.title,
-                h.path,
-                h.last_modified,
-                h.size,
-                h.score
-            ));
-            let s = snippet_text(&h.snippet, "**");
-            if !s.is_empty() {
-                out.push_str(&format!("\n> {s}\n"));
-            }
-        }
+        )
     } else {
-        out.push_str(&format!("Search results for: {q}\n"));
-        out.push_str(&format!(
-            "{} matching documents, {shown} listed; exported {now}\n",
-            a.total
-        ));
-        for (i, h) in a.results.iter().enumerate() {
+        format!(
+            "Search results for: {q}\n{total} matching documents, {shown} listed; exported {now}\n"
+        )
+    };
+    for (i, h) in a.results.iter().enumerate() {
+        let (n, title, path, modified) = (a.offset + i + 1, &h.title, &h.path, &h.last_modified);
+        let facts = format!("{} bytes, score {:.2}", h.size, h.score);
+        let snippet = snippet_text(&h.snippet, if markdown { "**" } else { "" });
+        if markdown {
             out.push_str(&format!(
-                "\n{}. {}\n   {}  (modified {}, {} bytes, score {:.2})\n",
-                a.offset + i + 1,
-                h.title,
-                h.path,
-                h.last_modified,
-                h.size,
-                h.score
+                "\n## {n}. {title}\n\n`{path}` · modified {modified} · {facts}\n"
             ));
-            let s = snippet_text(&h.snippet, "");
-            if !s.is_empty() {
-                out.push_str(&format!("   {s}\n"));
+            if !snippet.is_empty() {
+                out.push_str(&format!("\n> {snippet}\n"));
+            }
+        } else {
+            out.push_str(&format!(
+                "\n{n}. {title}\n   {path}  (modified {modified}, {facts})\n"
+            ));
+            if !snippet.is_empty() {
+                out.push_str(&format!("   {snippet}\n"));
             }
         }
     }
