@@ -125,6 +125,14 @@ async fn bad_publish_input_gets_4xx_and_leaves_the_journal_alone() {
             "server only",
         ),
         (
+            "forged search report",
+            raw("{\"events\": [{\"type\": \"a\"}, {\"type\": \"search_completed\"}]}")
+                .await
+                .unwrap(),
+            400,
+            "server only",
+        ),
+        (
             "array body",
             raw("[1,2]").await.unwrap(),
             400,

@@ -126,8 +126,20 @@ const RESERVED_BY_SOCKETIO: [&str; 6] = [
     "removeListener",
 ];
 
-/// Event types only the server itself emits.
-pub const SERVER_ONLY: [&str; 2] = ["resync", "system_status"];
+/// Event types only the server itself emits; `POST /api/events` refuses them, so no client can
+/// forge a status, a search or an indexing report for the others.
+pub const SERVER_ONLY: [&str; 10] = [
+    "resync",
+    "system_status",
+    "indexing_started",
+    "indexing_progress",
+    "indexing_completed",
+    "file_changed",
+    "search_started",
+    "search_completed",
+    "cache_cleared",
+    "cmem_close",
+];
 
 impl NewEvent {
     pub fn new(kind: impl Into<String>, scope: Scope, data: serde_json::Value) -> Self {
