@@ -128,7 +128,8 @@ impl Monitor {
         Ok(status)
     }
 
-    /// Publishes every `status_interval_s` until shutdown (not at all when it is 0).
+    /// Publishes every `status_interval_s` until shutdown (not at all when it is 0, and not
+    /// while no client is connected).
     pub fn start(self: &Arc<Self>) {
         let every = self.hub.config.status_interval_s;
         if every == 0 {
@@ -143,6 +144,11 @@ impl Monitor {
                 tokio::select! {
                     _ = me.hub.shutdown.cancelled() => return,
                     _ = tick.tick() => {}
+                }
+                // nobody to tell: a status is news only while it is fresh, and every client
+                // gets a current one when it connects, so the journal is spared
+                if me.hub.registry.is_empty() {
+                    continue;
                 }
                 if let Err(e) = me.publish_now().await {
                     tracing::warn!(error = %e, "could not publish system_status");

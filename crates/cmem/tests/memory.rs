@@ -184,7 +184,9 @@ async fn reindex_streams_progress_and_restart_is_incremental() {
     let progress = text.find("event: indexing_progress").expect("progress");
     let done = text.find("event: indexing_completed").unwrap();
     assert!(started < progress && progress < done);
-    assert!(text.contains("\"progress\":100"), "progress reaches 100");
+    let zero = text.find("\"progress\":0,").expect("progress starts at 0");
+    let hundred = text.find("\"progress\":100").expect("progress reaches 100");
+    assert!(started < zero && zero < hundred && hundred < done);
     drop(body);
 
     // restart: nothing changed, nothing re-indexed; an edited file is

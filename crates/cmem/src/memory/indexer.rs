@@ -348,6 +348,11 @@ fn index_blocking(
         "indexing_started",
         json!({"path": scope_rel, "total_files": total}),
     );
+    // progress always runs from 0 to 100, whatever the folder's size
+    sink(
+        "indexing_progress",
+        json!({"progress": 0, "current_file": "", "processed_files": 0, "total_files": total}),
+    );
 
     let mut db = state_db(m)?;
     let known: HashMap<String, (u64, u64)> = {
@@ -369,7 +374,7 @@ fn index_blocking(
     let (mut indexed, mut unchanged, mut skipped, mut errors) = (0u64, 0u64, 0u64, 0u64);
     let mut indexed_bytes = 0u64;
     let mut updates: Vec<(String, u64, u64)> = Vec::new();
-    let mut last_progress = Instant::now() - PROGRESS_EVERY;
+    let mut last_progress = Instant::now();
     for (i, c) in files.iter().enumerate() {
         let processed = i as u64 + 1;
         if known.get(&c.rel) == Some(&(c.mtime, c.size)) {
