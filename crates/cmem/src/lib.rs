@@ -22,4 +22,5 @@ pub mod metrics;
 pub mod monitor;
 pub mod net;
 pub mod server;
+pub mod teams;
 pub mod transports;

@@ -99,6 +99,9 @@ struct ConfigFlags {
     retention_max_events: Option<u64>,
     #[arg(long, value_name = "SECONDS")]
     retention_max_age_s: Option<u64>,
+    /// Run open (no tokens) even on an address other machines can reach.
+    #[arg(long)]
+    insecure: bool,
 }
 
 impl ConfigFlags {
@@ -115,6 +118,7 @@ impl ConfigFlags {
             queue_bound: self.queue_bound,
             retention_max_events: self.retention_max_events,
             retention_max_age_s: self.retention_max_age_s,
+            insecure: self.insecure.then_some(true),
         }
     }
 }
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
                     eprintln!("error: {e:#}");
                     match e.downcast_ref::<ServerError>() {
                         Some(ServerError::Bind { .. }) => ExitCode::from(EXIT_BIND),
+                        Some(ServerError::Insecure { .. }) => ExitCode::from(EXIT_CONFIG),
                         _ => ExitCode::from(EXIT_RUNTIME),
                     }
                 }
@@ -335,10 +340,10 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     let addr = server
         .local_addr()
         .ok_or_else(|| anyhow::anyhow!("the listener has no local address"))?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && !server.hub().teams.users_exist() {
         tracing::warn!(
             %addr,
-            "listening beyond loopback: publishing (POST /api/events) and every transport are open to anyone who can reach this address"
+            "--insecure: listening beyond loopback with no users; every endpoint and transport is open to anyone who can reach this address"
         );
     }
     // Scripts and tests read this line to learn the port when binding to port 0.

@@ -45,6 +45,12 @@ pub enum ServerError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Teams(#[from] crate::teams::TeamsError),
+    #[error(
+        "refusing to listen on {addr}: other machines can reach it and no users exist, so anyone could read and publish. Create a user and a token first:\n  cmem user add <name> --admin --data {data}\n  cmem token create <name> --data {data}\nor pass --insecure to run open on purpose"
+    )]
+    Insecure { addr: SocketAddr, data: String },
 }
 
 /// A bound, not yet running server. Splitting bind from run lets callers learn the port first.
@@ -66,7 +72,14 @@ impl Server {
                 ..OpenOptions::default()
             },
         )?;
-        let hub = Hub::open(config)?;
+        let teams = Arc::new(crate::teams::Teams::open(&config.state_dir())?);
+        if !addr.ip().is_loopback() && !config.insecure && !teams.users_exist() {
+            return Err(ServerError::Insecure {
+                addr,
+                data: config.data_dir.display().to_string(),
+            });
+        }
+        let hub = Hub::open(config, teams)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;

@@ -2,10 +2,15 @@
 //!
 //! Accepts one event `{type, scope?, data?}` or a batch `{events: [...]}` and answers the ids
 //! assigned, in order. A batch is committed atomically: either every event gets an id or none.
+//!
+//! On a server with users, admins may publish to any scope; other users only to workspaces
+//! they are members of.
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,6 +18,7 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiJson, ok};
 use crate::hub::Hub;
 use crate::hub::envelope::{NewEvent, SERVER_ONLY, Scope};
+use crate::teams::auth::Identity;
 
 /// Largest batch accepted in one request.
 pub const MAX_BATCH: usize = 1000;
@@ -83,11 +89,42 @@ fn parse_body(body: Value) -> Result<Vec<NewEvent>, ApiError> {
     }
 }
 
+/// Refuses a batch holding any event its publisher may not send.
+fn check_scopes(identity: &Identity, events: &[NewEvent]) -> Result<(), ApiError> {
+    let Identity::User { user, .. } = identity else {
+        return Ok(());
+    };
+    if user.admin {
+        return Ok(());
+    }
+    for (i, e) in events.iter().enumerate() {
+        let allowed = matches!(&e.scope, Scope::Workspace(w) if user.workspaces.contains(w));
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "event {i}: `{}` may publish only to workspaces it is a member of ({}), not to `{}`; global and client scopes need an admin token",
+                    user.name,
+                    if user.workspaces.is_empty() {
+                        "none".to_string()
+                    } else {
+                        user.workspaces.join(", ")
+                    },
+                    e.scope
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn publish(
     State(hub): State<Arc<Hub>>,
+    Extension(identity): Extension<Identity>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let events = parse_body(body)?;
+    check_scopes(&identity, &events)?;
     let committed = hub.publish(events).await?;
     let ids: Vec<u64> = committed.iter().map(|e| e.id).collect();
     Ok(ok(json!({

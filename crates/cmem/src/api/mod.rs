@@ -26,6 +26,7 @@ use crate::hub::Hub;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
+use crate::teams::auth;
 use crate::transports;
 
 /// What handlers need besides the hub (which is the router state); one axum `Extension`.
@@ -166,6 +167,55 @@ async fn not_found(
     }
 }
 
+/// Paths (prefixes) only an admin may use, whatever the method.
+const ADMIN_PATHS: [&str; 4] = [
+    "/api/admin/",
+    "/system/reindex",
+    "/system/cache/clear",
+    "/api/websocket/clear-errors",
+];
+
+/// Authentication for every HTTP route but `/health` (Socket.IO authenticates in its own
+/// handshake). The identity goes into the request's extensions for handlers and transports;
+/// a `?token=` is taken out of the query so no handler sees or echoes it.
+async fn authenticate(
+    axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if path == "/health" || path.starts_with("/socket.io") {
+        return next.run(req).await;
+    }
+    let query = req.uri().query().map(str::to_string);
+    let token = auth::token_from(req.headers(), query.as_deref());
+    let identity = match auth::identify(&hub.teams, token.as_deref()) {
+        Ok(i) => i,
+        Err(e) => {
+            let mut resp = ApiError::from(e).into_response();
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+    };
+    if ADMIN_PATHS.iter().any(|p| path.starts_with(p))
+        && let Err(e) = identity.require_admin(path)
+    {
+        return ApiError::from(e).into_response();
+    }
+    if let Some(q) = query.filter(|q| q.split('&').any(|p| p.starts_with("token=")))
+        && let Ok(uri) = format!("{}?{}", req.uri().path(), auth::strip_token(&q))
+            .trim_end_matches('?')
+            .parse::<axum::http::Uri>()
+    {
+        *req.uri_mut() = uri;
+    }
+    req.extensions_mut().insert(identity);
+    next.run(req).await
+}
+
 /// CORS for the HTTP API, from the same allow-list the WebSocket `Origin` check uses.
 fn cors(hub: &Arc<Hub>) -> CorsLayer {
     let h = hub.clone();
@@ -229,6 +279,10 @@ pub fn router(
     }
     let mut app = app
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            authenticate,
+        ))
         .layer(DefaultBodyLimit::max(hub.config.max_payload_bytes as usize))
         .layer(axum::Extension(services))
         .with_state(hub.clone());

@@ -24,7 +24,7 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 25] = [
+pub const KEYS: [&str; 26] = [
     "platform_profile",
     "bind",
     "data_dir",
@@ -50,6 +50,7 @@ pub const KEYS: [&str; 25] = [
     "status_interval_s",
     "search_publish_query",
     "search_history_max",
+    "insecure",
 ];
 
 /// The effective configuration of a server.
@@ -112,6 +113,9 @@ pub struct Config {
     pub search_publish_query: bool,
     /// Searches kept in the history for `GET /prompts/similar` (0 = keep no history).
     pub search_history_max: u64,
+    /// Run open (no tokens) even when bound beyond loopback. Off by default: such a server
+    /// refuses to start until a user exists.
+    pub insecure: bool,
 }
 
 impl Default for Config {
@@ -145,6 +149,7 @@ impl Default for Config {
             status_interval_s: 30,
             search_publish_query: true,
             search_history_max: 10_000,
+            insecure: false,
         }
     }
 }
@@ -313,6 +318,8 @@ pub struct Overrides {
     pub retention_max_events: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_max_age_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
 }
 
 /// Gives a figment provider a readable name, which `cmem config` prints as the source.

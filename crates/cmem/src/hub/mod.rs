@@ -31,6 +31,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::config::Config;
 use crate::error::{JournalError, PublishError};
 use crate::journal::{Fanout, Journal, JournalOptions, ReadQuery};
+use crate::teams::Teams;
 use envelope::{Cursor, Event, NewEvent, Scope};
 use registry::{Conn, Registry};
 
@@ -42,6 +43,8 @@ pub struct Hub {
     pub config: Arc<Config>,
     pub journal: Journal,
     pub registry: Arc<Registry>,
+    /// Users, tokens and workspaces: who may connect and what they may see.
+    pub teams: Arc<Teams>,
     fanout: broadcast::Sender<Arc<Event>>,
     /// Cancelled when the server shuts down; every subscription ends.
     pub shutdown: CancellationToken,
@@ -86,7 +89,7 @@ enum Start {
 
 impl Hub {
     /// Opens the journal under the configured data folder and builds the hub.
-    pub fn open(config: Config) -> Result<Arc<Hub>, JournalError> {
+    pub fn open(config: Config, teams: Arc<Teams>) -> Result<Arc<Hub>, JournalError> {
         let (fanout, _) = broadcast::channel(config.queue_bound);
         let shutdown = CancellationToken::new();
         let registry = Arc::new(Registry::new(shutdown.clone()));
@@ -112,6 +115,7 @@ impl Hub {
             config: Arc::new(config),
             journal,
             registry,
+            teams,
             fanout,
             shutdown,
             started: Instant::now(),

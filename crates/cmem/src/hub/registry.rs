@@ -72,6 +72,10 @@ pub struct Conn {
     last_activity_ms: AtomicI64,
     pub user_agent: String,
     pub remote_addr: String,
+    /// The user behind the connection (`None` on an open server).
+    pub user: Option<String>,
+    /// The token it authenticated with, so revoking the token can close it.
+    pub token_id: Option<String>,
     workspaces: RwLock<Vec<String>>,
     /// Id of the last event handed to this connection.
     cursor: AtomicU64,
@@ -118,6 +122,30 @@ impl Conn {
             .read()
             .map(|w| w.clone())
             .unwrap_or_default()
+    }
+
+    /// Starts receiving a workspace's events (live; what came before is history to fetch).
+    /// Returns false if it was already joined.
+    pub fn join(&self, workspace: &str) -> bool {
+        match self.workspaces.write() {
+            Ok(mut ws) if !ws.iter().any(|w| w == workspace) => {
+                ws.push(workspace.to_string());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stops receiving a workspace's events. Returns false if it was not joined.
+    pub fn leave(&self, workspace: &str) -> bool {
+        match self.workspaces.write() {
+            Ok(mut ws) => {
+                let before = ws.len();
+                ws.retain(|w| w != workspace);
+                ws.len() != before
+            }
+            Err(_) => false,
+        }
     }
 
     /// Whether this connection may see an event of `scope`.
@@ -187,6 +215,8 @@ pub struct ConnMeta {
     pub user_agent: String,
     pub remote_addr: String,
     pub workspaces: Vec<String>,
+    pub user: Option<String>,
+    pub token_id: Option<String>,
 }
 
 /// A transport failure, as kept for `GET /api/websocket/errors`.
@@ -210,6 +240,7 @@ pub struct ConnView {
     pub last_activity: String,
     pub user_agent: String,
     pub remote_addr: String,
+    pub user: Option<String>,
     pub scopes: Vec<String>,
     pub cursor: u64,
 }
@@ -248,6 +279,8 @@ impl Registry {
             last_activity_ms: AtomicI64::new(now_ms()),
             user_agent: meta.user_agent,
             remote_addr: meta.remote_addr,
+            user: meta.user,
+            token_id: meta.token_id,
             workspaces: RwLock::new(meta.workspaces),
             cursor: AtomicU64::new(0),
             closer: self.root.child_token(),
@@ -275,6 +308,27 @@ impl Registry {
         {
             *c.entry(reason.to_string()).or_insert(0) += 1;
         }
+    }
+
+    /// Closes every connection opened with a token (it was revoked).
+    pub fn close_token(&self, token_id: &str, reason: &str) -> usize {
+        let hit: Vec<Arc<Conn>> = self
+            .all()
+            .into_iter()
+            .filter(|c| c.token_id.as_deref() == Some(token_id))
+            .collect();
+        for c in &hit {
+            c.close(reason);
+        }
+        hit.len()
+    }
+
+    /// Every connection of one user.
+    pub fn of_user(&self, user: &str) -> Vec<Arc<Conn>> {
+        self.all()
+            .into_iter()
+            .filter(|c| c.user.as_deref() == Some(user))
+            .collect()
     }
 
     pub fn all(&self) -> Vec<Arc<Conn>> {
@@ -323,6 +377,7 @@ impl Registry {
                     .unwrap_or_default(),
                 user_agent: c.user_agent.clone(),
                 remote_addr: c.remote_addr.clone(),
+                user: c.user.clone(),
                 scopes: c.scope_strings(),
                 cursor: c.cursor(),
             })

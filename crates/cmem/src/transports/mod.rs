@@ -15,6 +15,30 @@ use axum::http::HeaderMap;
 use crate::api::ApiError;
 use crate::hub::envelope::{Cursor, Scope};
 use crate::hub::registry::ConnMeta;
+use crate::teams::auth::{AuthError, Identity};
+
+/// The workspaces a connection subscribes to: parsed from the request, then checked against
+/// the identity's memberships (403 for a workspace the user is not in).
+pub(crate) fn workspaces_for(
+    identity: &Identity,
+    raw: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    let requested = parse_workspaces(raw).map_err(ApiError::bad_request)?;
+    identity.workspaces_for(requested).map_err(ApiError::from)
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let status = match e {
+            AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) => {
+                axum::http::StatusCode::UNAUTHORIZED
+            }
+            AuthError::Forbidden(_) => axum::http::StatusCode::FORBIDDEN,
+            AuthError::Unavailable(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
 
 /// A connection id that is unique within this process and hard to guess.
 pub(crate) fn new_conn_id(prefix: &str) -> String {
@@ -27,13 +51,16 @@ pub(crate) fn new_conn_id(prefix: &str) -> String {
     format!("{prefix}-{n:x}{nanos:08x}")
 }
 
-/// Who is connecting, from the request.
+/// Who is connecting, from the request and its identity.
 pub(crate) fn conn_meta(
     headers: &HeaderMap,
     remote: Option<SocketAddr>,
     workspaces: Vec<String>,
+    identity: &Identity,
 ) -> ConnMeta {
     ConnMeta {
+        user: identity.user_name().map(str::to_string),
+        token_id: identity.token_id().map(str::to_string),
         user_agent: headers
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())

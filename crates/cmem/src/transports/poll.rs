@@ -13,18 +13,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{conn_meta, parse_cursor, parse_workspaces, query_params};
+use super::{conn_meta, parse_cursor, query_params, workspaces_for};
 use crate::api::{ApiError, now_rfc3339};
 use crate::hub::Hub;
 use crate::hub::envelope::Event;
 use crate::hub::registry::{Conn, Transport};
 use crate::journal::ReadQuery;
+use crate::teams::auth::Identity;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -65,6 +67,7 @@ fn parse_number<T: std::str::FromStr>(
 pub async fn poll(
     State(hub): State<Arc<Hub>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -98,11 +101,19 @@ pub async fn poll(
             "limit must be from 1 to {MAX_LIMIT}"
         )));
     }
-    let workspaces =
-        parse_workspaces(q.get("workspaces").map(String::as_str)).map_err(ApiError::bad_request)?;
+    let workspaces = workspaces_for(&identity, q.get("workspaces").map(String::as_str))?;
 
     // Find or create this client's registry entry.
     let (conn, is_new) = match hub.registry.get(client_id) {
+        // a client id belongs to the user who first used it: nobody else may read its cursor
+        Some(c)
+            if c.transport() == Transport::Poll && c.user.as_deref() != identity.user_name() =>
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("client_id `{client_id}` belongs to another user; pick another"),
+            ));
+        }
         Some(c) if c.transport() == Transport::Poll => (c, false),
         Some(_) => {
             return Err(ApiError::new(
@@ -111,7 +122,7 @@ pub async fn poll(
             ));
         }
         None => {
-            let meta = conn_meta(&headers, Some(remote), workspaces);
+            let meta = conn_meta(&headers, Some(remote), workspaces, &identity);
             match hub
                 .registry
                 .register(client_id.clone(), Transport::Poll, meta)

@@ -34,6 +34,7 @@ use crate::hub::envelope::Cursor;
 use crate::hub::registry::{Conn, Transport};
 use crate::hub::{Hub, StreamEnd};
 use crate::net::StallFlag;
+use crate::teams::auth::{Identity, identify, token_from};
 
 /// The Socket.IO service, ready to be put in front of the router.
 pub struct Layer {
@@ -73,12 +74,17 @@ async fn origin_check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> 
     next.run(req).await
 }
 
-/// What a client may put in `auth`. Unknown keys are ignored (later issues add `token`).
+/// What a client may put in `auth`. Unknown keys are ignored.
 #[derive(Debug, Clone, Default)]
 struct Handshake {
     cursor: Option<Cursor>,
     workspaces: Vec<String>,
+    token: Option<String>,
 }
+
+/// Who the socket is, decided at the handshake.
+#[derive(Debug, Clone)]
+struct Who(Identity);
 
 #[derive(Debug, Deserialize)]
 struct AuthIn {
@@ -88,6 +94,8 @@ struct AuthIn {
     epoch: Option<String>,
     #[serde(default)]
     workspaces: Option<Value>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 #[derive(Debug)]
@@ -149,17 +157,34 @@ fn parse_auth(auth: Option<Value>) -> Result<Handshake, HandshakeError> {
             ));
         }
     };
-    Ok(Handshake { cursor, workspaces })
+    Ok(Handshake {
+        cursor,
+        workspaces,
+        token: a.token,
+    })
 }
 
-/// Connect middleware: a bad `auth` is refused with `connect_error` saying why.
+/// Connect middleware: a bad `auth`, a missing or refused token, or a workspace the user is
+/// not a member of is refused with `connect_error` saying why.
 async fn check_handshake(
     s: SocketRef,
     TryData(auth): TryData<Value>,
+    IoState(hub): IoState<Arc<Hub>>,
 ) -> Result<(), HandshakeError> {
     let auth = auth.map_err(|e| HandshakeError(format!("auth is not valid JSON: {e}")))?;
-    let hs = parse_auth(Some(auth))?;
+    let mut hs = parse_auth(Some(auth))?;
+    // `auth.token` first; Node clients may also send the header or `?token=` on the URL
+    let token = hs.token.take().or_else(|| {
+        let parts = s.req_parts();
+        token_from(&parts.headers, parts.uri.query())
+    });
+    let identity =
+        identify(&hub.teams, token.as_deref()).map_err(|e| HandshakeError(e.to_string()))?;
+    hs.workspaces = identity
+        .workspaces_for(std::mem::take(&mut hs.workspaces))
+        .map_err(|e| HandshakeError(e.to_string()))?;
     s.extensions.insert(hs);
+    s.extensions.insert(Who(identity));
     Ok(())
 }
 
@@ -185,12 +210,16 @@ fn disconnect_reason(r: DisconnectReason) -> &'static str {
 
 async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
     let hs = s.extensions.get::<Handshake>().unwrap_or_default();
+    let Some(Who(identity)) = s.extensions.get::<Who>() else {
+        let _ = s.disconnect(); // the handshake middleware always sets it
+        return;
+    };
     let parts = s.req_parts();
     let remote = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let meta = conn_meta(&parts.headers, remote, hs.workspaces.clone());
+    let meta = conn_meta(&parts.headers, remote, hs.workspaces.clone(), &identity);
     let Some(conn) =
         hub.registry
             .register(s.id.to_string(), transport_of(s.transport_type()), meta)

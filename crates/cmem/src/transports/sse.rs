@@ -23,11 +23,12 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde_json::json;
 
-use super::{conn_meta, new_conn_id, parse_cursor, parse_workspaces, query_params};
+use super::{conn_meta, new_conn_id, parse_cursor, query_params, workspaces_for};
 use crate::api::ApiError;
 use crate::hub::registry::{Conn, Transport};
 use crate::hub::{Hub, StreamEnd, Subscription};
 use crate::net::StallFlag;
+use crate::teams::auth::Identity;
 
 /// Removes the connection from the registry when the stream is dropped (client gone or
 /// stream ended), counting why.
@@ -110,6 +111,7 @@ pub async fn stream(
     State(hub): State<Arc<Hub>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     stalled: Option<Extension<StallFlag>>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -127,8 +129,7 @@ pub async fn stream(
         None => ("last_event_id", q.get("last_event_id").map(String::as_str)),
     };
     let cursor = parse_cursor(name, raw, q.get("epoch").map(String::as_str))?;
-    let workspaces =
-        parse_workspaces(q.get("workspaces").map(String::as_str)).map_err(ApiError::bad_request)?;
+    let workspaces = workspaces_for(&identity, q.get("workspaces").map(String::as_str))?;
 
     let id = new_conn_id("sse");
     let conn = hub
@@ -136,7 +137,7 @@ pub async fn stream(
         .register(
             id,
             Transport::Sse,
-            conn_meta(&headers, Some(remote), workspaces),
+            conn_meta(&headers, Some(remote), workspaces, &identity),
         )
         .ok_or_else(|| ApiError::bad_request("connection id collision; retry"))?;
     let registration = Registration {

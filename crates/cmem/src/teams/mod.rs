@@ -1,0 +1,511 @@
+//! Teams: users, their bearer tokens, workspaces and who belongs to which — the access control
+//! every transport and the HTTP API consult before a client sees or sends anything.
+//!
+//! Kept in `<data>/.collective-memory/teams.sqlite3` so the `cmem user|token|workspace`
+//! commands and a running server share it (SQLite WAL lets both open it at once; the server
+//! reads it on every check, so a token revoked from the command line stops working at the
+//! next connection or request).
+//!
+//! Tokens are 32 random bytes shown once (`cm_<id>_<secret>`); only their SHA-256 is stored.
+//! A token is random, not a password, so a fast hash is the right one: there is nothing to
+//! guess that a slow hash would protect.
+
+pub mod auth;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Why a teams operation failed. The messages are shown to people as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum TeamsError {
+    #[error("teams database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("no random numbers from the operating system: {0}")]
+    Random(String),
+}
+
+/// A user as listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct User {
+    pub name: String,
+    pub admin: bool,
+    pub created_at: String,
+    pub workspaces: Vec<String>,
+}
+
+/// A token as listed (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user: String,
+    pub label: Option<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+/// A newly created token: the only time its secret exists outside the holder's hands.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewToken {
+    pub id: String,
+    pub user: String,
+    pub token: String,
+}
+
+/// A workspace as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workspace {
+    pub name: String,
+    pub created_at: String,
+    pub members: Vec<String>,
+}
+
+/// The teams database.
+pub struct Teams {
+    conn: Mutex<Connection>,
+    /// Cached answer to "are there users?" (1 yes, 0 no, -1 unknown) with its time, so the
+    /// open/secured decision does not cost a query on every request.
+    users_exist: AtomicI64,
+    checked_at_ms: AtomicI64,
+}
+
+/// How long the "are there users?" answer is trusted before asking the database again.
+const USERS_EXIST_TTL_MS: i64 = 1000;
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_hex(n: usize) -> Result<String, TeamsError> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).map_err(|e| TeamsError::Random(e.to_string()))?;
+    Ok(hex(&buf))
+}
+
+/// The stored form of a token.
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Checks a user or workspace name: 1–64 of letters, digits, `-`, `_`, `.`, starting with a
+/// letter or digit (workspace names also appear in scopes `workspace:<name>`).
+pub fn check_name(kind: &str, name: &str) -> Result<(), TeamsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(TeamsError::Invalid(format!(
+            "{kind} name `{name}` is not valid: use 1 to 64 letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+        )))
+    }
+}
+
+impl Teams {
+    /// Opens (or creates) `teams.sqlite3` in the state folder.
+    pub fn open(state_dir: &Path) -> Result<Teams, TeamsError> {
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            TeamsError::Invalid(format!("cannot create {}: {e}", state_dir.display()))
+        })?;
+        let conn = Connection::open(state_dir.join("teams.sqlite3"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS users (
+                 name TEXT PRIMARY KEY,
+                 admin INTEGER NOT NULL DEFAULT 0,
+                 created_at TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS tokens (
+                 id TEXT PRIMARY KEY,
+                 user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+                 hash BLOB NOT NULL UNIQUE,
+                 label TEXT,
+                 created_at TEXT NOT NULL,
+                 revoked_at TEXT,
+                 last_used_at TEXT
+             );
+             CREATE TABLE IF NOT EXISTS workspaces (
+                 name TEXT PRIMARY KEY,
+                 created_at TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS members (
+                 workspace TEXT NOT NULL REFERENCES workspaces(name) ON DELETE CASCADE,
+                 user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+                 added_at TEXT NOT NULL,
+                 PRIMARY KEY (workspace, user)
+             );",
+        )?;
+        Ok(Teams {
+            conn: Mutex::new(conn),
+            users_exist: AtomicI64::new(-1),
+            checked_at_ms: AtomicI64::new(0),
+        })
+    }
+
+    fn db(&self) -> Result<std::sync::MutexGuard<'_, Connection>, TeamsError> {
+        self.conn
+            .lock()
+            .map_err(|_| TeamsError::Invalid("teams database lock poisoned".into()))
+    }
+
+    /// Whether any user exists (then every client must present a token). Cached for a second.
+    pub fn users_exist(&self) -> bool {
+        let cached = self.users_exist.load(Ordering::Relaxed);
+        if cached >= 0 && now_ms() - self.checked_at_ms.load(Ordering::Relaxed) < USERS_EXIST_TTL_MS
+        {
+            return cached == 1;
+        }
+        let exists = self
+            .db()
+            .and_then(|c| {
+                c.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| {
+                    r.get::<_, bool>(0)
+                })
+                .map_err(TeamsError::from)
+            })
+            // if the database cannot answer, fail closed
+            .unwrap_or(true);
+        self.users_exist.store(i64::from(exists), Ordering::Relaxed);
+        self.checked_at_ms.store(now_ms(), Ordering::Relaxed);
+        exists
+    }
+
+    fn forget_users_exist(&self) {
+        self.users_exist.store(-1, Ordering::Relaxed);
+    }
+
+    pub fn add_user(&self, name: &str, admin: bool) -> Result<User, TeamsError> {
+        check_name("user", name)?;
+        let created_at = now();
+        let n = self.db()?.execute(
+            "INSERT OR IGNORE INTO users (name, admin, created_at) VALUES (?1, ?2, ?3)",
+            params![name, admin, created_at],
+        )?;
+        if n == 0 {
+            return Err(TeamsError::Exists(format!("user `{name}` already exists")));
+        }
+        self.forget_users_exist();
+        Ok(User {
+            name: name.into(),
+            admin,
+            created_at,
+            workspaces: Vec::new(),
+        })
+    }
+
+    pub fn remove_user(&self, name: &str) -> Result<(), TeamsError> {
+        let n = self
+            .db()?
+            .execute("DELETE FROM users WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(TeamsError::NotFound(format!("no user `{name}`")));
+        }
+        self.forget_users_exist();
+        Ok(())
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<User>, TeamsError> {
+        let db = self.db()?;
+        let row: Option<(bool, String)> = db
+            .query_row(
+                "SELECT admin, created_at FROM users WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((admin, created_at)) = row else {
+            return Ok(None);
+        };
+        let workspaces = memberships(&db, name)?;
+        Ok(Some(User {
+            name: name.into(),
+            admin,
+            created_at,
+            workspaces,
+        }))
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, TeamsError> {
+        let db = self.db()?;
+        let mut stmt = db.prepare("SELECT name, admin, created_at FROM users ORDER BY name")?;
+        let rows: Vec<(String, bool, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(name, admin, created_at)| {
+                let workspaces = memberships(&db, &name)?;
+                Ok(User {
+                    name,
+                    admin,
+                    created_at,
+                    workspaces,
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a token for `user`; the returned secret is not stored anywhere.
+    pub fn create_token(&self, user: &str, label: Option<&str>) -> Result<NewToken, TeamsError> {
+        if self.user(user)?.is_none() {
+            return Err(TeamsError::NotFound(format!(
+                "no user `{user}`; create it first with `cmem user add {user}`"
+            )));
+        }
+        let id = random_hex(4)?;
+        let token = format!("cm_{id}_{}", random_hex(32)?);
+        self.db()?.execute(
+            "INSERT INTO tokens (id, user, hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, user, token_hash(&token), label, now()],
+        )?;
+        Ok(NewToken {
+            id,
+            user: user.into(),
+            token,
+        })
+    }
+
+    /// Revokes a token by its id (the part after `cm_`, also shown by `tokens`).
+    pub fn revoke_token(&self, id: &str) -> Result<(), TeamsError> {
+        let n = self.db()?.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now()],
+        )?;
+        if n == 0 {
+            return Err(TeamsError::NotFound(format!(
+                "no active token with id `{id}`"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, TeamsError> {
+        let db = self.db()?;
+        let mut stmt = db.prepare(
+            "SELECT id, user, label, created_at, revoked_at, last_used_at FROM tokens
+             WHERE ?1 IS NULL OR user = ?1 ORDER BY created_at",
+        )?;
+        let rows = stmt
+            .query_map([user], |r| {
+                Ok(TokenInfo {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    label: r.get(2)?,
+                    created_at: r.get(3)?,
+                    revoked_at: r.get(4)?,
+                    last_used_at: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Who holds `token` (and the token's id), or why nobody does.
+    pub fn authenticate(&self, token: &str) -> Result<(User, String), auth::AuthError> {
+        let internal = |e: TeamsError| auth::AuthError::Unavailable(e.to_string());
+        let db = self.db().map_err(internal)?;
+        let row: Option<(String, String, Option<String>)> = db
+            .query_row(
+                "SELECT id, user, revoked_at FROM tokens WHERE hash = ?1",
+                [token_hash(token)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| internal(e.into()))?;
+        let Some((id, user, revoked)) = row else {
+            return Err(auth::AuthError::Unknown);
+        };
+        if revoked.is_some() {
+            return Err(auth::AuthError::Revoked(id));
+        }
+        // best effort: a failed bookkeeping write must not refuse a valid token
+        let _ = db.execute(
+            "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+            params![id, now()],
+        );
+        drop(db);
+        let user = self
+            .user(&user)
+            .map_err(internal)?
+            .ok_or(auth::AuthError::Unknown)?;
+        Ok((user, id))
+    }
+
+    pub fn create_workspace(&self, name: &str) -> Result<Workspace, TeamsError> {
+        check_name("workspace", name)?;
+        let created_at = now();
+        let n = self.db()?.execute(
+            "INSERT OR IGNORE INTO workspaces (name, created_at) VALUES (?1, ?2)",
+            params![name, created_at],
+        )?;
+        if n == 0 {
+            return Err(TeamsError::Exists(format!(
+                "workspace `{name}` already exists"
+            )));
+        }
+        Ok(Workspace {
+            name: name.into(),
+            created_at,
+            members: Vec::new(),
+        })
+    }
+
+    pub fn workspace(&self, name: &str) -> Result<Option<Workspace>, TeamsError> {
+        let db = self.db()?;
+        let created_at: Option<String> = db
+            .query_row(
+                "SELECT created_at FROM workspaces WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(created_at) = created_at else {
+            return Ok(None);
+        };
+        let mut stmt = db.prepare("SELECT user FROM members WHERE workspace = ?1 ORDER BY user")?;
+        let members = stmt
+            .query_map([name], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Workspace {
+            name: name.into(),
+            created_at,
+            members,
+        }))
+    }
+
+    pub fn workspaces(&self) -> Result<Vec<Workspace>, TeamsError> {
+        let names: Vec<String> = {
+            let db = self.db()?;
+            let mut stmt = db.prepare("SELECT name FROM workspaces ORDER BY name")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        Ok(names
+            .iter()
+            .filter_map(|n| self.workspace(n).ok().flatten())
+            .collect())
+    }
+
+    pub fn add_member(&self, workspace: &str, user: &str) -> Result<(), TeamsError> {
+        if self.workspace(workspace)?.is_none() {
+            return Err(TeamsError::NotFound(format!(
+                "no workspace `{workspace}`; create it first with `cmem workspace create {workspace}`"
+            )));
+        }
+        if self.user(user)?.is_none() {
+            return Err(TeamsError::NotFound(format!("no user `{user}`")));
+        }
+        let n = self.db()?.execute(
+            "INSERT OR IGNORE INTO members (workspace, user, added_at) VALUES (?1, ?2, ?3)",
+            params![workspace, user, now()],
+        )?;
+        if n == 0 {
+            return Err(TeamsError::Exists(format!(
+                "`{user}` is already a member of `{workspace}`"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn remove_member(&self, workspace: &str, user: &str) -> Result<(), TeamsError> {
+        let n = self.db()?.execute(
+            "DELETE FROM members WHERE workspace = ?1 AND user = ?2",
+            params![workspace, user],
+        )?;
+        if n == 0 {
+            return Err(TeamsError::NotFound(format!(
+                "`{user}` is not a member of `{workspace}`"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn is_member(&self, workspace: &str, user: &str) -> Result<bool, TeamsError> {
+        Ok(self.db()?.query_row(
+            "SELECT EXISTS (SELECT 1 FROM members WHERE workspace = ?1 AND user = ?2)",
+            params![workspace, user],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+fn memberships(db: &Connection, user: &str) -> Result<Vec<String>, TeamsError> {
+    let mut stmt =
+        db.prepare("SELECT workspace FROM members WHERE user = ?1 ORDER BY workspace")?;
+    let rows = stmt
+        .query_map([user], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_tokens_and_workspaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Teams::open(dir.path()).unwrap();
+        assert!(!t.users_exist());
+        t.add_user("alice", true).unwrap();
+        assert!(t.users_exist(), "adding a user forgets the cached answer");
+        assert!(matches!(
+            t.add_user("alice", false),
+            Err(TeamsError::Exists(_))
+        ));
+        assert!(matches!(
+            t.add_user("../x", false),
+            Err(TeamsError::Invalid(_))
+        ));
+        let tok = t.create_token("alice", Some("laptop")).unwrap();
+        assert!(tok.token.starts_with(&format!("cm_{}_", tok.id)));
+        assert_eq!(t.authenticate(&tok.token).unwrap().0.name, "alice");
+        assert!(matches!(
+            t.authenticate("cm_nope_nope"),
+            Err(auth::AuthError::Unknown)
+        ));
+        t.create_workspace("eng").unwrap();
+        t.add_member("eng", "alice").unwrap();
+        assert_eq!(t.user("alice").unwrap().unwrap().workspaces, vec!["eng"]);
+        assert!(t.is_member("eng", "alice").unwrap());
+        t.revoke_token(&tok.id).unwrap();
+        assert!(matches!(
+            t.authenticate(&tok.token),
+            Err(auth::AuthError::Revoked(_))
+        ));
+        assert!(t.tokens(Some("alice")).unwrap()[0].revoked_at.is_some());
+        // the secret is not in the database
+        let raw = std::fs::read(dir.path().join("teams.sqlite3")).unwrap();
+        let secret = tok.token.split('_').nth(2).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains(secret));
+        t.remove_user("alice").unwrap();
+        assert!(t.workspace("eng").unwrap().unwrap().members.is_empty());
+    }
+}
