@@ -62,11 +62,13 @@ export async function startServer({ data = tempDir(), port = 0, args = [], env =
   };
 }
 
-export async function publish(url, events) {
+export async function publish(url, events, token = null) {
   const body = Array.isArray(events) ? { events } : events;
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
   const res = await fetch(`${url}/api/events`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers,
     body: JSON.stringify(body),
   });
   const json = await res.json();

@@ -9,6 +9,7 @@ use cmem::config::{self, Overrides};
 use cmem::memory::search::{Filters, snippet_text};
 use cmem::memory::{Memory, OpenOptions, indexer};
 use cmem::server::{Server, ServerError, shutdown_signal};
+use cmem::teams::{Teams, TeamsError};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,104 @@ enum Command {
     Index(IndexArgs),
     /// Search a folder's index from the command line.
     Search(SearchArgs),
+    /// Manage users (once one exists, every client needs a token).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage bearer tokens (shown once at creation, stored hashed).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Manage workspaces and their members.
+    #[command(subcommand)]
+    Workspace(WorkspaceCmd),
+}
+
+/// Where the teams database is: the data folder (default: CM_DATA_DIR, else ".").
+#[derive(Args, Clone)]
+struct DataArg {
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user.
+    Add {
+        name: String,
+        /// May manage users, tokens and workspaces, and publish anywhere.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List users with their workspaces.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Remove a user, their tokens and memberships.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token for a user and print it (the only time it is shown).
+    Create {
+        user: String,
+        /// A note to recognise the token by (e.g. "laptop").
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List tokens (ids, not secrets).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Revoke a token by id; a running server refuses it from its next check.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCmd {
+    /// Create a workspace.
+    Create {
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List workspaces with their members.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Make a user a member of a workspace.
+    AddMember {
+        workspace: String,
+        user: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Remove a user from a workspace.
+    RemoveMember {
+        workspace: String,
+        user: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Args)]
@@ -140,6 +239,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Index(args) => index(args),
         Command::Search(args) => search(args),
+        Command::User(c) => teams_cmd(TeamsCmd::User(c)),
+        Command::Token(c) => teams_cmd(TeamsCmd::Token(c)),
+        Command::Workspace(c) => teams_cmd(TeamsCmd::Workspace(c)),
         Command::Config(flags) => match config::load(&flags.overrides()) {
             Ok(loaded) => {
                 print!("{}", loaded.render());
@@ -332,6 +434,181 @@ fn search(args: SearchArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+enum TeamsCmd {
+    User(UserCmd),
+    Token(TokenCmd),
+    Workspace(WorkspaceCmd),
+}
+
+/// Opens the teams database of a data folder.
+fn open_teams(data: &DataArg) -> Result<Teams, ExitCode> {
+    let dir = match &data.data {
+        Some(d) => d.clone(),
+        None => match config::load(&Overrides::default()) {
+            Ok(l) => l.config.data_dir,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
+        },
+    };
+    if !dir.is_dir() {
+        eprintln!("error: {} is not a folder", dir.display());
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Teams::open(&dir.join(".collective-memory")).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_RUNTIME)
+    })
+}
+
+/// Prints a result as JSON or as text; a refusal (bad name, unknown user…) exits 2.
+fn report<T: serde::Serialize>(
+    json: bool,
+    r: Result<T, TeamsError>,
+    text: impl Fn(&T) -> String,
+) -> ExitCode {
+    match r {
+        Ok(v) => {
+            if json {
+                println!("{}", serde_json::to_string(&v).unwrap_or_default());
+            } else {
+                println!("{}", text(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                TeamsError::Db(_) | TeamsError::Random(_) => ExitCode::from(EXIT_RUNTIME),
+                _ => ExitCode::from(EXIT_CONFIG),
+            }
+        }
+    }
+}
+
+fn teams_cmd(cmd: TeamsCmd) -> ExitCode {
+    let data = match &cmd {
+        TeamsCmd::User(
+            UserCmd::Add { data, .. } | UserCmd::List { data } | UserCmd::Remove { data, .. },
+        )
+        | TeamsCmd::Token(
+            TokenCmd::Create { data, .. }
+            | TokenCmd::List { data, .. }
+            | TokenCmd::Revoke { data, .. },
+        )
+        | TeamsCmd::Workspace(
+            WorkspaceCmd::Create { data, .. }
+            | WorkspaceCmd::List { data }
+            | WorkspaceCmd::AddMember { data, .. }
+            | WorkspaceCmd::RemoveMember { data, .. },
+        ) => data.clone(),
+    };
+    let t = match open_teams(&data) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let json = data.json;
+    match cmd {
+        TeamsCmd::User(UserCmd::Add { name, admin, .. }) => {
+            report(json, t.add_user(&name, admin), |u| {
+                format!(
+                    "user `{}` added{}; create a token with `cmem token create {}`",
+                    u.name,
+                    if u.admin { " (admin)" } else { "" },
+                    u.name
+                )
+            })
+        }
+        TeamsCmd::User(UserCmd::List { .. }) => report(json, t.users(), |users| {
+            users
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{}{}  workspaces: {}",
+                        u.name,
+                        if u.admin { " (admin)" } else { "" },
+                        if u.workspaces.is_empty() {
+                            "-".into()
+                        } else {
+                            u.workspaces.join(", ")
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+        TeamsCmd::User(UserCmd::Remove { name, .. }) => report(json, t.remove_user(&name), |_| {
+            format!("user `{name}` removed")
+        }),
+        TeamsCmd::Token(TokenCmd::Create { user, label, .. }) => {
+            report(json, t.create_token(&user, label.as_deref()), |k| {
+                format!(
+                    "{}\n(token id {} for `{}`; it is shown only now, keep it somewhere safe)",
+                    k.token, k.id, k.user
+                )
+            })
+        }
+        TeamsCmd::Token(TokenCmd::List { user, .. }) => {
+            report(json, t.tokens(user.as_deref()), |list| {
+                list.iter()
+                    .map(|k| {
+                        format!(
+                            "{}  {}  {}  created {}{}",
+                            k.id,
+                            k.user,
+                            k.label.as_deref().unwrap_or("-"),
+                            k.created_at,
+                            k.revoked_at
+                                .as_ref()
+                                .map(|r| format!("  REVOKED {r}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        TeamsCmd::Token(TokenCmd::Revoke { id, .. }) => {
+            report(json, t.revoke_token(&id), |_| format!("token {id} revoked"))
+        }
+        TeamsCmd::Workspace(WorkspaceCmd::Create { name, .. }) => {
+            report(json, t.create_workspace(&name), |w| {
+                format!(
+                    "workspace `{}` created; add members with `cmem workspace add-member {} <user>`",
+                    w.name, w.name
+                )
+            })
+        }
+        TeamsCmd::Workspace(WorkspaceCmd::List { .. }) => report(json, t.workspaces(), |list| {
+            list.iter()
+                .map(|w| {
+                    format!(
+                        "{}  members: {}",
+                        w.name,
+                        if w.members.is_empty() {
+                            "-".into()
+                        } else {
+                            w.members.join(", ")
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+        TeamsCmd::Workspace(WorkspaceCmd::AddMember {
+            workspace, user, ..
+        }) => report(json, t.add_member(&workspace, &user), |_| {
+            format!("`{user}` is now a member of `{workspace}`")
+        }),
+        TeamsCmd::Workspace(WorkspaceCmd::RemoveMember {
+            workspace, user, ..
+        }) => report(json, t.remove_member(&workspace, &user), |_| {
+            format!("`{user}` removed from `{workspace}`")
+        }),
+    }
 }
 
 async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {

@@ -14,9 +14,17 @@ use crate::hub::Hub;
 pub async fn status(State(hub): State<Arc<Hub>>) -> Response {
     let j = hub.journal.info();
     let c = &hub.config;
+    let tokens = hub.teams.users_exist();
+    let exposed = !c.bind.ip().is_loopback();
     ok(json!({
         "config": &**c,
         "platform": std::env::consts::OS,
+        "auth": {
+            "mode": if tokens { "tokens" } else { "open" },
+            "warning": (exposed && !tokens).then_some(
+                "--insecure: no users exist and the server listens beyond loopback; anyone who can reach it can read and publish"
+            ),
+        },
         "connections": {
             "total": hub.registry.len(),
             "by_transport": hub.registry.by_transport(),

@@ -4,6 +4,7 @@
 //! Handlers here are producers (they call [`Hub::publish`](crate::hub::Hub::publish)) or
 //! read-only views; none of them writes to a client socket.
 
+pub mod admin;
 pub mod diagnostics;
 pub mod events;
 pub mod search;
@@ -15,7 +16,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
@@ -230,6 +231,7 @@ fn cors(hub: &Arc<Hub>) -> CorsLayer {
             axum::http::Method::GET,
             axum::http::Method::POST,
             axum::http::Method::PUT,
+            axum::http::Method::DELETE,
             axum::http::Method::OPTIONS,
         ])
         .allow_headers([
@@ -263,6 +265,23 @@ pub fn router(
         .route("/system/stats", get(system::status))
         .route("/system/cache/clear", post(system::clear_cache))
         .route("/metrics", get(system::metrics))
+        .route("/api/admin/users", get(admin::users).post(admin::add_user))
+        .route("/api/admin/users/{name}", delete(admin::remove_user))
+        .route("/api/admin/users/{name}/tokens", post(admin::create_token))
+        .route("/api/admin/tokens", get(admin::tokens))
+        .route("/api/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route(
+            "/api/admin/workspaces",
+            get(admin::workspaces).post(admin::create_workspace),
+        )
+        .route(
+            "/api/admin/workspaces/{ws}/members",
+            post(admin::add_member),
+        )
+        .route(
+            "/api/admin/workspaces/{ws}/members/{user}",
+            delete(admin::remove_member),
+        )
         .route("/health", get(health))
         .route("/api/events", post(events::publish))
         .route("/api/websocket/status", get(diagnostics::status))

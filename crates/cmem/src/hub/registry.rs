@@ -318,9 +318,18 @@ impl Registry {
             .filter(|c| c.token_id.as_deref() == Some(token_id))
             .collect();
         for c in &hit {
-            c.close(reason);
+            self.close(c, reason);
         }
         hit.len()
+    }
+
+    /// Closes a connection for the server's reasons. Streams end when their transport sees
+    /// the closer; a poll client has no stream, so its entry goes now.
+    pub fn close(&self, c: &Conn, reason: &str) {
+        c.close(reason);
+        if c.transport() == Transport::Poll {
+            self.remove(&c.id, reason);
+        }
     }
 
     /// Every connection of one user.

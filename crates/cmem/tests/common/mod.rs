@@ -26,6 +26,16 @@ impl TestServer {
 
     /// Starts a server on `data` with extra flags and environment.
     pub fn start_in(data: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        Self::start_authed(data, args, env, None)
+    }
+
+    /// Starts a server whose folder has users; `token` is used to watch the start-up indexing.
+    pub fn start_authed(
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cmem"));
         cmd.arg("serve")
             .arg("--data")
@@ -55,7 +65,7 @@ impl TestServer {
         };
         // keep draining stdout so the child never blocks on a full pipe
         std::thread::spawn(move || for _ in lines {});
-        wait_for_initial_indexing(&addr);
+        wait_for_initial_indexing(&addr, token);
         TestServer {
             child,
             url: format!("http://{addr}"),
@@ -127,13 +137,16 @@ impl TestServer {
 
 /// The server indexes its folder at start and publishes that; tests that count events start
 /// once that run is over, so the journal is quiet.
-fn wait_for_initial_indexing(addr: &str) {
+fn wait_for_initial_indexing(addr: &str, token: Option<&str>) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(mut s) = std::net::TcpStream::connect(addr) {
             let req = format!(
-                "GET /system/indexing HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+                "GET /system/indexing HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
             );
             let mut out = String::new();
             if s.write_all(req.as_bytes()).is_ok()

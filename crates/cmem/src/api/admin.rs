@@ -1,0 +1,185 @@
+//! `/api/admin/*`: users, tokens, workspaces and members over HTTP, the same operations as the
+//! `cmem user|token|workspace` commands. Only admins get here (the authentication layer
+//! checks the path); on an open server that is the local user, who may create the first admin
+//! and its token in one request.
+//!
+//! Changes take effect on live connections at once: a revoked token or a removed user closes
+//! their connections, and a removed member stops receiving that workspace's events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, ApiJson, ok};
+use crate::hub::Hub;
+use crate::teams::TeamsError;
+
+impl From<TeamsError> for ApiError {
+    fn from(e: TeamsError) -> Self {
+        let status = match &e {
+            TeamsError::Invalid(_) => StatusCode::BAD_REQUEST,
+            TeamsError::NotFound(_) => StatusCode::NOT_FOUND,
+            TeamsError::Exists(_) => StatusCode::CONFLICT,
+            TeamsError::Db(_) | TeamsError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+fn created(data: serde_json::Value) -> Response {
+    let mut r = ok(data);
+    *r.status_mut() = StatusCode::CREATED;
+    r
+}
+
+/// `GET /api/admin/users`
+pub async fn users(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
+    Ok(ok(hub.teams.users()?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    name: String,
+    #[serde(default)]
+    admin: bool,
+    /// Also create a token and return it (how the first admin gets one over HTTP).
+    #[serde(default)]
+    create_token: bool,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// `POST /api/admin/users {name, admin?, create_token?, label?}`
+pub async fn add_user(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(b): ApiJson<NewUser>,
+) -> Result<Response, ApiError> {
+    let user = hub.teams.add_user(&b.name, b.admin)?;
+    let token = if b.create_token {
+        Some(hub.teams.create_token(&user.name, b.label.as_deref())?)
+    } else {
+        None
+    };
+    Ok(created(json!({"user": user, "token": token})))
+}
+
+/// `DELETE /api/admin/users/{name}`: also closes the user's connections.
+pub async fn remove_user(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    hub.teams.remove_user(&name)?;
+    let conns = hub.registry.of_user(&name);
+    for c in &conns {
+        hub.registry.close(c, "user_removed");
+    }
+    Ok(ok(
+        json!({"removed": name, "connections_closed": conns.len()}),
+    ))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// `POST /api/admin/users/{name}/tokens {label?}`: the secret is in this answer only.
+pub async fn create_token(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: NewToken = if raw.iter().all(u8::is_ascii_whitespace) {
+        NewToken::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body: {e}")))?
+    };
+    let label = body.label;
+    Ok(created(json!(
+        hub.teams.create_token(&name, label.as_deref())?
+    )))
+}
+
+/// `GET /api/admin/tokens?user=`
+pub async fn tokens(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(k) = q.keys().find(|k| *k != "user") {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter `{k}`; allowed: user"
+        )));
+    }
+    Ok(ok(hub.teams.tokens(q.get("user").map(String::as_str))?))
+}
+
+/// `POST /api/admin/tokens/{id}/revoke`: also closes the connections opened with it.
+pub async fn revoke_token(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    hub.teams.revoke_token(&id)?;
+    let closed = hub.registry.close_token(&id, "token_revoked");
+    Ok(ok(json!({"revoked": id, "connections_closed": closed})))
+}
+
+/// `GET /api/admin/workspaces`
+pub async fn workspaces(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
+    Ok(ok(hub.teams.workspaces()?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWorkspace {
+    name: String,
+}
+
+/// `POST /api/admin/workspaces {name}`
+pub async fn create_workspace(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(b): ApiJson<NewWorkspace>,
+) -> Result<Response, ApiError> {
+    Ok(created(json!(hub.teams.create_workspace(&b.name)?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    user: String,
+}
+
+/// `POST /api/admin/workspaces/{ws}/members {user}`
+pub async fn add_member(
+    State(hub): State<Arc<Hub>>,
+    Path(ws): Path<String>,
+    ApiJson(b): ApiJson<NewMember>,
+) -> Result<Response, ApiError> {
+    hub.teams.add_member(&ws, &b.user)?;
+    Ok(created(json!({"workspace": ws, "user": b.user})))
+}
+
+/// `DELETE /api/admin/workspaces/{ws}/members/{user}`: the user's live connections stop
+/// receiving the workspace at once.
+pub async fn remove_member(
+    State(hub): State<Arc<Hub>>,
+    Path((ws, user)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    hub.teams.remove_member(&ws, &user)?;
+    let left = hub
+        .registry
+        .of_user(&user)
+        .iter()
+        .filter(|c| c.leave(&ws))
+        .count();
+    Ok(ok(
+        json!({"workspace": ws, "user": user, "connections_left": left}),
+    ))
+}

@@ -1,0 +1,329 @@
+//! Access control against the real binary: users, tokens and workspaces made with the
+//! command line and the admin API; tokens required on HTTP, SSE and poll once users exist;
+//! workspace events only for members; revocation closing live streams; the refusal to listen
+//! beyond loopback without users. (Socket.IO is covered end to end in tests/e2e/teams.test.mjs.)
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{TestServer, until};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+fn cmem(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn token_for(data: &Path, user: &str) -> String {
+    let (code, out, err) = cmem(data, &["token", "create", user, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// alice (admin, in eng), bob (in ops), carol (in nothing).
+fn team(data: &Path) -> (String, String, String) {
+    for args in [
+        &["user", "add", "alice", "--admin"][..],
+        &["user", "add", "bob"],
+        &["user", "add", "carol"],
+        &["workspace", "create", "eng"],
+        &["workspace", "create", "ops"],
+        &["workspace", "add-member", "eng", "alice"],
+        &["workspace", "add-member", "ops", "bob"],
+    ] {
+        let (code, _, err) = cmem(data, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    (
+        token_for(data, "alice"),
+        token_for(data, "bob"),
+        token_for(data, "carol"),
+    )
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut r = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(url: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut r = reqwest::Client::new().post(url).json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+#[test]
+fn command_line_manages_the_team_and_says_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (code, out, _) = cmem(d, &["user", "add", "alice", "--admin"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("cmem token create alice"), "{out}");
+    let (code, _, err) = cmem(d, &["user", "add", "alice"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = cmem(d, &["user", "add", "bad name!"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not valid"), "{err}");
+    let (code, _, err) = cmem(d, &["token", "create", "nobody"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cmem user add nobody"), "{err}");
+    let (code, _, err) = cmem(d, &["workspace", "add-member", "nowhere", "alice"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cmem workspace create nowhere"), "{err}");
+    let (_, out, _) = cmem(d, &["token", "create", "alice", "--label", "laptop"]);
+    assert!(
+        out.starts_with("cm_") && out.contains("shown only now"),
+        "{out}"
+    );
+    let (_, out, _) = cmem(d, &["token", "list", "--json"]);
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(list[0]["label"], "laptop");
+    assert!(
+        !out.contains("hash"),
+        "secrets and hashes are never listed: {out}"
+    );
+}
+
+#[test]
+fn a_reachable_bind_without_users_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    // refused before the port is bound, so nothing listens beyond loopback
+    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(["serve", "--bind", "0.0.0.0:0", "--data"])
+        .arg(tmp.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no users exist")
+            && err.contains("cmem user add")
+            && err.contains("--insecure"),
+        "says how to fix it: {err}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, bob, _carol) = team(tmp.path());
+    let s = TestServer::start_authed(tmp.path(), &[], &[], Some(&alice));
+    let u = |p: &str| format!("{}{p}", s.url);
+
+    assert_eq!(get(&u("/health"), None).await.0, 200, "health stays open");
+    for path in [
+        "/api/search?q=x",
+        "/api/events/stream",
+        "/api/events/poll?client_id=x",
+        "/system/status",
+        "/metrics",
+    ] {
+        let (code, v) = get(&u(path), None).await;
+        assert_eq!(code, 401, "{path}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("authentication required"),
+            "{path}: {v}"
+        );
+        let (code, v) = get(&u(path), Some("cm_00000000_forged")).await;
+        assert_eq!(code, 401, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("not valid"), "{v}");
+    }
+    let (code, _) = post(&u("/api/events"), None, json!({"type": "x"})).await;
+    assert_eq!(code, 401);
+
+    // a valid token, as a header or in the query (which handlers never see as a parameter)
+    assert_eq!(get(&u("/api/search?q=x"), Some(&bob)).await.0, 200);
+    let (code, v) = get(&u(&format!("/api/search?q=x&token={bob}")), None).await;
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = get(
+        &u(&format!("/api/events/poll?client_id=b1&token={bob}")),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+
+    // admin-only paths
+    for (path, body) in [
+        ("/system/reindex", json!({})),
+        ("/system/cache/clear", json!({})),
+        ("/api/admin/workspaces", json!({"name": "x"})),
+    ] {
+        let (code, v) = post(&u(path), Some(&bob), body).await;
+        assert_eq!(code, 403, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("admin"), "{v}");
+    }
+    assert_eq!(get(&u("/api/admin/users"), Some(&alice)).await.0, 200);
+
+    // publishing: bob only into his workspace
+    let (code, v) = post(&u("/api/events"), Some(&bob), json!({"type": "note"})).await;
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("ops"),
+        "names what bob may do: {v}"
+    );
+    let (code, _) = post(
+        &u("/api/events"),
+        Some(&bob),
+        json!({"type": "note", "scope": "workspace:eng"}),
+    )
+    .await;
+    assert_eq!(code, 403);
+    let (code, _) = post(
+        &u("/api/events"),
+        Some(&bob),
+        json!({"type": "note", "scope": "workspace:ops"}),
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    // a poll client id belongs to its first user
+    let (code, v) = get(&u("/api/events/poll?client_id=b1"), Some(&alice)).await;
+    assert_eq!(code, 403, "{v}");
+}
+
+#[tokio::test]
+async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, bob, carol) = team(tmp.path());
+    let s = TestServer::start_authed(tmp.path(), &[], &[], Some(&alice));
+    let u = |p: &str| format!("{}{p}", s.url);
+    let head = {
+        let (_, v) = get(&u("/health"), None).await;
+        v["data"]["journal"]["head"].as_u64().unwrap()
+    };
+    // asking for a workspace one is not in is refused, on SSE and poll
+    let (code, v) = get(&u("/api/events/stream?workspaces=eng"), Some(&bob)).await;
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a member of workspace `eng`")
+    );
+    let (code, _) = get(
+        &u("/api/events/poll?client_id=c&workspaces=ops"),
+        Some(&carol),
+    )
+    .await;
+    assert_eq!(code, 403);
+
+    let (code, _) = post(
+        &u("/api/events"),
+        Some(&alice),
+        json!({"events": [
+            {"type": "memo", "scope": "workspace:eng", "data": {"n": 1}},
+            {"type": "memo", "scope": "workspace:ops", "data": {"n": 2}},
+            {"type": "memo", "data": {"n": 3}}
+        ]}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    // each user, polling from before the events with no workspace list, gets their memberships
+    let seen = |v: &Value| -> Vec<i64> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "memo")
+            .map(|e| e["data"]["n"].as_i64().unwrap())
+            .collect()
+    };
+    for (who, tok, want) in [
+        ("alice", &alice, vec![1, 3]),
+        ("bob", &bob, vec![2, 3]),
+        ("carol", &carol, vec![3]),
+    ] {
+        let (code, v) = get(
+            &u(&format!("/api/events/poll?client_id=p-{who}&after={head}")),
+            Some(tok),
+        )
+        .await;
+        assert_eq!(code, 200, "{who}: {v}");
+        assert_eq!(seen(&v), want, "{who}");
+    }
+
+    // bob's SSE stream is closed when his token is revoked, and the token stops working
+    let resp = reqwest::Client::new()
+        .get(u("/api/events/stream"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let (_, tokens) = get(&u("/api/admin/tokens?user=bob"), Some(&alice)).await;
+    let id = tokens["data"][0]["id"].as_str().unwrap().to_string();
+    let (code, v) = post(
+        &u(&format!("/api/admin/tokens/{id}/revoke")),
+        Some(&alice),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    // the SSE stream and the poll client `p-bob`
+    assert_eq!(v["data"]["connections_closed"], 2, "{v}");
+    let mut text = String::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: close") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(closed && text.contains("token_revoked"), "{text}");
+    let (code, v) = get(&u("/api/search?q=x"), Some(&bob)).await;
+    assert_eq!(code, 401);
+    assert!(v["error"].as_str().unwrap().contains("revoked"), "{v}");
+
+    // the first admin and its token can be made over HTTP on an open server
+    let open = tempfile::tempdir().unwrap();
+    let s2 = TestServer::start_in(open.path(), &[], &[]);
+    let (code, v) = post(
+        &format!("{}/api/admin/users", s2.url),
+        None,
+        json!({"name": "root", "admin": true, "create_token": true}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let root = v["data"]["token"]["token"].as_str().unwrap().to_string();
+    until("the server notices it now has users", 5, || async {
+        let (code, _) = get(&format!("{}/api/search?q=x", s2.url), None).await;
+        (code == 401).then_some(())
+    })
+    .await;
+    let (code, _) = get(&format!("{}/api/search?q=x", s2.url), Some(&root)).await;
+    assert_eq!(code, 200);
+}
