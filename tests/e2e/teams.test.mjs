@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { io } from 'socket.io-client';
 import {
   CMEM_BIN, TEST_EVENT, startServer, closeAllClients, sioClient, sseClient, pollClient,
-  publish, until, tempDir,
+  publish, until, tempDir, sleep,
 } from './lib.mjs';
 
 const servers = [];
@@ -20,14 +20,14 @@ function cmem(data, ...args) {
   return execFileSync(CMEM_BIN, [...args, '--data', data], { env: { ...process.env, RUST_LOG: 'warn' } }).toString();
 }
 
-/** alice: admin, member of eng. carol: no workspace. */
+/** alice: admin, member of eng; bob and dave: members of eng; carol: no workspace. */
 function team(data) {
   cmem(data, 'user', 'add', 'alice', '--admin');
-  cmem(data, 'user', 'add', 'carol');
   cmem(data, 'workspace', 'create', 'eng');
-  cmem(data, 'workspace', 'add-member', 'eng', 'alice');
+  for (const u of ['bob', 'carol', 'dave']) cmem(data, 'user', 'add', u);
+  for (const u of ['alice', 'bob', 'dave']) cmem(data, 'workspace', 'add-member', 'eng', u);
   const token = (u) => JSON.parse(cmem(data, 'token', 'create', u, '--json')).token;
-  return { alice: token('alice'), carol: token('carol') };
+  return { alice: token('alice'), bob: token('bob'), carol: token('carol'), dave: token('dave') };
 }
 
 /** Resolves with the connect_error message, or 'connected'. */
@@ -109,4 +109,92 @@ test('a non-member receives none of a workspace\'s events on any transport, live
   }
   // and carol cannot post there
   await assert.rejects(publish(s.url, [{ type: TEST_EVENT, scope: 'workspace:eng' }], carol), /403/);
+});
+
+test('members exchange messages with acks, retries are not duplicated, history pages, presence counts users once', { timeout: 60000 }, async () => {
+  const data = tempDir();
+  const t = team(data);
+  const s = await startServer({ data });
+  servers.push(s);
+  const connect = async (who, name) => {
+    const c = sioClient(s.url, { transports: ['websocket'], extraAuth: { token: t[who] }, name });
+    await c.connected();
+    return c;
+  };
+  const alice = await connect('alice', 'alice');
+  const bob = await connect('bob', 'bob');
+  const carol = await connect('carol', 'carol');
+  const ack = (c, ev, payload) => c.socket.timeout(5000).emitWithAck(ev, payload);
+
+  const first = await ack(alice, 'team_message', { workspace: 'eng', text: 'hello team', client_msg_id: 'a-1' });
+  assert.equal(first.ok, true, JSON.stringify(first));
+  assert.equal(first.duplicate, false);
+  assert.equal(first.message.user, 'alice');
+  await until(() => bob.ofType('team_message').length === 1, 'bob receives the message');
+  const got = bob.ofType('team_message')[0];
+  assert.equal(got.scope, 'workspace:eng');
+  assert.equal(got.data.text, 'hello team');
+  assert.equal(got.data.id, first.message.id);
+  // a retry with the same client_msg_id returns the stored message and publishes nothing
+  const retry = await ack(alice, 'team_message', { workspace: 'eng', text: 'hello team', client_msg_id: 'a-1' });
+  assert.equal(retry.duplicate, true);
+  assert.equal(retry.message.id, first.message.id);
+  // refusals come back in the ack, with a reason
+  const denied = await ack(carol, 'team_message', { workspace: 'eng', text: 'let me in' });
+  assert.deepEqual([denied.ok, denied.code], [false, 'forbidden']);
+  assert.match(denied.error, /not a member of workspace `eng`/);
+  assert.equal((await ack(carol, 'join_workspace', { workspace: 'eng' })).code, 'forbidden');
+  assert.equal((await ack(alice, 'team_message', { workspace: 'eng', text: 'x'.repeat(5000) })).code, 'invalid');
+  assert.equal((await ack(alice, 'team_message', { workspace: 'eng' })).code, 'invalid');
+  // an SSE/poll client sends over HTTP; Socket.IO members receive it
+  const res = await fetch(`${s.url}/api/workspaces/eng/messages`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${t.bob}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ text: 'from http', client_msg_id: 'b-1' }),
+  });
+  assert.equal(res.status, 201);
+  await until(() => alice.ofType('team_message').some((e) => e.data.text === 'from http'), 'alice receives the HTTP message');
+  const carolPost = await fetch(`${s.url}/api/workspaces/eng/messages`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${t.carol}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ text: 'nope' }),
+  });
+  assert.equal(carolPost.status, 403);
+
+  // history, newest first, in pages
+  for (let i = 0; i < 5; i++) await ack(bob, 'team_message', { workspace: 'eng', text: `note ${i}`, client_msg_id: `n-${i}` });
+  const page = async (q) => (await (await fetch(`${s.url}/api/workspaces/eng/messages?${q}`, { headers: { authorization: `Bearer ${t.alice}` } })).json()).data;
+  const p1 = await page('limit=3');
+  assert.deepEqual(p1.messages.map((m) => m.text), ['note 4', 'note 3', 'note 2']);
+  const p2 = await page(`limit=3&before=${p1.next_before}`);
+  assert.deepEqual(p2.messages.map((m) => m.text), ['note 1', 'note 0', 'from http']);
+  const all = await page('limit=200');
+  assert.equal(all.messages.length, 7, 'the retry was stored once');
+  assert.equal((await fetch(`${s.url}/api/workspaces/eng/messages`, { headers: { authorization: `Bearer ${t.carol}` } })).status, 403);
+
+  // presence: dave with two tabs joins once and leaves once, when the last tab goes
+  const joinedDave = () => alice.ofType('member_joined').filter((e) => e.data.user === 'dave');
+  const leftDave = () => alice.ofType('member_left').filter((e) => e.data.user === 'dave');
+  const tab1 = await connect('dave', 'dave-1');
+  const tab2 = sioClient(s.url, { transports: ['polling'], extraAuth: { token: t.dave }, name: 'dave-2' });
+  await tab2.connected();
+  await until(() => joinedDave().length === 1, 'member_joined for dave');
+  const online = await (await fetch(`${s.url}/api/workspaces/eng/presence`, { headers: { authorization: `Bearer ${t.bob}` } })).json();
+  const dave = online.data.online.find((u) => u.user === 'dave');
+  assert.equal(dave.connections, 2, JSON.stringify(online));
+  assert.ok(!online.data.online.some((u) => u.user === 'carol'));
+  await tab1.close();
+  await sleep(300);
+  assert.equal(leftDave().length, 0, 'one tab closing is not leaving');
+  await tab2.close();
+  await until(() => leftDave().length === 1, 'member_left when the last tab goes');
+  assert.equal(joinedDave().length, 1);
+  assert.equal(carol.ofType('member_joined').length, 0, 'presence stays in the workspace');
+
+  // a flood from one connection is limited, with a reason, and the server carries on
+  const flood = await Promise.all(Array.from({ length: 60 }, (_, i) => ack(bob, 'team_message', { workspace: 'eng', text: `flood ${i}` })));
+  const limited = flood.filter((a) => a.code === 'rate_limited');
+  assert.ok(limited.length > 0 && flood.some((a) => a.ok), `${limited.length} limited`);
+  assert.match(limited[0].error, /slow down/);
+  assert.equal((await fetch(`${s.url}/health`)).status, 200);
 });

@@ -120,6 +120,9 @@ impl Server {
         };
         let app = api::router(hub.clone(), io, services);
         tokio::spawn(transports::poll::sweep(hub.clone()));
+        if let Some(changes) = hub.registry.take_presence_changes() {
+            tokio::spawn(crate::teams::presence::run(hub.clone(), changes));
+        }
         // Watch the folder, then bring the index up to date with it (only what changed since
         // last time); edits during that run are picked up by the watcher.
         crate::memory::watcher::start(self.memory.clone(), hub.clone());

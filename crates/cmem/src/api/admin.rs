@@ -25,6 +25,8 @@ impl From<TeamsError> for ApiError {
             TeamsError::Invalid(_) => StatusCode::BAD_REQUEST,
             TeamsError::NotFound(_) => StatusCode::NOT_FOUND,
             TeamsError::Exists(_) => StatusCode::CONFLICT,
+            TeamsError::Forbidden(_) => StatusCode::FORBIDDEN,
+            TeamsError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
             TeamsError::Db(_) | TeamsError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

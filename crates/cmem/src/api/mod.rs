@@ -9,6 +9,7 @@ pub mod diagnostics;
 pub mod events;
 pub mod search;
 pub mod system;
+pub mod workspaces;
 
 use std::sync::Arc;
 
@@ -265,6 +266,11 @@ pub fn router(
         .route("/system/stats", get(system::status))
         .route("/system/cache/clear", post(system::clear_cache))
         .route("/metrics", get(system::metrics))
+        .route(
+            "/api/workspaces/{ws}/messages",
+            get(workspaces::history).post(workspaces::send),
+        )
+        .route("/api/workspaces/{ws}/presence", get(workspaces::online))
         .route("/api/admin/users", get(admin::users).post(admin::add_user))
         .route("/api/admin/users/{name}", delete(admin::remove_user))
         .route("/api/admin/users/{name}/tokens", post(admin::create_token))

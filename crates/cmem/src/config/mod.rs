@@ -24,7 +24,7 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 26] = [
+pub const KEYS: [&str; 28] = [
     "platform_profile",
     "bind",
     "data_dir",
@@ -51,6 +51,8 @@ pub const KEYS: [&str; 26] = [
     "search_publish_query",
     "search_history_max",
     "insecure",
+    "team_message_max_chars",
+    "team_messages_per_s",
 ];
 
 /// The effective configuration of a server.
@@ -116,6 +118,10 @@ pub struct Config {
     /// Run open (no tokens) even when bound beyond loopback. Off by default: such a server
     /// refuses to start until a user exists.
     pub insecure: bool,
+    /// Longest team message, in characters.
+    pub team_message_max_chars: u64,
+    /// Team messages one connection may send per second (bursts of twice that).
+    pub team_messages_per_s: u64,
 }
 
 impl Default for Config {
@@ -150,6 +156,8 @@ impl Default for Config {
             search_publish_query: true,
             search_history_max: 10_000,
             insecure: false,
+            team_message_max_chars: 4000,
+            team_messages_per_s: 10,
         }
     }
 }
@@ -222,7 +230,7 @@ impl Config {
                 ));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 16] = [
+        let ranges: [(&'static str, u64, u64, u64); 18] = [
             ("ping_interval_ms", self.ping_interval_ms, 50, 600_000),
             ("ping_timeout_ms", self.ping_timeout_ms, 50, 600_000),
             ("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000),
@@ -254,6 +262,13 @@ impl Config {
             ),
             ("status_interval_s", self.status_interval_s, 0, 86_400),
             ("search_history_max", self.search_history_max, 0, 10_000_000),
+            (
+                "team_message_max_chars",
+                self.team_message_max_chars,
+                1,
+                1_000_000,
+            ),
+            ("team_messages_per_s", self.team_messages_per_s, 1, 10_000),
         ];
         for (key, v, lo, hi) in ranges {
             if v < lo || v > hi {

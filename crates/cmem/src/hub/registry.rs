@@ -63,6 +63,15 @@ fn now_ms() -> i64 {
 /// Reports a connection's current transport.
 pub type TransportProbe = Box<dyn Fn() -> Transport + Send + Sync>;
 
+/// A user's connection starting or stopping to receive a workspace, for presence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceChange {
+    Joined { user: String, workspace: String },
+    Left { user: String, workspace: String },
+}
+
+type PresenceTx = tokio::sync::mpsc::UnboundedSender<PresenceChange>;
+
 /// One connected client.
 pub struct Conn {
     pub id: String,
@@ -85,6 +94,8 @@ pub struct Conn {
     close_reason: Mutex<Option<String>>,
     /// Signalled when an event addressed to this connection alone is committed.
     nudge: tokio::sync::Notify,
+    /// Where workspace joins and leaves are reported (connections with a user only).
+    presence: Option<PresenceTx>,
 }
 
 impl Conn {
@@ -127,25 +138,44 @@ impl Conn {
     /// Starts receiving a workspace's events (live; what came before is history to fetch).
     /// Returns false if it was already joined.
     pub fn join(&self, workspace: &str) -> bool {
-        match self.workspaces.write() {
+        let joined = match self.workspaces.write() {
             Ok(mut ws) if !ws.iter().any(|w| w == workspace) => {
                 ws.push(workspace.to_string());
                 true
             }
             _ => false,
+        };
+        if joined {
+            self.report(workspace, true);
+        }
+        joined
+    }
+
+    fn report(&self, workspace: &str, joined: bool) {
+        if let (Some(tx), Some(user)) = (&self.presence, &self.user) {
+            let (user, workspace) = (user.clone(), workspace.to_string());
+            let _ = tx.send(if joined {
+                PresenceChange::Joined { user, workspace }
+            } else {
+                PresenceChange::Left { user, workspace }
+            });
         }
     }
 
     /// Stops receiving a workspace's events. Returns false if it was not joined.
     pub fn leave(&self, workspace: &str) -> bool {
-        match self.workspaces.write() {
+        let left = match self.workspaces.write() {
             Ok(mut ws) => {
                 let before = ws.len();
                 ws.retain(|w| w != workspace);
                 ws.len() != before
             }
             Err(_) => false,
+        };
+        if left {
+            self.report(workspace, false);
         }
+        left
     }
 
     /// Whether this connection may see an event of `scope`.
@@ -248,7 +278,7 @@ pub struct ConnView {
 const MAX_ERRORS: usize = 200;
 
 /// All connections, close counts and the error log.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     /// Parent of every connection's `closer`: cancelling it closes them all.
     root: CancellationToken,
@@ -257,20 +287,37 @@ pub struct Registry {
     errors: Mutex<VecDeque<TransportErrorRecord>>,
     errors_total: AtomicU64,
     opened_total: AtomicU64,
+    presence_tx: PresenceTx,
+    presence_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PresenceChange>>>,
 }
 
 impl Registry {
     /// A registry whose connections close when `root` is cancelled.
     pub fn new(root: CancellationToken) -> Registry {
+        let (presence_tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Registry {
             root,
-            ..Registry::default()
+            conns: RwLock::default(),
+            closes: Mutex::default(),
+            errors: Mutex::default(),
+            errors_total: AtomicU64::default(),
+            opened_total: AtomicU64::default(),
+            presence_tx,
+            presence_rx: Mutex::new(Some(rx)),
         }
+    }
+
+    /// The presence changes, for the one task that turns them into events.
+    pub fn take_presence_changes(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<PresenceChange>> {
+        self.presence_rx.lock().ok()?.take()
     }
 
     /// Adds a connection. Returns `None` if the id is taken (a transport bug or a client reusing
     /// a poll `client_id` concurrently).
     pub fn register(&self, id: String, transport: Transport, meta: ConnMeta) -> Option<Arc<Conn>> {
+        let user_present = meta.user.is_some();
         let conn = Arc::new(Conn {
             id: id.clone(),
             transport: AtomicU8::new(transport.to_u8()),
@@ -286,13 +333,19 @@ impl Registry {
             closer: self.root.child_token(),
             close_reason: Mutex::new(None),
             nudge: tokio::sync::Notify::new(),
+            presence: user_present.then(|| self.presence_tx.clone()),
         });
-        let mut map = self.conns.write().ok()?;
-        if map.contains_key(&id) {
-            return None;
+        {
+            let mut map = self.conns.write().ok()?;
+            if map.contains_key(&id) {
+                return None;
+            }
+            map.insert(id, conn.clone());
         }
-        map.insert(id, conn.clone());
         self.opened_total.fetch_add(1, Ordering::Relaxed);
+        for w in conn.workspaces() {
+            conn.report(&w, true);
+        }
         Some(conn)
     }
 
@@ -303,10 +356,18 @@ impl Registry {
     /// Removes a connection and counts the reason it closed.
     pub fn remove(&self, id: &str, reason: &str) {
         let removed = self.conns.write().ok().and_then(|mut m| m.remove(id));
-        if removed.is_some()
-            && let Ok(mut c) = self.closes.lock()
-        {
+        let Some(conn) = removed else { return };
+        if let Ok(mut c) = self.closes.lock() {
             *c.entry(reason.to_string()).or_insert(0) += 1;
+        }
+        // taken, so a late `leave` on this connection reports nothing twice
+        let workspaces = conn
+            .workspaces
+            .write()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for w in workspaces {
+            conn.report(&w, false);
         }
     }
 

@@ -11,6 +11,8 @@
 //! guess that a slow hash would protect.
 
 pub mod auth;
+pub mod messages;
+pub mod presence;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -31,6 +33,10 @@ pub enum TeamsError {
     NotFound(String),
     #[error("{0}")]
     Exists(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooFast(String),
     #[error("no random numbers from the operating system: {0}")]
     Random(String),
 }
@@ -161,7 +167,20 @@ impl Teams {
                  user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
                  added_at TEXT NOT NULL,
                  PRIMARY KEY (workspace, user)
-             );",
+             );
+             -- no foreign keys: an open server has workspaces that exist only by name, and
+             -- history outlives the users who wrote it
+             CREATE TABLE IF NOT EXISTS messages (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 workspace TEXT NOT NULL,
+                 user TEXT NOT NULL,
+                 text TEXT NOT NULL,
+                 client_msg_id TEXT,
+                 ts TEXT NOT NULL,
+                 event_id INTEGER,
+                 UNIQUE (workspace, user, client_msg_id)
+             );
+             CREATE INDEX IF NOT EXISTS messages_by_workspace ON messages(workspace, id);",
         )?;
         Ok(Teams {
             conn: Mutex::new(conn),

@@ -2,6 +2,7 @@
 //! [`Subscription`](crate::hub::Subscription) (or, for poll, from the journal directly) and carry
 //! the same envelope with the same id. None of them decides *what* a client sees — the hub does.
 
+pub mod client_events;
 pub mod poll;
 pub mod socketio;
 pub mod sse;
@@ -73,6 +74,9 @@ pub(crate) fn conn_meta(
     }
 }
 
+/// Most workspaces one connection may subscribe to.
+pub const MAX_WORKSPACES_PER_CONN: usize = 64;
+
 /// Parses a comma-separated workspace list, checking each name.
 pub(crate) fn parse_workspaces(raw: Option<&str>) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -87,8 +91,10 @@ pub(crate) fn parse_workspaces(raw: Option<&str>) -> Result<Vec<String>, String>
             _ => return Err(format!("workspace `{w}` is not a valid name")),
         }
     }
-    if out.len() > 64 {
-        return Err("at most 64 workspaces per connection".into());
+    if out.len() > MAX_WORKSPACES_PER_CONN {
+        return Err(format!(
+            "at most {MAX_WORKSPACES_PER_CONN} workspaces per connection"
+        ));
     }
     Ok(out)
 }

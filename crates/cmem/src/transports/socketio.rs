@@ -84,7 +84,7 @@ struct Handshake {
 
 /// Who the socket is, decided at the handshake.
 #[derive(Debug, Clone)]
-struct Who(Identity);
+pub(crate) struct Who(pub(crate) Identity);
 
 #[derive(Debug, Deserialize)]
 struct AuthIn {
@@ -261,6 +261,7 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
         h.registry.remove(&c.id, &why);
     });
 
+    super::client_events::install(&s, &hub);
     tokio::spawn(deliver(hub, s, conn, hs.cursor));
 }
 

@@ -1,0 +1,109 @@
+//! `/api/workspaces/{ws}/…`: a workspace's message history (paged), sending a message from a
+//! client that has no Socket.IO connection (SSE and poll clients), and who is online. Members
+//! only; anyone on an open server.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, ApiJson, ok};
+use crate::hub::Hub;
+use crate::teams::auth::Identity;
+use crate::teams::messages::{self, Outgoing};
+use crate::teams::presence;
+
+/// Largest page of history.
+const MAX_PAGE: usize = 200;
+
+/// `GET /api/workspaces/{ws}/messages?before=&limit=`: newest first; pass the last id as
+/// `before` for the next page.
+pub async fn history(
+    State(hub): State<Arc<Hub>>,
+    Extension(identity): Extension<Identity>,
+    Path(ws): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !["before", "limit"].contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter `{k}`; allowed: before, limit"
+        )));
+    }
+    let num = |k: &str| -> Result<Option<i64>, ApiError> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    ApiError::bad_request(format!("{k} `{v}` is not a positive whole number"))
+                })
+            })
+            .transpose()
+    };
+    let before = num("before")?;
+    let limit = num("limit")?.unwrap_or(50) as usize;
+    if limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be from 1 to {MAX_PAGE}"
+        )));
+    }
+    messages::check_access(&hub.teams, &identity, &ws)?;
+    let page = hub.teams.messages(&ws, before, limit)?;
+    let next_before = (page.len() == limit)
+        .then(|| page.last().map(|m| m.id))
+        .flatten();
+    Ok(ok(
+        json!({"workspace": ws, "messages": page, "next_before": next_before}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Send {
+    text: String,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+}
+
+/// `POST /api/workspaces/{ws}/messages {text, client_msg_id?}`: 201 with the stored message,
+/// or 200 with the earlier one when `client_msg_id` repeats.
+pub async fn send(
+    State(hub): State<Arc<Hub>>,
+    Extension(identity): Extension<Identity>,
+    Path(ws): Path<String>,
+    ApiJson(b): ApiJson<Send>,
+) -> Result<Response, ApiError> {
+    let (msg, duplicate) = messages::send(
+        &hub,
+        &identity,
+        Outgoing {
+            workspace: &ws,
+            text: &b.text,
+            client_msg_id: b.client_msg_id.as_deref(),
+        },
+    )
+    .await?;
+    let mut r = ok(json!({"message": msg, "duplicate": duplicate}));
+    if !duplicate {
+        *r.status_mut() = StatusCode::CREATED;
+    }
+    Ok(r)
+}
+
+/// `GET /api/workspaces/{ws}/presence`: each online user once, with their connections.
+pub async fn online(
+    State(hub): State<Arc<Hub>>,
+    Extension(identity): Extension<Identity>,
+    Path(ws): Path<String>,
+) -> Result<Response, ApiError> {
+    messages::check_access(&hub.teams, &identity, &ws)?;
+    Ok(ok(
+        json!({"workspace": ws, "online": presence::online(&hub, &ws)}),
+    ))
+}

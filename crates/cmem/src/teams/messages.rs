@@ -1,0 +1,227 @@
+//! Team messages: a producer. A message is stored in `teams.sqlite3` (the history that
+//! `GET /api/workspaces/{ws}/messages` pages through) and published as `team_message` in the
+//! workspace's scope, so members receive it live or when they resume.
+//!
+//! A client that retries (its ack was lost, it reconnected) sends the same `client_msg_id`;
+//! the retry returns the stored message and publishes nothing, so nobody sees it twice.
+
+use std::time::Instant;
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use serde_json::json;
+
+use super::auth::Identity;
+use super::{Teams, TeamsError, check_name};
+use crate::hub::Hub;
+use crate::hub::envelope::{NewEvent, Scope};
+
+/// The author of messages on an open server, where nobody signs in.
+pub const LOCAL_USER: &str = "local";
+
+/// A stored message.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Message {
+    pub id: i64,
+    pub workspace: String,
+    pub user: String,
+    pub text: String,
+    pub client_msg_id: Option<String>,
+    pub ts: String,
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        workspace: r.get(1)?,
+        user: r.get(2)?,
+        text: r.get(3)?,
+        client_msg_id: r.get(4)?,
+        ts: r.get(5)?,
+    })
+}
+
+const COLUMNS: &str = "id, workspace, user, text, client_msg_id, ts";
+
+impl Teams {
+    /// Stores a message unless one with the same `(workspace, user, client_msg_id)` exists;
+    /// returns the message and whether it was already there.
+    fn store_message(
+        &self,
+        workspace: &str,
+        user: &str,
+        text: &str,
+        client_msg_id: Option<&str>,
+    ) -> Result<(Message, bool), TeamsError> {
+        let db = self.db()?;
+        if let Some(cid) = client_msg_id {
+            let found = db
+                .query_row(
+                    &format!(
+                        "SELECT {COLUMNS} FROM messages WHERE workspace = ?1 AND user = ?2 AND client_msg_id = ?3"
+                    ),
+                    params![workspace, user, cid],
+                    row,
+                )
+                .optional()?;
+            if let Some(m) = found {
+                return Ok((m, true));
+            }
+        }
+        let ts = super::now();
+        db.execute(
+            "INSERT INTO messages (workspace, user, text, client_msg_id, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![workspace, user, text, client_msg_id, ts],
+        )?;
+        Ok((
+            Message {
+                id: db.last_insert_rowid(),
+                workspace: workspace.into(),
+                user: user.into(),
+                text: text.into(),
+                client_msg_id: client_msg_id.map(str::to_string),
+                ts,
+            },
+            false,
+        ))
+    }
+
+    fn unstore_message(&self, id: i64) -> Result<(), TeamsError> {
+        self.db()?
+            .execute("DELETE FROM messages WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    fn set_message_event(&self, id: i64, event_id: u64) -> Result<(), TeamsError> {
+        self.db()?.execute(
+            "UPDATE messages SET event_id = ?2 WHERE id = ?1",
+            params![id, event_id as i64],
+        )?;
+        Ok(())
+    }
+
+    /// A page of a workspace's history, newest first: messages with an id below `before`.
+    pub fn messages(
+        &self,
+        workspace: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, TeamsError> {
+        let db = self.db()?;
+        let mut stmt = db.prepare(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE workspace = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![workspace, before.unwrap_or(i64::MAX), limit as i64],
+                row,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+/// Whether `identity` may read and write `workspace`: anyone on an open server, members
+/// otherwise (asked of the database each time, so a removal applies at once).
+pub fn check_access(teams: &Teams, identity: &Identity, workspace: &str) -> Result<(), TeamsError> {
+    check_name("workspace", workspace)?;
+    match identity.user_name() {
+        None => Ok(()),
+        Some(user) if teams.is_member(workspace, user)? => Ok(()),
+        Some(user) => Err(TeamsError::Forbidden(format!(
+            "`{user}` is not a member of workspace `{workspace}`"
+        ))),
+    }
+}
+
+/// Allows `per_s` messages a second on average, in bursts of up to twice that.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    per_s: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub fn new(per_s: u64) -> RateLimit {
+        let per_s = per_s.max(1) as f64;
+        RateLimit {
+            per_s,
+            tokens: per_s * 2.0,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one message's worth, or says how long to wait.
+    pub fn take(&mut self) -> Result<(), TeamsError> {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.per_s;
+        self.tokens = (self.tokens + refill).min(self.per_s * 2.0);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(TeamsError::TooFast(format!(
+                "more than {} messages a second from this connection; slow down",
+                self.per_s
+            )))
+        }
+    }
+}
+
+/// What a client sends.
+pub struct Outgoing<'a> {
+    pub workspace: &'a str,
+    pub text: &'a str,
+    pub client_msg_id: Option<&'a str>,
+}
+
+/// Checks, stores and publishes a message. Returns it and whether it was a retry.
+pub async fn send(
+    hub: &Hub,
+    identity: &Identity,
+    m: Outgoing<'_>,
+) -> Result<(Message, bool), TeamsError> {
+    check_access(&hub.teams, identity, m.workspace)?;
+    let text = m.text.trim();
+    if text.is_empty() {
+        return Err(TeamsError::Invalid("text is empty".into()));
+    }
+    let max = hub.config.team_message_max_chars;
+    let chars = text.chars().count() as u64;
+    if chars > max {
+        return Err(TeamsError::Invalid(format!(
+            "text has {chars} characters; at most {max} are allowed (team_message_max_chars)"
+        )));
+    }
+    let cid = m.client_msg_id.filter(|c| !c.is_empty());
+    if cid.is_some_and(|c| c.len() > 128) {
+        return Err(TeamsError::Invalid(
+            "client_msg_id is longer than 128 bytes".into(),
+        ));
+    }
+    let user = identity.user_name().unwrap_or(LOCAL_USER);
+    let (msg, duplicate) = hub.teams.store_message(m.workspace, user, text, cid)?;
+    if duplicate {
+        return Ok((msg, true));
+    }
+    let event = NewEvent::new(
+        "team_message",
+        Scope::Workspace(msg.workspace.clone()),
+        json!(msg),
+    );
+    match hub.publish(vec![event]).await {
+        Ok(committed) => {
+            if let Some(e) = committed.first() {
+                let _ = hub.teams.set_message_event(msg.id, e.id);
+            }
+            Ok((msg, false))
+        }
+        Err(e) => {
+            // not published, so not kept: the client's retry will store it again
+            let _ = hub.teams.unstore_message(msg.id);
+            Err(TeamsError::Invalid(format!("message not sent: {e}")))
+        }
+    }
+}
