@@ -198,3 +198,37 @@ test('members exchange messages with acks, retries are not duplicated, history p
   assert.match(limited[0].error, /slow down/);
   assert.equal((await fetch(`${s.url}/health`)).status, 200);
 });
+
+test('notifications reach online members live and offline members when they come back', { timeout: 60000 }, async () => {
+  const data = tempDir();
+  const t = team(data);
+  const s = await startServer({ data });
+  servers.push(s);
+  const alice = sioClient(s.url, { transports: ['websocket'], extraAuth: { token: t.alice }, name: 'alice' });
+  const bob = sioClient(s.url, { transports: ['websocket'], extraAuth: { token: t.bob }, name: 'bob' });
+  const carol = sioClient(s.url, { transports: ['websocket'], extraAuth: { token: t.carol }, name: 'carol' });
+  let dave = sioClient(s.url, { transports: ['websocket'], extraAuth: { token: t.dave }, name: 'dave' });
+  await Promise.all([alice, bob, carol, dave].map((c) => c.connected()));
+  await until(() => dave.cursor !== null, 'dave has a cursor');
+  const daveCursor = dave.cursor;
+  await dave.close(); // dave goes offline
+
+  const sent = await alice.socket.timeout(5000).emitWithAck('team_notification',
+    { workspace: 'eng', title: 'Deploy at 5', body: 'freeze merges', level: 'warning' });
+  assert.equal(sent.ok, true, JSON.stringify(sent));
+  const bad = await alice.socket.timeout(5000).emitWithAck('team_notification', { workspace: 'eng', title: 'x', level: 'loud' });
+  assert.deepEqual([bad.ok, bad.code], [false, 'invalid']);
+  await until(() => bob.ofType('team_notification').length === 1, 'bob is notified live');
+  assert.deepEqual(bob.ofType('team_notification')[0].data.title, 'Deploy at 5');
+
+  dave = sioClient(s.url, { transports: ['polling'], extraAuth: { token: t.dave }, cursor: daveCursor, name: 'dave-back' });
+  await dave.connected();
+  await until(() => dave.ofType('team_notification').length === 1, 'dave gets it on his next connection');
+  assert.equal(dave.ofType('team_notification')[0].data.level, 'warning');
+  // and a client that keeps no cursor can ask what it missed
+  const list = async (tok) => (await (await fetch(`${s.url}/api/notifications?after=0`, { headers: { authorization: `Bearer ${tok}` } })).json()).data.notifications;
+  assert.deepEqual((await list(t.dave)).map((n) => n.title), ['Deploy at 5']);
+  assert.deepEqual(await list(t.carol), []);
+  await sleep(200);
+  assert.equal(carol.ofType('team_notification').length, 0, 'non-members are not notified');
+});

@@ -271,6 +271,11 @@ pub fn router(
             get(workspaces::history).post(workspaces::send),
         )
         .route("/api/workspaces/{ws}/presence", get(workspaces::online))
+        .route(
+            "/api/workspaces/{ws}/notifications",
+            post(workspaces::notify),
+        )
+        .route("/api/notifications", get(workspaces::notifications))
         .route("/api/admin/users", get(admin::users).post(admin::add_user))
         .route("/api/admin/users/{name}", delete(admin::remove_user))
         .route("/api/admin/users/{name}/tokens", post(admin::create_token))

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{ApiError, ApiJson, ok};
 use crate::hub::Hub;
 use crate::teams::auth::Identity;
-use crate::teams::messages::{self, Outgoing};
+use crate::teams::messages::{self, NotificationIn, Outgoing};
 use crate::teams::presence;
 
 /// Largest page of history.
@@ -94,6 +94,77 @@ pub async fn send(
         *r.status_mut() = StatusCode::CREATED;
     }
     Ok(r)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    title: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    level: Option<String>,
+}
+
+/// `POST /api/workspaces/{ws}/notifications {title, body?, level?}`: published as
+/// `team_notification` to the workspace.
+pub async fn notify(
+    State(hub): State<Arc<Hub>>,
+    Extension(identity): Extension<Identity>,
+    Path(ws): Path<String>,
+    ApiJson(b): ApiJson<Notify>,
+) -> Result<Response, ApiError> {
+    let note = messages::notify(
+        &hub,
+        &identity,
+        NotificationIn {
+            workspace: &ws,
+            title: &b.title,
+            body: &b.body,
+            level: b.level.as_deref(),
+        },
+    )
+    .await?;
+    let mut r = ok(note);
+    *r.status_mut() = StatusCode::CREATED;
+    Ok(r)
+}
+
+/// `GET /api/notifications?after=&limit=`: notifications in the caller's workspaces with an id
+/// above `after`, oldest first.
+pub async fn notifications(
+    State(hub): State<Arc<Hub>>,
+    Extension(identity): Extension<Identity>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(k) = q.keys().find(|k| !["after", "limit"].contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter `{k}`; allowed: after, limit"
+        )));
+    }
+    let num = |k: &str, default: i64| -> Result<i64, ApiError> {
+        q.get(k).map_or(Ok(default), |v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::bad_request(format!("{k} `{v}` is not a whole number")))
+        })
+    };
+    let after = num("after", 0)?;
+    let limit = num("limit", 50)?;
+    if limit == 0 || limit as usize > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be from 1 to {MAX_PAGE}"
+        )));
+    }
+    let scope = match &identity {
+        Identity::Open => None,
+        Identity::User { user, .. } => hub.teams.user(&user.name)?.map(|u| u.workspaces),
+    };
+    let list = hub
+        .teams
+        .notifications(scope.as_deref(), after, limit as usize)?;
+    Ok(ok(json!({"notifications": list})))
 }
 
 /// `GET /api/workspaces/{ws}/presence`: each online user once, with their connections.

@@ -225,3 +225,118 @@ pub async fn send(
         }
     }
 }
+
+/// Levels a notification may have.
+pub const LEVELS: [&str; 4] = ["info", "success", "warning", "error"];
+
+/// A stored notification.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Notification {
+    pub id: i64,
+    pub workspace: String,
+    pub from: String,
+    pub title: String,
+    pub body: String,
+    pub level: String,
+    pub ts: String,
+}
+
+/// What a sender gives.
+pub struct NotificationIn<'a> {
+    pub workspace: &'a str,
+    pub title: &'a str,
+    pub body: &'a str,
+    pub level: Option<&'a str>,
+}
+
+impl Teams {
+    fn store_notification(&self, n: &Notification) -> Result<i64, TeamsError> {
+        let db = self.db()?;
+        db.execute(
+            "INSERT INTO notifications (workspace, sender, title, body, level, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![n.workspace, n.from, n.title, n.body, n.level, n.ts],
+        )?;
+        Ok(db.last_insert_rowid())
+    }
+
+    /// Notifications after `after` in any of `workspaces` (all of them when `None`), oldest
+    /// first: what a client that was away missed, even without a cursor into the journal.
+    pub fn notifications(
+        &self,
+        workspaces: Option<&[String]>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, TeamsError> {
+        let db = self.db()?;
+        let mut stmt = db.prepare(
+            "SELECT id, workspace, sender, title, body, level, ts FROM notifications
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows: Vec<Notification> = stmt
+            .query_map(params![after, (limit * 20) as i64], |r| {
+                Ok(Notification {
+                    id: r.get(0)?,
+                    workspace: r.get(1)?,
+                    from: r.get(2)?,
+                    title: r.get(3)?,
+                    body: r.get(4)?,
+                    level: r.get(5)?,
+                    ts: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter(|n| workspaces.is_none_or(|ws| ws.contains(&n.workspace)))
+            .take(limit)
+            .collect())
+    }
+}
+
+/// Checks, stores and publishes a `team_notification` to a workspace's members: online ones
+/// receive it live, the others when they resume (or from `GET /api/notifications`).
+pub async fn notify(
+    hub: &Hub,
+    identity: &Identity,
+    n: NotificationIn<'_>,
+) -> Result<Notification, TeamsError> {
+    check_access(&hub.teams, identity, n.workspace)?;
+    let level = n.level.unwrap_or("info");
+    if !LEVELS.contains(&level) {
+        return Err(TeamsError::Invalid(format!(
+            "level `{level}` is not one of {}",
+            LEVELS.join(", ")
+        )));
+    }
+    let title = n.title.trim();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(TeamsError::Invalid(
+            "title must be 1 to 200 characters".into(),
+        ));
+    }
+    let max = hub.config.team_message_max_chars;
+    if n.body.chars().count() as u64 > max {
+        return Err(TeamsError::Invalid(format!(
+            "body is longer than {max} characters (team_message_max_chars)"
+        )));
+    }
+    let mut note = Notification {
+        id: 0,
+        workspace: n.workspace.into(),
+        from: identity.user_name().unwrap_or(LOCAL_USER).into(),
+        title: title.into(),
+        body: n.body.into(),
+        level: level.into(),
+        ts: super::now(),
+    };
+    note.id = hub.teams.store_notification(&note)?;
+    let event = NewEvent::new(
+        "team_notification",
+        Scope::Workspace(note.workspace.clone()),
+        json!(note),
+    );
+    hub.publish(vec![event])
+        .await
+        .map_err(|e| TeamsError::Invalid(format!("notification not sent: {e}")))?;
+    Ok(note)
+}

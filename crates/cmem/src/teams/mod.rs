@@ -180,7 +180,17 @@ impl Teams {
                  event_id INTEGER,
                  UNIQUE (workspace, user, client_msg_id)
              );
-             CREATE INDEX IF NOT EXISTS messages_by_workspace ON messages(workspace, id);",
+             CREATE INDEX IF NOT EXISTS messages_by_workspace ON messages(workspace, id);
+             CREATE TABLE IF NOT EXISTS notifications (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 workspace TEXT NOT NULL,
+                 sender TEXT NOT NULL,
+                 title TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 level TEXT NOT NULL,
+                 ts TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS notifications_by_workspace ON notifications(workspace, id);",
         )?;
         Ok(Teams {
             conn: Mutex::new(conn),

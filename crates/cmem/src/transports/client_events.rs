@@ -112,49 +112,60 @@ async fn message(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError
     Ok(json!({"message": msg, "duplicate": duplicate}))
 }
 
+async fn notification(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
+    let field = |k: &str| d.get(k).and_then(Value::as_str);
+    let workspace =
+        field("workspace").ok_or_else(|| TeamsError::Invalid("workspace is missing".into()))?;
+    if let Some(Budget(b)) = s.extensions.get::<Budget>()
+        && let Ok(mut b) = b.lock()
+    {
+        b.take()?;
+    }
+    let note = messages::notify(
+        hub,
+        &who(s),
+        messages::NotificationIn {
+            workspace,
+            title: field("title").unwrap_or(""),
+            body: field("body").unwrap_or(""),
+            level: field("level"),
+        },
+    )
+    .await?;
+    Ok(json!({"notification": note}))
+}
+
+/// Registers one event: decodes the payload, runs `f`, answers with the ack.
+fn on<F, Fut>(s: &SocketRef, event: &'static str, f: F)
+where
+    F: Fn(Arc<Hub>, SocketRef, Value) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Value, TeamsError>> + Send + 'static,
+{
+    s.on(
+        event,
+        async move |s: SocketRef,
+                    TryData(d): TryData<Value>,
+                    ack: AckSender,
+                    IoState(hub): IoState<Arc<Hub>>| {
+            let r = match d {
+                Ok(d) => f(hub, s, d).await,
+                Err(e) => Err(TeamsError::Invalid(format!("not JSON: {e}"))),
+            };
+            reply(ack, r);
+        },
+    );
+}
+
 /// Installs the handlers on a newly connected socket.
 pub fn install(s: &SocketRef, hub: &Hub) {
     s.extensions
         .insert(Budget(Arc::new(Mutex::new(RateLimit::new(
             hub.config.team_messages_per_s,
         )))));
-    s.on(
-        "join_workspace",
-        async |s: SocketRef,
-               TryData(d): TryData<Value>,
-               ack: AckSender,
-               IoState(hub): IoState<Arc<Hub>>| {
-            let r = match d {
-                Ok(d) => join(&hub, &s, d).await,
-                Err(e) => Err(TeamsError::Invalid(format!("not JSON: {e}"))),
-            };
-            reply(ack, r);
-        },
-    );
-    s.on(
-        "leave_workspace",
-        async |s: SocketRef,
-               TryData(d): TryData<Value>,
-               ack: AckSender,
-               IoState(hub): IoState<Arc<Hub>>| {
-            let r = match d {
-                Ok(d) => leave(&hub, &s, d).await,
-                Err(e) => Err(TeamsError::Invalid(format!("not JSON: {e}"))),
-            };
-            reply(ack, r);
-        },
-    );
-    s.on(
-        "team_message",
-        async |s: SocketRef,
-               TryData(d): TryData<Value>,
-               ack: AckSender,
-               IoState(hub): IoState<Arc<Hub>>| {
-            let r = match d {
-                Ok(d) => message(&hub, &s, d).await,
-                Err(e) => Err(TeamsError::Invalid(format!("not JSON: {e}"))),
-            };
-            reply(ack, r);
-        },
-    );
+    on(s, "join_workspace", async |h, s, d| join(&h, &s, d).await);
+    on(s, "leave_workspace", async |h, s, d| leave(&h, &s, d).await);
+    on(s, "team_message", async |h, s, d| message(&h, &s, d).await);
+    on(s, "team_notification", async |h, s, d| {
+        notification(&h, &s, d).await
+    });
 }
