@@ -5,6 +5,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { io } from 'socket.io-client';
+import * as Y from 'yjs';
 import {
   CMEM_BIN, TEST_EVENT, startServer, closeAllClients, sioClient, sseClient, pollClient,
   publish, until, tempDir, sleep,
@@ -231,4 +232,77 @@ test('notifications reach online members live and offline members when they come
   assert.deepEqual(await list(t.carol), []);
   await sleep(200);
   assert.equal(carol.ofType('team_notification').length, 0, 'non-members are not notified');
+});
+
+/** A Yjs document kept in step through the server: local edits go out as doc_update,
+ * doc_update events from the journal come in, doc_sync exchanges state vectors. */
+function yClient(url, token, name, workspace = 'eng', docName = 'plan') {
+  const c = sioClient(url, { transports: ['websocket'], extraAuth: { token }, name });
+  const doc = new Y.Doc();
+  c.socket.on('doc_update', (env) => {
+    if (env.data.doc === docName) Y.applyUpdate(doc, Buffer.from(env.data.update, 'base64'), 'remote');
+  });
+  c.acks = [];
+  doc.on('update', (update, origin) => {
+    if (origin === 'remote') return;
+    c.socket.timeout(5000).emitWithAck('doc_update', { workspace, doc: docName, update })
+      .then((a) => c.acks.push(a), (e) => c.acks.push({ ok: false, error: String(e) }));
+  });
+  c.doc = doc;
+  c.text = () => doc.getText('t').toString();
+  c.sync = async () => {
+    const r = await c.socket.timeout(5000).emitWithAck('doc_sync', { workspace, doc: docName, state_vector: Y.encodeStateVector(doc) });
+    if (!r.ok) return r;
+    Y.applyUpdate(doc, Buffer.from(r.update, 'base64'), 'remote');
+    // and send the server what it lacks of ours
+    const mine = Y.encodeStateAsUpdate(doc, Buffer.from(r.state_vector, 'base64'));
+    if (mine.length > 2) await c.socket.timeout(5000).emitWithAck('doc_update', { workspace, doc: docName, update: mine });
+    return r;
+  };
+  return c;
+}
+
+test('two Yjs clients edit one document concurrently and converge; late joiners and restarts keep it', { timeout: 60000 }, async () => {
+  const data = tempDir();
+  const t = team(data);
+  let s = await startServer({ data });
+  servers.push(s);
+  const a = yClient(s.url, t.alice, 'yjs-alice');
+  const b = yClient(s.url, t.bob, 'yjs-bob');
+  await Promise.all([a.connected(), b.connected()]);
+  await Promise.all([a.sync(), b.sync()]);
+  // concurrent edits: neither has seen the other's when it types
+  a.doc.getText('t').insert(0, 'Hello from alice. ');
+  b.doc.getText('t').insert(0, 'Bob was here. ');
+  a.doc.getText('t').insert(a.text().length, 'The end.');
+  await until(() => a.text() === b.text() && a.text().length === 'Hello from alice. Bob was here. The end.'.length,
+    'both documents converge');
+  await until(() => a.acks.length === 2 && b.acks.length === 1, 'updates acknowledged');
+  assert.ok([...a.acks, ...b.acks].every((x) => x.ok), JSON.stringify([a.acks, b.acks]));
+  const agreed = a.text();
+  assert.ok(agreed.includes('Hello from alice. ') && agreed.includes('Bob was here. '), agreed);
+
+  // a member joining later gets the whole text from doc_sync
+  const d = yClient(s.url, t.dave, 'yjs-dave');
+  await d.connected();
+  await d.sync();
+  assert.equal(d.text(), agreed);
+  // a non-member gets nothing, and bad updates are refused with a reason
+  const c = yClient(s.url, t.carol, 'yjs-carol');
+  await c.connected();
+  const denied = await c.sync();
+  assert.deepEqual([denied.ok, denied.code], [false, 'forbidden']);
+  const garbage = await a.socket.timeout(5000).emitWithAck('doc_update', { workspace: 'eng', doc: 'plan', update: new Uint8Array([1, 2, 3, 250]) });
+  assert.deepEqual([garbage.ok, garbage.code], [false, 'invalid']);
+  assert.equal(c.text(), '');
+
+  // after a restart the text is still there
+  await closeAllClients();
+  await s.stop('SIGTERM');
+  s = await startServer({ data });
+  servers.push(s);
+  const e = yClient(s.url, t.bob, 'yjs-after-restart');
+  await e.connected();
+  await e.sync();
+  assert.equal(e.text(), agreed);
 });

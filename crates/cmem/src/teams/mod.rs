@@ -11,6 +11,7 @@
 //! guess that a slow hash would protect.
 
 pub mod auth;
+pub mod docs;
 pub mod messages;
 pub mod presence;
 
@@ -84,6 +85,8 @@ pub struct Teams {
     /// open/secured decision does not cost a query on every request.
     users_exist: AtomicI64,
     checked_at_ms: AtomicI64,
+    /// Shared documents loaded in memory.
+    docs: docs::Docs,
 }
 
 /// How long the "are there users?" answer is trusted before asking the database again.
@@ -190,12 +193,20 @@ impl Teams {
                  level TEXT NOT NULL,
                  ts TEXT NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS notifications_by_workspace ON notifications(workspace, id);",
+             CREATE INDEX IF NOT EXISTS notifications_by_workspace ON notifications(workspace, id);
+             CREATE TABLE IF NOT EXISTS doc_updates (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 workspace TEXT NOT NULL,
+                 doc TEXT NOT NULL,
+                 data BLOB NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS doc_updates_by_doc ON doc_updates(workspace, doc, seq);",
         )?;
         Ok(Teams {
             conn: Mutex::new(conn),
             users_exist: AtomicI64::new(-1),
             checked_at_ms: AtomicI64::new(0),
+            docs: docs::Docs::default(),
         })
     }
 

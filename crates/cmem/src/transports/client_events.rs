@@ -1,4 +1,6 @@
-//! What Socket.IO clients may send: `join_workspace`, `leave_workspace` and `team_message`.
+//! What Socket.IO clients may send: `join_workspace`, `leave_workspace`, `team_message`,
+//! `team_notification`, and for shared documents `doc_sync` and `doc_update` (whose payloads
+//! may carry binary, so they are read as `rmpv::Value`).
 //! Each answers with an ack `{ok: true, …}` or `{ok: false, error, code}`; anything a client
 //! should see as a consequence (the message itself, presence) goes through the journal like
 //! every other event. Acks are the only thing written to a socket from here.
@@ -12,6 +14,7 @@ use super::MAX_WORKSPACES_PER_CONN;
 use crate::hub::Hub;
 use crate::teams::TeamsError;
 use crate::teams::auth::Identity;
+use crate::teams::docs;
 use crate::teams::messages::{self, Outgoing, RateLimit};
 
 /// Per-socket message budget (socketioxide extensions hold clones, hence the shared cell).
@@ -135,6 +138,71 @@ async fn notification(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, Teams
     Ok(json!({"notification": note}))
 }
 
+/// A string field of a (MessagePack-shaped) payload.
+fn text_field<'a>(d: &'a rmpv::Value, key: &str) -> Result<&'a str, TeamsError> {
+    field(d, key)
+        .and_then(rmpv::Value::as_str)
+        .ok_or_else(|| TeamsError::Invalid(format!("{key} is missing or not a string")))
+}
+
+fn field<'a>(d: &'a rmpv::Value, key: &str) -> Option<&'a rmpv::Value> {
+    d.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
+
+async fn doc_sync(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
+    let sv = match field(&d, "state_vector") {
+        Some(v) => docs::bytes_of(v, "state_vector")?,
+        None => Vec::new(),
+    };
+    docs::sync(
+        &hub,
+        &who(&s),
+        text_field(&d, "workspace")?,
+        text_field(&d, "doc")?,
+        &sv,
+    )
+}
+
+async fn doc_update(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
+    let update = docs::bytes_of(
+        field(&d, "update").ok_or_else(|| TeamsError::Invalid("update is missing".into()))?,
+        "update",
+    )?;
+    let id = docs::update(
+        &hub,
+        &who(&s),
+        text_field(&d, "workspace")?,
+        text_field(&d, "doc")?,
+        &update,
+    )
+    .await?;
+    Ok(json!({"event_id": id}))
+}
+
+/// Registers a document event, whose payload may hold binary.
+fn on_binary<F, Fut>(s: &SocketRef, event: &'static str, f: F)
+where
+    F: Fn(Arc<Hub>, SocketRef, rmpv::Value) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Value, TeamsError>> + Send + 'static,
+{
+    s.on(
+        event,
+        async move |s: SocketRef,
+                    TryData(d): TryData<rmpv::Value>,
+                    ack: AckSender,
+                    IoState(hub): IoState<Arc<Hub>>| {
+            let r = match d {
+                Ok(d) => f(hub, s, d).await,
+                Err(e) => Err(TeamsError::Invalid(format!("unreadable payload: {e}"))),
+            };
+            reply(ack, r);
+        },
+    );
+}
+
 /// Registers one event: decodes the payload, runs `f`, answers with the ack.
 fn on<F, Fut>(s: &SocketRef, event: &'static str, f: F)
 where
@@ -168,4 +236,6 @@ pub fn install(s: &SocketRef, hub: &Hub) {
     on(s, "team_notification", async |h, s, d| {
         notification(&h, &s, d).await
     });
+    on_binary(s, "doc_sync", doc_sync);
+    on_binary(s, "doc_update", doc_update);
 }
