@@ -176,12 +176,17 @@ async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
         ("/system/reindex", json!({})),
         ("/system/cache/clear", json!({})),
         ("/api/admin/workspaces", json!({"name": "x"})),
+        ("/api/websocket/clear-errors", json!({})),
     ] {
         let (code, v) = post(&u(path), Some(&bob), body).await;
         assert_eq!(code, 403, "{path}: {v}");
         assert!(v["error"].as_str().unwrap().contains("admin"), "{v}");
     }
     assert_eq!(get(&u("/api/admin/users"), Some(&alice)).await.0, 200);
+    assert_eq!(get(&u("/api/websocket/status"), Some(&bob)).await.0, 403);
+    let (code, v) = get(&u("/api/websocket/status"), Some(&alice)).await;
+    assert_eq!(code, 200);
+    assert_eq!(v["data"]["auth"]["mode"], "tokens", "{v}");
 
     // publishing: bob only into his workspace
     let (code, v) = post(&u("/api/events"), Some(&bob), json!({"type": "note"})).await;
@@ -304,9 +309,15 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
     .await
     .unwrap_or(false);
     assert!(closed && text.contains("token_revoked"), "{text}");
-    let (code, v) = get(&u("/api/search?q=x"), Some(&bob)).await;
-    assert_eq!(code, 401);
-    assert!(v["error"].as_str().unwrap().contains("revoked"), "{v}");
+    for path in [
+        "/api/search?q=x",
+        "/api/events/stream",
+        "/api/events/poll?client_id=p-bob",
+    ] {
+        let (code, v) = get(&u(path), Some(&bob)).await;
+        assert_eq!(code, 401, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("revoked"), "{path}: {v}");
+    }
 
     // the first admin and its token can be made over HTTP on an open server
     let open = tempfile::tempdir().unwrap();
