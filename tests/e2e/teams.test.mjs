@@ -160,6 +160,9 @@ test('members exchange messages with acks, retries are not duplicated, history p
   assert.equal((await ack(carol, 'join_workspace', { workspace: 'eng' })).code, 'forbidden');
   assert.equal((await ack(alice, 'team_message', { workspace: 'eng', text: 'x'.repeat(5000) })).code, 'invalid');
   assert.equal((await ack(alice, 'team_message', { workspace: 'eng' })).code, 'invalid');
+  const unknown = await ack(alice, 'teem_message', { workspace: 'eng', text: 'typo' });
+  assert.equal(unknown.ok, false);
+  assert.match(unknown.error, /unknown event `teem_message`; clients may send .*team_message/);
   // an SSE/poll client sends over HTTP; Socket.IO members receive it
   const res = await fetch(`${s.url}/api/workspaces/eng/messages`, {
     method: 'POST',

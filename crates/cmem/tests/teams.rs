@@ -316,7 +316,10 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
     ] {
         let (code, v) = get(&u(path), Some(&bob)).await;
         assert_eq!(code, 401, "{path}: {v}");
-        assert!(v["error"].as_str().unwrap().contains("revoked"), "{path}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("revoked"),
+            "{path}: {v}"
+        );
     }
 
     // the first admin and its token can be made over HTTP on an open server

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, SocketRef, State as IoState, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, State as IoState, TryData};
 
 use super::MAX_WORKSPACES_PER_CONN;
 use crate::hub::Hub;
@@ -20,6 +20,21 @@ use crate::teams::messages::{self, Outgoing, RateLimit};
 /// Per-socket message budget (socketioxide extensions hold clones, hence the shared cell).
 #[derive(Clone)]
 struct Budget(Arc<Mutex<RateLimit>>);
+
+/// Spends one message from the socket's budget, made on first use.
+fn take_budget(hub: &Hub, s: &SocketRef) -> Result<(), TeamsError> {
+    let Budget(b) = s.extensions.get::<Budget>().unwrap_or_else(|| {
+        let b = Budget(Arc::new(Mutex::new(RateLimit::new(
+            hub.config.team_messages_per_s,
+        ))));
+        s.extensions.insert(b.clone());
+        b
+    });
+    let mut b = b
+        .lock()
+        .map_err(|_| TeamsError::Invalid("rate limit lock poisoned".into()))?;
+    b.take()
+}
 
 fn refuse(e: &TeamsError) -> Value {
     let code = match e {
@@ -97,11 +112,7 @@ async fn message(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError
     let workspace =
         field("workspace").ok_or_else(|| TeamsError::Invalid("workspace is missing".into()))?;
     let text = field("text").ok_or_else(|| TeamsError::Invalid("text is missing".into()))?;
-    if let Some(Budget(b)) = s.extensions.get::<Budget>()
-        && let Ok(mut b) = b.lock()
-    {
-        b.take()?;
-    }
+    take_budget(hub, s)?;
     let (msg, duplicate) = messages::send(
         hub,
         &who(s),
@@ -119,11 +130,7 @@ async fn notification(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, Teams
     let field = |k: &str| d.get(k).and_then(Value::as_str);
     let workspace =
         field("workspace").ok_or_else(|| TeamsError::Invalid("workspace is missing".into()))?;
-    if let Some(Budget(b)) = s.extensions.get::<Budget>()
-        && let Ok(mut b) = b.lock()
-    {
-        b.take()?;
-    }
+    take_budget(hub, s)?;
     let note = messages::notify(
         hub,
         &who(s),
@@ -182,60 +189,72 @@ async fn doc_update(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value
     Ok(json!({"event_id": id}))
 }
 
-/// Registers a document event, whose payload may hold binary.
-fn on_binary<F, Fut>(s: &SocketRef, event: &'static str, f: F)
-where
-    F: Fn(Arc<Hub>, SocketRef, rmpv::Value) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Value, TeamsError>> + Send + 'static,
-{
-    s.on(
-        event,
-        async move |s: SocketRef,
-                    TryData(d): TryData<rmpv::Value>,
-                    ack: AckSender,
-                    IoState(hub): IoState<Arc<Hub>>| {
+/// Runs one client event; `None` for an event this server does not know.
+async fn dispatch(
+    hub: Arc<Hub>,
+    s: SocketRef,
+    event: &str,
+    d: rmpv::Value,
+) -> Option<Result<Value, TeamsError>> {
+    // the JSON-shaped events read a serde_json value; the document ones keep binary
+    let as_json = || {
+        serde_json::to_value(&d)
+            .map_err(|e| TeamsError::Invalid(format!("unreadable payload: {e}")))
+    };
+    Some(match event {
+        "join_workspace" => match as_json() {
+            Ok(v) => join(&hub, &s, v).await,
+            Err(e) => Err(e),
+        },
+        "leave_workspace" => match as_json() {
+            Ok(v) => leave(&hub, &s, v).await,
+            Err(e) => Err(e),
+        },
+        "team_message" => match as_json() {
+            Ok(v) => message(&hub, &s, v).await,
+            Err(e) => Err(e),
+        },
+        "team_notification" => match as_json() {
+            Ok(v) => notification(&hub, &s, v).await,
+            Err(e) => Err(e),
+        },
+        "doc_sync" => doc_sync(hub, s, d).await,
+        "doc_update" => doc_update(hub, s, d).await,
+        _ => return None,
+    })
+}
+
+/// The events a client may send.
+pub const CLIENT_EVENTS: [&str; 6] = [
+    "join_workspace",
+    "leave_workspace",
+    "team_message",
+    "team_notification",
+    "doc_sync",
+    "doc_update",
+];
+
+/// Installs one handler for every client event on a newly connected socket. One fallback
+/// handler rather than one per event: each registered handler is a boxed closure kept per
+/// socket, and idle sockets are what the server holds most of.
+pub fn install(s: &SocketRef) {
+    s.on_fallback(
+        async |s: SocketRef,
+               Event(event): Event,
+               TryData(d): TryData<rmpv::Value>,
+               ack: AckSender,
+               IoState(hub): IoState<Arc<Hub>>| {
             let r = match d {
-                Ok(d) => f(hub, s, d).await,
-                Err(e) => Err(TeamsError::Invalid(format!("unreadable payload: {e}"))),
+                Ok(d) => dispatch(hub, s, &event, d).await,
+                Err(e) => Some(Err(TeamsError::Invalid(format!("unreadable payload: {e}")))),
             };
+            let r = r.unwrap_or_else(|| {
+                Err(TeamsError::Invalid(format!(
+                    "unknown event `{event}`; clients may send {}",
+                    CLIENT_EVENTS.join(", ")
+                )))
+            });
             reply(ack, r);
         },
     );
-}
-
-/// Registers one event: decodes the payload, runs `f`, answers with the ack.
-fn on<F, Fut>(s: &SocketRef, event: &'static str, f: F)
-where
-    F: Fn(Arc<Hub>, SocketRef, Value) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Value, TeamsError>> + Send + 'static,
-{
-    s.on(
-        event,
-        async move |s: SocketRef,
-                    TryData(d): TryData<Value>,
-                    ack: AckSender,
-                    IoState(hub): IoState<Arc<Hub>>| {
-            let r = match d {
-                Ok(d) => f(hub, s, d).await,
-                Err(e) => Err(TeamsError::Invalid(format!("not JSON: {e}"))),
-            };
-            reply(ack, r);
-        },
-    );
-}
-
-/// Installs the handlers on a newly connected socket.
-pub fn install(s: &SocketRef, hub: &Hub) {
-    s.extensions
-        .insert(Budget(Arc::new(Mutex::new(RateLimit::new(
-            hub.config.team_messages_per_s,
-        )))));
-    on(s, "join_workspace", async |h, s, d| join(&h, &s, d).await);
-    on(s, "leave_workspace", async |h, s, d| leave(&h, &s, d).await);
-    on(s, "team_message", async |h, s, d| message(&h, &s, d).await);
-    on(s, "team_notification", async |h, s, d| {
-        notification(&h, &s, d).await
-    });
-    on_binary(s, "doc_sync", doc_sync);
-    on_binary(s, "doc_update", doc_update);
 }

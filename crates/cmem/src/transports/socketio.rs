@@ -261,7 +261,7 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
         h.registry.remove(&c.id, &why);
     });
 
-    super::client_events::install(&s, &hub);
+    super::client_events::install(&s);
     tokio::spawn(deliver(hub, s, conn, hs.cursor));
 }
 
