@@ -210,6 +210,22 @@ async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
     .await;
     assert_eq!(code, 200);
 
+    // messages over HTTP have the per-second budget Socket.IO connections have
+    let mut codes = Vec::new();
+    for i in 0..40 {
+        let (code, v) = post(
+            &u("/api/workspaces/ops/messages"),
+            Some(&bob),
+            json!({"text": format!("m{i}")}),
+        )
+        .await;
+        if code == 429 {
+            assert!(v["error"].as_str().unwrap().contains("slow down"), "{v}");
+        }
+        codes.push(code);
+    }
+    assert!(codes.contains(&201) && codes.contains(&429), "{codes:?}");
+
     // a poll client id belongs to its first user
     let (code, v) = get(&u("/api/events/poll?client_id=b1"), Some(&alice)).await;
     assert_eq!(code, 403, "{v}");

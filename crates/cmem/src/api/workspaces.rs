@@ -18,6 +18,14 @@ use crate::teams::auth::Identity;
 use crate::teams::messages::{self, NotificationIn, Outgoing};
 use crate::teams::presence;
 
+/// The same per-second message limit Socket.IO connections have, per user over HTTP.
+fn http_budget(hub: &Hub, identity: &Identity) -> Result<(), ApiError> {
+    let user = identity.user_name().unwrap_or(messages::LOCAL_USER);
+    hub.teams
+        .take_http_budget(user, hub.config.team_messages_per_s)
+        .map_err(ApiError::from)
+}
+
 /// Largest page of history.
 const MAX_PAGE: usize = 200;
 
@@ -79,6 +87,7 @@ pub async fn send(
     Path(ws): Path<String>,
     ApiJson(b): ApiJson<Send>,
 ) -> Result<Response, ApiError> {
+    http_budget(&hub, &identity)?;
     let (msg, duplicate) = messages::send(
         &hub,
         &identity,
@@ -114,6 +123,7 @@ pub async fn notify(
     Path(ws): Path<String>,
     ApiJson(b): ApiJson<Notify>,
 ) -> Result<Response, ApiError> {
+    http_budget(&hub, &identity)?;
     let note = messages::notify(
         &hub,
         &identity,

@@ -170,6 +170,23 @@ impl RateLimit {
     }
 }
 
+impl Teams {
+    /// Spends one message from an HTTP sender's budget (per user; `local` on an open server).
+    pub fn take_http_budget(&self, user: &str, per_s: u64) -> Result<(), TeamsError> {
+        let mut budgets = self
+            .http_budgets
+            .lock()
+            .map_err(|_| TeamsError::Invalid("rate limit lock poisoned".into()))?;
+        if budgets.len() > 10_000 {
+            budgets.clear(); // bounded: forgetting budgets only forgives, never blocks
+        }
+        budgets
+            .entry(user.to_string())
+            .or_insert_with(|| RateLimit::new(per_s))
+            .take()
+    }
+}
+
 /// What a client sends.
 pub struct Outgoing<'a> {
     pub workspace: &'a str,

@@ -87,6 +87,8 @@ pub struct Teams {
     checked_at_ms: AtomicI64,
     /// Shared documents loaded in memory.
     docs: docs::Docs,
+    /// Message budgets of HTTP senders, by user (HTTP has no connection to hang them on).
+    http_budgets: Mutex<std::collections::HashMap<String, messages::RateLimit>>,
 }
 
 /// How long the "are there users?" answer is trusted before asking the database again.
@@ -207,6 +209,7 @@ impl Teams {
             users_exist: AtomicI64::new(-1),
             checked_at_ms: AtomicI64::new(0),
             docs: docs::Docs::default(),
+            http_budgets: Mutex::default(),
         })
     }
 
