@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use cmem::config::{self, Overrides};
 use cmem::memory::search::{Filters, snippet_text};
 use cmem::memory::{Memory, OpenOptions, indexer};
+use cmem::net::classify::ErrorClass;
 use cmem::server::{Server, ServerError, shutdown_signal};
 use cmem::teams::{Teams, TeamsError};
 
@@ -201,6 +202,9 @@ struct ConfigFlags {
     /// Run open (no tokens) even on an address other machines can reach.
     #[arg(long)]
     insecure: bool,
+    /// If the port is taken (or refused), try up to N next ports and say which one was used.
+    #[arg(long, value_name = "N")]
+    port_fallback: Option<u16>,
 }
 
 impl ConfigFlags {
@@ -218,13 +222,19 @@ impl ConfigFlags {
             retention_max_events: self.retention_max_events,
             retention_max_age_s: self.retention_max_age_s,
             insecure: self.insecure.then_some(true),
+            port_fallback: self.port_fallback,
         }
     }
 }
 
 /// Exit codes callers (and scripts) can tell apart.
 const EXIT_CONFIG: u8 = 2;
-const EXIT_BIND: u8 = 3;
+/// The port is taken by another process.
+const EXIT_PORT_IN_USE: u8 = 3;
+/// The OS refused the port (Windows excluded range, privileged port).
+const EXIT_PORT_DENIED: u8 = 4;
+/// Any other failure to listen.
+const EXIT_BIND: u8 = 5;
 const EXIT_RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
@@ -272,7 +282,13 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     match e.downcast_ref::<ServerError>() {
-                        Some(ServerError::Bind { .. }) => ExitCode::from(EXIT_BIND),
+                        Some(ServerError::Bind { diagnosis, .. }) => {
+                            ExitCode::from(match diagnosis.class {
+                                ErrorClass::AddressInUse => EXIT_PORT_IN_USE,
+                                ErrorClass::AccessDenied => EXIT_PORT_DENIED,
+                                _ => EXIT_BIND,
+                            })
+                        }
                         Some(ServerError::Insecure { .. }) => ExitCode::from(EXIT_CONFIG),
                         _ => ExitCode::from(EXIT_RUNTIME),
                     }

@@ -31,15 +31,22 @@ use crate::memory::{Memory, MemoryError, OpenOptions, indexer};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::net::StallGuard;
+use crate::net::classify::{Diagnosis, ErrorClass, classify};
 use crate::transports;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source} [{class}]\n  cause: {cause}\n  fix: {fix}",
+        class = diagnosis.class.name(),
+        cause = diagnosis.cause,
+        fix = diagnosis.fix
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
+        diagnosis: Diagnosis,
     },
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -61,8 +68,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the journal and binds the listener.
-    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+    /// Binds the listener (trying up to `port_fallback` further ports if the port is taken
+    /// or refused), then opens the index, the teams database and the journal.
+    pub async fn bind(mut config: Config) -> Result<Server, ServerError> {
         let addr = config.bind;
         let memory = Memory::open(
             &config.data_dir,
@@ -79,10 +87,11 @@ impl Server {
                 data: config.data_dir.display().to_string(),
             });
         }
+        let listener = listen(addr, config.port_fallback)?;
+        if let Ok(bound) = listener.local_addr() {
+            config.bind = bound; // the origin clients see, and what diagnostics report
+        }
         let hub = Hub::open(config, teams)?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Server {
             hub,
             memory,
@@ -135,6 +144,7 @@ impl Server {
 
         let builder = AutoBuilder::new(TokioExecutor::new());
         let stall_timeout = Duration::from_millis(hub.config.slow_consumer_timeout_ms);
+        let keepalive = hub.config.keepalive();
         let graceful = GracefulShutdown::new();
         let mut signal = std::pin::pin!(signal);
         loop {
@@ -151,8 +161,8 @@ impl Server {
                     }
                 },
             };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            if let Err(e) = crate::net::socket::tune(&stream, keepalive.as_ref()) {
+                tracing::debug!(error = %e, "socket options not set");
             }
             let (stream, stalled) = StallGuard::new(stream, stall_timeout);
             let svc = app.clone().map_request(move |mut req: Request<Incoming>| {
@@ -198,6 +208,50 @@ impl Server {
         hub.journal.close().await;
         tracing::info!(head = hub.journal.head(), "journal flushed; bye");
         Ok(())
+    }
+}
+
+/// Binds `addr`, or with `fallback > 0` the first of the next `fallback` ports that is free,
+/// saying which one it took and why the others were skipped.
+fn listen(addr: SocketAddr, fallback: u16) -> Result<TcpListener, ServerError> {
+    let tries = if addr.port() == 0 { 0 } else { fallback };
+    let mut port = addr.port();
+    let mut i = 0;
+    loop {
+        let at = SocketAddr::new(addr.ip(), port);
+        match crate::net::socket::bind(at, 1024) {
+            Ok(l) => {
+                if i > 0 {
+                    tracing::warn!(wanted = %addr, using = %at, "port {} was not available; listening on {} instead", addr.port(), at.port());
+                }
+                return Ok(l);
+            }
+            Err(source) => {
+                let diagnosis = classify(&source);
+                let retry = matches!(
+                    diagnosis.class,
+                    ErrorClass::AddressInUse | ErrorClass::AccessDenied
+                );
+                match port.checked_add(1) {
+                    Some(next) if retry && i < tries => {
+                        tracing::info!(
+                            port,
+                            class = diagnosis.class.name(),
+                            "port not available; trying {next}"
+                        );
+                        port = next;
+                        i += 1;
+                    }
+                    _ => {
+                        return Err(ServerError::Bind {
+                            addr: at,
+                            source,
+                            diagnosis,
+                        });
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -336,6 +336,19 @@ async fn a_connection_reset_is_recorded_with_its_os_error_code() {
     let code = e["os_code"].as_i64().expect("an OS error code");
     // ECONNRESET or EPIPE on Linux; WSAECONNRESET / WSAECONNABORTED on Windows
     assert!([104, 32, 10054, 10053].contains(&code), "{e}");
+    // classified, with words a person can act on
+    assert!(
+        ["connection_reset", "broken_pipe", "connection_aborted"]
+            .contains(&e["class"].as_str().unwrap()),
+        "{e}"
+    );
+    assert!(e["cause"].as_str().unwrap().len() > 20, "{e}");
+    assert!(e["fix"].as_str().unwrap().len() > 20, "{e}");
+    let by_class = &s.errors().await["data"]["by_class"];
+    assert!(
+        by_class[e["class"].as_str().unwrap()].as_u64().unwrap() >= 1,
+        "{by_class}"
+    );
     assert_eq!(e["transport"], "http");
     assert!(e["platform"].as_str().is_some());
     until("sse gone", 10, || async {

@@ -629,3 +629,63 @@ async fn cors_uses_the_allow_list() {
     })
     .await;
 }
+
+/// A taken port is explained and exits with its own code; `--port-fallback` moves on and says
+/// where it went.
+#[tokio::test]
+async fn a_taken_port_is_explained_and_fallback_finds_another() {
+    let s = TestServer::start(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(["serve", "--bind", &s.addr, "--data"])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "port in use has exit code 3");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[address_in_use]")
+            && err.contains("cause:")
+            && err.contains("--port-fallback"),
+        "{err}"
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args([
+            "serve",
+            "--bind",
+            &s.addr,
+            "--port-fallback",
+            "20",
+            "--data",
+        ])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    let taken: u16 = s.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let got: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(got > taken && got <= taken + 20, "{taken} -> {got}: {line}");
+    // it serves there, and its configuration (its own CORS origin) says the port it took
+    let v: Value = reqwest::get(format!("http://{addr}/api/websocket/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["config"]["bind"], addr.as_str());
+    let _ = child.kill();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let _ = child.wait();
+    assert!(err.contains("instead"), "says which port it took: {err}");
+}

@@ -48,6 +48,7 @@ pub async fn status(State(hub): State<Arc<Hub>>) -> Response {
         "catch_ups_from_journal": hub.catch_ups_total(),
         "closes_by_reason": hub.registry.closes_by_reason(),
         "errors_total": hub.registry.errors_total(),
+        "errors_by_class": hub.registry.errors_by_class(),
         "uptime_s": hub.uptime_s(),
     }))
 }
@@ -58,6 +59,7 @@ pub async fn errors(State(hub): State<Arc<Hub>>) -> Response {
     ok(json!({
         "count": errors.len(),
         "total_since_start": hub.registry.errors_total(),
+        "by_class": hub.registry.errors_by_class(),
         "errors": errors,
     }))
 }

@@ -24,7 +24,7 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 28] = [
+pub const KEYS: [&str; 33] = [
     "platform_profile",
     "bind",
     "data_dir",
@@ -53,6 +53,11 @@ pub const KEYS: [&str; 28] = [
     "insecure",
     "team_message_max_chars",
     "team_messages_per_s",
+    "tcp_keepalive",
+    "tcp_keepalive_idle_s",
+    "tcp_keepalive_interval_s",
+    "tcp_keepalive_retries",
+    "port_fallback",
 ];
 
 /// The effective configuration of a server.
@@ -122,6 +127,17 @@ pub struct Config {
     pub team_message_max_chars: u64,
     /// Team messages one connection may send per second (bursts of twice that).
     pub team_messages_per_s: u64,
+    /// TCP keepalive on accepted sockets (on in the Windows profile), so peers that vanished
+    /// without closing are noticed by the kernel.
+    pub tcp_keepalive: bool,
+    /// Idle seconds before the first keepalive probe.
+    pub tcp_keepalive_idle_s: u64,
+    /// Seconds between keepalive probes.
+    pub tcp_keepalive_interval_s: u64,
+    /// Unanswered probes before the connection is dropped.
+    pub tcp_keepalive_retries: u64,
+    /// If the port is taken or refused, try this many next ports (0 = fail at once).
+    pub port_fallback: u16,
 }
 
 impl Default for Config {
@@ -158,6 +174,11 @@ impl Default for Config {
             insecure: false,
             team_message_max_chars: 4000,
             team_messages_per_s: 10,
+            tcp_keepalive: false,
+            tcp_keepalive_idle_s: 60,
+            tcp_keepalive_interval_s: 10,
+            tcp_keepalive_retries: 5,
+            port_fallback: 0,
         }
     }
 }
@@ -166,6 +187,15 @@ impl Config {
     /// `<data_dir>/.collective-memory`
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join(".collective-memory")
+    }
+
+    /// Keepalive timings for accepted sockets, when keepalive is on.
+    pub fn keepalive(&self) -> Option<crate::net::socket::Keepalive> {
+        self.tcp_keepalive.then(|| crate::net::socket::Keepalive {
+            idle: std::time::Duration::from_secs(self.tcp_keepalive_idle_s),
+            interval: std::time::Duration::from_secs(self.tcp_keepalive_interval_s),
+            retries: self.tcp_keepalive_retries as u32,
+        })
     }
 
     /// Whether a transport is enabled.
@@ -230,7 +260,7 @@ impl Config {
                 ));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 18] = [
+        let ranges: [(&'static str, u64, u64, u64); 21] = [
             ("ping_interval_ms", self.ping_interval_ms, 50, 600_000),
             ("ping_timeout_ms", self.ping_timeout_ms, 50, 600_000),
             ("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000),
@@ -269,6 +299,14 @@ impl Config {
                 1_000_000,
             ),
             ("team_messages_per_s", self.team_messages_per_s, 1, 10_000),
+            ("tcp_keepalive_idle_s", self.tcp_keepalive_idle_s, 1, 7200),
+            (
+                "tcp_keepalive_interval_s",
+                self.tcp_keepalive_interval_s,
+                1,
+                600,
+            ),
+            ("tcp_keepalive_retries", self.tcp_keepalive_retries, 1, 127),
         ];
         for (key, v, lo, hi) in ranges {
             if v < lo || v > hi {
@@ -335,6 +373,8 @@ pub struct Overrides {
     pub retention_max_age_s: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_fallback: Option<u16>,
 }
 
 /// Gives a figment provider a readable name, which `cmem config` prints as the source.

@@ -2,8 +2,8 @@
 //!
 //! They are plain data (a partial config layer), so the Windows profile is tested on Linux.
 //! On Windows the defaults favour stability: a longer ping timeout (laptops sleep, VPNs stall),
-//! more patience with a client that stops reading, a slower advised poll interval, and every
-//! fallback transport kept available.
+//! more patience with a client that stops reading, a slower advised poll interval, TCP
+//! keepalive on, and every fallback transport kept available.
 
 use serde::Serialize;
 
@@ -66,6 +66,8 @@ pub struct ProfileLayer {
     pub transports: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_consumer_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<bool>,
 }
 
 /// The layer for a resolved profile.
@@ -77,6 +79,7 @@ pub fn profile_layer(profile: PlatformProfile) -> ProfileLayer {
             poll_interval_ms: Some(2_000),
             transports: Some(super::TRANSPORTS.iter().map(|s| s.to_string()).collect()),
             slow_consumer_timeout_ms: Some(30_000),
+            tcp_keepalive: Some(true),
         },
         _ => ProfileLayer::default(),
     }

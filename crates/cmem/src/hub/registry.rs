@@ -257,6 +257,14 @@ pub struct TransportErrorRecord {
     pub connection_id: Option<String>,
     pub kind: String,
     pub os_code: Option<i32>,
+    /// The OS code's name (`WSAECONNRESET`, `ECONNRESET`), when there is a code.
+    pub os_name: Option<&'static str>,
+    /// `connection_reset`, `timed_out`… from the OS code; the kind for errors without one.
+    pub class: String,
+    /// Why this usually happens, in plain words.
+    pub cause: Option<&'static str>,
+    /// What to do about it.
+    pub fix: Option<&'static str>,
     pub message: String,
     pub platform: &'static str,
 }
@@ -286,6 +294,8 @@ pub struct Registry {
     closes: Mutex<BTreeMap<String, u64>>,
     errors: Mutex<VecDeque<TransportErrorRecord>>,
     errors_total: AtomicU64,
+    /// Errors counted by class since start (not cleared with the log).
+    errors_by_class: Mutex<BTreeMap<String, u64>>,
     opened_total: AtomicU64,
     presence_tx: PresenceTx,
     presence_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PresenceChange>>>,
@@ -301,6 +311,7 @@ impl Registry {
             closes: Mutex::default(),
             errors: Mutex::default(),
             errors_total: AtomicU64::default(),
+            errors_by_class: Mutex::default(),
             opened_total: AtomicU64::default(),
             presence_tx,
             presence_rx: Mutex::new(Some(rx)),
@@ -466,12 +477,24 @@ impl Registry {
         message: impl Into<String>,
     ) {
         self.errors_total.fetch_add(1, Ordering::Relaxed);
+        let diagnosis = os_code.map(crate::net::classify::classify_code);
+        let class = diagnosis
+            .as_ref()
+            .map(|d| d.class.name().to_string())
+            .unwrap_or_else(|| kind.to_string());
+        if let Ok(mut by) = self.errors_by_class.lock() {
+            *by.entry(class.clone()).or_insert(0) += 1;
+        }
         let rec = TransportErrorRecord {
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             transport: transport.to_string(),
             connection_id: connection_id.map(str::to_string),
             kind: kind.to_string(),
             os_code,
+            os_name: diagnosis.as_ref().map(|d| d.name).filter(|n| !n.is_empty()),
+            class,
+            cause: diagnosis.as_ref().map(|d| d.cause),
+            fix: diagnosis.as_ref().map(|d| d.fix),
             message: message.into(),
             platform: std::env::consts::OS,
         };
@@ -487,6 +510,14 @@ impl Registry {
         self.errors
             .lock()
             .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Errors by class since start.
+    pub fn errors_by_class(&self) -> BTreeMap<String, u64> {
+        self.errors_by_class
+            .lock()
+            .map(|m| m.clone())
             .unwrap_or_default()
     }
 

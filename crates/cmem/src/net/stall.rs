@@ -1,4 +1,4 @@
-//! Socket-level concerns of accepted connections.
+//! Cutting clients that stop reading.
 //!
 //! A client that stops reading (a frozen tab, a laptop that slept, a VPN that dropped the
 //! route) leaves its TCP window closed. Nothing at the HTTP or Engine.IO level notices: the
