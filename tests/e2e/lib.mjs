@@ -13,6 +13,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const CMEM_BIN = process.env.CMEM_BIN || path.resolve(here, '../../target/debug/cmem');
 // A remote target (e.g. the Windows build under Wine) may be given instead of a local binary.
 export const TEST_EVENT = 'test_event';
+const GRACEFUL_SIGNAL = process.env.CMEM_GRACEFUL_SIGNAL || 'SIGTERM';
 
 export function tempDir() {
   return mkdtempSync(path.join(tmpdir(), 'cmem-e2e-'));
@@ -56,7 +57,9 @@ export async function startServer({ data = tempDir(), port = 0, args = [], env =
     stderr: () => stderr,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return exited;
-      child.kill(signal);
+      // Windows has no SIGTERM: a console server stops gracefully on Ctrl-C, which Wine
+      // delivers for SIGINT (scripts/windows-ci.sh sets CMEM_GRACEFUL_SIGNAL=SIGINT)
+      child.kill(signal === 'SIGTERM' ? GRACEFUL_SIGNAL : signal);
       return exited;
     },
   };

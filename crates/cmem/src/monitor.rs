@@ -21,6 +21,27 @@ struct Probe {
     system: Option<System>,
     disks: Option<Disks>,
     pid: Option<Pid>,
+    /// CPU sampling works here (not under Wine, see [`under_wine`]).
+    cpu: bool,
+}
+
+/// Whether this Windows build runs under Wine, whose `pdh.dll` lacks `PdhEnumObjectsW`: the
+/// CPU sampling sysinfo does on Windows would abort the process there. Wine's ntdll exports
+/// `wine_get_version`; Windows' does not.
+#[cfg(windows)]
+fn under_wine() -> bool {
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+    // SAFETY: both calls take NUL-terminated static strings and only look up symbols; the
+    // module handle of ntdll stays valid for the life of the process.
+    unsafe {
+        let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+        !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
+    }
+}
+
+#[cfg(not(windows))]
+fn under_wine() -> bool {
+    false
 }
 
 /// Samples and publishes the server's status.
@@ -55,10 +76,21 @@ impl Monitor {
             .map_err(|e| tracing::warn!(error = %e, "disk figures unavailable"))
             .ok();
         let pid = sysinfo::get_current_pid().ok();
+        let cpu = !under_wine();
+        if !cpu {
+            tracing::warn!(
+                "running under Wine: CPU usage is not sampled (cpu_usage_available: false)"
+            );
+        }
         Arc::new(Monitor {
             hub,
             memory,
-            probe: Mutex::new(Probe { system, disks, pid }),
+            probe: Mutex::new(Probe {
+                system,
+                disks,
+                pid,
+                cpu,
+            }),
         })
     }
 
@@ -66,15 +98,18 @@ impl Monitor {
     /// like, so call it off the async threads when it matters.
     pub fn sample(&self) -> Value {
         let mut machine = json!({
-            "cpu_usage": 0.0, "memory_usage": 0.0, "memory_used_bytes": 0, "memory_total_bytes": 0,
+            "cpu_usage": 0.0, "cpu_usage_available": false, "memory_usage": 0.0, "memory_used_bytes": 0, "memory_total_bytes": 0,
             "process_memory_bytes": 0, "disk_usage": 0.0, "disk_total_bytes": 0, "disk_available_bytes": 0,
         });
         if let Ok(mut p) = self.probe.lock() {
-            let pid = p.pid;
+            let (pid, cpu) = (p.pid, p.cpu);
             if let Some(sys) = p.system.as_mut() {
-                sys.refresh_cpu_usage();
+                if cpu {
+                    sys.refresh_cpu_usage();
+                    machine["cpu_usage"] = json!((sys.global_cpu_usage() * 10.0).round() / 10.0);
+                    machine["cpu_usage_available"] = json!(true);
+                }
                 sys.refresh_memory();
-                machine["cpu_usage"] = json!((sys.global_cpu_usage() * 10.0).round() / 10.0);
                 machine["memory_usage"] = json!(percent(sys.used_memory(), sys.total_memory()));
                 machine["memory_used_bytes"] = json!(sys.used_memory());
                 machine["memory_total_bytes"] = json!(sys.total_memory());

@@ -304,6 +304,10 @@ async fn an_sse_client_that_stops_reading_is_cut_as_slow_consumer() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    windows,
+    ignore = "under Wine a write to a reset loopback socket reports no error; the classifier's Windows test feeds real refused and in-use errors instead"
+)]
 async fn a_connection_reset_is_recorded_with_its_os_error_code() {
     let s = TestServer::start(&["--max-payload-bytes", "2000000"]);
     let stream = tokio::net::TcpStream::connect(&s.addr).await.unwrap();

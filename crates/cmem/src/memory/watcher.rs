@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use notify_debouncer_full::notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify_debouncer_full::notify::{self, EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, NoCache, new_debouncer_opt};
 use serde_json::json;
 
 use super::{Memory, indexer};
@@ -29,7 +29,11 @@ fn kind_name(k: &EventKind) -> Option<&'static str> {
 /// server still serves and a re-index still works without a watcher.
 pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(PathBuf, &'static str)>>(64);
-    let debouncer = new_debouncer(
+    // No file-id cache: on Windows and macOS the recommended one opens every file it hears
+    // about to read its id, including the index's own segment files while tantivy is writing
+    // them, which then fail with "access denied". We re-index by path, so ids (used only to
+    // pair renames) are not needed.
+    let debouncer = new_debouncer_opt::<_, RecommendedWatcher, NoCache>(
         Duration::from_millis(300),
         None,
         move |res: DebounceEventResult| match res {
@@ -49,6 +53,8 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
                 }
             }
         },
+        NoCache::new(),
+        notify::Config::default(),
     );
     let mut debouncer = match debouncer {
         Ok(d) => d,

@@ -127,10 +127,15 @@ impl TestServer {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// Stops the server: SIGTERM (a graceful shutdown) where there are signals; on Windows,
+    /// which has none to send to another console process, a hard stop.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        #[cfg(unix)]
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+        #[cfg(not(unix))]
+        let _ = self.child.kill();
         self.child.wait().expect("wait")
     }
 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Windows, on every CI run: cross-builds cmem for x86_64-pc-windows-gnu with mingw, runs the
+# Rust test suite under Wine, then the end-to-end suites (official socket.io-client on Linux
+# Node over WebSocket, polling and upgrade, plus SSE and poll, Yjs) against cmem.exe under Wine.
+#
+# Wine 8 lacks ProcessPrng in bcryptprimitives.dll, which Rust's std imports, so a stand-in
+# built here from tools/wine/bcryptprimitives.c is put into the Wine prefix first.
+# If the tools cannot be installed this says so loudly and stops without failing the run; a
+# failing build or test fails it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+TARGET=x86_64-pc-windows-gnu
+
+not_run() {
+  printf '\n%s\n!!! WINDOWS CHECKS NOT RUN: %s\n%s\n\n' \
+    '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!' "$*" \
+    '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!' >&2
+  exit 0
+}
+
+need=()
+command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64)
+command -v wine >/dev/null || need+=(wine64)
+if ((${#need[@]})); then
+  command -v apt-get >/dev/null || not_run "no apt-get to install ${need[*]}"
+  echo "installing ${need[*]}"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; } \
+    || not_run "apt-get could not install ${need[*]}"
+fi
+command -v wine >/dev/null || not_run "wine is not available after installing wine64"
+rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET" \
+  || not_run "rustup could not add the $TARGET target"
+
+export WINEPREFIX="$root/target/wine-prefix" WINEDEBUG=-all WINEDLLOVERRIDES="bcryptprimitives=n,b"
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
+trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
+
+echo "== Windows: Wine prefix with the ProcessPrng stand-in"
+mkdir -p "$WINEPREFIX"
+[ -d "$WINEPREFIX/drive_c/windows/system32" ] || timeout 300 wineboot -i >/dev/null 2>&1 || true
+[ -d "$WINEPREFIX/drive_c/windows/system32" ] || not_run "wineboot could not create a Wine prefix"
+x86_64-w64-mingw32-gcc -shared -O2 -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
+  tools/wine/bcryptprimitives.c tools/wine/bcryptprimitives.def -ladvapi32
+wine --version
+
+echo "== Windows: lints and build ($TARGET)"
+cargo clippy --locked --target "$TARGET" -p cmem --all-targets -- -D warnings
+cargo build --locked --target "$TARGET" -p cmem --bins
+timeout 60 wine "target/$TARGET/debug/cmem.exe" --version
+
+echo "== Windows: Rust test suite under Wine"
+timeout 1800 cargo test --locked --target "$TARGET" -p cmem --no-fail-fast -- --test-threads=2
+
+echo "== Windows: end-to-end suites against cmem.exe under Wine"
+cd tests/e2e
+CMEM_BIN="$root/scripts/wine-cmem" CMEM_GRACEFUL_SIGNAL=SIGINT \
+  timeout 1200 node --test --test-concurrency=1 --test-reporter=spec \
+  hub.test.mjs memory.test.mjs teams.test.mjs
