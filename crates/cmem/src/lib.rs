@@ -21,6 +21,7 @@ pub mod memory;
 pub mod metrics;
 pub mod monitor;
 pub mod net;
+pub mod ops;
 pub mod server;
 pub mod teams;
 pub mod transports;

@@ -9,6 +9,7 @@ use cmem::config::{self, Overrides};
 use cmem::memory::search::{Filters, snippet_text};
 use cmem::memory::{Memory, OpenOptions, indexer};
 use cmem::net::classify::ErrorClass;
+use cmem::ops::{doctor, firewall};
 use cmem::server::{Server, ServerError, shutdown_signal};
 use cmem::teams::{Teams, TeamsError};
 
@@ -33,6 +34,10 @@ enum Command {
     Index(IndexArgs),
     /// Search a folder's index from the command line.
     Search(SearchArgs),
+    /// Print the Windows firewall rule for the configured port; --apply adds it (Windows).
+    Firewall(FirewallArgs),
+    /// Diagnose this machine and test which transports reach a running server.
+    Doctor(DoctorArgs),
     /// Manage users (once one exists, every client needs a token).
     #[command(subcommand)]
     User(UserCmd),
@@ -42,6 +47,30 @@ enum Command {
     /// Manage workspaces and their members.
     #[command(subcommand)]
     Workspace(WorkspaceCmd),
+}
+
+#[derive(Args)]
+struct FirewallArgs {
+    #[command(flatten)]
+    flags: ConfigFlags,
+    /// Add the rule now with netsh (Windows, elevated prompt).
+    #[arg(long)]
+    apply: bool,
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    flags: ConfigFlags,
+    /// The server to test (default: the configured address, if something listens there).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// A token, for a server with users.
+    #[arg(long, env = "CM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where the teams database is: the data folder (default: CM_DATA_DIR, else ".").
@@ -249,6 +278,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Index(args) => index(args),
         Command::Search(args) => search(args),
+        Command::Firewall(a) => firewall(a),
+        Command::Doctor(a) => doctor(a),
         Command::User(c) => teams_cmd(TeamsCmd::User(c)),
         Command::Token(c) => teams_cmd(TeamsCmd::Token(c)),
         Command::Workspace(c) => teams_cmd(TeamsCmd::Workspace(c)),
@@ -450,6 +481,63 @@ fn search(args: SearchArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn firewall(a: FirewallArgs) -> ExitCode {
+    let loaded = match config::load(&a.flags.overrides()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let port = loaded.config.bind.port();
+    if !a.apply {
+        print!("{}", firewall::advice(loaded.config.bind));
+        return ExitCode::SUCCESS;
+    }
+    match firewall::apply(port) {
+        Ok(out) => {
+            println!("{out}\nrule `{}` added", firewall::rule_name(port));
+            ExitCode::SUCCESS
+        }
+        Err(e @ firewall::FirewallError::NotWindows(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn doctor(a: DoctorArgs) -> ExitCode {
+    let loaded = match config::load(&a.flags.overrides()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let report = runtime.block_on(doctor::run(&loaded, a.url, a.token));
+    if a.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{}", doctor::render(&report));
+    }
+    if report.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    }
 }
 
 enum TeamsCmd {

@@ -700,3 +700,79 @@ async fn a_taken_port_is_explained_and_fallback_finds_another() {
     let _ = child.wait();
     assert!(err.contains("instead"), "says which port it took: {err}");
 }
+
+/// `cmem doctor` finds every transport working against a healthy server; `cmem firewall`
+/// prints the exact rule, and refuses `--apply` off Windows with the reason.
+#[tokio::test]
+async fn doctor_and_firewall() {
+    let s = TestServer::start(&[]);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args([
+            "doctor",
+            "--json",
+            "--url",
+            &s.url,
+            "--bind",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(&s.data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let probes = report["selftest"].as_array().unwrap();
+    let names: Vec<&str> = probes
+        .iter()
+        .map(|p| p["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["http", "websocket", "polling", "sse", "poll"]);
+    assert!(probes.iter().all(|p| p["ok"] == true), "{report}");
+    assert_eq!(report["platform"]["os"], std::env::consts::OS);
+    assert!(report["config"].as_str().unwrap().contains("bind = "));
+
+    // nothing listening: the HTTP probe fails with a classified reason, exit code 1
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args([
+            "doctor",
+            "--url",
+            &format!("http://{closed}"),
+            "--bind",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(&s.data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("connection_refused"), "{text}");
+    assert!(text.contains("cannot be reached"), "{text}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(["firewall", "--bind", "0.0.0.0:8123", "--data"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("netsh advfirewall firewall add rule name=\"Collective Memory (cmem) TCP 8123\" dir=in action=allow protocol=TCP localport=8123"),
+        "{text}"
+    );
+    if !cfg!(windows) {
+        let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+            .args(["firewall", "--apply", "--data"])
+            .arg(&s.data)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("only on Windows"));
+    }
+}

@@ -1,0 +1,197 @@
+// Hostile networks, end to end: Debian's nginx on loopback as a reverse proxy that drops the
+// WebSocket Upgrade header, and as one that buffers responses; and a TCP proxy written here
+// that cuts every connection mid-stream, again and again, as a VPN switch does. Clients must
+// still receive every event, once each, in order.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { io } from 'socket.io-client';
+import {
+  CMEM_BIN, startServer, closeAllClients, publishMany, sioClient, sseClient, pollClient, until, exactly, tempDir,
+} from './lib.mjs';
+
+const servers = [];
+const stoppers = [];
+after(async () => {
+  await closeAllClients();
+  for (const stop of stoppers) await stop();
+  for (const s of servers) await s.stop('SIGKILL');
+});
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function accepts(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+    s.on('error', () => resolve(false));
+  });
+}
+
+/** Starts nginx (its own config, not the system's) proxying to `upstream`. */
+async function nginx(upstream, { forwardUpgrade, buffering }) {
+  const dir = tempDir();
+  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(path.join(dir, d));
+  const port = await freePort();
+  const conf = path.join(dir, 'nginx.conf');
+  writeFileSync(conf, `
+daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 512; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://127.0.0.1:${upstream};
+      proxy_http_version 1.1;
+      ${forwardUpgrade ? 'proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";' : '# the Upgrade header is deliberately not forwarded'}
+      proxy_buffering ${buffering ? 'on' : 'off'};
+      proxy_read_timeout 300s;
+    }
+  }
+}
+`);
+  const child = spawn('nginx', ['-c', conf, '-p', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const spawned = new Promise((resolve, reject) => {
+    child.on('error', (e) => reject(new Error(`nginx could not be started (${e.message}); install it: apt-get install nginx`)));
+    child.on('spawn', resolve);
+  });
+  await spawned;
+  await until(() => accepts(port), `nginx listening (${stderr})`);
+  const exited = new Promise((r) => child.on('exit', r));
+  stoppers.push(async () => { child.kill('SIGKILL'); await exited; });
+  return `http://127.0.0.1:${port}`;
+}
+
+/** A TCP proxy that can cut every connection through it at once. */
+async function cuttingProxy(upstream) {
+  const sockets = new Set();
+  const srv = net.createServer((client) => {
+    const up = net.connect(upstream, '127.0.0.1');
+    sockets.add(client); sockets.add(up);
+    client.pipe(up); up.pipe(client);
+    const done = () => { client.destroy(); up.destroy(); sockets.delete(client); sockets.delete(up); };
+    client.on('error', done); up.on('error', done); client.on('close', done); up.on('close', done);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  stoppers.push(() => new Promise((r) => { for (const s of sockets) s.destroy(); srv.close(() => r()); }));
+  return {
+    url: `http://127.0.0.1:${srv.address().port}`,
+    cutAll() {
+      const n = sockets.size;
+      for (const s of sockets) s.resetAndDestroy ? s.resetAndDestroy() : s.destroy();
+      sockets.clear();
+      return n;
+    },
+  };
+}
+
+test('behind a proxy that drops Upgrade, the official client stays on polling and gets every event; doctor names the cause', { timeout: 90000 }, async () => {
+  const s = await startServer();
+  servers.push(s);
+  const via = await nginx(s.port, { forwardUpgrade: false, buffering: false });
+
+  // a WebSocket-only client cannot get through this proxy at all
+  const wsOnly = await new Promise((resolve) => {
+    const c = io(via, { forceNew: true, reconnection: false, transports: ['websocket'], timeout: 3000 });
+    c.on('connect', () => { c.close(); resolve('connected'); });
+    c.on('connect_error', (e) => { c.close(); resolve(e.message); });
+  });
+  assert.notEqual(wsOnly, 'connected', 'the proxy really drops the upgrade');
+
+  const clients = [
+    sioClient(via, { name: 'default-behind-proxy' }), // polling first, then tries to upgrade
+    sseClient(via, { name: 'sse-behind-proxy' }),
+    pollClient(via, { clientId: 'poll-behind-proxy', name: 'poll-behind-proxy' }),
+  ];
+  await clients[0].connected();
+  await clients[1].opened();
+  await until(() => clients.every((c) => c.ofType('system_status').length >= 1 || (c.responses ?? 0) >= 1), 'subscribed');
+  const ids = await publishMany(s.url, 60, 'up');
+  await until(() => clients.every((c) => c.tests('up').length === 60), 'every event through the proxy', 30000);
+  for (const c of clients) exactly(c, ids, 'up');
+  assert.equal(clients[0].transport(), 'polling', 'the upgrade failed, polling carried everything');
+
+  // cmem doctor, pointed at the proxy, says which transports work and why WebSocket does not
+  const out = await new Promise((resolve) => {
+    execFile(CMEM_BIN, ['doctor', '--url', via, '--json', '--data', s.data, '--bind', '127.0.0.1:0'],
+      { env: { ...process.env, RUST_LOG: 'warn' } },
+      (err, stdout) => resolve({ code: err ? err.code : 0, stdout }));
+  });
+  assert.equal(out.code, 1, 'doctor exits 1 when a transport fails');
+  const report = JSON.parse(out.stdout);
+  const probe = Object.fromEntries(report.selftest.map((p) => [p.transport, p]));
+  assert.equal(probe.websocket.ok, false);
+  assert.match(probe.websocket.detail, /upgrade refused|Upgrade/i);
+  for (const t of ['http', 'polling', 'sse', 'poll']) assert.equal(probe[t].ok, true, `${t}: ${probe[t].detail}`);
+  assert.ok(report.advice.some((a) => /fall back to polling/.test(a)), JSON.stringify(report.advice));
+});
+
+// nginx with proxy_buffering on: SSE must still stream. (Checked by hand: this nginx also
+// streams when told to ignore X-Accel-Buffering, so the test shows SSE works through such a
+// proxy, not that the header is what makes it work.)
+test('behind nginx with response buffering on, SSE still delivers each event at once', { timeout: 60000 }, async () => {
+  // a long heartbeat, so nothing but the event itself could push it through a buffer
+  const s = await startServer({ env: { CM_SSE_HEARTBEAT_S: '120' } });
+  servers.push(s);
+  const via = await nginx(s.port, { forwardUpgrade: true, buffering: true });
+  const sse = sseClient(via, { name: 'sse-buffered' });
+  await sse.opened();
+  await until(() => sse.ofType('system_status').length === 1, 'greeting through the proxy');
+  for (let i = 0; i < 3; i++) {
+    const ids = await publishMany(s.url, 1, `b${i}`);
+    await until(() => sse.tests(`b${i}`).length === 1, `event ${i} arrives while the stream stays open`, 5000);
+    exactly(sse, ids, `b${i}`);
+  }
+});
+
+test('a proxy that cuts every connection several times: clients reconnect and get every event exactly once', { timeout: 120000 }, async () => {
+  const s = await startServer();
+  servers.push(s);
+  const proxy = await cuttingProxy(s.port);
+  const clients = [
+    sioClient(proxy.url, { transports: ['websocket'], reconnection: true, name: 'ws-cut' }),
+    sioClient(proxy.url, { transports: ['polling'], reconnection: true, name: 'polling-cut' }),
+    sioClient(proxy.url, { reconnection: true, name: 'upgrade-cut' }),
+    sseClient(proxy.url, { name: 'sse-cut' }),
+    pollClient(proxy.url, { clientId: 'poll-cut', name: 'poll-cut', wait: 2 }),
+  ];
+  for (const c of clients) {
+    if (c.connected) await c.connected();
+    if (c.opened) await c.opened();
+  }
+  await until(() => clients.every((c) => c.ofType('system_status').length >= 1 || (c.responses ?? 0) >= 1), 'subscribed');
+  const ids = [];
+  let cut = 0;
+  for (let round = 0; round < 4; round++) {
+    ids.push(...await publishMany(s.url, 40, 'vpn'));
+    await new Promise((r) => setTimeout(r, 150)); // some delivered, some in flight
+    cut += proxy.cutAll();
+  }
+  ids.push(...await publishMany(s.url, 40, 'vpn'));
+  assert.ok(cut >= 4 * clients.length, `connections were cut (${cut})`);
+  await until(() => clients.every((c) => c.tests('vpn').length >= ids.length), 'every client caught up', 60000);
+  for (const c of clients) exactly(c, ids, 'vpn');
+});
