@@ -294,20 +294,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(flags) => {
-            let loaded = match config::load(&flags.overrides()) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(EXIT_RUNTIME);
-                }
-            };
+            let (loaded, runtime) =
+                match load_config(&flags.overrides()).and_then(|l| Ok((l, runtime()?))) {
+                    Ok(x) => x,
+                    Err(code) => return code,
+                };
             match runtime.block_on(serve(loaded)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -329,15 +320,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the configuration for a folder (so `index_max_file_bytes` and the like apply).
-fn config_for(dir: &std::path::Path) -> Result<config::Loaded, ExitCode> {
-    config::load(&Overrides {
-        data_dir: Some(dir.to_path_buf()),
-        ..Overrides::default()
-    })
-    .map_err(|e| {
+/// Loads the configuration, or says why not (exit code 2).
+fn load_config(o: &Overrides) -> Result<config::Loaded, ExitCode> {
+    config::load(o).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// The async runtime for the commands that need one.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(EXIT_RUNTIME)
+    })
+}
+
+/// Loads the configuration for a folder (so `index_max_file_bytes` and the like apply).
+fn config_for(dir: &std::path::Path) -> Result<config::Loaded, ExitCode> {
+    load_config(&Overrides {
+        data_dir: Some(dir.to_path_buf()),
+        ..Overrides::default()
     })
 }
 
@@ -484,12 +487,9 @@ fn search(args: SearchArgs) -> ExitCode {
 }
 
 fn firewall(a: FirewallArgs) -> ExitCode {
-    let loaded = match config::load(&a.flags.overrides()) {
+    let loaded = match load_config(&a.flags.overrides()) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let port = loaded.config.bind.port();
     if !a.apply {
@@ -513,20 +513,11 @@ fn firewall(a: FirewallArgs) -> ExitCode {
 }
 
 fn doctor(a: DoctorArgs) -> ExitCode {
-    let loaded = match config::load(&a.flags.overrides()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
+    let (loaded, runtime) =
+        match load_config(&a.flags.overrides()).and_then(|l| Ok((l, runtime()?))) {
+            Ok(x) => x,
+            Err(code) => return code,
+        };
     let report = runtime.block_on(doctor::run(&loaded, a.url, a.token));
     if a.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());

@@ -15,7 +15,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiJson, ok};
+use super::{ApiError, ApiJson, ok, only_params};
 use crate::hub::Hub;
 use crate::teams::TeamsError;
 
@@ -115,11 +115,7 @@ pub async fn tokens(
     State(hub): State<Arc<Hub>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if let Some(k) = q.keys().find(|k| *k != "user") {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter `{k}`; allowed: user"
-        )));
-    }
+    only_params(&q, &["user"])?;
     Ok(ok(hub.teams.tokens(q.get("user").map(String::as_str))?))
 }
 

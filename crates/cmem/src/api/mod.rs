@@ -43,6 +43,45 @@ pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Refuses query parameters other than `allowed` (and the `_` cache-buster), naming them, so a
+/// typo is not silently ignored.
+pub(crate) fn only_params(
+    q: &std::collections::HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<(), ApiError> {
+    match q
+        .keys()
+        .find(|k| !allowed.contains(&k.as_str()) && *k != "_")
+    {
+        Some(k) => Err(ApiError::bad_request(format!(
+            "unknown query parameter `{k}`; allowed: {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A whole-number query parameter of at least `min`, if given.
+pub(crate) fn int_param(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+    min: i64,
+) -> Result<Option<i64>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{key} `{v}` is not a whole number of at least {min}"
+                    ))
+                })
+        })
+        .transpose()
+}
+
 /// A successful answer in the JSON envelope.
 pub fn ok<T: Serialize>(data: T) -> Response {
     Json(json!({

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiJson, Services, ok};
+use super::{ApiError, ApiJson, Services, ok, only_params};
 use crate::hub::Hub;
 use crate::hub::envelope::{NewEvent, Scope};
 use crate::memory::search::{Answer, Filters, MAX_LIMIT, SearchError, snippet_text};
@@ -71,19 +71,6 @@ fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<usize>, ApiEr
         Some(v) => v.trim().parse().map(Some).map_err(|_| {
             ApiError::bad_request(format!("{key} `{v}` is not a non-negative whole number"))
         }),
-    }
-}
-
-fn only_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
-    match q
-        .keys()
-        .find(|k| !allowed.contains(&k.as_str()) && *k != "_")
-    {
-        Some(k) => Err(ApiError::bad_request(format!(
-            "unknown query parameter `{k}`; allowed: {}",
-            allowed.join(", ")
-        ))),
-        None => Ok(()),
     }
 }
 

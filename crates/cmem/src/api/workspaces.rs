@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiJson, ok};
+use super::{ApiError, ApiJson, int_param, ok, only_params};
 use crate::hub::Hub;
 use crate::teams::auth::Identity;
 use crate::teams::messages::{self, NotificationIn, Outgoing};
@@ -37,25 +37,9 @@ pub async fn history(
     Path(ws): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if let Some(k) = q
-        .keys()
-        .find(|k| !["before", "limit"].contains(&k.as_str()))
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter `{k}`; allowed: before, limit"
-        )));
-    }
-    let num = |k: &str| -> Result<Option<i64>, ApiError> {
-        q.get(k)
-            .map(|v| {
-                v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    ApiError::bad_request(format!("{k} `{v}` is not a positive whole number"))
-                })
-            })
-            .transpose()
-    };
-    let before = num("before")?;
-    let limit = num("limit")?.unwrap_or(50) as usize;
+    only_params(&q, &["before", "limit"])?;
+    let before = int_param(&q, "before", 1)?;
+    let limit = int_param(&q, "limit", 1)?.unwrap_or(50) as usize;
     if limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!(
             "limit must be from 1 to {MAX_PAGE}"
@@ -147,22 +131,10 @@ pub async fn notifications(
     Extension(identity): Extension<Identity>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if let Some(k) = q.keys().find(|k| !["after", "limit"].contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter `{k}`; allowed: after, limit"
-        )));
-    }
-    let num = |k: &str, default: i64| -> Result<i64, ApiError> {
-        q.get(k).map_or(Ok(default), |v| {
-            v.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ApiError::bad_request(format!("{k} `{v}` is not a whole number")))
-        })
-    };
-    let after = num("after", 0)?;
-    let limit = num("limit", 50)?;
-    if limit == 0 || limit as usize > MAX_PAGE {
+    only_params(&q, &["after", "limit"])?;
+    let after = int_param(&q, "after", 0)?.unwrap_or(0);
+    let limit = int_param(&q, "limit", 1)?.unwrap_or(50);
+    if limit as usize > MAX_PAGE {
         return Err(ApiError::bad_request(format!(
             "limit must be from 1 to {MAX_PAGE}"
         )));
