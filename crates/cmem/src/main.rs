@@ -708,7 +708,7 @@ fn teams_cmd(cmd: TeamsCmd) -> ExitCode {
 
 async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     tracing::info!(profile = loaded.profile.name(), "configuration loaded");
-    let server = Server::bind(loaded.config).await?;
+    let server = Server::bind(loaded).await?;
     let addr = server
         .local_addr()
         .ok_or_else(|| anyhow::anyhow!("the listener has no local address"))?;

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::api;
-use crate::config::Config;
+use crate::config::Loaded;
 use crate::error::JournalError;
 use crate::hub::Hub;
 use crate::memory::{Memory, MemoryError, OpenOptions, indexer};
@@ -65,12 +65,18 @@ pub struct Server {
     hub: Arc<Hub>,
     memory: Arc<Memory>,
     listener: TcpListener,
+    startup: Arc<api::Startup>,
 }
 
 impl Server {
     /// Binds the listener (trying up to `port_fallback` further ports if the port is taken
     /// or refused), then opens the index, the teams database and the journal.
-    pub async fn bind(mut config: Config) -> Result<Server, ServerError> {
+    pub async fn bind(loaded: Loaded) -> Result<Server, ServerError> {
+        let startup = Arc::new(api::Startup {
+            sources: loaded.sources,
+            profile: loaded.profile,
+        });
+        let mut config = loaded.config;
         let addr = config.bind;
         let memory = Memory::open(
             &config.data_dir,
@@ -96,6 +102,7 @@ impl Server {
             hub,
             memory,
             listener,
+            startup,
         })
     }
 
@@ -126,6 +133,7 @@ impl Server {
             memory: self.memory.clone(),
             monitor,
             metrics: Arc::new(Metrics::new(hub.clone(), self.memory.clone())),
+            startup: self.startup.clone(),
         };
         let app = api::router(hub.clone(), io, services);
         tokio::spawn(transports::poll::sweep(hub.clone()));

@@ -776,3 +776,80 @@ async fn doctor_and_firewall() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("only on Windows"));
     }
 }
+
+/// `GET /config` shows every value with its source; `PUT /config` refuses what start-up would
+/// refuse, writes nothing then, and otherwise changes the file for the next start.
+#[tokio::test]
+async fn config_is_shown_with_sources_and_changed_through_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_in(
+        tmp.path(),
+        &["--queue-bound", "64"],
+        &[("CM_SSE_HEARTBEAT_S", "7")],
+    );
+    let c = s.client();
+    let get = || async {
+        let v: Value = c
+            .get(format!("{}/config", s.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["data"].clone()
+    };
+    let v = get().await;
+    assert_eq!(v["config"]["queue_bound"], 64);
+    assert_eq!(v["sources"]["queue_bound"], "flag");
+    assert_eq!(v["sources"]["sse_heartbeat_s"], "env CM_SSE_HEARTBEAT_S");
+    assert_eq!(v["sources"]["retention_max_events"], "default");
+    assert_eq!(v["config"]["bind"], s.addr.as_str());
+
+    let file = tmp.path().join(".collective-memory/config/cmem.toml");
+    let put = |body: Value| {
+        let c = c.clone();
+        let url = format!("{}/config", s.url);
+        async move {
+            let r = c.put(url).json(&body).send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<Value>().await.unwrap())
+        }
+    };
+    for (body, needle) in [
+        (json!({"retention_max_events": -5}), "retention_max_events"),
+        (json!({"sse_retry_ms": 5}), "from 100"),
+        (json!({"colour": "red"}), "unknown key `colour`"),
+        (json!({"data_dir": "/elsewhere"}), "data_dir cannot be set"),
+        (json!({}), "no keys"),
+    ] {
+        let (code, v) = put(body.clone()).await;
+        assert_eq!(code, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+        assert!(!file.exists(), "a refused change writes nothing");
+    }
+    let (code, v) = put(json!({"sse_retry_ms": 1234, "sse_heartbeat_s": 9})).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["next_start"]["sse_retry_ms"], 1234);
+    assert_eq!(v["data"]["shadowed_by_env"], json!(["sse_heartbeat_s"]));
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("sse_retry_ms = 1234")
+    );
+
+    // after a restart the file's value is in force, and says where it came from
+    s.terminate();
+    let s2 = TestServer::start_in(tmp.path(), &[], &[]);
+    let v: Value = s2
+        .client()
+        .get(format!("{}/config", s2.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["config"]["sse_retry_ms"], 1234);
+    assert_eq!(v["data"]["sources"]["sse_retry_ms"], "config file");
+}

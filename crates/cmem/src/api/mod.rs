@@ -5,6 +5,7 @@
 //! read-only views; none of them writes to a client socket.
 
 pub mod admin;
+pub mod config;
 pub mod diagnostics;
 pub mod events;
 pub mod search;
@@ -37,6 +38,14 @@ pub struct Services {
     pub memory: Arc<Memory>,
     pub monitor: Arc<Monitor>,
     pub metrics: Arc<Metrics>,
+    pub startup: Arc<Startup>,
+}
+
+/// How the configuration in force was assembled at start.
+#[derive(Debug)]
+pub struct Startup {
+    pub sources: crate::config::Sources,
+    pub profile: crate::config::PlatformProfile,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -210,11 +219,12 @@ async fn not_found(
 
 /// Paths (prefixes) only an admin may use, whatever the method. The connection diagnostics
 /// are here because they show every client's address, user agent and user.
-const ADMIN_PATHS: [&str; 4] = [
+const ADMIN_PATHS: [&str; 5] = [
     "/api/admin/",
     "/system/reindex",
     "/system/cache/clear",
     "/api/websocket/",
+    "/config",
 ];
 
 /// Authentication for every HTTP route but `/health` (Socket.IO authenticates in its own
@@ -306,6 +316,7 @@ pub fn router(
         .route("/system/stats", get(system::status))
         .route("/system/cache/clear", post(system::clear_cache))
         .route("/metrics", get(system::metrics))
+        .route("/config", get(config::get).put(config::put))
         .route(
             "/api/workspaces/{ws}/messages",
             get(workspaces::history).post(workspaces::send),

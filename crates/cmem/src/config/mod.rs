@@ -461,6 +461,92 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
     load_with(overrides, &config_file, env_layer())
 }
 
+/// Changes to the config file, checked the way start-up checks them.
+#[derive(Debug)]
+pub struct FileUpdate {
+    /// The file written.
+    pub path: PathBuf,
+    /// The configuration a restart would use (with the environment as it is now; flags
+    /// given at start are not known here).
+    pub next: Loaded,
+    /// Keys the environment sets, which win over the file.
+    pub shadowed_by_env: Vec<String>,
+}
+
+/// Merges `changes` (key → value) into `<data>/.collective-memory/config/cmem.toml`: every key
+/// must be known and settable in the file, and the result must load as start-up would load it,
+/// or nothing is written. Written atomically (a temporary file renamed over the old one).
+pub fn update_file(
+    data_dir: &Path,
+    changes: &serde_json::Map<String, serde_json::Value>,
+) -> Result<FileUpdate, ConfigError> {
+    let dir = data_dir.join(".collective-memory").join("config");
+    let path = dir.join("cmem.toml");
+    let file_err = |message: String| ConfigError::File {
+        path: path.clone(),
+        message,
+    };
+    if changes.is_empty() {
+        return Err(file_err("no keys given: send {\"key\": value, …}".into()));
+    }
+    let mut table: toml::Table = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .parse()
+            .map_err(|e: toml::de::Error| file_err(e.to_string()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(e) => return Err(file_err(e.to_string())),
+    };
+    for (key, value) in changes {
+        if !KEYS.contains(&key.as_str()) {
+            return Err(file_err(format!(
+                "unknown key `{key}`; keys: {}",
+                KEYS.join(", ")
+            )));
+        }
+        if key == "data_dir" {
+            return Err(file_err(
+                "data_dir cannot be set in the config file that lives inside it; use --data or CM_DATA_DIR"
+                    .into(),
+            ));
+        }
+        let v = toml::Value::try_from(value).map_err(|e| file_err(format!("`{key}`: {e}")))?;
+        table.insert(key.clone(), v);
+    }
+    let text = toml::to_string(&table).map_err(|e| file_err(e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| file_err(e.to_string()))?;
+    let tmp = dir.join(format!(".cmem.toml.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, &text).map_err(|e| file_err(e.to_string()))?;
+    let checked = load_with(
+        &Overrides {
+            data_dir: Some(data_dir.to_path_buf()),
+            ..Overrides::default()
+        },
+        &tmp,
+        env_layer(),
+    );
+    let next = match checked {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, &path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        file_err(e.to_string())
+    })?;
+    let shadowed_by_env = changes
+        .keys()
+        .filter(|k| next.sources.source_of(k).starts_with("env"))
+        .cloned()
+        .collect();
+    Ok(FileUpdate {
+        path,
+        next,
+        shadowed_by_env,
+    })
+}
+
 fn load_with(overrides: &Overrides, config_file: &Path, env: Env) -> Result<Loaded, ConfigError> {
     if config_file.exists() {
         // The file may not move the data folder it lives in.
