@@ -322,3 +322,30 @@ test('two Yjs clients edit one document concurrently and converge; late joiners 
   await e.sync();
   assert.equal(e.text(), agreed);
 });
+
+// socketioxide sends CONNECT and then spawns the connect handler, so handlers installed there
+// could miss an event sent at once (seen once as an unanswered doc_sync under load); they are
+// installed by the handshake middleware instead, before CONNECT.
+test('events sent the moment a socket connects are answered (handlers exist before the connect packet)', { timeout: 60000 }, async () => {
+  const data = tempDir();
+  const t = team(data);
+  const s = await startServer({ data });
+  servers.push(s);
+  const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => new Promise((resolve) => {
+    const sock = io(s.url, { forceNew: true, reconnection: false, transports: [i % 2 ? 'websocket' : 'polling'], auth: { token: t.bob } });
+    sock.on('connect', async () => {
+      try {
+        const [sync, join] = await Promise.all([
+          sock.timeout(5000).emitWithAck('doc_sync', { workspace: 'eng', doc: 'early' }),
+          sock.timeout(5000).emitWithAck('join_workspace', { workspace: 'eng' }),
+        ]);
+        resolve([sync.ok, join.ok]);
+      } catch (e) {
+        resolve([String(e)]);
+      } finally {
+        sock.close();
+      }
+    });
+  })));
+  for (const a of answers) assert.deepEqual(a, [true, true]);
+});

@@ -12,6 +12,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, State as IoState, TryDa
 
 use super::MAX_WORKSPACES_PER_CONN;
 use crate::hub::Hub;
+use crate::hub::registry::Conn;
 use crate::teams::TeamsError;
 use crate::teams::auth::Identity;
 use crate::teams::docs;
@@ -81,13 +82,26 @@ fn who(s: &SocketRef) -> Identity {
         .unwrap_or(Identity::Open)
 }
 
+/// This socket's registry entry. A client may emit right after it is told it is connected,
+/// a moment before the connect handler has registered it, so wait briefly for that.
+async fn conn_of(hub: &Hub, s: &SocketRef) -> Result<Arc<Conn>, TeamsError> {
+    let id = s.id.to_string();
+    for _ in 0..100 {
+        if let Some(c) = hub.registry.get(&id) {
+            return Ok(c);
+        }
+        if !s.connected() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Err(TeamsError::Invalid("the connection is closing".into()))
+}
+
 async fn join(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
     let ws = workspace_of(&d)?;
     messages::check_access(&hub.teams, &who(s), &ws)?;
-    let conn = hub
-        .registry
-        .get(&s.id.to_string())
-        .ok_or_else(|| TeamsError::Invalid("connection is closing".into()))?;
+    let conn = conn_of(hub, s).await?;
     if conn.workspaces().len() >= MAX_WORKSPACES_PER_CONN && !conn.workspaces().contains(&ws) {
         return Err(TeamsError::Invalid(format!(
             "at most {MAX_WORKSPACES_PER_CONN} workspaces per connection; leave one first"
@@ -99,10 +113,7 @@ async fn join(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
 
 async fn leave(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
     let ws = workspace_of(&d)?;
-    let conn = hub
-        .registry
-        .get(&s.id.to_string())
-        .ok_or_else(|| TeamsError::Invalid("connection is closing".into()))?;
+    let conn = conn_of(hub, s).await?;
     let left = conn.leave(&ws);
     Ok(json!({"workspace": ws, "was_joined": left}))
 }

@@ -185,6 +185,9 @@ async fn check_handshake(
         .map_err(|e| HandshakeError(e.to_string()))?;
     s.extensions.insert(hs);
     s.extensions.insert(Who(identity));
+    // Installed here, not in `on_connect`: socketioxide sends the CONNECT packet before it
+    // runs the connect handler, so a client that emits at once must find the handler ready.
+    super::client_events::install(&s);
     Ok(())
 }
 
@@ -261,7 +264,6 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
         h.registry.remove(&c.id, &why);
     });
 
-    super::client_events::install(&s);
     tokio::spawn(deliver(hub, s, conn, hs.cursor));
 }
 
