@@ -39,14 +39,26 @@ enum Command {
     /// Diagnose this machine and test which transports reach a running server.
     Doctor(DoctorArgs),
     /// Manage users (once one exists, every client needs a token).
-    #[command(subcommand)]
-    User(UserCmd),
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        #[command(flatten)]
+        data: DataArg,
+    },
     /// Manage bearer tokens (shown once at creation, stored hashed).
-    #[command(subcommand)]
-    Token(TokenCmd),
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+        #[command(flatten)]
+        data: DataArg,
+    },
     /// Manage workspaces and their members.
-    #[command(subcommand)]
-    Workspace(WorkspaceCmd),
+    Workspace {
+        #[command(subcommand)]
+        cmd: WorkspaceCmd,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Args)]
@@ -73,13 +85,14 @@ struct DoctorArgs {
     json: bool,
 }
 
-/// Where the teams database is: the data folder (default: CM_DATA_DIR, else ".").
+/// Where the teams database is: the data folder (default: CM_DATA_DIR, else "."). Global, so
+/// it may follow the subcommand (`cmem user add alice --data DIR`).
 #[derive(Args, Clone)]
 struct DataArg {
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     data: Option<PathBuf>,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
 }
 
@@ -91,20 +104,11 @@ enum UserCmd {
         /// May manage users, tokens and workspaces, and publish anywhere.
         #[arg(long)]
         admin: bool,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// List users with their workspaces.
-    List {
-        #[command(flatten)]
-        data: DataArg,
-    },
+    List,
     /// Remove a user, their tokens and memberships.
-    Remove {
-        name: String,
-        #[command(flatten)]
-        data: DataArg,
-    },
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -115,51 +119,26 @@ enum TokenCmd {
         /// A note to recognise the token by (e.g. "laptop").
         #[arg(long)]
         label: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// List tokens (ids, not secrets).
     List {
         #[arg(long)]
         user: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Revoke a token by id; a running server refuses it from its next check.
-    Revoke {
-        id: String,
-        #[command(flatten)]
-        data: DataArg,
-    },
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
 enum WorkspaceCmd {
     /// Create a workspace.
-    Create {
-        name: String,
-        #[command(flatten)]
-        data: DataArg,
-    },
+    Create { name: String },
     /// List workspaces with their members.
-    List {
-        #[command(flatten)]
-        data: DataArg,
-    },
+    List,
     /// Make a user a member of a workspace.
-    AddMember {
-        workspace: String,
-        user: String,
-        #[command(flatten)]
-        data: DataArg,
-    },
+    AddMember { workspace: String, user: String },
     /// Remove a user from a workspace.
-    RemoveMember {
-        workspace: String,
-        user: String,
-        #[command(flatten)]
-        data: DataArg,
-    },
+    RemoveMember { workspace: String, user: String },
 }
 
 #[derive(Args)]
@@ -280,9 +259,9 @@ fn main() -> ExitCode {
         Command::Search(args) => search(args),
         Command::Firewall(a) => firewall(a),
         Command::Doctor(a) => doctor(a),
-        Command::User(c) => teams_cmd(TeamsCmd::User(c)),
-        Command::Token(c) => teams_cmd(TeamsCmd::Token(c)),
-        Command::Workspace(c) => teams_cmd(TeamsCmd::Workspace(c)),
+        Command::User { cmd, data } => teams_cmd(TeamsCmd::User(cmd), &data),
+        Command::Token { cmd, data } => teams_cmd(TeamsCmd::Token(cmd), &data),
+        Command::Workspace { cmd, data } => teams_cmd(TeamsCmd::Workspace(cmd), &data),
         Command::Config(flags) => match config::load(&flags.overrides()) {
             Ok(loaded) => {
                 print!("{}", loaded.render());
@@ -584,30 +563,14 @@ fn report<T: serde::Serialize>(
     }
 }
 
-fn teams_cmd(cmd: TeamsCmd) -> ExitCode {
-    let data = match &cmd {
-        TeamsCmd::User(
-            UserCmd::Add { data, .. } | UserCmd::List { data } | UserCmd::Remove { data, .. },
-        )
-        | TeamsCmd::Token(
-            TokenCmd::Create { data, .. }
-            | TokenCmd::List { data, .. }
-            | TokenCmd::Revoke { data, .. },
-        )
-        | TeamsCmd::Workspace(
-            WorkspaceCmd::Create { data, .. }
-            | WorkspaceCmd::List { data }
-            | WorkspaceCmd::AddMember { data, .. }
-            | WorkspaceCmd::RemoveMember { data, .. },
-        ) => data.clone(),
-    };
-    let t = match open_teams(&data) {
+fn teams_cmd(cmd: TeamsCmd, data: &DataArg) -> ExitCode {
+    let t = match open_teams(data) {
         Ok(t) => t,
         Err(code) => return code,
     };
     let json = data.json;
     match cmd {
-        TeamsCmd::User(UserCmd::Add { name, admin, .. }) => {
+        TeamsCmd::User(UserCmd::Add { name, admin }) => {
             report(json, t.add_user(&name, admin), |u| {
                 format!(
                     "user `{}` added{}; create a token with `cmem token create {}`",
@@ -617,7 +580,7 @@ fn teams_cmd(cmd: TeamsCmd) -> ExitCode {
                 )
             })
         }
-        TeamsCmd::User(UserCmd::List { .. }) => report(json, t.users(), |users| {
+        TeamsCmd::User(UserCmd::List) => report(json, t.users(), |users| {
             users
                 .iter()
                 .map(|u| {
@@ -635,10 +598,10 @@ fn teams_cmd(cmd: TeamsCmd) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join("\n")
         }),
-        TeamsCmd::User(UserCmd::Remove { name, .. }) => report(json, t.remove_user(&name), |_| {
+        TeamsCmd::User(UserCmd::Remove { name }) => report(json, t.remove_user(&name), |_| {
             format!("user `{name}` removed")
         }),
-        TeamsCmd::Token(TokenCmd::Create { user, label, .. }) => {
+        TeamsCmd::Token(TokenCmd::Create { user, label }) => {
             report(json, t.create_token(&user, label.as_deref()), |k| {
                 format!(
                     "{}\n(token id {} for `{}`; it is shown only now, keep it somewhere safe)",
@@ -646,7 +609,7 @@ fn teams_cmd(cmd: TeamsCmd) -> ExitCode {
                 )
             })
         }
-        TeamsCmd::Token(TokenCmd::List { user, .. }) => {
+        TeamsCmd::Token(TokenCmd::List { user }) => {
             report(json, t.tokens(user.as_deref()), |list| {
                 list.iter()
                     .map(|k| {
@@ -666,10 +629,10 @@ fn teams_cmd(cmd: TeamsCmd) -> ExitCode {
                     .join("\n")
             })
         }
-        TeamsCmd::Token(TokenCmd::Revoke { id, .. }) => {
+        TeamsCmd::Token(TokenCmd::Revoke { id }) => {
             report(json, t.revoke_token(&id), |_| format!("token {id} revoked"))
         }
-        TeamsCmd::Workspace(WorkspaceCmd::Create { name, .. }) => {
+        TeamsCmd::Workspace(WorkspaceCmd::Create { name }) => {
             report(json, t.create_workspace(&name), |w| {
                 format!(
                     "workspace `{}` created; add members with `cmem workspace add-member {} <user>`",
@@ -677,7 +640,7 @@ fn teams_cmd(cmd: TeamsCmd) -> ExitCode {
                 )
             })
         }
-        TeamsCmd::Workspace(WorkspaceCmd::List { .. }) => report(json, t.workspaces(), |list| {
+        TeamsCmd::Workspace(WorkspaceCmd::List) => report(json, t.workspaces(), |list| {
             list.iter()
                 .map(|w| {
                     format!(
@@ -693,16 +656,16 @@ fn teams_cmd(cmd: TeamsCmd) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join("\n")
         }),
-        TeamsCmd::Workspace(WorkspaceCmd::AddMember {
-            workspace, user, ..
-        }) => report(json, t.add_member(&workspace, &user), |_| {
-            format!("`{user}` is now a member of `{workspace}`")
-        }),
-        TeamsCmd::Workspace(WorkspaceCmd::RemoveMember {
-            workspace, user, ..
-        }) => report(json, t.remove_member(&workspace, &user), |_| {
-            format!("`{user}` removed from `{workspace}`")
-        }),
+        TeamsCmd::Workspace(WorkspaceCmd::AddMember { workspace, user }) => {
+            report(json, t.add_member(&workspace, &user), |_| {
+                format!("`{user}` is now a member of `{workspace}`")
+            })
+        }
+        TeamsCmd::Workspace(WorkspaceCmd::RemoveMember { workspace, user }) => {
+            report(json, t.remove_member(&workspace, &user), |_| {
+                format!("`{user}` removed from `{workspace}`")
+            })
+        }
     }
 }
 

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{TestServer, until};
+use common::{TestServer, cmem, until};
 use serde_json::{Value, json};
 
 fn write(dir: &std::path::Path, p: &str, body: &str) {
@@ -322,19 +320,6 @@ async fn monitor_status_cache_clear_and_metrics() {
         text.trim_end().ends_with("# EOF"),
         "OpenMetrics ends with # EOF"
     );
-}
-
-fn cmem(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
 }
 
 #[tokio::test]

@@ -13,19 +13,10 @@ use common::{TestServer, until};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+/// A team command on the folder `data`.
 fn cmem(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let data = data.to_str().expect("a UTF-8 temp path");
+    common::cmem(&[args, &["--data", data]].concat())
 }
 
 fn token_for(data: &Path, user: &str) -> String {

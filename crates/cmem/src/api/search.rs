@@ -24,7 +24,8 @@ const MAX_QUERY_CHARS: usize = 1000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
-    #[serde(alias = "query")]
+    /// Missing is the same as empty: [`Request::validate`] says it is required.
+    #[serde(alias = "query", default)]
     q: String,
     #[serde(default)]
     limit: Option<usize>,
@@ -281,26 +282,6 @@ pub async fn suggestions(
     Ok(ok(json!({"query": prefix, "suggestions": found})))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportBody {
-    #[serde(alias = "q")]
-    query: String,
-    /// `markdown` (default) or `text`.
-    #[serde(default)]
-    format: Option<String>,
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    offset: Option<usize>,
-    #[serde(default)]
-    path_prefix: Option<String>,
-    #[serde(default)]
-    extensions: Option<Extensions>,
-    #[serde(default)]
-    session: Option<String>,
-}
-
 fn render_export(q: &str, a: &Answer, markdown: bool) -> String {
     let now = super::now_rfc3339();
     let (total, shown) = (a.total, a.results.len());
@@ -338,13 +319,22 @@ fn render_export(q: &str, a: &Answer, markdown: bool) -> String {
 }
 
 /// `POST /search/export {query, format: markdown|text, limit?, offset?, path_prefix?,
-/// extensions?}`: the results as a document to save.
+/// extensions?}`: the results as a document to save. Everything but `format` is a search body.
 pub async fn export(
     State(hub): State<Arc<Hub>>,
     Extension(services): Extension<Services>,
-    ApiJson(body): ApiJson<ExportBody>,
+    ApiJson(mut body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
-    let (markdown, ext, mime) = match body.format.as_deref().unwrap_or("markdown") {
+    let format = match body.remove("format") {
+        None | Some(serde_json::Value::Null) => "markdown".to_string(),
+        Some(serde_json::Value::String(f)) => f,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be a string (markdown or text), not {other}"
+            )));
+        }
+    };
+    let (markdown, ext, mime) = match format.as_str() {
         "markdown" | "md" => (true, "md", "text/markdown; charset=utf-8"),
         "text" | "txt" => (false, "txt", "text/plain; charset=utf-8"),
         other => {
@@ -353,14 +343,8 @@ pub async fn export(
             )));
         }
     };
-    let search = SearchBody {
-        q: body.query,
-        limit: body.limit,
-        offset: body.offset,
-        path_prefix: body.path_prefix,
-        extensions: body.extensions,
-        session: body.session,
-    };
+    let search: SearchBody = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let req = Request::validate(search, "query")?;
     let q = req.q.clone();
     let answer = execute(&hub, &services, req).await?;

@@ -284,13 +284,16 @@ impl Teams {
         after: i64,
         limit: usize,
     ) -> Result<Vec<Notification>, TeamsError> {
+        // `None` is every workspace; a list is passed as a JSON array for `json_each`
+        let only = workspaces.map(|ws| serde_json::to_string(ws).unwrap_or_else(|_| "[]".into()));
         let db = self.db()?;
         let mut stmt = db.prepare(
             "SELECT id, workspace, sender, title, body, level, ts FROM notifications
-             WHERE id > ?1 ORDER BY id LIMIT ?2",
+             WHERE id > ?1 AND (?3 IS NULL OR workspace IN (SELECT value FROM json_each(?3)))
+             ORDER BY id LIMIT ?2",
         )?;
         let rows: Vec<Notification> = stmt
-            .query_map(params![after, (limit * 20) as i64], |r| {
+            .query_map(params![after, limit as i64, only], |r| {
                 Ok(Notification {
                     id: r.get(0)?,
                     workspace: r.get(1)?,
@@ -302,11 +305,7 @@ impl Teams {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        Ok(rows
-            .into_iter()
-            .filter(|n| workspaces.is_none_or(|ws| ws.contains(&n.workspace)))
-            .take(limit)
-            .collect())
+        Ok(rows)
     }
 }
 

@@ -388,10 +388,15 @@ impl Teams {
         if revoked.is_some() {
             return Err(auth::AuthError::Revoked(id));
         }
-        // best effort: a failed bookkeeping write must not refuse a valid token
+        // Best effort, and at most once a minute per token: every request and every poll
+        // authenticates, and a durable write each time would cost an fsync per request.
+        // (RFC 3339 times in one format compare as text.)
+        let stale = (chrono::Utc::now() - chrono::Duration::seconds(60))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let _ = db.execute(
-            "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
-            params![id, now()],
+            "UPDATE tokens SET last_used_at = ?2
+             WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?3)",
+            params![id, now(), stale],
         );
         drop(db);
         let user = self

@@ -75,11 +75,13 @@ fn workspace_of(d: &Value) -> Result<String, TeamsError> {
     }
 }
 
-fn who(s: &SocketRef) -> Identity {
+/// Who the socket is, as the handshake decided. Without that record nothing is allowed (fail
+/// closed), though the handshake always leaves one.
+fn who(s: &SocketRef) -> Result<Identity, TeamsError> {
     s.extensions
         .get::<super::socketio::Who>()
         .map(|w| w.0)
-        .unwrap_or(Identity::Open)
+        .ok_or_else(|| TeamsError::Forbidden("this connection has no identity".into()))
 }
 
 /// This socket's registry entry. A client may emit right after it is told it is connected,
@@ -100,7 +102,7 @@ async fn conn_of(hub: &Hub, s: &SocketRef) -> Result<Arc<Conn>, TeamsError> {
 
 async fn join(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
     let ws = workspace_of(&d)?;
-    messages::check_access(&hub.teams, &who(s), &ws)?;
+    messages::check_access(&hub.teams, &who(s)?, &ws)?;
     let conn = conn_of(hub, s).await?;
     if conn.workspaces().len() >= MAX_WORKSPACES_PER_CONN && !conn.workspaces().contains(&ws) {
         return Err(TeamsError::Invalid(format!(
@@ -126,7 +128,7 @@ async fn message(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError
     take_budget(hub, s)?;
     let (msg, duplicate) = messages::send(
         hub,
-        &who(s),
+        &who(s)?,
         Outgoing {
             workspace,
             text,
@@ -144,7 +146,7 @@ async fn notification(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, Teams
     take_budget(hub, s)?;
     let note = messages::notify(
         hub,
-        &who(s),
+        &who(s)?,
         messages::NotificationIn {
             workspace,
             title: field("title").unwrap_or(""),
@@ -177,7 +179,7 @@ async fn doc_sync(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value, 
     };
     docs::sync(
         &hub,
-        &who(&s),
+        &who(&s)?,
         text_field(&d, "workspace")?,
         text_field(&d, "doc")?,
         &sv,
@@ -191,7 +193,7 @@ async fn doc_update(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value
     )?;
     let id = docs::update(
         &hub,
-        &who(&s),
+        &who(&s)?,
         text_field(&d, "workspace")?,
         text_field(&d, "doc")?,
         &update,

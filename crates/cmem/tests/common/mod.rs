@@ -173,6 +173,20 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs a `cmem` command (not the server) to its end: exit code, stdout, stderr.
+pub fn cmem(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run cmem");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// Polls `f` until it returns `Some`, or panics after `secs`.
 pub async fn until<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
 where
