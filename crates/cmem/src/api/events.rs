@@ -4,7 +4,10 @@
 //! assigned, in order. A batch is committed atomically: either every event gets an id or none.
 //!
 //! On a server with users, admins may publish to any scope; other users only to workspaces
-//! they are members of.
+//! they are members of. No one may publish a type the server produces itself (messages,
+//! notifications, presence, document edits, search, indexing, status: `SERVER_ONLY`), and every
+//! event published here carries `publisher` in its envelope, set from the authenticated
+//! identity: `{"user": name}`, or `{"local": true}` on an open server.
 
 use std::sync::Arc;
 
@@ -123,7 +126,14 @@ pub async fn publish(
     Extension(identity): Extension<Identity>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let events = parse_body(body)?;
+    let publisher = match identity.user_name() {
+        Some(name) => json!({ "user": name }),
+        None => json!({ "local": true }),
+    };
+    let events: Vec<NewEvent> = parse_body(body)?
+        .into_iter()
+        .map(|e| e.published_by(publisher.clone()))
+        .collect();
     check_scopes(&identity, &events)?;
     let committed = hub.publish(events).await?;
     let ids: Vec<u64> = committed.iter().map(|e| e.id).collect();
@@ -151,8 +161,17 @@ mod tests {
         assert!(e.message.contains("invalid type"), "{}", e.message);
         let e = parse_body(json!({"type": "x", "scope": "room:1"})).unwrap_err();
         assert!(e.message.contains("room:1"), "{}", e.message);
-        let e = parse_body(json!({"type": "resync"})).unwrap_err();
-        assert!(e.message.contains("server only"), "{}", e.message);
+        for forged in [
+            "resync",
+            "team_message",
+            "team_notification",
+            "member_joined",
+            "member_left",
+            "doc_update",
+        ] {
+            let e = parse_body(json!({"type": forged, "scope": "workspace:a"})).unwrap_err();
+            assert!(e.message.contains("server only"), "{}", e.message);
+        }
         let e = parse_body(json!([1, 2])).unwrap_err();
         assert!(e.message.contains("JSON object"), "{}", e.message);
         let ok =

@@ -15,10 +15,7 @@ use serde_json::json;
 use super::{ApiError, ApiJson, Services, ok, only_params};
 use crate::hub::Hub;
 use crate::hub::envelope::{NewEvent, Scope};
-use crate::memory::search::{Answer, Filters, MAX_LIMIT, SearchError, snippet_text};
-
-/// Longest query accepted.
-const MAX_QUERY_CHARS: usize = 1000;
+use crate::memory::search::{Answer, Filters, MAX_LIMIT, SearchError, check_shape, snippet_text};
 
 /// A search as the endpoints receive it, before validation.
 #[derive(Debug, Deserialize)]
@@ -83,11 +80,8 @@ fn query_text(q: &str, name: &str) -> Result<String, ApiError> {
             "{name} is required: the text to search for"
         )));
     }
-    if q.chars().count() > MAX_QUERY_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "{name} is longer than {MAX_QUERY_CHARS} characters"
-        )));
-    }
+    // length and nesting are bounded before anything parses the query (or announces it)
+    check_shape(q).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
     Ok(q.to_string())
 }
 
@@ -214,7 +208,9 @@ async fn execute(hub: &Hub, services: &Services, req: Request) -> Result<Answer,
         .map_err(|e: SearchError| {
             services.metrics.search_errors.inc();
             match e {
-                SearchError::Syntax { .. } => ApiError::bad_request(e.to_string()),
+                SearchError::Syntax { .. } | SearchError::TooComplex(_) => {
+                    ApiError::bad_request(e.to_string())
+                }
                 SearchError::Index(_) => {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                 }

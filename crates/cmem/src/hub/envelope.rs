@@ -106,6 +106,10 @@ pub(crate) struct EnvelopeRef<'a> {
     pub scope: String,
     pub ts: &'a str,
     pub data: &'a serde_json::Value,
+    /// Present only on events a client published through `POST /api/events`: who, as the
+    /// server authenticated them. Outside `data`, so no client can set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<&'a serde_json::Value>,
 }
 
 /// An event to publish: what producers hand to `publish`.
@@ -114,6 +118,8 @@ pub struct NewEvent {
     pub kind: String,
     pub scope: Scope,
     pub data: serde_json::Value,
+    /// Who published it, for events from clients (`None` for the server's own events).
+    pub publisher: Option<serde_json::Value>,
 }
 
 /// Event names that Socket.IO reserves; publishing them would confuse every client.
@@ -127,9 +133,16 @@ const RESERVED_BY_SOCKETIO: [&str; 6] = [
 ];
 
 /// Event types only the server itself emits; `POST /api/events` refuses them, so no client can
-/// forge a status, a search or an indexing report for the others.
-pub const SERVER_ONLY: [&str; 10] = [
+/// forge a status, a search, an indexing report, a message, a notification, presence or a
+/// document edit for the others. Every type a producer in this crate publishes is here (a
+/// test reads the sources to keep it so).
+pub const SERVER_ONLY: [&str; 15] = [
     "resync",
+    "team_message",
+    "team_notification",
+    "member_joined",
+    "member_left",
+    "doc_update",
     "system_status",
     "indexing_started",
     "indexing_progress",
@@ -147,7 +160,14 @@ impl NewEvent {
             kind: kind.into(),
             scope,
             data,
+            publisher: None,
         }
+    }
+
+    /// The same event, marked as published by `publisher` (see [`EnvelopeRef::publisher`]).
+    pub fn published_by(mut self, publisher: serde_json::Value) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 
     /// Checks the type name: 1-64 characters of `[A-Za-z0-9_.:-]`, not reserved by Socket.IO.
@@ -231,6 +251,53 @@ mod tests {
         assert!(Cursor::parse("abc").is_err());
         assert!(Cursor::parse("-1").is_err());
         assert!(Cursor::parse("").is_err());
+    }
+
+    /// Every event type a producer in this crate publishes by name is server-only, so a
+    /// producer added later cannot be forged through `POST /api/events` by forgetting the list.
+    #[test]
+    fn every_type_the_server_produces_is_server_only() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    // the crate's own code, not its test fixtures
+                    let text = text.split("#[cfg(test)]").next().unwrap();
+                    for part in text.split("NewEvent::new(").skip(1) {
+                        if let Some(lit) = part.trim_start().strip_prefix('"') {
+                            out.push(lit.split('"').next().unwrap().to_string());
+                        }
+                    }
+                    // names chosen at run time are listed beside the call
+                    for name in [
+                        "member_joined",
+                        "member_left",
+                        "indexing_started",
+                        "indexing_progress",
+                        "indexing_completed",
+                    ] {
+                        if text.contains(&format!("\"{name}\"")) {
+                            out.push(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        let mut produced = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut produced,
+        );
+        assert!(produced.len() > 10, "{produced:?}");
+        for kind in produced {
+            assert!(
+                SERVER_ONLY.contains(&kind.as_str()),
+                "`{kind}` is produced by the server but not in SERVER_ONLY"
+            );
+        }
     }
 
     #[test]

@@ -209,7 +209,9 @@ impl Journal {
             shared: shared.clone(),
             fanout,
             opts,
-            last_prune: Instant::now() - Duration::from_secs(3600),
+            // `None`: prune at the first chance. (Never `Instant::now() - d`: on Windows an
+            // `Instant` counts from boot, so that panics early after boot.)
+            last_prune: None,
         };
         let rt = tokio::runtime::Handle::current();
         std::thread::Builder::new()
@@ -390,7 +392,8 @@ struct Writer {
     shared: Arc<Shared>,
     fanout: Fanout,
     opts: JournalOptions,
-    last_prune: Instant,
+    /// When retention last ran; `None` before the first run.
+    last_prune: Option<Instant>,
 }
 
 type Reply = oneshot::Sender<Result<Vec<Arc<Event>>, JournalError>>;
@@ -515,6 +518,7 @@ impl Writer {
                         scope: scope.clone(),
                         ts: &ts,
                         data: &ev.data,
+                        publisher: ev.publisher.as_ref(),
                     })
                     .map_err(|e| JournalError::Write(e.to_string()))?;
                     stmt.execute(params![id as i64, ev.kind, scope, ts_ms, body])?;
@@ -539,14 +543,17 @@ impl Writer {
     }
 
     fn maybe_prune(&mut self) {
-        if self.last_prune.elapsed() >= Duration::from_secs(1) {
+        if self
+            .last_prune
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
             self.prune_now();
         }
     }
 
     /// Applies retention by count and by age, then refreshes `oldest`.
     fn prune_now(&mut self) {
-        self.last_prune = Instant::now();
+        self.last_prune = Some(Instant::now());
         let head = self.shared.head.load(Ordering::Acquire);
         let mut deleted = 0usize;
         if self.opts.retention_max_events > 0 && head > self.opts.retention_max_events {

@@ -19,8 +19,19 @@ use super::Memory;
 /// Largest page a search may ask for.
 pub const MAX_LIMIT: usize = 200;
 
+/// Longest query accepted, in characters.
+pub const MAX_QUERY_CHARS: usize = 1000;
+
+/// Deepest nesting of parentheses and `NOT` a query may have. The query grammar, the query
+/// builder and the query itself all recurse once per level, so an unbounded depth lets one
+/// request overflow the stack (800 `(` did); no one searches deeper than a few levels.
+pub const MAX_QUERY_DEPTH: usize = 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
+    /// The query is too long or nests too deeply; checked before anything parses it.
+    #[error("{0}")]
+    TooComplex(String),
     /// `position` counts characters from 0 and is where the parser gave up.
     #[error("query syntax error at position {position}: {message}")]
     Syntax { position: usize, message: String },
@@ -80,11 +91,57 @@ fn number(doc: &TantivyDocument, f: tantivy::schema::Field) -> u64 {
 /// over title, file name and body. Every word is required unless `OR` says otherwise, as
 /// people expect from a search box. A syntax error says where it is.
 pub fn parse(m: &Memory, q: &str) -> Result<Box<dyn Query>, SearchError> {
+    check_shape(q)?;
     let f = m.fields;
     let mut parser = QueryParser::for_index(&m.index, vec![f.title, f.filename, f.body]);
     parser.set_conjunction_by_default();
     parser.set_field_boost(f.title, 2.0);
     parser.parse_query(q).map_err(|e| syntax_error(q, e))
+}
+
+/// Bounds what the parser will recurse on, before it runs: the length, and the nesting depth
+/// of parentheses and `NOT`s.
+///
+/// The count never under-estimates what the grammar sees, whatever the quoting: every `(` opens
+/// a level, even inside a phrase or after a backslash; a `)` closes one only while no quote has
+/// appeared yet and it is not escaped (inside a phrase it would be text); every `NOT` in an open
+/// level adds one, as if each applied to the next. So a query can only be refused for being
+/// complex, never let through for being tricky.
+pub fn check_shape(q: &str) -> Result<(), SearchError> {
+    let chars = q.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return Err(SearchError::TooComplex(format!(
+            "the query is {chars} characters long; the limit is {MAX_QUERY_CHARS}"
+        )));
+    }
+    // one entry per open level below the query itself: the `NOT`s seen in it
+    let mut open: Vec<usize> = Vec::new();
+    let mut nots = 0usize;
+    let mut saw_quote = false;
+    let mut prev = '\0';
+    let mut tail = ['\0'; 2];
+    for (i, c) in q.chars().enumerate() {
+        match c {
+            '(' => open.push(0),
+            ')' if !saw_quote && prev != '\\' => nots -= open.pop().unwrap_or(0),
+            '"' | '\'' => saw_quote = true,
+            'T' if tail == ['N', 'O'] => {
+                nots += 1;
+                if let Some(level) = open.last_mut() {
+                    *level += 1;
+                }
+            }
+            _ => {}
+        }
+        tail = [tail[1], c];
+        prev = c;
+        if open.len() + nots > MAX_QUERY_DEPTH {
+            return Err(SearchError::TooComplex(format!(
+                "the query nests parentheses and NOT more than {MAX_QUERY_DEPTH} levels deep (at position {i}); that is the limit"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Gives a parse error a position. The strict parser does not report one, so the lenient
@@ -287,5 +344,72 @@ mod tests {
             Ok(_) => panic!("an unknown field parsed"),
         }
         assert!(parse(&m, "alpha \"beta gamma\" -delta").is_ok());
+    }
+
+    #[test]
+    fn deep_queries_are_refused_before_parsing() {
+        for deep in [
+            "(".repeat(800),
+            format!("{}a{}", "(".repeat(21), ")".repeat(21)),
+            "NOT ".repeat(30) + "a",
+            "(NOT ".repeat(11) + "a",
+            // a quote does not hide parentheses from the count, nor close them
+            format!("\"x\" {}", "(a) ".repeat(21)),
+            format!("\\) {}", "(".repeat(21)),
+        ] {
+            match check_shape(&deep) {
+                Err(SearchError::TooComplex(m)) => assert!(m.contains("20 levels"), "{m}"),
+                other => panic!("{deep:?}: {other:?}"),
+            }
+        }
+        match check_shape(&"a ".repeat(600)) {
+            Err(SearchError::TooComplex(m)) => assert!(m.contains("limit is 1000"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        for fine in [
+            "(a OR b) AND (c OR d)",
+            &"(a OR b) ".repeat(40),
+            "\"foo (bar\" baz",
+            "don't NOT stop",
+            &format!("{}a{}", "(".repeat(20), ")".repeat(20)),
+            &"(".repeat(20),
+            &("NOT ".repeat(20) + "a"),
+            &("(NOT ".repeat(10) + "a"),
+            &("(-".repeat(20) + "a"),
+        ] {
+            assert!(check_shape(fine).is_ok(), "{fine}");
+            assert!(runs_on_a_small_stack(fine.to_string()), "{fine}");
+        }
+    }
+
+    /// Parses and runs `q` on a 2 MiB stack (what tokio's blocking threads get), in an
+    /// unoptimised build whose frames are the largest; false if the thread died.
+    fn runs_on_a_small_stack(q: String) -> bool {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let dir = tempfile::tempdir().unwrap();
+                let m = Memory::open(dir.path(), &super::super::OpenOptions::default()).unwrap();
+                let _ = search(&m, &q, &Filters::default(), 10, 0);
+            })
+            .unwrap()
+            .join()
+            .is_ok()
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("CMEM_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            ..ProptestConfig::default()
+        })]
+        /// Whatever passes the shape check parses and runs on a small stack.
+        #[test]
+        fn what_passes_the_check_never_overflows(q in "([()\"'\\\\:+\\-*^~ ]|NOT |AND |OR |a|title:|[0-9]){0,400}") {
+            if check_shape(&q).is_ok() {
+                prop_assert!(runs_on_a_small_stack(q));
+            }
+        }
     }
 }
