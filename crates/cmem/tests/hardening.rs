@@ -172,3 +172,77 @@ async fn members_cannot_publish_as_the_server_or_as_someone_else() {
     .await;
     assert_eq!(st, 400, "{v}");
 }
+
+/// The total hits for `q` (an open server).
+async fn hits(s: &TestServer, q: &str) -> u64 {
+    let (st, v) = get(&format!("{}/api/search?q={q}", s.url), None).await;
+    assert_eq!(st, 200, "{v}");
+    v["data"]["total"].as_u64().expect("total")
+}
+
+/// Writes `word` in a new file and waits until the watcher has indexed it: every change made
+/// before it has been handled by then.
+async fn fence(s: &TestServer, word: &str) {
+    std::fs::write(s.data.join(format!("{word}.txt")), word).unwrap();
+    until("the fence file indexed", 20, || async {
+        (hits(s, word).await == 1).then_some(())
+    })
+    .await;
+}
+
+/// Item 2: a symlink to /etc/passwd made while the server ran was indexed; folders linked at
+/// start-up were watched through. Nothing outside the data folder reaches the index: links
+/// made before start, during the run, or re-pointed, to files or to folders.
+#[cfg(unix)]
+#[tokio::test]
+async fn nothing_outside_the_data_folder_reaches_the_index() {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir().unwrap();
+    let out = outside.path();
+    std::fs::write(out.join("secret.txt"), "zebrasecret passwd").unwrap();
+    std::fs::create_dir(out.join("dir")).unwrap();
+    std::fs::write(out.join("dir/inside.txt"), "okapisecret").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("real.txt"), "walrusown").unwrap();
+    symlink(out.join("secret.txt"), d.join("early.txt")).unwrap();
+    symlink(out.join("dir"), d.join("linkdir")).unwrap();
+    let s = TestServer::start_in(d, &[], &[]);
+    assert_eq!(hits(&s, "walrusown").await, 1);
+    assert_eq!(hits(&s, "zebrasecret").await, 0, "a link present at start");
+    assert_eq!(hits(&s, "okapisecret").await, 0, "a linked folder at start");
+
+    // made while the server runs: a link to a file, a link to a folder, a change in the
+    // target of a folder linked at start, and a real file re-pointed to the outside
+    symlink(out.join("secret.txt"), d.join("x.txt")).unwrap();
+    symlink(out.join("dir"), d.join("laterdir")).unwrap();
+    std::fs::write(out.join("dir/new.txt"), "llamasecret").unwrap();
+    std::fs::write(out.join("dir/inside.txt"), "okapisecret changed").unwrap();
+    symlink(out.join("secret.txt"), d.join("swap.tmp")).unwrap();
+    std::fs::rename(d.join("swap.tmp"), d.join("real.txt")).unwrap();
+    fence(&s, "fenceone").await;
+    for word in [
+        "zebrasecret",
+        "okapisecret",
+        "llamasecret",
+        "passwd",
+        "walrusown",
+    ] {
+        assert_eq!(hits(&s, word).await, 0, "{word} reached the index");
+    }
+    let (_, v) = get(&format!("{}/search/suggestions?q=zebra", s.url), None).await;
+    assert_eq!(v["data"]["suggestions"], json!([]), "{v}");
+
+    // a full re-index says the same
+    let (st, v) = post(&format!("{}/system/reindex", s.url), None, json!({})).await;
+    assert!(st < 300, "{v}");
+    fence(&s, "fencetwo").await;
+    until("the re-index to finish", 20, || async {
+        let (_, v) = get(&format!("{}/system/indexing", s.url), None).await;
+        (v["data"]["running"] == false).then_some(())
+    })
+    .await;
+    for word in ["zebrasecret", "okapisecret", "llamasecret"] {
+        assert_eq!(hits(&s, word).await, 0, "{word} after a re-index");
+    }
+}

@@ -14,7 +14,7 @@ use rusqlite::{Connection, params};
 use serde_json::json;
 use tantivy::{IndexWriter, Term, doc};
 
-use super::{Memory, MemoryError};
+use super::{Memory, MemoryError, confined};
 use crate::hub::Hub;
 use crate::hub::envelope::{NewEvent, Scope};
 
@@ -121,35 +121,55 @@ fn walk(root: &Path, from: &Path) -> Vec<Candidate> {
 
 /// What became of one file.
 enum Outcome {
-    Indexed,
+    /// Indexed as it was when read: its modification time and size.
+    Indexed {
+        mtime: u64,
+        size: u64,
+    },
+    /// Not indexed (too large, binary, gone, not a regular file, or reached through a link):
+    /// any earlier version leaves the index.
     Skipped,
     Error,
 }
 
 /// Indexes one file (replacing its previous version): too large or binary files are skipped,
-/// other bytes are decoded as UTF-8, lossily.
-fn index_file(
-    m: &Memory,
-    writer: &IndexWriter,
-    rel: &str,
-    path: &Path,
-    size: u64,
-    mtime: u64,
-) -> Outcome {
+/// other bytes are decoded as UTF-8, lossily. The file is opened through
+/// [`confined::open`], so nothing outside the data folder is ever read, whatever links the
+/// folder holds or gains meanwhile.
+fn index_file(m: &Memory, writer: &IndexWriter, rel: &str, path: &Path) -> Outcome {
+    let f = m.fields;
+    let skip = || {
+        writer.delete_term(Term::from_field_text(f.path, rel));
+        Outcome::Skipped
+    };
+    let (file, meta) = match confined::open(&m.root, path) {
+        Ok(opened) => opened,
+        Err(confined::Refused::OutsideOrLinked) => {
+            tracing::debug!(path = %rel, "not indexed: reached through a symbolic link");
+            return skip();
+        }
+        Err(confined::Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return skip();
+        }
+        Err(confined::Refused::Io(e)) => {
+            tracing::debug!(path = %rel, error = %e, "unreadable file");
+            return Outcome::Error;
+        }
+    };
+    let (size, mtime) = (meta.len(), super::watcher::mtime_ms(&meta));
     if size > m.max_file_bytes {
-        return Outcome::Skipped;
+        return skip();
     }
-    let bytes = match std::fs::read(path) {
+    let bytes = match confined::read_capped(file, m.max_file_bytes) {
         Ok(b) => b,
         Err(e) => {
             tracing::debug!(path = %rel, error = %e, "unreadable file");
             return Outcome::Error;
         }
     };
-    if bytes.iter().take(8192).any(|b| *b == 0) {
-        return Outcome::Skipped; // binary
+    if bytes.len() as u64 > m.max_file_bytes || bytes.iter().take(8192).any(|b| *b == 0) {
+        return skip(); // grew past the limit while read, or binary
     }
-    let f = m.fields;
     let text = String::from_utf8_lossy(&bytes);
     let filename = path
         .file_name()
@@ -167,10 +187,13 @@ fn index_file(
         f.title => title_of(&text, &filename),
         f.body => text.into_owned(),
         f.modified => mtime,
-        f.size => size,
+        f.size => bytes.len() as u64,
     ));
     match added {
-        Ok(_) => Outcome::Indexed,
+        Ok(_) => Outcome::Indexed {
+            mtime,
+            size: bytes.len() as u64,
+        },
         Err(e) => {
             tracing::warn!(path = %rel, error = %e, "could not index");
             Outcome::Error
@@ -187,28 +210,16 @@ pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<(), Memor
     let mut upserts = Vec::new();
     let mut removals = Vec::new();
     for (rel, path) in files {
-        let meta = std::fs::metadata(path).ok().filter(|md| md.is_file());
-        let ignored = gitignores.ignored(path);
-        let outcome = match &meta {
-            Some(md) if !ignored => index_file(
-                m,
-                &writer,
-                rel,
-                path,
-                md.len(),
-                super::watcher::mtime_ms(md),
-            ),
-            _ => Outcome::Skipped,
+        let outcome = if gitignores.ignored(path) {
+            writer.delete_term(Term::from_field_text(m.fields.path, rel));
+            Outcome::Skipped
+        } else {
+            index_file(m, &writer, rel, path)
         };
-        match (outcome, meta) {
-            (Outcome::Indexed, Some(md)) => {
-                upserts.push((rel.clone(), super::watcher::mtime_ms(&md), md.len()))
-            }
-            (Outcome::Error, _) => {}
-            _ => {
-                writer.delete_term(Term::from_field_text(m.fields.path, rel));
-                removals.push(rel.clone());
-            }
+        match outcome {
+            Outcome::Indexed { mtime, size } => upserts.push((rel.clone(), mtime, size)),
+            Outcome::Error => {}
+            Outcome::Skipped => removals.push(rel.clone()),
         }
     }
     let t = &m.totals;
@@ -374,19 +385,26 @@ fn index_blocking(
     let (mut indexed, mut unchanged, mut skipped, mut errors) = (0u64, 0u64, 0u64, 0u64);
     let mut indexed_bytes = 0u64;
     let mut updates: Vec<(String, u64, u64)> = Vec::new();
+    // known files that can no longer be indexed (now too large, binary, or a link)
+    let mut dropped: Vec<String> = Vec::new();
     let mut last_progress = Instant::now();
     for (i, c) in files.iter().enumerate() {
         let processed = i as u64 + 1;
         if known.get(&c.rel) == Some(&(c.mtime, c.size)) {
             unchanged += 1;
         } else {
-            match index_file(m, &writer, &c.rel, &c.path, c.size, c.mtime) {
-                Outcome::Indexed => {
+            match index_file(m, &writer, &c.rel, &c.path) {
+                Outcome::Indexed { mtime, size } => {
                     indexed += 1;
-                    indexed_bytes += c.size;
-                    updates.push((c.rel.clone(), c.mtime, c.size));
+                    indexed_bytes += size;
+                    updates.push((c.rel.clone(), mtime, size));
                 }
-                Outcome::Skipped => skipped += 1,
+                Outcome::Skipped => {
+                    skipped += 1;
+                    if known.contains_key(&c.rel) {
+                        dropped.push(c.rel.clone());
+                    }
+                }
                 Outcome::Error => errors += 1,
             }
         }
@@ -415,6 +433,7 @@ fn index_blocking(
         .keys()
         .filter(|p| !seen.contains(p.as_str()))
         .cloned()
+        .chain(dropped)
         .collect();
     for p in &removed {
         writer.delete_term(Term::from_field_text(f.path, p));

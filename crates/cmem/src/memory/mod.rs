@@ -9,6 +9,7 @@
 //! modification time and size, is kept in `index-state.sqlite3` beside it, so a restart
 //! re-indexes only what changed.
 
+pub mod confined;
 pub mod history;
 pub mod indexer;
 pub mod search;

@@ -54,7 +54,10 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
             }
         },
         NoCache::new(),
-        notify::Config::default(),
+        // Never watch through a link: a linked folder (say to `/`) would otherwise be watched
+        // as if it were part of the data folder. Links are not indexed either way
+        // (`confined::open`); this keeps the watcher from even looking.
+        notify::Config::default().with_follow_symlinks(false),
     );
     let mut debouncer = match debouncer {
         Ok(d) => d,
