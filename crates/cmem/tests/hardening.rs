@@ -246,3 +246,95 @@ async fn nothing_outside_the_data_folder_reaches_the_index() {
         assert_eq!(hits(&s, word).await, 0, "{word} after a re-index");
     }
 }
+
+/// Item 8: a WebSocket dropped right after CONNECT could stay in the registry for good (19 of
+/// 40), shown present and counted by revocations. Every one leaves within a ping interval.
+#[tokio::test]
+async fn sockets_dropped_right_after_connect_leave_the_registry() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = TestServer::start_in(
+        tempfile::tempdir().unwrap().path(),
+        &[],
+        &[
+            ("CM_PING_INTERVAL_MS", "1000"),
+            ("CM_PING_TIMEOUT_MS", "1000"),
+        ],
+    );
+    let ws_url = &format!("ws://{}/socket.io/?EIO=4&transport=websocket", s.addr);
+    let mut drops = Vec::new();
+    for i in 0..40 {
+        drops.push(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+                .await
+                .unwrap();
+            let _open = ws.next().await;
+            ws.send(Message::text("40")).await.unwrap();
+            // half of them wait for the server's CONNECT, half are gone at once
+            if i % 2 == 0 {
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.to_text().unwrap_or("").starts_with("40") {
+                        break;
+                    }
+                }
+            }
+            drop(ws); // no close frame: just gone
+        });
+    }
+    futures::future::join_all(drops).await;
+    let left = until("every dropped socket to leave the registry", 15, || async {
+        let st = s.status().await;
+        (st["connections"]["total"] == 0).then_some(st)
+    })
+    .await;
+    // (sockets gone before the connect handler ran were never registered at all)
+    assert!(left["connections"]["opened_since_start"].as_u64().unwrap() >= 1);
+}
+
+/// Item 4: a socket that never sent CONNECT could hold a binary packet of 10 attachments,
+/// each up to `max_payload_bytes`. What it may buffer is now one message's worth in all: the
+/// socket is closed as soon as its attachments go past it.
+#[tokio::test]
+async fn a_socket_cannot_buffer_more_than_one_message_of_attachments() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = TestServer::start_in(
+        tempfile::tempdir().unwrap().path(),
+        &[],
+        &[("CM_MAX_PAYLOAD_BYTES", "100000")],
+    );
+    let ws_url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", s.addr);
+    for attachments in [4, 10] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        let _open = ws.next().await;
+        let placeholders: Vec<Value> = (0..attachments)
+            .map(|n| json!({"_placeholder": true, "num": n}))
+            .collect();
+        // no CONNECT: straight to a binary event on the default namespace
+        let header = format!("45{attachments}-{}", json!(["doc_update", placeholders]));
+        ws.send(Message::text(header)).await.unwrap();
+        let (mut tx, mut rx) = ws.split();
+        let mut sent = 0;
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                tokio::select! {
+                    m = rx.next() => match m {
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return true,
+                        _ => {}
+                    },
+                    r = tx.send(Message::binary(vec![7u8; 60_000])), if sent < attachments - 1 => {
+                        if r.is_err() { return true; }
+                        sent += 1;
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        assert!(
+            closed,
+            "{attachments} attachments: the socket was not closed"
+        );
+    }
+    healthy(&s).await;
+}

@@ -263,6 +263,13 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
         c.close(&why);
         h.registry.remove(&c.id, &why);
     });
+    // A client that dropped between CONNECT and the line above has no disconnect handler to
+    // run: it would stay registered (shown present, counted by revocations) for ever.
+    if !s.connected() {
+        conn.close("client_closed");
+        hub.registry.remove(&conn.id, "client_closed");
+        return;
+    }
 
     tokio::spawn(deliver(hub, s, conn, hs.cursor));
 }
@@ -279,8 +286,23 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
         }
     };
     let slow_timeout = Duration::from_millis(hub.config.slow_consumer_timeout_ms);
+    // Belt and braces against ghosts: whatever happened to the disconnect handler, a socket
+    // that is no longer connected leaves the registry within one ping interval.
+    let mut liveness = tokio::time::interval(Duration::from_millis(hub.config.ping_interval_ms));
+    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let ev = match sub.next().await {
+        let next = tokio::select! {
+            next = sub.next() => next,
+            _ = liveness.tick() => {
+                if !s.connected() {
+                    conn.close("client_closed");
+                    hub.registry.remove(&conn.id, "client_closed");
+                    return;
+                }
+                continue;
+            }
+        };
+        let ev = match next {
             Ok(ev) => ev,
             Err(StreamEnd::Shutdown) => return, // the server closes every engine.io socket
             Err(end) => {
@@ -355,6 +377,9 @@ async fn stop_slow_consumer(hub: &Arc<Hub>, s: &SocketRef, conn: &Arc<Conn>) {
     }
 }
 
+/// Binary attachments one packet may announce.
+const MAX_ATTACHMENTS: usize = 4;
+
 /// Builds the Socket.IO service from the configuration.
 pub fn build(hub: &Arc<Hub>) -> Option<Layer> {
     let c = &hub.config;
@@ -372,6 +397,16 @@ pub fn build(hub: &Arc<Hub>) -> Option<Layer> {
         // The per-socket packet channel allocates lazily, so a large bound costs nothing idle
         // and lets replays stream without waiting on a full buffer.
         .max_buffer_size(c.queue_bound.max(128))
+        // What a socket may hold of a binary packet still waiting for its attachments (before
+        // CONNECT too): no more than one message's worth in all. socketioxide's defaults let a
+        // socket pin 10 MB, or 10× `max_payload_bytes` in 10 attachments. Our binary events
+        // (`doc_sync`, `doc_update`) carry one attachment.
+        .with_parser(
+            socketioxide::ParserConfig::common()
+                .max_incoming_binaries(MAX_ATTACHMENTS)
+                .max_incoming_binary_buf_size(c.max_payload_bytes as usize)
+                .packet_completion_timeout(Duration::from_millis(c.connect_timeout_ms)),
+        )
         .with_state(hub.clone());
     let builder = match (ws, polling) {
         (true, false) => builder.transports([TransportType::Websocket]),
