@@ -137,6 +137,7 @@ impl Server {
         };
         let app = api::router(hub.clone(), io, services);
         tokio::spawn(transports::poll::sweep(hub.clone()));
+        tokio::spawn(crate::teams::live::watch(hub.clone()));
         if let Some(changes) = hub.registry.take_presence_changes() {
             tokio::spawn(crate::teams::presence::run(hub.clone(), changes));
         }

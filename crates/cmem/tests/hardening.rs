@@ -68,6 +68,14 @@ async fn poll(s: &TestServer, token: Option<&str>, client: &str, after: u64) -> 
     )
 }
 
+/// `GET /api/websocket/status` as `token`.
+async fn status(s: &TestServer, token: &str) -> Value {
+    get(&format!("{}/api/websocket/status", s.url), Some(token))
+        .await
+        .1["data"]
+        .clone()
+}
+
 async fn healthy(s: &TestServer) {
     let r = reqwest::get(format!("{}/health", s.url)).await;
     assert!(
@@ -337,4 +345,282 @@ async fn a_socket_cannot_buffer_more_than_one_message_of_attachments() {
         );
     }
     healthy(&s).await;
+}
+
+/// Item 11: a user deleted between authentication and the handler got the notifications of
+/// every workspace (5 of 1,200 racing requests). Scopes fail closed: such a request reads none.
+#[tokio::test]
+async fn notifications_fail_closed_for_a_user_removed_mid_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    team(
+        d,
+        &[
+            &["user", "add", "alice", "--admin"],
+            &["workspace", "create", "eng"],
+            &["workspace", "create", "ops"],
+            &["workspace", "add-member", "eng", "alice"],
+        ],
+    );
+    let alice = token_for(d, "alice");
+    let s = TestServer::start_authed(d, &[], &[], Some(&alice));
+    let (st, v) = post(
+        &format!("{}/api/workspaces/eng/notifications", s.url),
+        Some(&alice),
+        json!({"title": "eng only"}),
+    )
+    .await;
+    assert!(st < 300, "{v}");
+    for round in 0..6 {
+        let name = format!("bob{round}");
+        let (st, v) = post(
+            &format!("{}/api/admin/users", s.url),
+            Some(&alice),
+            json!({"name": name, "create_token": true}),
+        )
+        .await;
+        assert!(st < 300, "{v}");
+        let bob = v["data"]["token"]["token"]
+            .as_str()
+            .or(v["data"]["token"].as_str())
+            .expect("token")
+            .to_string();
+        let (st, _) = post(
+            &format!("{}/api/admin/workspaces/ops/members", s.url),
+            Some(&alice),
+            json!({"user": name}),
+        )
+        .await;
+        assert!(st < 300);
+        let url = format!("{}/api/notifications", s.url);
+        let readers: Vec<_> = (0..200)
+            .map(|_| {
+                let (url, bob) = (url.clone(), bob.clone());
+                tokio::spawn(async move { get(&url, Some(&bob)).await })
+            })
+            .collect();
+        let del = reqwest::Client::new()
+            .delete(format!("{}/api/admin/users/{name}", s.url))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert!(del.status().is_success());
+        for r in readers {
+            let (st, v) = r.await.unwrap();
+            if st == 200 {
+                assert_eq!(v["data"]["notifications"], json!([]), "leaked: {v}");
+            } else {
+                assert!(st == 401 || st == 403, "{st} {v}");
+            }
+        }
+    }
+}
+
+/// An open SSE stream: call `closed_with` to wait until the server ends it, with the reason.
+struct Sse {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    text: String,
+}
+
+impl Sse {
+    async fn open(s: &TestServer, token: Option<&str>, query: &str) -> Sse {
+        let mut r = reqwest::Client::new().get(format!("{}/api/events/stream?{query}", s.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut sse = Sse {
+            body: Box::pin(resp.bytes_stream()),
+            text: String::new(),
+        };
+        sse.until("the greeting", |t| t.contains("system_status"))
+            .await;
+        sse
+    }
+
+    /// Reads until `done(text)` holds; false if the stream ended first or 15 s passed.
+    async fn until(&mut self, what: &str, done: impl Fn(&str) -> bool) -> bool {
+        use futures::StreamExt;
+        let found = tokio::time::timeout(Duration::from_secs(15), async {
+            while !done(&self.text) {
+                match self.body.next().await {
+                    Some(Ok(chunk)) => self.text.push_str(&String::from_utf8_lossy(&chunk)),
+                    _ => return done(&self.text),
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false);
+        assert!(
+            found || what.starts_with('?'),
+            "SSE: no {what} in {}",
+            self.text
+        );
+        found
+    }
+
+    async fn closed_with(&mut self, reason: &str) {
+        self.until(&format!("close with {reason}"), |t| {
+            t.contains("event: close") && t.contains(reason)
+        })
+        .await;
+    }
+}
+
+/// Item 6: connections opened while the server was open kept every right after the first
+/// user was created. They are closed, with a reason, whether the user came from the command
+/// line or from the admin API.
+#[tokio::test]
+async fn the_first_user_closes_connections_opened_without_a_token() {
+    for via_http in [false, true] {
+        let s = TestServer::start(&[]);
+        let mut sse = Sse::open(&s, None, "workspaces=eng").await;
+        let _ = poll(&s, None, "open-poller", 0).await;
+        assert_eq!(s.status().await["connections"]["total"], 2);
+        if via_http {
+            let (st, v) = post(
+                &format!("{}/api/admin/users", s.url),
+                None,
+                json!({"name": "alice", "admin": true, "create_token": true}),
+            )
+            .await;
+            assert_eq!(st, 201, "{v}");
+            assert_eq!(v["data"]["connections_closed"], 2, "{v}");
+        } else {
+            team(&s.data, &[&["user", "add", "alice", "--admin"]]);
+        }
+        sse.closed_with("authentication_required").await;
+        let (st, v) = get(
+            &format!("{}/api/events/poll?client_id=open-poller", s.url),
+            None,
+        )
+        .await;
+        assert_eq!(st, 401, "{v}");
+    }
+}
+
+/// Item 10: after `cmem workspace remove-member` a poll client kept receiving the workspace,
+/// and after `cmem token revoke` an SSE stream kept reading. The server notices command-line
+/// changes within seconds and acts as it does for the admin API.
+#[tokio::test]
+async fn command_line_team_changes_reach_live_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    team(
+        d,
+        &[
+            &["user", "add", "alice", "--admin"],
+            &["user", "add", "bob"],
+            &["workspace", "create", "ops"],
+            &["workspace", "add-member", "ops", "bob"],
+            &["workspace", "add-member", "ops", "alice"],
+        ],
+    );
+    let (alice, bob) = (token_for(d, "alice"), token_for(d, "bob"));
+    let bob2 = token_for(d, "bob");
+    let s = TestServer::start_authed(d, &[], &[], Some(&alice));
+    let (_, cursor) = poll(&s, Some(&bob), "bob-poller", 0).await;
+    let mut sse = Sse::open(&s, Some(&bob2), "").await;
+
+    team(d, &[&["workspace", "remove-member", "ops", "bob"]]);
+    until("the poll client to leave ops", 10, || async {
+        let st = status(&s, &alice).await;
+        let clients = st["connections"]["clients"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let poller = clients.iter().find(|c| c["id"] == "bob-poller")?;
+        let scopes = poller["scopes"].as_array()?;
+        (!scopes.iter().any(|x| x == "workspace:ops")).then_some(())
+    })
+    .await;
+    // an ops event, then a global fence: the poller gets the fence and not the ops event
+    for (kind, scope) in [("ops-secret", "workspace:ops"), ("fence", "global")] {
+        let (st, v) = post(
+            &format!("{}/api/events", s.url),
+            Some(&alice),
+            json!({"type": kind, "scope": scope}),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    let mut seen = Vec::new();
+    let mut after = cursor;
+    while !seen.iter().any(|t| t == "fence") {
+        let (events, next) = poll(&s, Some(&bob), "bob-poller", after).await;
+        seen.extend(
+            events
+                .iter()
+                .map(|e| e["type"].as_str().unwrap_or("").to_string()),
+        );
+        after = next;
+    }
+    assert!(!seen.iter().any(|t| t == "ops-secret"), "{seen:?}");
+
+    // the token behind the SSE stream is revoked from the command line
+    let (_, out, _) = cmem(d, &["token", "list", "--json"]);
+    let tokens: Value = serde_json::from_str(out.trim()).unwrap();
+    let prefix: String = bob2.split('_').nth(1).unwrap().to_string();
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .find(|id| *id == prefix)
+        .expect("bob's second token");
+    team(d, &[&["token", "revoke", &id]]);
+    sse.closed_with("token_revoked").await;
+    // and a user removed from the command line loses the rest
+    team(d, &[&["user", "remove", "bob"]]);
+    until("the poll client to be closed", 10, || async {
+        let st = status(&s, &alice).await;
+        let clients = st["connections"]["clients"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (!clients.iter().any(|c| c["id"] == "bob-poller")).then_some(())
+    })
+    .await;
+}
+
+/// Item 13: a poll `client_id` whose registration expired could be taken by another user, who
+/// then read the events addressed to the old one (its greeting). Events addressed to a poll
+/// client belong to one registration.
+#[tokio::test]
+async fn a_reused_poll_client_id_reads_nothing_addressed_to_its_earlier_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    team(
+        d,
+        &[
+            &["user", "add", "alice", "--admin"],
+            &["user", "add", "bob"],
+        ],
+    );
+    let (alice, bob) = (token_for(d, "alice"), token_for(d, "bob"));
+    let s = TestServer::start_authed(d, &[], &[("CM_POLL_CLIENT_TTL_S", "5")], Some(&alice));
+    let (first, _) = poll(&s, Some(&alice), "shared-id", 0).await;
+    let greeting = first
+        .iter()
+        .find(|e| e["type"] == "system_status")
+        .expect("alice's greeting")["id"]
+        .as_u64()
+        .unwrap();
+    until("alice's registration to expire", 20, || async {
+        let st = status(&s, &alice).await;
+        (st["connections"]["total"] == 0).then_some(())
+    })
+    .await;
+    let (events, _) = poll(&s, Some(&bob), "shared-id", 0).await;
+    assert!(
+        !events.iter().any(|e| e["id"].as_u64() == Some(greeting)),
+        "bob read alice's greeting: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["type"] == "system_status"),
+        "bob's own greeting"
+    );
 }

@@ -68,7 +68,12 @@ pub async fn add_user(
     } else {
         None
     };
-    Ok(created(json!({"user": user, "token": token})))
+    // the first user ends the open server: connections opened without a token (this one
+    // included, if it is a stream) are closed now, not when the watcher next looks
+    let closed = crate::teams::live::reconcile(&hub).closed;
+    Ok(created(
+        json!({"user": user, "token": token, "connections_closed": closed}),
+    ))
 }
 
 /// `DELETE /api/admin/users/{name}`: also closes the user's connections.

@@ -139,13 +139,26 @@ pub async fn notifications(
             "limit must be from 1 to {MAX_PAGE}"
         )));
     }
-    let scope = match &identity {
+    // the memberships as they are now; a user removed since authentication reads nothing
+    let member_of = match &identity {
         Identity::Open => None,
-        Identity::User { user, .. } => hub.teams.user(&user.name)?.map(|u| u.workspaces),
+        Identity::User { user, .. } => Some(
+            hub.teams
+                .user(&user.name)?
+                .map(|u| u.workspaces)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        format!("user `{}` no longer exists", user.name),
+                    )
+                })?,
+        ),
     };
-    let list = hub
-        .teams
-        .notifications(scope.as_deref(), after, limit as usize)?;
+    let from = match &member_of {
+        None => messages::Workspaces::Every,
+        Some(ws) => messages::Workspaces::Only(ws),
+    };
+    let list = hub.teams.notifications(from, after, limit as usize)?;
     Ok(ok(json!({"notifications": list})))
 }
 

@@ -105,7 +105,7 @@ impl Hub {
             Fanout {
                 shared: fanout.clone(),
                 direct: Box::new(move |client| {
-                    if let Some(c) = nudged.get(client) {
+                    if let Some(c) = nudged.by_address(client) {
                         c.nudge();
                     }
                 }),
@@ -248,7 +248,7 @@ impl Hub {
         cursor: Option<Cursor>,
         greet: bool,
     ) -> Result<u64, PublishError> {
-        let scope = Scope::Client(conn.id.clone());
+        let scope = Scope::Client(conn.address.clone());
         let start = self.decide(cursor);
         let mut opening = Vec::new();
         if let Start::Resync { reason, requested } = &start {

@@ -60,6 +60,19 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A number no earlier registration used, even before a restart (the journal outlives the
+/// process): random, or the clock if the system has no randomness to give.
+fn registration_serial() -> String {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => format!("{:016x}", u64::from_le_bytes(b)),
+        Err(_) => format!(
+            "t{}",
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ),
+    }
+}
+
 /// Reports a connection's current transport.
 pub type TransportProbe = Box<dyn Fn() -> Transport + Send + Sync>;
 
@@ -75,6 +88,12 @@ type PresenceTx = tokio::sync::mpsc::UnboundedSender<PresenceChange>;
 /// One connected client.
 pub struct Conn {
     pub id: String,
+    /// Where events addressed to this connection alone go (`client:<address>`). The id for
+    /// server-chosen ids; a poll `client_id` is the client's own choice and outlives its
+    /// registration (another user may take it after `poll_client_ttl_s`), so a poll
+    /// connection's address adds a serial number: no registration can read what was
+    /// addressed to an earlier one.
+    pub address: String,
     transport: AtomicU8,
     transport_probe: OnceLock<TransportProbe>,
     pub connected_at: String,
@@ -182,7 +201,7 @@ impl Conn {
     pub fn can_see(&self, scope: &Scope) -> bool {
         match scope {
             Scope::Global => true,
-            Scope::Client(c) => *c == self.id,
+            Scope::Client(c) => *c == self.address,
             Scope::Workspace(w) => self
                 .workspaces
                 .read()
@@ -193,7 +212,7 @@ impl Conn {
 
     /// The scopes as stored in the journal, for replay queries.
     pub fn scope_strings(&self) -> Vec<String> {
-        let mut v = vec!["global".to_string(), format!("client:{}", self.id)];
+        let mut v = vec!["global".to_string(), format!("client:{}", self.address)];
         v.extend(
             self.workspaces()
                 .into_iter()
@@ -329,8 +348,13 @@ impl Registry {
     /// a poll `client_id` concurrently).
     pub fn register(&self, id: String, transport: Transport, meta: ConnMeta) -> Option<Arc<Conn>> {
         let user_present = meta.user.is_some();
+        let address = match transport {
+            Transport::Poll => format!("{id}.{}", registration_serial()),
+            _ => id.clone(),
+        };
         let conn = Arc::new(Conn {
             id: id.clone(),
+            address,
             transport: AtomicU8::new(transport.to_u8()),
             transport_probe: OnceLock::new(),
             connected_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -362,6 +386,16 @@ impl Registry {
 
     pub fn get(&self, id: &str) -> Option<Arc<Conn>> {
         self.conns.read().ok()?.get(id).cloned()
+    }
+
+    /// The connection events `client:<address>` are for, if it is still registered.
+    pub fn by_address(&self, address: &str) -> Option<Arc<Conn>> {
+        let map = self.conns.read().ok()?;
+        let id = match map.get(address) {
+            Some(c) if c.address == address => return Some(c.clone()),
+            _ => address.rsplit_once('.')?.0,
+        };
+        map.get(id).filter(|c| c.address == address).cloned()
     }
 
     /// Removes a connection and counts the reason it closed.

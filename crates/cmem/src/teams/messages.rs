@@ -276,16 +276,19 @@ impl Teams {
         Ok(db.last_insert_rowid())
     }
 
-    /// Notifications after `after` in any of `workspaces` (all of them when `None`), oldest
-    /// first: what a client that was away missed, even without a cursor into the journal.
+    /// Notifications after `after` in the workspaces `from` names, oldest first: what a client
+    /// that was away missed, even without a cursor into the journal.
     pub fn notifications(
         &self,
-        workspaces: Option<&[String]>,
+        from: Workspaces<'_>,
         after: i64,
         limit: usize,
     ) -> Result<Vec<Notification>, TeamsError> {
-        // `None` is every workspace; a list is passed as a JSON array for `json_each`
-        let only = workspaces.map(|ws| serde_json::to_string(ws).unwrap_or_else(|_| "[]".into()));
+        // a list is passed as a JSON array for `json_each`; an unencodable one matches nothing
+        let only = match from {
+            Workspaces::Every => None,
+            Workspaces::Only(ws) => Some(serde_json::to_string(ws).unwrap_or_else(|_| "[]".into())),
+        };
         let db = self.db()?;
         let mut stmt = db.prepare(
             "SELECT id, workspace, sender, title, body, level, ts FROM notifications
@@ -307,6 +310,14 @@ impl Teams {
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
+}
+
+/// Which workspaces a read covers. Every workspace must be asked for by name (the local user
+/// of an open server), so a missing list can never widen a read: scopes fail closed.
+#[derive(Debug, Clone, Copy)]
+pub enum Workspaces<'a> {
+    Every,
+    Only(&'a [String]),
 }
 
 /// Checks, stores and publishes a `team_notification` to a workspace's members: online ones

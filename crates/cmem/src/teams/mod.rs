@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod docs;
+pub mod live;
 pub mod messages;
 pub mod presence;
 
@@ -76,6 +77,15 @@ pub struct Workspace {
     pub name: String,
     pub created_at: String,
     pub members: Vec<String>,
+}
+
+/// Who holds a token now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenHolder {
+    Active(User),
+    Revoked,
+    /// The token or its user no longer exists.
+    Gone,
 }
 
 /// The teams database.
@@ -239,6 +249,39 @@ impl Teams {
         self.users_exist.store(i64::from(exists), Ordering::Relaxed);
         self.checked_at_ms.store(now_ms(), Ordering::Relaxed);
         exists
+    }
+
+    /// Whether any user exists, asked of the database now (not the cached answer).
+    pub fn users_exist_now(&self) -> bool {
+        self.forget_users_exist();
+        self.users_exist()
+    }
+
+    /// SQLite's `data_version`: it changes when another connection (another process, such as
+    /// the `cmem user|token|workspace` commands) commits to the database.
+    pub fn data_version(&self) -> Result<i64, TeamsError> {
+        Ok(self
+            .db()?
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Who holds the token with this id now, by id (as connections remember it).
+    pub fn token_holder(&self, token_id: &str) -> Result<TokenHolder, TeamsError> {
+        let row: Option<(String, Option<String>)> = self
+            .db()?
+            .query_row(
+                "SELECT user, revoked_at FROM tokens WHERE id = ?1",
+                [token_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(TokenHolder::Gone),
+            Some((_, Some(_))) => Ok(TokenHolder::Revoked),
+            Some((user, None)) => Ok(self
+                .user(&user)?
+                .map_or(TokenHolder::Gone, TokenHolder::Active)),
+        }
     }
 
     fn forget_users_exist(&self) {

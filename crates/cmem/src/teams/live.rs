@@ -1,0 +1,103 @@
+//! Keeps live connections in step with the teams database, whoever changed it.
+//!
+//! The admin HTTP API acts on connections as it changes the database, but the `cmem user |
+//! token | workspace` commands are another process: they only write `teams.sqlite3`. So the
+//! server watches the database (SQLite's `data_version`, which moves when another connection
+//! commits, checked every [`WATCH_EVERY`]) and, after any change, checks every live connection
+//! against it: a connection whose token was revoked or whose user was removed is closed, one
+//! that holds the open identity is closed once users exist (it was opened before the first
+//! user, with every right), and one whose user left a workspace stops receiving it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::TokenHolder;
+use crate::hub::Hub;
+
+/// How often the database is checked for changes made by other processes.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// What a reconciliation did.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Reconciled {
+    pub closed: usize,
+    pub left: usize,
+}
+
+/// Checks every live connection against the teams database and acts on the differences.
+/// A database that cannot answer closes nothing and is logged: the next change retries.
+pub fn reconcile(hub: &Hub) -> Reconciled {
+    let mut done = Reconciled::default();
+    let users_exist = hub.teams.users_exist_now();
+    let mut holders: HashMap<String, Option<TokenHolder>> = HashMap::new();
+    for c in hub.registry.all() {
+        let Some(token_id) = c.token_id.clone() else {
+            if users_exist {
+                hub.registry.close(&c, "authentication_required");
+                done.closed += 1;
+            }
+            continue;
+        };
+        let holder = holders
+            .entry(token_id.clone())
+            .or_insert_with(|| match hub.teams.token_holder(&token_id) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check connections against the teams database");
+                    None
+                }
+            });
+        match holder {
+            None => {}
+            Some(TokenHolder::Revoked) => {
+                hub.registry.close(&c, "token_revoked");
+                done.closed += 1;
+            }
+            Some(TokenHolder::Gone) => {
+                hub.registry.close(&c, "user_removed");
+                done.closed += 1;
+            }
+            Some(TokenHolder::Active(user)) => {
+                for w in c.workspaces() {
+                    if !user.workspaces.contains(&w) && c.leave(&w) {
+                        done.left += 1;
+                    }
+                }
+            }
+        }
+    }
+    if done != Reconciled::default() {
+        tracing::info!(
+            closed = done.closed,
+            left = done.left,
+            "connections brought in line with the teams database"
+        );
+    }
+    done
+}
+
+/// Watches the database until shutdown and reconciles after every change made elsewhere.
+pub async fn watch(hub: Arc<Hub>) {
+    let mut seen = hub.teams.data_version().ok();
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = match hub.teams.data_version() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the teams database");
+                continue;
+            }
+        };
+        if now != seen {
+            seen = now;
+            let h = hub.clone();
+            let _ = tokio::task::spawn_blocking(move || reconcile(&h)).await;
+        }
+    }
+}
