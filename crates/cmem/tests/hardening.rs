@@ -624,3 +624,73 @@ async fn a_reused_poll_client_id_reads_nothing_addressed_to_its_earlier_owner() 
         "bob's own greeting"
     );
 }
+
+/// Item 9: with `search_publish_query=false`, `/prompts/similar` still returned another user's
+/// query word for word. Each user is offered their own searches; sharing is an option.
+#[tokio::test]
+async fn similar_searches_are_each_users_own_unless_shared() {
+    for shared in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        team(
+            d,
+            &[
+                &["user", "add", "alice", "--admin"],
+                &["user", "add", "bob"],
+            ],
+        );
+        let (alice, bob) = (token_for(d, "alice"), token_for(d, "bob"));
+        let s = TestServer::start_authed(
+            d,
+            &[],
+            &[
+                ("CM_SEARCH_PUBLISH_QUERY", "false"),
+                (
+                    "CM_SEARCH_HISTORY_SHARED",
+                    if shared { "true" } else { "false" },
+                ),
+            ],
+            Some(&alice),
+        );
+        let (st, _) = get(
+            &format!("{}/api/search?q=merger%20plans%20acme", s.url),
+            Some(&bob),
+        )
+        .await;
+        assert_eq!(st, 200);
+        let (st, _) = get(
+            &format!("{}/api/search?q=merger%20schedule", s.url),
+            Some(&alice),
+        )
+        .await;
+        assert_eq!(st, 200);
+        let similar = |token: String| {
+            let url = format!("{}/prompts/similar?q=merger%20plans", s.url);
+            async move {
+                let (st, v) = get(&url, Some(&token)).await;
+                assert_eq!(st, 200, "{v}");
+                v["data"]["similar"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x["query"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        let for_alice = similar(alice.clone()).await;
+        let for_bob = similar(bob.clone()).await;
+        assert!(
+            for_bob.contains(&"merger plans acme".to_string()),
+            "{for_bob:?}"
+        );
+        assert!(
+            for_alice.contains(&"merger schedule".to_string()),
+            "{for_alice:?}"
+        );
+        assert_eq!(
+            for_alice.contains(&"merger plans acme".to_string()),
+            shared,
+            "shared={shared}: {for_alice:?}"
+        );
+    }
+}

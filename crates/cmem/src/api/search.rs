@@ -15,7 +15,9 @@ use serde_json::json;
 use super::{ApiError, ApiJson, Services, ok, only_params};
 use crate::hub::Hub;
 use crate::hub::envelope::{NewEvent, Scope};
+use crate::memory::history::Whose;
 use crate::memory::search::{Answer, Filters, MAX_LIMIT, SearchError, check_shape, snippet_text};
+use crate::teams::auth::Identity;
 
 /// A search as the endpoints receive it, before validation.
 #[derive(Debug, Deserialize)]
@@ -179,7 +181,13 @@ impl Request {
 /// Runs a validated search: publishes `search_started` while it searches and records the
 /// search in the history on a blocking thread, times it, then publishes `search_completed`
 /// (after `search_started` is committed, so the two stay in order).
-async fn execute(hub: &Hub, services: &Services, req: Request) -> Result<Answer, ApiError> {
+async fn execute(
+    hub: &Hub,
+    services: &Services,
+    identity: &Identity,
+    req: Request,
+) -> Result<Answer, ApiError> {
+    let owner = identity.user_name().unwrap_or_default().to_string();
     let shown = hub.config.search_publish_query.then(|| req.q.clone());
     let started = hub.publish(vec![NewEvent::new(
         "search_started",
@@ -195,6 +203,7 @@ async fn execute(hub: &Hub, services: &Services, req: Request) -> Result<Answer,
             answer.total as u64,
             answer.search_time,
             req.session.as_deref(),
+            &owner,
         );
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "could not record the search in the history");
@@ -233,20 +242,22 @@ async fn execute(hub: &Hub, services: &Services, req: Request) -> Result<Answer,
 pub async fn search_get(
     State(hub): State<Arc<Hub>>,
     Extension(services): Extension<Services>,
+    Extension(identity): Extension<Identity>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let req = Request::from_query(q)?;
-    Ok(ok(execute(&hub, &services, req).await?))
+    Ok(ok(execute(&hub, &services, &identity, req).await?))
 }
 
 /// `POST /api/search {q, limit?, offset?, path_prefix?, extensions?, session?}`
 pub async fn search_post(
     State(hub): State<Arc<Hub>>,
     Extension(services): Extension<Services>,
+    Extension(identity): Extension<Identity>,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Response, ApiError> {
     let req = Request::validate(body, "q")?;
-    Ok(ok(execute(&hub, &services, req).await?))
+    Ok(ok(execute(&hub, &services, &identity, req).await?))
 }
 
 /// `GET /search/suggestions?q=&limit=`: index terms that start with `q`.
@@ -319,6 +330,7 @@ fn render_export(q: &str, a: &Answer, markdown: bool) -> String {
 pub async fn export(
     State(hub): State<Arc<Hub>>,
     Extension(services): Extension<Services>,
+    Extension(identity): Extension<Identity>,
     ApiJson(mut body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     let format = match body.remove("format") {
@@ -343,7 +355,7 @@ pub async fn export(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let req = Request::validate(search, "query")?;
     let q = req.q.clone();
-    let answer = execute(&hub, &services, req).await?;
+    let answer = execute(&hub, &services, &identity, req).await?;
     Ok((
         [
             (header::CONTENT_TYPE, mime.to_string()),
@@ -357,9 +369,12 @@ pub async fn export(
         .into_response())
 }
 
-/// `GET /prompts/similar?q=&limit=`: earlier searches that resemble `q`.
+/// `GET /prompts/similar?q=&limit=`: earlier searches that resemble `q` — the caller's own,
+/// unless `search_history_shared` is on.
 pub async fn similar(
+    State(hub): State<Arc<Hub>>,
     Extension(services): Extension<Services>,
+    Extension(identity): Extension<Identity>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     only_params(&q, &["q", "limit"])?;
@@ -370,13 +385,23 @@ pub async fn similar(
     }
     let memory = services.memory.clone();
     let t = text.clone();
-    let found = tokio::task::spawn_blocking(move || memory.history.similar(&t, limit))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let shared = hub.config.search_history_shared;
+    let owner = identity.user_name().unwrap_or_default().to_string();
+    let found = tokio::task::spawn_blocking(move || {
+        let whose = if shared {
+            Whose::Everyone
+        } else {
+            Whose::Owner(&owner)
+        };
+        memory.history.similar(&t, limit, whose)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(ok(json!({
         "query": text,
         "history_enabled": services.memory.history.enabled(),
+        "history_shared": shared,
         "similar": found,
     })))
 }

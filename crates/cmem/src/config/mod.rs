@@ -24,7 +24,7 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 33] = [
+pub const KEYS: [&str; 34] = [
     "platform_profile",
     "bind",
     "data_dir",
@@ -50,6 +50,7 @@ pub const KEYS: [&str; 33] = [
     "status_interval_s",
     "search_publish_query",
     "search_history_max",
+    "search_history_shared",
     "insecure",
     "team_message_max_chars",
     "team_messages_per_s",
@@ -120,6 +121,9 @@ pub struct Config {
     pub search_publish_query: bool,
     /// Searches kept in the history for `GET /prompts/similar` (0 = keep no history).
     pub search_history_max: u64,
+    /// Whether `GET /prompts/similar` offers everyone's earlier searches; off, each user is
+    /// offered their own only.
+    pub search_history_shared: bool,
     /// Run open (no tokens) even when bound beyond loopback. Off by default: such a server
     /// refuses to start until a user exists.
     pub insecure: bool,
@@ -171,6 +175,7 @@ impl Default for Config {
             status_interval_s: 30,
             search_publish_query: true,
             search_history_max: 10_000,
+            search_history_shared: false,
             insecure: false,
             team_message_max_chars: 4000,
             team_messages_per_s: 10,

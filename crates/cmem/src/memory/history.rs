@@ -1,6 +1,8 @@
-//! The searches history: every search (query, hit count, time taken, session) kept in SQLite
-//! at `<data>/.collective-memory/history.sqlite3`, so `GET /prompts/similar` can offer earlier
-//! queries that resemble a new one.
+//! The searches history: every search (query, hit count, time taken, session, and who searched)
+//! kept in SQLite at `<data>/.collective-memory/history.sqlite3`, so `GET /prompts/similar` can
+//! offer earlier queries that resemble a new one. What someone searched for is theirs: a user is
+//! offered their own earlier searches only, unless `search_history_shared` says the team shares
+//! them ([`Whose`]).
 //!
 //! Similarity is the overlap of character trigrams (Jaccard), computed here over the most
 //! recent distinct queries. That catches shared words, word order changes and typos, needs no
@@ -35,6 +37,15 @@ pub struct Similar {
     pub last_searched: String,
 }
 
+/// Whose searches a lookup may offer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Whose<'a> {
+    /// Everyone's (`search_history_shared`), including searches recorded before owners were.
+    Everyone,
+    /// One owner's: a user's name, or `""` for the local user of an open server.
+    Owner(&'a str),
+}
+
 /// The history table; `max == 0` keeps nothing.
 pub struct History {
     conn: Option<Mutex<Connection>>,
@@ -62,34 +73,50 @@ impl History {
              );
              CREATE INDEX IF NOT EXISTS searches_normalized ON searches(normalized);",
         )?;
+        // who searched: added later, so older files gain the column (their rows have no
+        // owner and are offered to nobody unless the history is shared)
+        let has_owner: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('searches') WHERE name = 'owner')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_owner {
+            conn.execute_batch("ALTER TABLE searches ADD COLUMN owner TEXT")?;
+        }
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS searches_owner ON searches(owner, normalized)",
+        )?;
         Ok(History {
             conn: Some(Mutex::new(conn)),
             max,
         })
     }
 
-    /// Records one search and trims the table to `max` rows.
+    /// Records one search by `owner` (a user's name, `""` for the local user of an open
+    /// server) and trims the table to `max` rows.
     pub fn record(
         &self,
         query: &str,
         results: u64,
         search_ms: f64,
         session: Option<&str>,
+        owner: &str,
     ) -> Result<(), MemoryError> {
         let Some(conn) = &self.conn else {
             return Ok(());
         };
         let conn = conn.lock().map_err(|_| MemoryError::Busy)?;
         conn.execute(
-            "INSERT INTO searches (query, normalized, results, search_ms, session, ts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO searches (query, normalized, results, search_ms, session, ts, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 query,
                 normalize(query),
                 results as i64,
                 search_ms,
                 session,
-                crate::api::now_rfc3339()
+                crate::api::now_rfc3339(),
+                owner
             ],
         )?;
         conn.execute(
@@ -99,8 +126,17 @@ impl History {
         Ok(())
     }
 
-    /// Earlier queries resembling `q`, most similar first.
-    pub fn similar(&self, q: &str, limit: usize) -> Result<Vec<Similar>, MemoryError> {
+    /// Earlier queries of `whose` resembling `q`, most similar first.
+    pub fn similar(
+        &self,
+        q: &str,
+        limit: usize,
+        whose: Whose<'_>,
+    ) -> Result<Vec<Similar>, MemoryError> {
+        let owner = match whose {
+            Whose::Everyone => None,
+            Whose::Owner(o) => Some(o),
+        };
         let Some(conn) = &self.conn else {
             return Ok(Vec::new());
         };
@@ -110,10 +146,11 @@ impl History {
             let mut stmt = conn.prepare(
                 "SELECT s.query, s.normalized, s.results, g.times, s.ts
                  FROM (SELECT normalized, MAX(id) AS last, COUNT(*) AS times
-                       FROM searches GROUP BY normalized ORDER BY last DESC LIMIT ?1) g
+                       FROM searches WHERE ?2 IS NULL OR owner = ?2
+                       GROUP BY normalized ORDER BY last DESC LIMIT ?1) g
                  JOIN searches s ON s.id = g.last",
             )?;
-            let mapped = stmt.query_map([CANDIDATES as i64], |r| {
+            let mapped = stmt.query_map(params![CANDIDATES as i64, owner], |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -197,13 +234,15 @@ mod tests {
     fn similar_queries_rank_above_unrelated_ones() {
         let dir = tempfile::tempdir().unwrap();
         let h = History::open(dir.path(), 100).unwrap();
-        h.record("websocket reconnect windows", 4, 1.0, Some("a"))
+        h.record("websocket reconnect windows", 4, 1.0, Some("a"), "")
             .unwrap();
-        h.record("WebSocket  reconnect, Windows", 5, 1.0, None)
+        h.record("WebSocket  reconnect, Windows", 5, 1.0, None, "")
             .unwrap();
-        h.record("quarterly budget", 2, 1.0, None).unwrap();
-        h.record("websoket reconect", 0, 1.0, None).unwrap();
-        let found = h.similar("reconnect websocket", 10).unwrap();
+        h.record("quarterly budget", 2, 1.0, None, "").unwrap();
+        h.record("websoket reconect", 0, 1.0, None, "").unwrap();
+        let found = h
+            .similar("reconnect websocket", 10, Whose::Owner(""))
+            .unwrap();
         let names: Vec<&str> = found.iter().map(|s| s.query.as_str()).collect();
         assert!(!names.contains(&"quarterly budget"), "{names:?}");
         assert!(
@@ -224,11 +263,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let h = History::open(dir.path(), 3).unwrap();
         for i in 0..10 {
-            h.record(&format!("query {i}"), 1, 1.0, None).unwrap();
+            h.record(&format!("query {i}"), 1, 1.0, None, "").unwrap();
         }
         assert_eq!(h.len(), 3);
         let off = History::open(dir.path(), 0).unwrap();
-        off.record("x", 1, 1.0, None).unwrap();
-        assert!(off.similar("x", 5).unwrap().is_empty());
+        off.record("x", 1, 1.0, None, "").unwrap();
+        assert!(off.similar("x", 5, Whose::Everyone).unwrap().is_empty());
+    }
+
+    #[test]
+    fn each_user_is_offered_their_own_searches() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path(), 100).unwrap();
+        h.record("merger plans acme", 1, 1.0, None, "alice")
+            .unwrap();
+        h.record("merger plans", 1, 1.0, None, "bob").unwrap();
+        let names = |w| -> Vec<String> {
+            h.similar("merger plans", 10, w)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.query)
+                .collect()
+        };
+        assert_eq!(names(Whose::Owner("bob")), vec!["merger plans"]);
+        assert_eq!(names(Whose::Owner("alice")), vec!["merger plans acme"]);
+        assert!(names(Whose::Owner("")).is_empty());
+        assert_eq!(names(Whose::Everyone).len(), 2);
     }
 }
