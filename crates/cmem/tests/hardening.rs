@@ -694,3 +694,94 @@ async fn similar_searches_are_each_users_own_unless_shared() {
         );
     }
 }
+
+/// Item 7: nothing checked `Host`, so a page on a name rebound to 127.0.0.1 could create an
+/// admin on an open server; cross-origin `text/plain` POSTs reached the system endpoints.
+#[tokio::test]
+async fn dns_rebinding_and_cross_site_posts_are_refused() {
+    let s = TestServer::start(&[]);
+    let port = s.addr.rsplit(':').next().unwrap().to_string();
+    let c = reqwest::Client::new();
+    let rebound = format!("rebind.attacker.example:{port}");
+    let r = c
+        .post(format!("{}/api/admin/users", s.url))
+        .header("Host", &rebound)
+        .header("Origin", format!("http://{rebound}"))
+        .json(&json!({"name": "m", "admin": true, "create_token": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("allowed_hosts"),
+        "{v}"
+    );
+    // reads too: a rebound page would read answers as a same-origin page
+    for path in [
+        "/api/search?q=x",
+        "/api/websocket/status",
+        "/socket.io/?EIO=4&transport=polling",
+    ] {
+        let r = c
+            .get(format!("{}{path}", s.url))
+            .header("Host", &rebound)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    // no user was made
+    let (_, v) = get(&format!("{}/api/admin/users", s.url), None).await;
+    assert_eq!(v["data"], json!([]), "{v}");
+
+    // a page elsewhere POSTs text/plain (no preflight) at the system endpoints
+    for path in [
+        "/system/cache/clear",
+        "/system/status",
+        "/system/reindex",
+        "/api/events",
+    ] {
+        let r = c
+            .post(format!("{}{path}", s.url))
+            .header("Origin", "http://evil.example")
+            .header("Content-Type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    // loopback names, IP addresses, allowed origins and origin-less clients still work
+    let r = c
+        .post(format!("{}/system/status", s.url))
+        .header("Host", format!("localhost:{port}"))
+        .header("Origin", format!("http://localhost:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = c
+        .post(format!("{}/system/status", s.url))
+        .header("Origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (st, _) = post(&format!("{}/system/status", s.url), None, json!({})).await;
+    assert!(st < 300);
+
+    // a name of the operator's choosing is accepted once configured
+    let s2 = TestServer::start_in(
+        tempfile::tempdir().unwrap().path(),
+        &[],
+        &[("CM_ALLOWED_HOSTS", "notes.lan")],
+    );
+    let r = c
+        .get(format!("{}/api/search?q=x", s2.url))
+        .header("Host", "notes.lan")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

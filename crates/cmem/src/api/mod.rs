@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod diagnostics;
 pub mod events;
+pub mod guard;
 pub mod search;
 pub mod system;
 pub mod workspaces;
@@ -370,5 +371,7 @@ pub fn router(
     if let Some(layer) = io_layer {
         app = layer.apply(app, hub.clone());
     }
+    // the guard is the outermost layer: a refused Host or Origin gets no further
     app.layer(cors(&hub))
+        .layer(axum::middleware::from_fn_with_state(hub, guard::check))
 }

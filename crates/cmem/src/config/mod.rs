@@ -24,11 +24,12 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 34] = [
+pub const KEYS: [&str; 35] = [
     "platform_profile",
     "bind",
     "data_dir",
     "cors_origins",
+    "allowed_hosts",
     "transports",
     "ping_interval_ms",
     "ping_timeout_ms",
@@ -74,6 +75,10 @@ pub struct Config {
     /// Origins allowed by CORS and by the WebSocket `Origin` check; `*` allows any.
     #[serde(deserialize_with = "string_or_list")]
     pub cors_origins: Vec<String>,
+    /// Host names a server without users answers to besides loopback names and IP addresses
+    /// (against DNS rebinding); `*` allows any.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_hosts: Vec<String>,
     /// Enabled transports, a subset of [`TRANSPORTS`].
     #[serde(deserialize_with = "string_or_list")]
     pub transports: Vec<String>,
@@ -154,6 +159,7 @@ impl Default for Config {
                 "http://localhost:3000".into(),
                 "http://127.0.0.1:3000".into(),
             ],
+            allowed_hosts: Vec::new(),
             transports: TRANSPORTS.iter().map(|s| s.to_string()).collect(),
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,

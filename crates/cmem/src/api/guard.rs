@@ -1,0 +1,131 @@
+//! The first check every request passes, before CORS, authentication or Socket.IO: where the
+//! request says it is going (`Host`) and, for requests that change state, where it comes from
+//! (`Origin`).
+//!
+//! - **DNS rebinding.** A page on `attacker.example` can make its own name resolve to
+//!   127.0.0.1 and then talk to a local cmem as a same-origin page: it reads answers and needs
+//!   no CORS. What gives it away is the `Host` header, which carries the attacker's name. An
+//!   open server (no users, so no token to steal) therefore answers only to loopback names
+//!   (`localhost`, `*.localhost`), IP addresses (a literal address cannot be rebound) and the
+//!   names listed in `allowed_hosts`. A server with users needs a token for everything, which a
+//!   rebound page does not have, and is often reached through a proxy under any name; it is not
+//!   restricted.
+//! - **Cross-site requests.** A browser sends a cross-origin `POST` with `text/plain` (or a
+//!   form) without asking CORS first, so such a request could clear caches or start a re-index.
+//!   Requests that change state (`POST`, `PUT`, `PATCH`, `DELETE`) with an `Origin` header must
+//!   come from an allowed origin: one in `cors_origins`, the server's own, or the origin of the
+//!   `Host` they were sent to. Clients that are not browsers send no `Origin` and are not
+//!   affected.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use crate::hub::Hub;
+
+/// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`), lowercased.
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether an open server may answer a request for `host`.
+pub fn host_allowed(host: &str, allowed_hosts: &[String]) -> bool {
+    let name = host_name(host);
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok()
+        || allowed_hosts
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(&name))
+}
+
+fn changes_state(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+/// The middleware; see the module docs.
+pub async fn check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if let Some(host) = &host
+        && !host_allowed(host, &hub.config.allowed_hosts)
+        && !hub.teams.users_exist()
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host `{host}` is refused: a server without users answers only to localhost and IP addresses (a page on another name could be rebinding its DNS to reach you); add the name to allowed_hosts, or create a user"
+            ),
+        )
+        .into_response();
+    }
+    if changes_state(req.method())
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or("");
+        let same_host = host.as_deref().is_some_and(|h| {
+            origin.strip_prefix("http://") == Some(h) || origin.strip_prefix("https://") == Some(h)
+        });
+        if !same_host && !hub.config.origin_allowed(origin) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Origin `{origin}` may not change anything here (a page on another site sent this request); add it to cors_origins to allow it"
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_names_and_addresses_pass() {
+        let none: Vec<String> = vec![];
+        for ok in [
+            "localhost:8000",
+            "LOCALHOST",
+            "app.localhost:3000",
+            "127.0.0.1:8000",
+            "127.1.2.3",
+            "[::1]:8000",
+            "10.0.0.5:80",
+            "localhost.:8000",
+        ] {
+            assert!(host_allowed(ok, &none), "{ok}");
+        }
+        for bad in [
+            "rebind.attacker.example:8000",
+            "attacker.example",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io:8000",
+            "",
+        ] {
+            assert!(!host_allowed(bad, &none), "{bad}");
+        }
+        assert!(host_allowed("notes.lan:8000", &["notes.lan".to_string()]));
+    }
+}
