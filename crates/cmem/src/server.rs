@@ -151,7 +151,13 @@ impl Server {
             }
         });
 
-        let builder = AutoBuilder::new(TokioExecutor::new());
+        let mut builder = AutoBuilder::new(TokioExecutor::new());
+        // A client gets `request_read_timeout_ms` to send its request headers; without a timer
+        // hyper waits for ever, so 40 slowloris connections were held open indefinitely.
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(hub.config.request_read_timeout_ms));
         let stall_timeout = Duration::from_millis(hub.config.slow_consumer_timeout_ms);
         let keepalive = hub.config.keepalive();
         let graceful = GracefulShutdown::new();

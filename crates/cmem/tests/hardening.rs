@@ -785,3 +785,71 @@ async fn dns_rebinding_and_cross_site_posts_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Item 13: no header-read timeout (40 slowloris connections held for ever); a
+/// `Content-Length: 1e12` request with no body waited for ever; `body:*` was a 500; a 404
+/// under `/socket.io` said "transport disabled".
+#[tokio::test]
+async fn slow_or_lying_http_clients_are_cut_and_mistakes_are_4xx() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_in(
+        tempfile::tempdir().unwrap().path(),
+        &[],
+        &[("CM_REQUEST_READ_TIMEOUT_MS", "1000")],
+    );
+    // slowloris: half a request line, then nothing
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut c = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    // a body announced and never sent, within the limit
+    let mut lying = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    lying
+        .write_all(b"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    held.push(lying);
+    for mut c in held {
+        let mut buf = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut buf)).await;
+        assert!(
+            ended.is_ok(),
+            "a connection that sends nothing more is still held"
+        );
+    }
+    // a body announced too large is refused at once
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/events", s.url))
+        .header("Content-Type", "application/json")
+        .header("Content-Length", "1000000000000")
+        .body("{}")
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    let mut raw = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    raw.write_all(
+        b"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), raw.read_exact(&mut head))
+        .await
+        .expect("an answer at once")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+
+    let (st, v) = get(&format!("{}/api/search?q=body:*", s.url), None).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = get(&format!("{}/socket.iox", s.url), None).await;
+    assert_eq!(st, 404);
+    assert!(!v["error"].as_str().unwrap().contains("disabled"), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no endpoint"), "{v}");
+    healthy(&s).await;
+}

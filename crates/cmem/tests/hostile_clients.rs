@@ -140,7 +140,7 @@ async fn a_reader_that_falls_far_behind_catches_up_from_the_journal() {
     let mut stream = sock.connect(s.addr.parse().unwrap()).await.unwrap();
     stream
         .write_all(
-            b"GET /api/events/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+            b"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
         )
         .await
         .unwrap();
@@ -268,7 +268,7 @@ async fn an_sse_client_that_stops_reading_is_cut_as_slow_consumer() {
     sock.set_recv_buffer_size(4096).unwrap();
     let mut stream = sock.connect(s.addr.parse().unwrap()).await.unwrap();
     stream
-        .write_all(b"GET /api/events/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut head = vec![0u8; 512];
@@ -313,7 +313,7 @@ async fn a_connection_reset_is_recorded_with_its_os_error_code() {
     let stream = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
     let mut stream = stream;
     stream
-        .write_all(b"GET /api/events/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut head = vec![0u8; 256];

@@ -16,6 +16,8 @@
 //!   come from an allowed origin: one in `cors_origins`, the server's own, or the origin of the
 //!   `Host` they were sent to. Clients that are not browsers send no `Origin` and are not
 //!   affected.
+//! - **Bodies announced too large.** A `Content-Length` above `max_payload_bytes` is a 413 at
+//!   once, before anything waits for a body that may never come.
 
 use std::sync::Arc;
 
@@ -77,6 +79,29 @@ pub async fn check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Res
             ),
         )
         .into_response();
+    }
+    // a body announced larger than any we accept is refused before anyone waits for it
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<u64>());
+    match announced {
+        Some(Ok(n)) if n > hub.config.max_payload_bytes => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is announced as {n} bytes; the limit is {} (max_payload_bytes)",
+                    hub.config.max_payload_bytes
+                ),
+            )
+            .into_response();
+        }
+        Some(Err(_)) => {
+            return ApiError::bad_request("Content-Length is not a whole number of bytes")
+                .into_response();
+        }
+        _ => {}
     }
     if changes_state(req.method())
         && let Some(origin) = req.headers().get(header::ORIGIN)

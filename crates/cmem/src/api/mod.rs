@@ -197,10 +197,16 @@ async fn not_found(
     req: Request,
 ) -> ApiError {
     let path = req.uri().path();
+    let c = &hub.config;
     let transport = match path {
-        "/api/events/stream" => Some("sse"),
-        "/api/events/poll" => Some("poll"),
-        p if p.starts_with("/socket.io") => Some("websocket and polling"),
+        "/api/events/stream" if !c.transport_enabled("sse") => Some("sse"),
+        "/api/events/poll" if !c.transport_enabled("poll") => Some("poll"),
+        p if (p == "/socket.io" || p.starts_with("/socket.io/"))
+            && !c.transport_enabled("websocket")
+            && !c.transport_enabled("polling") =>
+        {
+            Some("websocket and polling")
+        }
         _ => None,
     };
     match transport {
@@ -366,6 +372,10 @@ pub fn router(
             authenticate,
         ))
         .layer(DefaultBodyLimit::max(hub.config.max_payload_bytes as usize))
+        // a body that stops arriving (a `Content-Length` it never sends) ends the request
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_millis(hub.config.request_read_timeout_ms),
+        ))
         .layer(axum::Extension(services))
         .with_state(hub.clone());
     if let Some(layer) = io_layer {

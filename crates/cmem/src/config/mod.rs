@@ -24,7 +24,7 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 35] = [
+pub const KEYS: [&str; 36] = [
     "platform_profile",
     "bind",
     "data_dir",
@@ -35,6 +35,7 @@ pub const KEYS: [&str; 35] = [
     "ping_timeout_ms",
     "connect_timeout_ms",
     "max_payload_bytes",
+    "request_read_timeout_ms",
     "queue_bound",
     "slow_consumer_timeout_ms",
     "retention_max_events",
@@ -90,6 +91,9 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// Largest accepted message or HTTP body.
     pub max_payload_bytes: u64,
+    /// Time a client has to send a request's headers, and at most between two pieces of its
+    /// body; a client slower than that is cut.
+    pub request_read_timeout_ms: u64,
     /// Size of the shared fan-out window and of each Socket.IO send buffer, in events.
     /// A connection further behind than this catches up from the journal.
     pub queue_bound: usize,
@@ -165,6 +169,7 @@ impl Default for Config {
             ping_timeout_ms: 20_000,
             connect_timeout_ms: 45_000,
             max_payload_bytes: 1_000_000,
+            request_read_timeout_ms: 20_000,
             queue_bound: 1024,
             slow_consumer_timeout_ms: 10_000,
             retention_max_events: 1_000_000,
@@ -271,7 +276,7 @@ impl Config {
                 ));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 21] = [
+        let ranges: [(&'static str, u64, u64, u64); 22] = [
             ("ping_interval_ms", self.ping_interval_ms, 50, 600_000),
             ("ping_timeout_ms", self.ping_timeout_ms, 50, 600_000),
             ("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000),
@@ -288,6 +293,12 @@ impl Config {
                 self.journal_batch_max as u64,
                 1,
                 100_000,
+            ),
+            (
+                "request_read_timeout_ms",
+                self.request_read_timeout_ms,
+                100,
+                600_000,
             ),
             ("poll_max_wait_s", self.poll_max_wait_s, 0, 300),
             ("poll_interval_ms", self.poll_interval_ms, 10, 600_000),

@@ -174,6 +174,27 @@ fn syntax_error(q: &str, e: QueryParserError) -> SearchError {
     SearchError::Syntax { position, message }
 }
 
+/// A query the grammar accepts but the index cannot run (`body:*` asks whether a field exists,
+/// which needs a fast field) is the client's mistake, not a server failure.
+fn refused_by_schema(q: &str, e: tantivy::TantivyError) -> SearchError {
+    match e {
+        tantivy::TantivyError::SchemaError(msg) | tantivy::TantivyError::InvalidArgument(msg) => {
+            let position = q.find(":*").map_or(0, |b| {
+                q[..b]
+                    .rfind(|c: char| c.is_whitespace() || c == '(')
+                    .map_or(0, |s| s + 1)
+            });
+            SearchError::Syntax {
+                position: q.get(..position).map_or(0, |p| p.chars().count()),
+                message: format!(
+                    "this query cannot run on this index ({msg}); `field:*` is not supported, search for words instead"
+                ),
+            }
+        }
+        other => SearchError::Index(other),
+    }
+}
+
 /// The query with the filters as extra required clauses that do not change scores.
 fn filtered(m: &Memory, query: Box<dyn Query>, filters: &Filters) -> Box<dyn Query> {
     let f = m.fields;
@@ -213,16 +234,19 @@ pub fn search(
     let f = m.fields;
     let query = filtered(m, parse(m, q)?, filters);
     let searcher = m.reader.searcher();
-    let (top, total): (Vec<(Score, DocAddress)>, usize) = searcher.search(
-        &query,
-        &(
-            TopDocs::with_limit(limit.max(1))
-                .and_offset(offset)
-                .order_by_score(),
-            Count,
-        ),
-    )?;
-    let mut snippets = SnippetGenerator::create(&searcher, &*query, f.body)?;
+    let (top, total): (Vec<(Score, DocAddress)>, usize) = searcher
+        .search(
+            &query,
+            &(
+                TopDocs::with_limit(limit.max(1))
+                    .and_offset(offset)
+                    .order_by_score(),
+                Count,
+            ),
+        )
+        .map_err(|e| refused_by_schema(q, e))?;
+    let mut snippets = SnippetGenerator::create(&searcher, &*query, f.body)
+        .map_err(|e| refused_by_schema(q, e))?;
     snippets.set_max_num_chars(200);
     let mut results = Vec::with_capacity(top.len());
     for (score, addr) in top {
@@ -344,6 +368,14 @@ mod tests {
             Ok(_) => panic!("an unknown field parsed"),
         }
         assert!(parse(&m, "alpha \"beta gamma\" -delta").is_ok());
+        // accepted by the grammar, refused by the index: the client's mistake, with a place
+        match search(&m, "alpha body:*", &Filters::default(), 10, 0) {
+            Err(SearchError::Syntax { position, message }) => {
+                assert_eq!(position, 6);
+                assert!(message.contains("field:*"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
