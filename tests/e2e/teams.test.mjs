@@ -349,3 +349,54 @@ test('events sent the moment a socket connects are answered (handlers exist befo
   })));
   for (const a of answers) assert.deepEqual(a, [true, true]);
 });
+
+test('shared documents cannot pin memory: ghost names load nothing, loaded documents are bounded, a workspace has a document limit, operations have a budget', { timeout: 60000 }, async () => {
+  const s = await startServer({ env: { CM_DOCS_CACHED_MAX: '2', CM_DOCS_PER_WORKSPACE_MAX: '3', CM_DOC_OPS_PER_S: '20' } });
+  servers.push(s);
+  const c = sioClient(s.url, { transports: ['websocket'], name: 'doc-flood' });
+  await c.connected();
+  const ack = (ev, body) => c.socket.timeout(5000).emitWithAck(ev, body);
+  const status = async () => (await (await fetch(`${s.url}/api/websocket/status`)).json()).data;
+  // 300 doc_syncs of names nobody wrote, as fast as the socket goes: the budget runs out
+  const answers = await Promise.all(Array.from({ length: 300 }, (_, i) => ack('doc_sync', { workspace: 'eng', doc: `ghost${i}` })));
+  const limited = answers.filter((a) => a.code === 'rate_limited');
+  assert.ok(limited.length > 200, `rate limited: ${limited.length} of 300`);
+  assert.match(limited[0].error, /document operations a second/);
+  assert.ok(answers.filter((a) => a.ok).length >= 20, 'the burst allowance is served');
+  assert.equal((await status()).documents_loaded, 0, 'names never written load nothing');
+  // four new documents in one workspace: the fourth is refused; at most two stay loaded
+  const results = [];
+  for (let i = 0; i < 4; i++) {
+    await sleep(250); // stay within the budget
+    const doc = new Y.Doc();
+    doc.getText('t').insert(0, `doc ${i}`);
+    results.push(await ack('doc_update', { workspace: 'eng', doc: `d${i}`, update: Y.encodeStateAsUpdate(doc) }));
+  }
+  assert.deepEqual(results.slice(0, 3).map((r) => r.ok), [true, true, true]);
+  assert.equal(results[3].code, 'limit_reached');
+  assert.match(results[3].error, /limit is 3 \(docs_per_workspace_max\)/);
+  assert.ok((await status()).documents_loaded <= 2, 'loaded documents stay within docs_cached_max');
+  // an evicted document comes back whole
+  await sleep(250);
+  const back = await ack('doc_sync', { workspace: 'eng', doc: 'd0' });
+  assert.equal(back.ok, true);
+  const joiner = new Y.Doc();
+  Y.applyUpdate(joiner, Buffer.from(back.update, 'base64'));
+  assert.equal(joiner.getText('t').toString(), 'doc 0');
+});
+
+test('a Socket.IO connection opened while the server was open is closed when the first user is created', { timeout: 60000 }, async () => {
+  const s = await startServer();
+  servers.push(s);
+  const c = sioClient(s.url, { transports: ['websocket'], name: 'open-socket' });
+  await c.connected();
+  const closes = [];
+  c.socket.on('cmem_close', (m) => closes.push(m));
+  const joined = await c.socket.timeout(5000).emitWithAck('join_workspace', { workspace: 'eng' });
+  assert.equal(joined.ok, true);
+  cmem(s.data, 'user', 'add', 'alice', '--admin');
+  await until(() => closes.length === 1, 'cmem_close once a user exists');
+  assert.equal(closes[0].reason, 'authentication_required');
+  await until(() => !c.socket.connected, 'the socket is disconnected');
+  assert.match(await handshake(s.url, {}, ['websocket']), /authentication required/);
+});

@@ -87,6 +87,10 @@ impl Server {
             },
         )?;
         let teams = Arc::new(crate::teams::Teams::open(&config.state_dir())?);
+        teams.limit_docs(
+            config.docs_cached_max as usize,
+            config.docs_per_workspace_max as usize,
+        );
         if !addr.ip().is_loopback() && !config.insecure && !teams.users_exist() {
             return Err(ServerError::Insecure {
                 addr,

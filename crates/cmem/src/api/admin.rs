@@ -24,7 +24,7 @@ impl From<TeamsError> for ApiError {
         let status = match &e {
             TeamsError::Invalid(_) => StatusCode::BAD_REQUEST,
             TeamsError::NotFound(_) => StatusCode::NOT_FOUND,
-            TeamsError::Exists(_) => StatusCode::CONFLICT,
+            TeamsError::Exists(_) | TeamsError::TooMany(_) => StatusCode::CONFLICT,
             TeamsError::Forbidden(_) => StatusCode::FORBIDDEN,
             TeamsError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
             TeamsError::Db(_) | TeamsError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -44,6 +44,7 @@ pub async fn status(State(hub): State<Arc<Hub>>) -> Response {
             },
             "path": j.path,
         },
+        "documents_loaded": hub.teams.docs_loaded(),
         "events_published": hub.published_total(),
         "catch_ups_from_journal": hub.catch_ups_total(),
         "closes_by_reason": hub.registry.closes_by_reason(),

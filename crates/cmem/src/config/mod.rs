@@ -24,7 +24,7 @@ use crate::error::ConfigError;
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
 
 /// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 36] = [
+pub const KEYS: [&str; 39] = [
     "platform_profile",
     "bind",
     "data_dir",
@@ -56,6 +56,9 @@ pub const KEYS: [&str; 36] = [
     "insecure",
     "team_message_max_chars",
     "team_messages_per_s",
+    "doc_ops_per_s",
+    "docs_cached_max",
+    "docs_per_workspace_max",
     "tcp_keepalive",
     "tcp_keepalive_idle_s",
     "tcp_keepalive_interval_s",
@@ -140,6 +143,14 @@ pub struct Config {
     pub team_message_max_chars: u64,
     /// Team messages one connection may send per second (bursts of twice that).
     pub team_messages_per_s: u64,
+    /// `doc_sync` and `doc_update` one Socket.IO connection may send per second (bursts of
+    /// twice that).
+    pub doc_ops_per_s: u64,
+    /// Shared documents kept loaded in memory; the least recently used idle one leaves first
+    /// (it is reloaded from storage when needed).
+    pub docs_cached_max: u64,
+    /// Shared documents one workspace may hold.
+    pub docs_per_workspace_max: u64,
     /// TCP keepalive on accepted sockets (on in the Windows profile), so peers that vanished
     /// without closing are noticed by the kernel.
     pub tcp_keepalive: bool,
@@ -190,6 +201,9 @@ impl Default for Config {
             insecure: false,
             team_message_max_chars: 4000,
             team_messages_per_s: 10,
+            doc_ops_per_s: 50,
+            docs_cached_max: 256,
+            docs_per_workspace_max: 1000,
             tcp_keepalive: false,
             tcp_keepalive_idle_s: 60,
             tcp_keepalive_interval_s: 10,
@@ -276,7 +290,7 @@ impl Config {
                 ));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 22] = [
+        let ranges: [(&'static str, u64, u64, u64); 25] = [
             ("ping_interval_ms", self.ping_interval_ms, 50, 600_000),
             ("ping_timeout_ms", self.ping_timeout_ms, 50, 600_000),
             ("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000),
@@ -321,6 +335,14 @@ impl Config {
                 1_000_000,
             ),
             ("team_messages_per_s", self.team_messages_per_s, 1, 10_000),
+            ("doc_ops_per_s", self.doc_ops_per_s, 1, 100_000),
+            ("docs_cached_max", self.docs_cached_max, 1, 1_000_000),
+            (
+                "docs_per_workspace_max",
+                self.docs_per_workspace_max,
+                1,
+                10_000_000,
+            ),
             ("tcp_keepalive_idle_s", self.tcp_keepalive_idle_s, 1, 7200),
             (
                 "tcp_keepalive_interval_s",

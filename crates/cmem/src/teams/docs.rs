@@ -10,8 +10,15 @@
 //!
 //! Binary travels as base64 from the server (the journal and SSE/poll are JSON); clients may
 //! send either base64 strings or binary.
+//!
+//! Memory is bounded: at most `docs_cached_max` documents stay loaded, the least recently used
+//! one that nobody is reading leaving first (it is reloaded from its stored updates when
+//! asked for again); asking for a document that was never written loads nothing; and a
+//! workspace holds at most `docs_per_workspace_max` documents. (Socket.IO connections also
+//! have a budget of `doc_ops_per_s` for `doc_sync` and `doc_update`.)
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -37,10 +44,54 @@ pub const MAX_UPDATE_BYTES: usize = 1_000_000;
 /// A loaded document, shared by whoever is reading or applying to it.
 type SharedDoc = Arc<Mutex<Doc>>;
 
-/// The documents loaded in memory, by (workspace, document).
-#[derive(Default)]
+/// Documents kept loaded by default.
+pub const DEFAULT_CACHED_MAX: usize = 256;
+
+/// Documents a workspace may hold by default.
+pub const DEFAULT_PER_WORKSPACE_MAX: usize = 1000;
+
+/// The documents loaded in memory, by (workspace, document), with when each was last used.
 pub struct Docs {
-    open: Mutex<HashMap<(String, String), SharedDoc>>,
+    open: Mutex<Loaded>,
+    cached_max: AtomicUsize,
+    per_workspace_max: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Loaded {
+    docs: HashMap<(String, String), (SharedDoc, u64)>,
+    /// Counts uses; an entry's number says how recently it was used.
+    clock: u64,
+}
+
+impl Default for Docs {
+    fn default() -> Self {
+        Docs {
+            open: Mutex::default(),
+            cached_max: AtomicUsize::new(DEFAULT_CACHED_MAX),
+            per_workspace_max: AtomicUsize::new(DEFAULT_PER_WORKSPACE_MAX),
+        }
+    }
+}
+
+impl Loaded {
+    /// Makes room for one more: drops the least recently used documents nobody holds.
+    fn evict_down_to(&mut self, max: usize) {
+        while self.docs.len() >= max.max(1) {
+            let idle = self
+                .docs
+                .iter()
+                .filter(|(_, (d, _))| Arc::strong_count(d) == 1)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            match idle {
+                Some(k) => {
+                    self.docs.remove(&k);
+                }
+                None => return, // every one is in use right now; over budget until released
+            }
+        }
+    }
 }
 
 /// Decodes client-sent bytes: base64 text or raw binary.
@@ -59,16 +110,40 @@ pub fn bytes_of(v: &rmpv::Value, what: &str) -> Result<Vec<u8>, TeamsError> {
 }
 
 impl Teams {
-    /// The in-memory document, loaded from its stored updates on first use.
-    fn doc(&self, workspace: &str, name: &str) -> Result<SharedDoc, TeamsError> {
+    /// Sets the memory and count limits of shared documents (the server does, from its
+    /// configuration; the defaults hold otherwise).
+    pub fn limit_docs(&self, cached_max: usize, per_workspace_max: usize) {
+        self.docs.cached_max.store(cached_max, Ordering::Relaxed);
+        self.docs
+            .per_workspace_max
+            .store(per_workspace_max, Ordering::Relaxed);
+    }
+
+    /// How many documents are loaded in memory.
+    pub fn docs_loaded(&self) -> usize {
+        self.docs.open.lock().map(|l| l.docs.len()).unwrap_or(0)
+    }
+
+    /// The in-memory document, loaded from its stored updates on first use. A document with
+    /// no stored update is not kept unless `create` (an update is about to be applied), so
+    /// asking about names that do not exist costs no memory; a new document must fit within
+    /// the workspace's limit.
+    fn doc(&self, workspace: &str, name: &str, create: bool) -> Result<SharedDoc, TeamsError> {
         let key = (workspace.to_string(), name.to_string());
-        let mut open = self
-            .docs
-            .open
-            .lock()
-            .map_err(|_| TeamsError::Invalid("documents lock poisoned".into()))?;
-        if let Some(d) = open.get(&key) {
-            return Ok(d.clone());
+        let lock = || {
+            self.docs
+                .open
+                .lock()
+                .map_err(|_| TeamsError::Invalid("documents lock poisoned".into()))
+        };
+        {
+            let mut loaded = lock()?;
+            loaded.clock += 1;
+            let now = loaded.clock;
+            if let Some((d, used)) = loaded.docs.get_mut(&key) {
+                *used = now;
+                return Ok(d.clone());
+            }
         }
         let updates: Vec<Vec<u8>> = {
             let db = self.db()?;
@@ -78,6 +153,22 @@ impl Teams {
             stmt.query_map(params![workspace, name], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
+        if updates.is_empty() {
+            if !create {
+                return Ok(Arc::new(Mutex::new(Doc::new())));
+            }
+            let max = self.docs.per_workspace_max.load(Ordering::Relaxed);
+            let existing: i64 = self.db()?.query_row(
+                "SELECT COUNT(DISTINCT doc) FROM doc_updates WHERE workspace = ?1",
+                [workspace],
+                |r| r.get(0),
+            )?;
+            if existing as usize >= max {
+                return Err(TeamsError::TooMany(format!(
+                    "workspace `{workspace}` already has {existing} documents; the limit is {max} (docs_per_workspace_max)"
+                )));
+            }
+        }
         let doc = Doc::new();
         {
             let mut txn = doc.transact_mut();
@@ -90,8 +181,15 @@ impl Teams {
                 }
             }
         }
+        let mut loaded = lock()?;
+        // another caller may have loaded it meanwhile: one copy only
+        if let Some((d, _)) = loaded.docs.get(&key) {
+            return Ok(d.clone());
+        }
+        loaded.evict_down_to(self.docs.cached_max.load(Ordering::Relaxed));
         let doc = Arc::new(Mutex::new(doc));
-        open.insert(key, doc.clone());
+        let now = loaded.clock;
+        loaded.docs.insert(key, (doc.clone(), now));
         Ok(doc)
     }
 
@@ -109,7 +207,7 @@ impl Teams {
                 TeamsError::Invalid(format!("state_vector is not a Yjs state vector: {e}"))
             })?
         };
-        let doc = self.doc(workspace, name)?;
+        let doc = self.doc(workspace, name, false)?;
         let doc = doc
             .lock()
             .map_err(|_| TeamsError::Invalid("document lock poisoned".into()))?;
@@ -124,7 +222,7 @@ impl Teams {
     fn doc_apply(&self, workspace: &str, name: &str, update: &[u8]) -> Result<(), TeamsError> {
         let decoded = Update::decode_v1(update)
             .map_err(|e| TeamsError::Invalid(format!("update is not a Yjs update: {e}")))?;
-        let doc = self.doc(workspace, name)?;
+        let doc = self.doc(workspace, name, true)?;
         let doc = doc
             .lock()
             .map_err(|_| TeamsError::Invalid("document lock poisoned".into()))?;
@@ -262,5 +360,39 @@ mod tests {
             .get_string(&client.transact());
         assert_eq!(text.get_string(&joiner.transact()), want);
         assert_eq!(want.len(), (COMPACT_AFTER + 10) as usize);
+    }
+
+    #[test]
+    fn memory_and_count_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Teams::open(dir.path()).unwrap();
+        t.limit_docs(3, 5);
+        // names that were never written load nothing
+        for i in 0..100 {
+            let (u, _) = t.doc_sync("eng", &format!("ghost{i}"), &[]).unwrap();
+            assert!(Update::decode_v1(&u).is_ok());
+        }
+        assert_eq!(t.docs_loaded(), 0);
+        let client = Doc::new();
+        for i in 0..5 {
+            t.doc_apply("eng", &format!("d{i}"), &edit(&client, 0, "x"))
+                .unwrap();
+            assert!(t.docs_loaded() <= 3, "{} loaded", t.docs_loaded());
+        }
+        match t.doc_apply("eng", "d5", &edit(&client, 0, "x")) {
+            Err(TeamsError::TooMany(m)) => assert!(m.contains("limit is 5"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // another workspace has its own count; an evicted document comes back whole
+        t.doc_apply("ops", "d0", &edit(&client, 0, "y")).unwrap();
+        let (full, _) = t.doc_sync("eng", "d0", &[]).unwrap();
+        let back = Doc::new();
+        back.transact_mut()
+            .apply_update(Update::decode_v1(&full).unwrap())
+            .unwrap();
+        assert_eq!(
+            back.get_or_insert_text("t").get_string(&back.transact()),
+            "x"
+        );
     }
 }

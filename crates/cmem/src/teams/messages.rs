@@ -140,6 +140,8 @@ pub struct RateLimit {
     per_s: f64,
     tokens: f64,
     last: Instant,
+    /// What is counted, for the refusal.
+    what: &'static str,
 }
 
 impl RateLimit {
@@ -149,7 +151,14 @@ impl RateLimit {
             per_s,
             tokens: per_s * 2.0,
             last: Instant::now(),
+            what: "messages",
         }
+    }
+
+    /// The same budget, counting `what` (named in the refusal).
+    pub fn named(mut self, what: &'static str) -> RateLimit {
+        self.what = what;
+        self
     }
 
     /// Takes one message's worth, or says how long to wait.
@@ -163,8 +172,8 @@ impl RateLimit {
             Ok(())
         } else {
             Err(TeamsError::TooFast(format!(
-                "more than {} messages a second from this connection; slow down",
-                self.per_s
+                "more than {} {} a second from this connection; slow down",
+                self.per_s, self.what
             )))
         }
     }

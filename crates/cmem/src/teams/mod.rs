@@ -39,6 +39,9 @@ pub enum TeamsError {
     Forbidden(String),
     #[error("{0}")]
     TooFast(String),
+    /// A count limit was reached.
+    #[error("{0}")]
+    TooMany(String),
     #[error("no random numbers from the operating system: {0}")]
     Random(String),
 }

@@ -22,6 +22,10 @@ use crate::teams::messages::{self, Outgoing, RateLimit};
 #[derive(Clone)]
 struct Budget(Arc<Mutex<RateLimit>>);
 
+/// Per-socket budget of document operations (`doc_sync`, `doc_update`).
+#[derive(Clone)]
+struct DocBudget(Arc<Mutex<RateLimit>>);
+
 /// Spends one message from the socket's budget, made on first use.
 fn take_budget(hub: &Hub, s: &SocketRef) -> Result<(), TeamsError> {
     let Budget(b) = s.extensions.get::<Budget>().unwrap_or_else(|| {
@@ -31,10 +35,25 @@ fn take_budget(hub: &Hub, s: &SocketRef) -> Result<(), TeamsError> {
         s.extensions.insert(b.clone());
         b
     });
-    let mut b = b
-        .lock()
-        .map_err(|_| TeamsError::Invalid("rate limit lock poisoned".into()))?;
-    b.take()
+    spend(&b)
+}
+
+/// Spends one document operation from the socket's budget, made on first use.
+fn take_doc_budget(hub: &Hub, s: &SocketRef) -> Result<(), TeamsError> {
+    let DocBudget(b) = s.extensions.get::<DocBudget>().unwrap_or_else(|| {
+        let b = DocBudget(Arc::new(Mutex::new(
+            RateLimit::new(hub.config.doc_ops_per_s).named("document operations"),
+        )));
+        s.extensions.insert(b.clone());
+        b
+    });
+    spend(&b)
+}
+
+fn spend(b: &Mutex<RateLimit>) -> Result<(), TeamsError> {
+    b.lock()
+        .map_err(|_| TeamsError::Invalid("rate limit lock poisoned".into()))?
+        .take()
 }
 
 fn refuse(e: &TeamsError) -> Value {
@@ -44,6 +63,7 @@ fn refuse(e: &TeamsError) -> Value {
         TeamsError::NotFound(_) => "not_found",
         TeamsError::Exists(_) => "exists",
         TeamsError::TooFast(_) => "rate_limited",
+        TeamsError::TooMany(_) => "limit_reached",
         TeamsError::Db(_) | TeamsError::Random(_) => "internal",
     };
     json!({"ok": false, "error": e.to_string(), "code": code})
@@ -173,6 +193,7 @@ fn field<'a>(d: &'a rmpv::Value, key: &str) -> Option<&'a rmpv::Value> {
 }
 
 async fn doc_sync(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
+    take_doc_budget(&hub, &s)?;
     let sv = match field(&d, "state_vector") {
         Some(v) => docs::bytes_of(v, "state_vector")?,
         None => Vec::new(),
@@ -187,6 +208,7 @@ async fn doc_sync(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value, 
 }
 
 async fn doc_update(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
+    take_doc_budget(&hub, &s)?;
     let update = docs::bytes_of(
         field(&d, "update").ok_or_else(|| TeamsError::Invalid("update is missing".into()))?,
         "update",
