@@ -15,6 +15,8 @@
 pub mod api;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod journal;
 pub mod memory;

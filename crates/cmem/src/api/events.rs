@@ -63,7 +63,7 @@ fn parse_one(v: Value, at: &str) -> Result<NewEvent, ApiError> {
 }
 
 /// Parses the body into events, with messages that point at the offending element.
-fn parse_body(body: Value) -> Result<Vec<NewEvent>, ApiError> {
+pub(crate) fn parse_body(body: Value) -> Result<Vec<NewEvent>, ApiError> {
     let Value::Object(map) = &body else {
         return Err(ApiError::bad_request(
             "body must be a JSON object: {type, scope?, data?} or {events: [...]}",

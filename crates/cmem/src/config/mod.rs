@@ -591,7 +591,11 @@ pub fn update_file(
     })
 }
 
-fn load_with(overrides: &Overrides, config_file: &Path, env: Env) -> Result<Loaded, ConfigError> {
+pub(crate) fn load_with(
+    overrides: &Overrides,
+    config_file: &Path,
+    env: Env,
+) -> Result<Loaded, ConfigError> {
     if config_file.exists() {
         // The file may not move the data folder it lives in.
         let text = std::fs::read_to_string(config_file).map_err(|e| ConfigError::File {

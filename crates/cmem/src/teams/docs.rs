@@ -203,9 +203,7 @@ impl Teams {
         let sv = if sv.is_empty() {
             StateVector::default()
         } else {
-            StateVector::decode_v1(sv).map_err(|e| {
-                TeamsError::Invalid(format!("state_vector is not a Yjs state vector: {e}"))
-            })?
+            decode_state_vector(sv)?
         };
         let doc = self.doc(workspace, name, false)?;
         let doc = doc
@@ -220,15 +218,27 @@ impl Teams {
 
     /// Applies and stores one update; folds the stored updates when there are many.
     fn doc_apply(&self, workspace: &str, name: &str, update: &[u8]) -> Result<(), TeamsError> {
-        let decoded = Update::decode_v1(update)
-            .map_err(|e| TeamsError::Invalid(format!("update is not a Yjs update: {e}")))?;
+        let decoded = decode_update(update)?;
         let doc = self.doc(workspace, name, true)?;
         let doc = doc
             .lock()
             .map_err(|_| TeamsError::Invalid("document lock poisoned".into()))?;
-        doc.transact_mut()
-            .apply_update(decoded)
-            .map_err(|e| TeamsError::Invalid(format!("update does not apply: {e}")))?;
+        // caught inside the lock, so a panic cannot poison it; the copy it may have left half
+        // changed is dropped, to be reloaded from storage
+        let applied = guarded("update", || doc.transact_mut().apply_update(decoded));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(TeamsError::Invalid(format!("update does not apply: {e}"))),
+            Err(e) => {
+                drop(doc);
+                if let Ok(mut loaded) = self.docs.open.lock() {
+                    loaded
+                        .docs
+                        .remove(&(workspace.to_string(), name.to_string()));
+                }
+                return Err(e);
+            }
+        }
         let mut db = self.db()?;
         db.execute(
             "INSERT INTO doc_updates (workspace, doc, data) VALUES (?1, ?2, ?3)",
@@ -257,6 +267,32 @@ impl Teams {
         }
         Ok(())
     }
+}
+
+/// Runs yrs on client bytes with panics caught: yrs 0.28 asserts (in debug builds) that a
+/// client id fits 53 bits, and an update can carry any id. A panic is the client's bad input.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, TeamsError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        TeamsError::Invalid(format!("{what} is not valid Yjs (the decoder refused it)"))
+    })
+}
+
+/// Decodes a client's Yjs update (v1 encoding).
+pub fn decode_update(bytes: &[u8]) -> Result<Update, TeamsError> {
+    guarded("update", || Update::decode_v1(bytes))?
+        .map_err(|e| TeamsError::Invalid(format!("update is not a Yjs update: {e}")))
+}
+
+/// Decodes a client's Yjs state vector (v1 encoding).
+pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, TeamsError> {
+    guarded("state_vector", || StateVector::decode_v1(bytes))?
+        .map_err(|e| TeamsError::Invalid(format!("state_vector is not a Yjs state vector: {e}")))
+}
+
+/// Applies a decoded update to a document, with panics caught (see [`guarded`]).
+pub fn apply(doc: &Doc, update: Update) -> Result<(), TeamsError> {
+    guarded("update", || doc.transact_mut().apply_update(update))?
+        .map_err(|e| TeamsError::Invalid(format!("update does not apply: {e}")))
 }
 
 fn check_doc_name(name: &str) -> Result<(), TeamsError> {

@@ -81,7 +81,7 @@ fn reply(ack: AckSender, answer: Result<Value, TeamsError>) {
 }
 
 /// `{workspace}` or a bare workspace name.
-fn workspace_of(d: &Value) -> Result<String, TeamsError> {
+pub(crate) fn workspace_of(d: &Value) -> Result<String, TeamsError> {
     match d {
         Value::String(s) => Ok(s.clone()),
         Value::Object(o) => o
@@ -179,13 +179,13 @@ async fn notification(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, Teams
 }
 
 /// A string field of a (MessagePack-shaped) payload.
-fn text_field<'a>(d: &'a rmpv::Value, key: &str) -> Result<&'a str, TeamsError> {
+pub(crate) fn text_field<'a>(d: &'a rmpv::Value, key: &str) -> Result<&'a str, TeamsError> {
     field(d, key)
         .and_then(rmpv::Value::as_str)
         .ok_or_else(|| TeamsError::Invalid(format!("{key} is missing or not a string")))
 }
 
-fn field<'a>(d: &'a rmpv::Value, key: &str) -> Option<&'a rmpv::Value> {
+pub(crate) fn field<'a>(d: &'a rmpv::Value, key: &str) -> Option<&'a rmpv::Value> {
     d.as_map()?
         .iter()
         .find(|(k, _)| k.as_str() == Some(key))

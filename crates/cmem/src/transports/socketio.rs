@@ -76,7 +76,7 @@ async fn origin_check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> 
 
 /// What a client may put in `auth`. Unknown keys are ignored.
 #[derive(Debug, Clone, Default)]
-struct Handshake {
+pub(crate) struct Handshake {
     cursor: Option<Cursor>,
     workspaces: Vec<String>,
     token: Option<String>,
@@ -99,7 +99,7 @@ struct AuthIn {
 }
 
 #[derive(Debug)]
-struct HandshakeError(String);
+pub(crate) struct HandshakeError(String);
 
 impl std::fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,7 +109,7 @@ impl std::fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-fn parse_auth(auth: Option<Value>) -> Result<Handshake, HandshakeError> {
+pub(crate) fn parse_auth(auth: Option<Value>) -> Result<Handshake, HandshakeError> {
     let Some(v) = auth.filter(|v| !v.is_null()) else {
         return Ok(Handshake::default());
     };

@@ -1,0 +1,144 @@
+//! Entry points for the fuzzers and property tests: every parser a client (or the config file)
+//! can reach, each taking raw input and returning nothing. They must never panic, overflow the
+//! stack or hang, whatever the bytes; where a parser accepts something, the checks here assert
+//! what acceptance promises (an accepted query runs; an accepted event is publishable).
+//!
+//! Used by `fuzz/` (cargo fuzz, libFuzzer) and by `tests/fuzz_props.rs` (proptest, in the
+//! normal test run). Not part of the server's API.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::hub::envelope::{Cursor, SERVER_ONLY, Scope};
+use crate::memory::Memory;
+use crate::memory::search::{self, Filters};
+
+/// A scratch folder for the targets that need files (removed with the process's temp files).
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cmem-fuzz-{}-{name}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+fn memory() -> Option<&'static Memory> {
+    static M: OnceLock<Option<std::sync::Arc<Memory>>> = OnceLock::new();
+    M.get_or_init(|| {
+        let dir = scratch("index");
+        let _ = std::fs::write(dir.join("a.md"), "# Alpha\nbeta gamma delta (epsilon)\n");
+        let m = Memory::open(&dir, &crate::memory::OpenOptions::default()).ok()?;
+        let mut sink = |_: &str, _: Value| {};
+        let _ = crate::memory::indexer::run_blocking(&m, None, &mut sink);
+        Some(m)
+    })
+    .as_deref()
+}
+
+/// A search query, as every search route and `cmem search` take it: bounded, then parsed and
+/// run. Whatever passes the bound runs (an answer or a 400, never a crash).
+pub fn search_query(q: &str) {
+    if search::check_shape(q).is_err() {
+        return;
+    }
+    if let Some(m) = memory() {
+        let _ = search::search(m, q, &Filters::default(), 10, 0);
+        let _ = search::suggestions(m, q, 10);
+    }
+}
+
+/// A `POST /api/events` body. Whatever is accepted is publishable and forges nothing.
+pub fn publish_body(bytes: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        return;
+    };
+    if let Ok(events) = crate::api::events::parse_body(v) {
+        for e in events {
+            assert!(e.validate().is_ok(), "accepted but invalid: {e:?}");
+            assert!(
+                !SERVER_ONLY.contains(&e.kind.as_str()),
+                "server type accepted"
+            );
+            assert_eq!(
+                Scope::parse(&e.scope.to_string()).ok(),
+                Some(e.scope.clone())
+            );
+        }
+    }
+}
+
+/// A cursor, as `after`, `Last-Event-ID` or `auth.last_event_id` carry it.
+pub fn cursor(s: &str) {
+    if let Ok(c) = Cursor::parse(s) {
+        let again = match &c.epoch {
+            Some(e) => format!("{e}:{}", c.id),
+            None => c.id.to_string(),
+        };
+        assert_eq!(Cursor::parse(&again).ok(), Some(c));
+    }
+    let _ = crate::transports::parse_cursor("after", Some(s), None);
+    let _ = crate::transports::parse_cursor("after", Some(s), Some(s));
+}
+
+/// A poll or SSE query string.
+pub fn query_string(s: &str) {
+    let allowed = ["client_id", "after", "epoch", "wait", "limit", "workspaces"];
+    if let Ok(q) = crate::transports::query_params(Some(s), &allowed) {
+        assert!(q.keys().all(|k| allowed.contains(&k.as_str()) || k == "_"));
+        let _ = crate::transports::parse_workspaces(q.get("workspaces").map(String::as_str));
+    }
+    let _ = crate::teams::auth::strip_token(s);
+}
+
+/// The Socket.IO handshake `auth` object.
+pub fn socketio_auth(bytes: &[u8]) {
+    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+        let _ = crate::transports::socketio::parse_auth(Some(v));
+    }
+}
+
+/// A Yjs update and a state vector, decoded and applied as `doc_update` and `doc_sync` do.
+pub fn yjs(bytes: &[u8]) {
+    use yrs::{ReadTxn, StateVector, Transact};
+    let doc = yrs::Doc::new();
+    if let Ok(u) = crate::teams::docs::decode_update(bytes) {
+        let _ = crate::teams::docs::apply(&doc, u);
+        let _ = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+    }
+    if let Ok(sv) = crate::teams::docs::decode_state_vector(bytes) {
+        let _ = doc.transact().encode_state_as_update_v1(&sv);
+    }
+}
+
+/// A client event payload (JSON as socket.io-client sends it, read the way the handlers do).
+pub fn client_payload(bytes: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        return;
+    };
+    let _ = crate::transports::client_events::workspace_of(&v);
+    let Ok(packed) = rmpv::ext::to_value(&v) else {
+        return;
+    };
+    use crate::transports::client_events::{field, text_field};
+    for key in ["workspace", "doc", "text", "title", "client_msg_id"] {
+        let _ = text_field(&packed, key);
+    }
+    for key in ["update", "state_vector"] {
+        if let Some(b) = field(&packed, key) {
+            let _ = crate::teams::docs::bytes_of(b, key);
+        }
+    }
+    let _ = serde_json::to_value(&packed);
+}
+
+/// The config file, loaded as start-up loads it (without the process environment).
+pub fn config_file(text: &str) {
+    let dir = scratch("config");
+    let path = dir.join(format!("cmem-{:?}.toml", std::thread::current().id()));
+    if std::fs::write(&path, text).is_ok() {
+        let env = figment::providers::Env::prefixed("CM_FUZZ_NOTHING_").only(&[]);
+        let _ = crate::config::load_with(&crate::config::Overrides::default(), &path, env);
+    }
+}
