@@ -853,3 +853,182 @@ async fn slow_or_lying_http_clients_are_cut_and_mistakes_are_4xx() {
     assert!(v["error"].as_str().unwrap().contains("no endpoint"), "{v}");
     healthy(&s).await;
 }
+
+/// Resident memory of a process, in KiB (Linux).
+#[cfg(target_os = "linux")]
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The whole list against one server with users: afterwards `/health` answers, a connected SSE
+/// client still receives new events, and resident memory is back near where it started.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_server_survives_the_whole_list() {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("notes.md"), "# Notes\nsurvival\n").unwrap();
+    team(
+        d,
+        &[
+            &["user", "add", "alice", "--admin"],
+            &["workspace", "create", "eng"],
+            &["workspace", "add-member", "eng", "alice"],
+        ],
+    );
+    let alice = token_for(d, "alice");
+    let s = TestServer::start_authed(
+        d,
+        &[],
+        &[
+            ("CM_REQUEST_READ_TIMEOUT_MS", "1000"),
+            ("CM_PING_INTERVAL_MS", "1000"),
+        ],
+        Some(&alice),
+    );
+    let pid = s.child.id();
+    let mut sse = Sse::open(&s, Some(&alice), "").await;
+    let before = rss_kib(pid);
+    let ws_url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", s.addr);
+    let authed = |ws_url: String, alice: String| async move {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+            .await
+            .unwrap();
+        let _open = ws.next().await;
+        ws.send(Message::text(format!("40{}", json!({"token": alice}))))
+            .await
+            .unwrap();
+        while let Some(Ok(m)) = ws.next().await {
+            if m.to_text().unwrap_or("").starts_with("40") {
+                break;
+            }
+        }
+        ws
+    };
+
+    for round in 0..3 {
+        // 1: deep queries
+        for q in ["(".repeat(900), "NOT ".repeat(240)] {
+            let (st, _) = get(
+                &format!("{}/api/search?q={}", s.url, url_escape(&q)),
+                Some(&alice),
+            )
+            .await;
+            assert_eq!(st, 400);
+        }
+        // 3: forged server events
+        let (st, _) = post(
+            &format!("{}/api/events", s.url),
+            Some(&alice),
+            json!({"type": "team_message", "scope": "workspace:eng", "data": {"user": "x"}}),
+        )
+        .await;
+        assert_eq!(st, 400);
+        // 4: 20 sockets, no CONNECT, each announcing 10 attachments of a full message
+        let mut pinned = Vec::new();
+        for _ in 0..20 {
+            let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+                .await
+                .unwrap();
+            let _open = ws.next().await;
+            let placeholders: Vec<Value> = (0..10)
+                .map(|n| json!({"_placeholder": true, "num": n}))
+                .collect();
+            let _ = ws
+                .send(Message::text(format!(
+                    "4510-{}",
+                    json!(["doc_update", placeholders])
+                )))
+                .await;
+            for _ in 0..3 {
+                if ws.send(Message::binary(vec![1u8; 900_000])).await.is_err() {
+                    break;
+                }
+            }
+            pinned.push(ws);
+        }
+        drop(pinned);
+        // 5: documents: 20,000 doc_sync of distinct names from one socket
+        let mut ws = authed(ws_url.clone(), alice.clone()).await;
+        for i in 0..20_000 {
+            let frame = format!(
+                "42{}",
+                json!(["doc_sync", {"workspace": "eng", "doc": format!("r{round}n{i}")}])
+            );
+            if ws.send(Message::text(frame)).await.is_err() {
+                break;
+            }
+        }
+        drop(ws);
+        // 8: sockets dropped right after CONNECT
+        for _ in 0..40 {
+            let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+                .await
+                .unwrap();
+            let _open = ws.next().await;
+            let _ = ws
+                .send(Message::text(format!("40{}", json!({"token": alice}))))
+                .await;
+        }
+        // 7: a rebound Host (refused: users exist, but it needs a token it does not have)
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/admin/users", s.url))
+            .header("Host", "rebind.attacker.example")
+            .json(&json!({"name": "m", "admin": true}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error());
+        // 13: slowloris and a lying Content-Length
+        let mut slow = Vec::new();
+        for _ in 0..40 {
+            let mut c = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+            let _ = c.write_all(b"GET /health HTTP/1.1\r\nX-Slow: ").await;
+            slow.push(c);
+        }
+        let mut c = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+        let _ = c
+            .write_all(b"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000000\r\n\r\n")
+            .await;
+        slow.push(c);
+        tokio::time::sleep(Duration::from_millis(1500)).await; // past the header timeout
+        drop(slow);
+    }
+    healthy(&s).await;
+    // every connection but the SSE reader is gone
+    let st = until("only the SSE reader to remain", 20, || async {
+        let st = status(&s, &alice).await;
+        if st["connections"]["total"] != 1 {
+            eprintln!("{}", st["connections"]);
+        }
+        (st["connections"]["total"] == 1).then_some(st)
+    })
+    .await;
+    assert!(st["documents_loaded"].as_u64().unwrap() <= 256, "{st}");
+    let (code, v) = post(
+        &format!("{}/api/events", s.url),
+        Some(&alice),
+        json!({"type": "still_here", "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    sse.until("the new event", |t| t.contains("still_here"))
+        .await;
+    let after = rss_kib(pid);
+    eprintln!("server RSS: {before} KiB before, {after} KiB after the list");
+    assert!(
+        after < before + 64 * 1024,
+        "resident memory grew from {before} KiB to {after} KiB"
+    );
+}

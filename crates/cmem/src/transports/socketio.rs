@@ -321,6 +321,11 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                     );
                     let _ = s.clone().disconnect();
                 }
+                // the disconnect handler would do this too, unless the transport is already gone
+                hub.registry.remove(
+                    &conn.id,
+                    &conn.close_reason().unwrap_or_else(|| reason.to_string()),
+                );
                 return;
             }
         };
@@ -348,7 +353,15 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                         return;
                     }
                 }
-                Err(socketioxide::SendError::Socket(socketioxide::SocketError::Closed)) => return,
+                Err(socketioxide::SendError::Socket(socketioxide::SocketError::Closed)) => {
+                    // The transport is gone. Usually the disconnect handler removes the entry,
+                    // but a client that drops while its CONNECT is being checked is closed by
+                    // Engine.IO before socketioxide knows the socket, so no handler runs and
+                    // `connected()` stays true: this is the only sign of it.
+                    conn.close("client_closed");
+                    hub.registry.remove(&conn.id, "client_closed");
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, id = ev.id, "could not encode event for socket.io");
                     break;
