@@ -182,6 +182,7 @@ async fn members_cannot_publish_as_the_server_or_as_someone_else() {
 }
 
 /// The total hits for `q` (an open server).
+#[cfg(unix)]
 async fn hits(s: &TestServer, q: &str) -> u64 {
     let (st, v) = get(&format!("{}/api/search?q={q}", s.url), None).await;
     assert_eq!(st, 200, "{v}");
@@ -190,6 +191,7 @@ async fn hits(s: &TestServer, q: &str) -> u64 {
 
 /// Writes `word` in a new file and waits until the watcher has indexed it: every change made
 /// before it has been handled by then.
+#[cfg(unix)]
 async fn fence(s: &TestServer, word: &str) {
     std::fs::write(s.data.join(format!("{word}.txt")), word).unwrap();
     until("the fence file indexed", 20, || async {
