@@ -104,7 +104,8 @@ class Recorder {
   constructor(name) { this.name = name; this.events = []; this.cursor = null; openClients.add(this); }
   record(env) {
     this.events.push(env);
-    if (typeof env.id === 'number') this.cursor = env.id;
+    // the cursor names its journal (`<epoch>:<id>`), so a recreated or restored journal is noticed
+    if (typeof env.id === 'number') this.cursor = env.epoch ? `${env.epoch}:${env.id}` : env.id;
   }
   ofType(t) { return this.events.filter((e) => e.type === t); }
   tests(tag) { return this.events.filter((e) => e.type === TEST_EVENT && (tag === undefined || e.data.tag === tag)); }

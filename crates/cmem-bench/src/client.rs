@@ -262,7 +262,8 @@ impl HttpReader {
                 let text = e.to_string();
                 seen.record(text.as_bytes(), &stats, idx);
             }
-            after = v["next_cursor"].as_u64().or(after);
+            // `next_cursor` is `<epoch>:<id>`; the bare id is `next_id`
+            after = v["next_id"].as_u64().or(after);
         }
         seen.last_id = after.or(seen.last_id);
         Ok(seen)

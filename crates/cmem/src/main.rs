@@ -1,13 +1,13 @@
 //! The `cmem` binary: command-line parsing and the process edge (`anyhow`, exit codes, logs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
 use cmem::config::{self, Overrides};
 use cmem::memory::search::{Filters, snippet_text};
-use cmem::memory::{Memory, OpenOptions, indexer};
+use cmem::memory::{Memory, MemoryError, OpenOptions, indexer};
 use cmem::net::classify::ErrorClass;
 use cmem::ops::{doctor, firewall};
 use cmem::server::{Server, ServerError, shutdown_signal};
@@ -56,6 +56,22 @@ enum Command {
     Workspace {
         #[command(subcommand)]
         cmd: WorkspaceCmd,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Copy the server's state (journal, team database, searches history, config) into a new
+    /// folder; consistent and safe while the server runs.
+    Backup {
+        /// The folder to create (it must not exist, or be empty).
+        dir: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Put a backup in place of the state (refused while a server runs on the folder); the
+    /// journal gets a new epoch, so clients that read past the backup get a resync.
+    Restore {
+        /// A folder made by `cmem backup`.
+        dir: PathBuf,
         #[command(flatten)]
         data: DataArg,
     },
@@ -262,6 +278,8 @@ fn main() -> ExitCode {
         Command::User { cmd, data } => teams_cmd(TeamsCmd::User(cmd), &data),
         Command::Token { cmd, data } => teams_cmd(TeamsCmd::Token(cmd), &data),
         Command::Workspace { cmd, data } => teams_cmd(TeamsCmd::Workspace(cmd), &data),
+        Command::Backup { dir, data } => backup_cmd(&dir, &data),
+        Command::Restore { dir, data } => restore_cmd(&dir, &data),
         Command::Config(flags) => match config::load(&flags.overrides()) {
             Ok(loaded) => {
                 print!("{}", loaded.render());
@@ -516,8 +534,8 @@ enum TeamsCmd {
     Workspace(WorkspaceCmd),
 }
 
-/// Opens the teams database of a data folder.
-fn open_teams(data: &DataArg) -> Result<Teams, ExitCode> {
+/// The data folder a command acts on: `--data`, else the configured one; it must exist.
+fn data_dir(data: &DataArg) -> Result<PathBuf, ExitCode> {
     let dir = match &data.data {
         Some(d) => d.clone(),
         None => match config::load(&Overrides::default()) {
@@ -532,6 +550,96 @@ fn open_teams(data: &DataArg) -> Result<Teams, ExitCode> {
         eprintln!("error: {} is not a folder", dir.display());
         return Err(ExitCode::from(EXIT_CONFIG));
     }
+    Ok(dir)
+}
+
+/// `cmem backup DIR`
+fn backup_cmd(dest: &Path, data: &DataArg) -> ExitCode {
+    let dir = match data_dir(data) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match cmem::ops::backup::backup(&dir.join(".collective-memory"), dest) {
+        Ok(m) => {
+            if data.json {
+                println!("{}", serde_json::to_string(&m).unwrap_or_default());
+            } else {
+                println!(
+                    "backed up {} to {}: journal epoch {} up to event {}",
+                    m.files.join(", "),
+                    dest.display(),
+                    m.epoch,
+                    m.head
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                cmem::ops::backup::BackupError::Refused(_) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::from(EXIT_RUNTIME),
+            }
+        }
+    }
+}
+
+/// `cmem restore DIR`: refused while a server (or `cmem index`) holds the folder's index.
+fn restore_cmd(from: &Path, data: &DataArg) -> ExitCode {
+    let dir = match data_dir(data) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let probe = OpenOptions {
+        threads: 1,
+        history_max: 0,
+        ..Default::default()
+    };
+    match Memory::open(&dir, &probe) {
+        Ok(m) => drop(m),
+        Err(e @ MemoryError::Locked(_)) => {
+            eprintln!(
+                "error: {e}; stop the server before restoring (a restore replaces the journal it is writing)"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    }
+    match cmem::ops::backup::restore(&dir.join(".collective-memory"), from) {
+        Ok(r) => {
+            if data.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "restored the backup of {} (events up to {}); the journal's new epoch is {}; clients that read past event {} get a resync{}",
+                    r.from.created_at,
+                    r.from.head,
+                    r.epoch,
+                    r.from.head,
+                    r.previous
+                        .as_ref()
+                        .map(|p| format!("; the files that were in place are in {}", p.display()))
+                        .unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                cmem::ops::backup::BackupError::Refused(_) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::from(EXIT_RUNTIME),
+            }
+        }
+    }
+}
+
+/// Opens the teams database of a data folder.
+fn open_teams(data: &DataArg) -> Result<Teams, ExitCode> {
+    let dir = data_dir(data)?;
     Teams::open(&dir.join(".collective-memory")).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_RUNTIME)

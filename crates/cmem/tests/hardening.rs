@@ -64,7 +64,7 @@ async fn poll(s: &TestServer, token: Option<&str>, client: &str, after: u64) -> 
     assert_eq!(st, 200, "{v}");
     (
         v["events"].as_array().cloned().unwrap_or_default(),
-        v["next_cursor"].as_u64().unwrap_or(after),
+        v["next_id"].as_u64().unwrap_or(after),
     )
 }
 

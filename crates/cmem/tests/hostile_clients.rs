@@ -50,7 +50,7 @@ async fn poll_types(s: &TestServer, client: &str, after: u64) -> (Vec<String>, u
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_string())
         .collect();
-    (types, v["next_cursor"].as_u64().unwrap())
+    (types, v["next_id"].as_u64().unwrap())
 }
 
 #[tokio::test]
@@ -168,7 +168,8 @@ async fn a_reader_that_falls_far_behind_catches_up_from_the_journal() {
     }
 
     // Now it reads: every event arrives, in order, none twice, and the stream stays open.
-    let want_last = format!("id: {last}\n");
+    // `id: <epoch>:<id>`
+    let want_last = format!(":{last}\n");
     let read_all = tokio::time::timeout(Duration::from_secs(60), async {
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -195,7 +196,7 @@ async fn a_reader_that_falls_far_behind_catches_up_from_the_journal() {
         .windows(2)
         .filter(|w| w[1] == "event: bulk")
         .filter_map(|w| w[0].strip_prefix("id: "))
-        .map(|v| v.parse().unwrap())
+        .map(|v| v.rsplit(':').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(bulk.len(), 6000, "all 6000 events, none twice");
     assert!(

@@ -214,7 +214,12 @@ async fn poll_validates_input_and_long_polls() {
     assert!(address.starts_with("client:lp."), "{v}");
     assert!(v["polling_interval_ms"].as_u64().is_some());
     assert!(v["timestamp"].as_str().is_some());
-    let cursor = v["next_cursor"].as_u64().unwrap();
+    let cursor = v["next_id"].as_u64().unwrap();
+    assert_eq!(
+        v["next_cursor"],
+        format!("{}:{cursor}", v["epoch"].as_str().unwrap()),
+        "next_cursor names the journal"
+    );
 
     // A long poll is answered by the event that arrives while it waits.
     let url = format!(
@@ -243,7 +248,7 @@ async fn poll_validates_input_and_long_polls() {
         .unwrap();
     assert_eq!(v["events"][0]["type"], "wake");
     assert_eq!(v["events"][0]["id"], id);
-    assert_eq!(v["next_cursor"], id);
+    assert_eq!(v["next_id"], id);
 
     // A long poll is also woken by an event addressed to this client alone.
     let url = format!("{}/api/events/poll?client_id=lp&after={id}&wait=20", s.url);
@@ -262,7 +267,7 @@ async fn poll_validates_input_and_long_polls() {
         .unwrap()
         .unwrap();
     assert_eq!(v["events"][0]["type"], "for_lp");
-    let id = v["next_cursor"].as_u64().unwrap();
+    let id = v["next_id"].as_u64().unwrap();
 
     // Events scoped to another client or a workspace it did not join are not delivered.
     s.publish(json!({"events": [
@@ -325,7 +330,10 @@ impl<S: futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin> SseReader
             let mut data = None;
             for line in f.lines() {
                 if let Some(v) = line.strip_prefix("id: ") {
-                    id = v.parse().ok();
+                    // `<epoch>:<id>`: the id line names its journal
+                    let (epoch, n) = v.rsplit_once(':').expect("id: <epoch>:<id>");
+                    assert!(!epoch.is_empty(), "{v}");
+                    id = n.parse().ok();
                 } else if let Some(v) = line.strip_prefix("event: ") {
                     ev = Some(v.to_string());
                 } else if let Some(v) = line.strip_prefix("data: ") {

@@ -123,6 +123,45 @@ fn new_epoch() -> String {
     format!("{:x}{:04x}", nanos as u64, std::process::id() & 0xffff)
 }
 
+/// What a journal file holds, read without starting a writer: its epoch and head.
+pub fn describe(path: &Path) -> Result<(String, u64), JournalError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let get = |key: &str| -> Result<Option<String>, JournalError> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    };
+    let epoch = get("epoch")?.unwrap_or_default();
+    let max: Option<i64> = conn.query_row("SELECT MAX(id) FROM events", [], |r| r.get(0))?;
+    let head = get("head")?
+        .and_then(|h| h.parse::<u64>().ok())
+        .unwrap_or(0)
+        .max(max.unwrap_or(0) as u64);
+    Ok((epoch, head))
+}
+
+/// Gives a journal file (not in use by a server) a new epoch, also in the envelopes it holds.
+/// A restored journal needs one: ids after its last event will be given again to different
+/// events, so every cursor read from the journal before the restore must get a `resync`, and
+/// replayed envelopes must name the epoch the clients will resume with. Returns the new epoch.
+pub fn renew_epoch(path: &Path) -> Result<String, JournalError> {
+    let mut conn = open_connection(path, "full")?;
+    let epoch = new_epoch();
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [&epoch],
+    )?;
+    // json_set rewrites only the envelope's own top-level `epoch`, never one inside `data`
+    tx.execute(
+        "UPDATE events SET body = json_set(body, '$.epoch', ?1)",
+        [&epoch],
+    )?;
+    tx.commit()?;
+    Ok(epoch)
+}
+
 impl Journal {
     /// Opens (or creates) the journal at `<state_dir>/journal.sqlite3` and starts the writer.
     /// Committed events are handed to `fanout` in id order.

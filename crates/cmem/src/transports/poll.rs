@@ -5,6 +5,8 @@
 //! arrives (long poll, capped at `poll_max_wait_s`). The server also remembers each client's
 //! cursor, so `after` may be omitted on later requests — but a client that sends `after`
 //! always gets exactly what follows it, which is what makes retries after a lost response safe.
+//! `next_cursor` is `<epoch>:<id>`, so a client that stores it and sends it back as `after`
+//! notices a recreated or restored journal (`resync`); a bare id is accepted but cannot.
 //!
 //! A poll client counts as connected while it keeps polling; one not seen for
 //! `poll_client_ttl_s` is dropped from the registry by [`sweep`].
@@ -36,7 +38,10 @@ struct PollAnswer<'a> {
     success: bool,
     client_id: &'a str,
     events: Vec<&'a RawValue>,
-    next_cursor: u64,
+    /// `<epoch>:<id>`: send it back as `after` and a new journal is noticed (`resync`).
+    next_cursor: String,
+    /// The bare id of `next_cursor`.
+    next_id: u64,
     epoch: &'a str,
     timestamp: String,
     polling_interval_ms: u64,
@@ -203,7 +208,8 @@ pub async fn poll(
         success: true,
         client_id,
         events: events.iter().map(|e| &*e.body).collect(),
-        next_cursor,
+        next_cursor: format!("{}:{}", hub.journal.epoch(), next_cursor),
+        next_id: next_cursor,
         epoch: hub.journal.epoch(),
         timestamp: now_rfc3339(),
         polling_interval_ms: hub.config.poll_interval_ms,

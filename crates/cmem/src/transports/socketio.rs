@@ -316,7 +316,7 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                             "reason": reason,
                             "message": end.to_string(),
                             "reconnect": true,
-                            "last_event_id": conn.cursor(),
+                            "last_event_id": format!("{}:{}", hub.journal.epoch(), conn.cursor()),
                         }),
                     );
                     let _ = s.clone().disconnect();

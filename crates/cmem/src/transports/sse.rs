@@ -1,6 +1,9 @@
 //! Server-Sent Events at `GET /api/events/stream`.
 //!
-//! Each journal event becomes `id: <id>`, `event: <type>`, `data: <envelope>`. The stream opens
+//! Each journal event becomes `id: <epoch>:<id>`, `event: <type>`, `data: <envelope>`. The `id:`
+//! names the journal, so a browser `EventSource`, which sends back exactly the last `id:` it saw,
+//! resumes with the epoch and gets a `resync` if the journal was recreated or restored meanwhile
+//! (a bare id cannot tell: ids restart with a new journal). The stream opens
 //! with `retry:`; heartbeat comments keep proxies from timing it out; `X-Accel-Buffering: no`
 //! keeps nginx from buffering it. Resume: `Last-Event-ID` (sent by `EventSource` on reconnect)
 //! or `?last_event_id=`, optionally with `?epoch=`.
@@ -61,6 +64,8 @@ enum Phase {
 
 struct StreamState {
     sub: Subscription,
+    /// The journal's epoch, for `id:` lines.
+    epoch: Arc<str>,
     phase: Phase,
     retry: Duration,
     _registration: Registration,
@@ -77,7 +82,7 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
             Phase::Events => match st.sub.next().await {
                 Ok(ev) => {
                     let out = SseEvent::default()
-                        .id(ev.id.to_string())
+                        .id(format!("{}:{}", st.epoch, ev.id))
                         .event(ev.kind.as_str())
                         .data(ev.json());
                     Some((Ok(out), st))
@@ -94,7 +99,7 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
                             "reason": reason,
                             "message": end.to_string(),
                             "reconnect": true,
-                            "last_event_id": st.sub.conn().cursor(),
+                            "last_event_id": format!("{}:{}", st.epoch, st.sub.conn().cursor()),
                         })
                         .to_string(),
                     );
@@ -148,6 +153,7 @@ pub async fn stream(
     let sub = hub.subscribe(conn, cursor).await?;
     let state = StreamState {
         sub,
+        epoch: hub.journal.epoch().into(),
         phase: Phase::Retry,
         retry: Duration::from_millis(hub.config.sse_retry_ms),
         _registration: registration,
