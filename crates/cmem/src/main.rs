@@ -559,29 +559,19 @@ fn backup_cmd(dest: &Path, data: &DataArg) -> ExitCode {
         Ok(d) => d,
         Err(code) => return code,
     };
-    match cmem::ops::backup::backup(&dir.join(".collective-memory"), dest) {
-        Ok(m) => {
-            if data.json {
-                println!("{}", serde_json::to_string(&m).unwrap_or_default());
-            } else {
-                println!(
-                    "backed up {} to {}: journal epoch {} up to event {}",
-                    m.files.join(", "),
-                    dest.display(),
-                    m.epoch,
-                    m.head
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            match e {
-                cmem::ops::backup::BackupError::Refused(_) => ExitCode::from(EXIT_CONFIG),
-                _ => ExitCode::from(EXIT_RUNTIME),
-            }
-        }
-    }
+    report(
+        data.json,
+        cmem::ops::backup::backup(&dir.join(".collective-memory"), dest),
+        |m| {
+            format!(
+                "backed up {} to {}: journal epoch {} up to event {}",
+                m.files.join(", "),
+                dest.display(),
+                m.epoch,
+                m.head
+            )
+        },
+    )
 }
 
 /// `cmem restore DIR`: refused while a server (or `cmem index`) holds the folder's index.
@@ -608,33 +598,23 @@ fn restore_cmd(from: &Path, data: &DataArg) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     }
-    match cmem::ops::backup::restore(&dir.join(".collective-memory"), from) {
-        Ok(r) => {
-            if data.json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                println!(
-                    "restored the backup of {} (events up to {}); the journal's new epoch is {}; clients that read past event {} get a resync{}",
-                    r.from.created_at,
-                    r.from.head,
-                    r.epoch,
-                    r.from.head,
-                    r.previous
-                        .as_ref()
-                        .map(|p| format!("; the files that were in place are in {}", p.display()))
-                        .unwrap_or_default()
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            match e {
-                cmem::ops::backup::BackupError::Refused(_) => ExitCode::from(EXIT_CONFIG),
-                _ => ExitCode::from(EXIT_RUNTIME),
-            }
-        }
-    }
+    report(
+        data.json,
+        cmem::ops::backup::restore(&dir.join(".collective-memory"), from),
+        |r| {
+            format!(
+                "restored the backup of {} (events up to {}); the journal's new epoch is {}; clients that read past event {} get a resync{}",
+                r.from.created_at,
+                r.from.head,
+                r.epoch,
+                r.from.head,
+                r.previous
+                    .as_ref()
+                    .map(|p| format!("; the files that were in place are in {}", p.display()))
+                    .unwrap_or_default()
+            )
+        },
+    )
 }
 
 /// Opens the teams database of a data folder.
@@ -646,10 +626,29 @@ fn open_teams(data: &DataArg) -> Result<Teams, ExitCode> {
     })
 }
 
-/// Prints a result as JSON or as text; a refusal (bad name, unknown user…) exits 2.
-fn report<T: serde::Serialize>(
+/// Whether an error is a failure of this machine (exit 1) rather than a refusal of what was
+/// asked (exit 2).
+trait Failure {
+    fn is_failure(&self) -> bool;
+}
+
+impl Failure for TeamsError {
+    fn is_failure(&self) -> bool {
+        matches!(self, TeamsError::Db(_) | TeamsError::Random(_))
+    }
+}
+
+impl Failure for cmem::ops::backup::BackupError {
+    fn is_failure(&self) -> bool {
+        !matches!(self, cmem::ops::backup::BackupError::Refused(_))
+    }
+}
+
+/// Prints a result as JSON or as text; a refusal (bad name, unknown user, a folder that is not
+/// a backup…) exits 2, a failure 1.
+fn report<T: serde::Serialize, E: std::fmt::Display + Failure>(
     json: bool,
-    r: Result<T, TeamsError>,
+    r: Result<T, E>,
     text: impl Fn(&T) -> String,
 ) -> ExitCode {
     match r {
@@ -663,9 +662,10 @@ fn report<T: serde::Serialize>(
         }
         Err(e) => {
             eprintln!("error: {e}");
-            match e {
-                TeamsError::Db(_) | TeamsError::Random(_) => ExitCode::from(EXIT_RUNTIME),
-                _ => ExitCode::from(EXIT_CONFIG),
+            if e.is_failure() {
+                ExitCode::from(EXIT_RUNTIME)
+            } else {
+                ExitCode::from(EXIT_CONFIG)
             }
         }
     }

@@ -6,19 +6,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, cmem_in as cmem};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-fn cmem(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let data = data.to_str().expect("a UTF-8 temp path");
-    common::cmem(&[args, &["--data", data]].concat())
-}
 
 /// Everything a poll reader gets after `after` (a cursor, bare or `<epoch>:<id>`), read to the
 /// head; the events and the last `next_cursor`.

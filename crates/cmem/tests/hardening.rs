@@ -10,20 +10,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestServer, until};
+use common::{TestServer, cmem_in as cmem, token_for, until};
 use serde_json::{Value, json};
-
-fn cmem(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let data = data.to_str().expect("a UTF-8 temp path");
-    common::cmem(&[args, &["--data", data]].concat())
-}
-
-fn token_for(data: &Path, user: &str) -> String {
-    let (code, out, err) = cmem(data, &["token", "create", user, "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
-    v["token"].as_str().unwrap().to_string()
-}
 
 /// Runs team commands on `data`, each of which must succeed.
 fn team(data: &Path, commands: &[&[&str]]) {
@@ -31,6 +19,33 @@ fn team(data: &Path, commands: &[&[&str]]) {
         let (code, _, err) = cmem(data, args);
         assert_eq!(code, 0, "{args:?}: {err}");
     }
+}
+
+/// alice (admin) and bob; their tokens.
+fn alice_and_bob(d: &Path) -> (String, String) {
+    team(
+        d,
+        &[
+            &["user", "add", "alice", "--admin"],
+            &["user", "add", "bob"],
+        ],
+    );
+    (token_for(d, "alice"), token_for(d, "bob"))
+}
+
+/// alice (admin) and bob, both members of `ops`; their tokens.
+fn alice_and_bob_in_ops(d: &Path) -> (String, String) {
+    team(
+        d,
+        &[
+            &["user", "add", "alice", "--admin"],
+            &["user", "add", "bob"],
+            &["workspace", "create", "ops"],
+            &["workspace", "add-member", "ops", "alice"],
+            &["workspace", "add-member", "ops", "bob"],
+        ],
+    );
+    (token_for(d, "alice"), token_for(d, "bob"))
 }
 
 async fn send(r: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
@@ -126,17 +141,7 @@ fn url_escape(q: &str) -> String {
 async fn members_cannot_publish_as_the_server_or_as_someone_else() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    team(
-        d,
-        &[
-            &["user", "add", "alice", "--admin"],
-            &["user", "add", "bob"],
-            &["workspace", "create", "ops"],
-            &["workspace", "add-member", "ops", "alice"],
-            &["workspace", "add-member", "ops", "bob"],
-        ],
-    );
-    let (alice, bob) = (token_for(d, "alice"), token_for(d, "bob"));
+    let (alice, bob) = alice_and_bob_in_ops(d);
     let s = TestServer::start_authed(d, &[], &[], Some(&alice));
     let url = format!("{}/api/events", s.url);
     for kind in [
@@ -511,17 +516,7 @@ async fn the_first_user_closes_connections_opened_without_a_token() {
 async fn command_line_team_changes_reach_live_connections() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    team(
-        d,
-        &[
-            &["user", "add", "alice", "--admin"],
-            &["user", "add", "bob"],
-            &["workspace", "create", "ops"],
-            &["workspace", "add-member", "ops", "bob"],
-            &["workspace", "add-member", "ops", "alice"],
-        ],
-    );
-    let (alice, bob) = (token_for(d, "alice"), token_for(d, "bob"));
+    let (alice, bob) = alice_and_bob_in_ops(d);
     let bob2 = token_for(d, "bob");
     let s = TestServer::start_authed(d, &[], &[], Some(&alice));
     let (_, cursor) = poll(&s, Some(&bob), "bob-poller", 0).await;
@@ -595,14 +590,7 @@ async fn command_line_team_changes_reach_live_connections() {
 async fn a_reused_poll_client_id_reads_nothing_addressed_to_its_earlier_owner() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    team(
-        d,
-        &[
-            &["user", "add", "alice", "--admin"],
-            &["user", "add", "bob"],
-        ],
-    );
-    let (alice, bob) = (token_for(d, "alice"), token_for(d, "bob"));
+    let (alice, bob) = alice_and_bob(d);
     let s = TestServer::start_authed(d, &[], &[("CM_POLL_CLIENT_TTL_S", "5")], Some(&alice));
     let (first, _) = poll(&s, Some(&alice), "shared-id", 0).await;
     let greeting = first
@@ -634,14 +622,7 @@ async fn similar_searches_are_each_users_own_unless_shared() {
     for shared in [false, true] {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
-        team(
-            d,
-            &[
-                &["user", "add", "alice", "--admin"],
-                &["user", "add", "bob"],
-            ],
-        );
-        let (alice, bob) = (token_for(d, "alice"), token_for(d, "bob"));
+        let (alice, bob) = alice_and_bob(d);
         let s = TestServer::start_authed(
             d,
             &[],

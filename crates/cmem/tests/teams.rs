@@ -9,22 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{TestServer, until};
+use common::{TestServer, cmem_in as cmem, token_for, until};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-/// A team command on the folder `data`.
-fn cmem(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let data = data.to_str().expect("a UTF-8 temp path");
-    common::cmem(&[args, &["--data", data]].concat())
-}
-
-fn token_for(data: &Path, user: &str) -> String {
-    let (code, out, err) = cmem(data, &["token", "create", user, "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
-    v["token"].as_str().unwrap().to_string()
-}
 
 /// alice (admin, in eng), bob (in ops), carol (in nothing).
 fn team(data: &Path) -> (String, String, String) {

@@ -161,14 +161,7 @@ mod tests {
         assert!(e.message.contains("invalid type"), "{}", e.message);
         let e = parse_body(json!({"type": "x", "scope": "room:1"})).unwrap_err();
         assert!(e.message.contains("room:1"), "{}", e.message);
-        for forged in [
-            "resync",
-            "team_message",
-            "team_notification",
-            "member_joined",
-            "member_left",
-            "doc_update",
-        ] {
+        for forged in SERVER_ONLY {
             let e = parse_body(json!({"type": forged, "scope": "workspace:a"})).unwrap_err();
             assert!(e.message.contains("server only"), "{}", e.message);
         }

@@ -187,6 +187,20 @@ pub fn cmem(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A `cmem` command on the data folder `data` (`--data` appended).
+pub fn cmem_in(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let data = data.to_str().expect("a UTF-8 temp path");
+    cmem(&[args, &["--data", data]].concat())
+}
+
+/// A new token for `user` of the folder `data`.
+pub fn token_for(data: &Path, user: &str) -> String {
+    let (code, out, err) = cmem_in(data, &["token", "create", user, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("token JSON");
+    v["token"].as_str().expect("token").to_string()
+}
+
 /// Polls `f` until it returns `Some`, or panics after `secs`.
 pub async fn until<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
 where
