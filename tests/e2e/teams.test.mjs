@@ -400,3 +400,24 @@ test('a Socket.IO connection opened while the server was open is closed when the
   await until(() => !c.socket.connected, 'the socket is disconnected');
   assert.match(await handshake(s.url, {}, ['websocket']), /authentication required/);
 });
+
+test('a Yjs update nested deeper than the limit is refused before it is decoded, and the server goes on', { timeout: 60000 }, async () => {
+  const s = await startServer();
+  servers.push(s);
+  const c = sioClient(s.url, { transports: ['websocket'], name: 'deep-yjs' });
+  await c.connected();
+  // one item in root array `a` whose value is an array nested 100,000 deep (200 kB): yrs
+  // decodes, encodes and drops such values recursively, so decoding it would overflow the stack
+  const deep = [1, 1, 1, 0, 8, 1, 1, 97, 1];
+  for (let i = 0; i < 100000; i++) deep.push(117, 1);
+  deep.push(126, 0);
+  const refused = await c.socket.timeout(10000).emitWithAck('doc_update', { workspace: 'eng', doc: 'deep', update: Uint8Array.from(deep) });
+  assert.equal(refused.ok, false);
+  assert.match(refused.error, /more than 64 levels deep/);
+  // a real update still goes through, and the server answers
+  const doc = new Y.Doc();
+  doc.getArray('a').push([[[['fine']]]]);
+  const ok = await c.socket.timeout(10000).emitWithAck('doc_update', { workspace: 'eng', doc: 'deep', update: Y.encodeStateAsUpdate(doc) });
+  assert.equal(ok.ok, true, JSON.stringify(ok));
+  assert.equal((await fetch(`${s.url}/health`)).status, 200);
+});

@@ -127,5 +127,13 @@ fn deep_nesting_everywhere() {
         fuzzing::config_file(&format!("{}\n", "[a.".repeat(n.min(5000))));
         fuzzing::search_query(&"(".repeat(n.min(5000)));
         fuzzing::yjs(&vec![0xff; n.min(10_000)]);
+        // a real update whose one Any value is an array nested n deep (yrs decodes, encodes
+        // and drops it recursively): refused before decoding
+        let mut deep = vec![1u8, 1, 1, 0, 8, 1, 1, b'a', 1];
+        for _ in 0..n {
+            deep.extend([117u8, 1]);
+        }
+        deep.extend([126u8, 0]);
+        fuzzing::yjs(&deep);
     }
 }

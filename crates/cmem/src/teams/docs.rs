@@ -277,8 +277,23 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, TeamsError> {
     })
 }
 
-/// Decodes a client's Yjs update (v1 encoding).
+/// Decodes a client's Yjs update (v1 encoding), after checking how deeply it nests: yrs
+/// recurses once per level, so a deep update would overflow the stack ([`super::yjs_shape`]).
 pub fn decode_update(bytes: &[u8]) -> Result<Update, TeamsError> {
+    use super::yjs_shape::{MAX_ANY_DEPTH, Shape, any_depth_v1};
+    match any_depth_v1(bytes) {
+        Ok(_) => {}
+        Err(Shape::TooDeep) => {
+            return Err(TeamsError::Invalid(format!(
+                "update nests values more than {MAX_ANY_DEPTH} levels deep; that is the limit"
+            )));
+        }
+        Err(Shape::Unreadable(what)) => {
+            return Err(TeamsError::Invalid(format!(
+                "update is not a Yjs update (v1 encoding): {what}"
+            )));
+        }
+    }
     guarded("update", || Update::decode_v1(bytes))?
         .map_err(|e| TeamsError::Invalid(format!("update is not a Yjs update: {e}")))
 }

@@ -15,6 +15,7 @@ pub mod docs;
 pub mod live;
 pub mod messages;
 pub mod presence;
+pub mod yjs_shape;
 
 use std::path::Path;
 use std::sync::Mutex;
