@@ -97,19 +97,19 @@ pub fn socketio_auth(bytes: &[u8]) {
     }
 }
 
-/// A Yjs update and a state vector, decoded and applied as `doc_update` and `doc_sync` do.
+/// A Yjs update and a state vector, through `doc_update` and `doc_sync` as the server runs
+/// them (a scratch teams database; one document per input, so none grows without bound).
 pub fn yjs(bytes: &[u8]) {
-    use yrs::{ReadTxn, StateVector, Transact};
-    let doc = yrs::Doc::new();
-    if let Ok(u) = crate::teams::docs::decode_update(bytes) {
-        let _ = crate::teams::docs::apply(&doc, u);
-        let _ = doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-    }
-    if let Ok(sv) = crate::teams::docs::decode_state_vector(bytes) {
-        let _ = doc.transact().encode_state_as_update_v1(&sv);
-    }
+    static T: OnceLock<Option<crate::teams::Teams>> = OnceLock::new();
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(t) = T.get_or_init(|| crate::teams::Teams::open(&scratch("teams")).ok()) else {
+        return;
+    };
+    let name = format!(
+        "d{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64
+    );
+    let _ = t.fuzz_doc_ops("fuzz", &name, bytes);
 }
 
 /// A client event payload (JSON as socket.io-client sends it, read the way the handlers do).

@@ -170,7 +170,7 @@ impl Teams {
             }
         }
         let doc = Doc::new();
-        {
+        guarded("stored document", || {
             let mut txn = doc.transact_mut();
             for (i, u) in updates.iter().enumerate() {
                 let applied = Update::decode_v1(u)
@@ -180,7 +180,7 @@ impl Teams {
                     tracing::error!(workspace, doc = name, row = i, error = %e, "stored document update unreadable; skipped");
                 }
             }
-        }
+        })?;
         let mut loaded = lock()?;
         // another caller may have loaded it meanwhile: one copy only
         if let Some((d, _)) = loaded.docs.get(&key) {
@@ -209,11 +209,43 @@ impl Teams {
         let doc = doc
             .lock()
             .map_err(|_| TeamsError::Invalid("document lock poisoned".into()))?;
-        let txn = doc.transact();
-        Ok((
-            txn.encode_state_as_update_v1(&sv),
-            txn.state_vector().encode_v1(),
-        ))
+        let encoded = guarded("document", || {
+            let txn = doc.transact();
+            (
+                txn.encode_state_as_update_v1(&sv),
+                txn.state_vector().encode_v1(),
+            )
+        });
+        if encoded.is_err() {
+            drop(doc);
+            self.unload(workspace, name);
+        }
+        encoded
+    }
+
+    /// For the fuzzers: `bytes` as an update to a document, then as a state vector to sync it
+    /// with, exactly as `doc_update` and `doc_sync` run them.
+    #[doc(hidden)]
+    pub fn fuzz_doc_ops(
+        &self,
+        workspace: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), TeamsError> {
+        let applied = self.doc_apply(workspace, name, bytes);
+        let synced = self.doc_sync(workspace, name, bytes);
+        let full = self.doc_sync(workspace, name, &[]);
+        applied.and(synced).and(full).map(|_| ())
+    }
+
+    /// Drops a loaded document (a panic may have left it half changed); it is reloaded from
+    /// storage when next asked for.
+    fn unload(&self, workspace: &str, name: &str) {
+        if let Ok(mut loaded) = self.docs.open.lock() {
+            loaded
+                .docs
+                .remove(&(workspace.to_string(), name.to_string()));
+        }
     }
 
     /// Applies and stores one update; folds the stored updates when there are many.
@@ -223,21 +255,28 @@ impl Teams {
         let doc = doc
             .lock()
             .map_err(|_| TeamsError::Invalid("document lock poisoned".into()))?;
-        // caught inside the lock, so a panic cannot poison it; the copy it may have left half
-        // changed is dropped, to be reloaded from storage
-        let applied = guarded("update", || doc.transact_mut().apply_update(decoded));
-        match applied {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(TeamsError::Invalid(format!("update does not apply: {e}"))),
-            Err(e) => {
-                drop(doc);
-                if let Ok(mut loaded) = self.docs.open.lock() {
-                    loaded
-                        .docs
-                        .remove(&(workspace.to_string(), name.to_string()));
-                }
-                return Err(e);
-            }
+        // Caught inside the lock, so a panic cannot poison it. Then the document must still
+        // encode: yrs keeps updates whose dependencies are missing as "pending" and merges them
+        // on every encode, and some pending updates make that merge panic (found by the `yjs`
+        // fuzz target), which would break every later `doc_sync`. Encoding against its own
+        // state vector runs that merge and costs almost nothing. An update that fails either
+        // step is not stored, and the copy it may have changed is dropped, to be reloaded.
+        let applied = guarded("update", || {
+            let mut txn = doc.transact_mut();
+            txn.apply_update(decoded)
+        });
+        let checked = match applied {
+            Ok(Ok(())) => guarded("update", || {
+                let txn = doc.transact();
+                txn.encode_state_as_update_v1(&txn.state_vector());
+            }),
+            Ok(Err(e)) => Err(TeamsError::Invalid(format!("update does not apply: {e}"))),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            drop(doc);
+            self.unload(workspace, name);
+            return Err(e);
         }
         let mut db = self.db()?;
         db.execute(
@@ -250,9 +289,10 @@ impl Teams {
             |r| r.get(0),
         )?;
         if stored > COMPACT_AFTER {
-            let full = doc
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
+            let full = guarded("document", || {
+                doc.transact()
+                    .encode_state_as_update_v1(&StateVector::default())
+            })?;
             let tx = db.transaction()?;
             tx.execute(
                 "DELETE FROM doc_updates WHERE workspace = ?1 AND doc = ?2",
@@ -300,6 +340,12 @@ pub fn decode_update(bytes: &[u8]) -> Result<Update, TeamsError> {
 
 /// Decodes a client's Yjs state vector (v1 encoding).
 pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, TeamsError> {
+    if let Err(super::yjs_shape::Shape::Unreadable(what)) = super::yjs_shape::state_vector_v1(bytes)
+    {
+        return Err(TeamsError::Invalid(format!(
+            "state_vector is not a Yjs state vector: {what}"
+        )));
+    }
     guarded("state_vector", || StateVector::decode_v1(bytes))?
         .map_err(|e| TeamsError::Invalid(format!("state_vector is not a Yjs state vector: {e}")))
 }
@@ -411,6 +457,28 @@ mod tests {
             .get_string(&client.transact());
         assert_eq!(text.get_string(&joiner.transact()), want);
         assert_eq!(want.len(), (COMPACT_AFTER + 10) as usize);
+    }
+
+    /// Found by the `yjs` fuzz target: an update yrs keeps as pending whose merge panics on
+    /// every later encode. It is refused and the document keeps working.
+    #[test]
+    fn an_update_that_breaks_encoding_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Teams::open(dir.path()).unwrap();
+        let client = Doc::new();
+        t.doc_apply("eng", "x", &edit(&client, 0, "kept")).unwrap();
+        let crash = [1u8, 1, 0xb4, 0x55, 0x0a, 0x42, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(t.doc_apply("eng", "x", &crash).is_err());
+        assert!(t.fuzz_doc_ops("eng", "y", &crash).is_err());
+        let (full, _) = t.doc_sync("eng", "x", &[]).unwrap();
+        let back = Doc::new();
+        back.transact_mut()
+            .apply_update(Update::decode_v1(&full).unwrap())
+            .unwrap();
+        assert_eq!(
+            back.get_or_insert_text("t").get_string(&back.transact()),
+            "kept"
+        );
     }
 
     #[test]

@@ -10,11 +10,19 @@
 //!
 //! Anything it cannot read is refused as well, so it can only be stricter than yrs, never let
 //! through what yrs would recurse on. (Embedded JSON, `Embed` and `Format` contents, is parsed
-//! by serde_json, whose own recursion limit applies.) The delete set that follows the blocks
-//! holds no `Any` and is not read.
+//! by serde_json, whose own recursion limit applies.)
+//!
+//! It also refuses client ids of 2^53 or more, in the blocks, their origins and the delete set
+//! ([`state_vector_v1`] does the same for state vectors). Yjs clients make 32-bit ids; yrs
+//! asserts (in debug builds) that ids fit 53 bits, and a failed assertion while it applies an
+//! update unwinds through a transaction whose `Drop` panics again, which aborts the process
+//! however the first panic is caught (found by the `yjs` fuzz target).
 
 /// Deepest nesting of `Any` arrays and maps an update may hold.
 pub const MAX_ANY_DEPTH: usize = 64;
+
+/// Client ids are 53-bit numbers (JavaScript's safe integers).
+const CLIENT_LIMIT: u64 = 1 << 53;
 
 /// Why an update was not measured.
 #[derive(Debug, PartialEq)]
@@ -70,6 +78,22 @@ impl Cursor<'_> {
             }
         }
         Err(Shape::Unreadable("varint too long"))
+    }
+
+    /// A client id, which must fit 53 bits.
+    fn client(&mut self) -> Result<u64, Shape> {
+        let c = self.var()?;
+        if c >= CLIENT_LIMIT {
+            return Err(Shape::Unreadable("client id beyond 53 bits"));
+        }
+        Ok(c)
+    }
+
+    /// An id: client and clock.
+    fn id(&mut self) -> Result<(), Shape> {
+        self.client()?;
+        self.var()?;
+        Ok(())
     }
 
     fn len(&mut self) -> Result<usize, Shape> {
@@ -135,7 +159,7 @@ pub fn any_depth_v1(update: &[u8]) -> Result<usize, Shape> {
     let clients = c.var()?;
     for _ in 0..clients {
         let blocks = c.var()?;
-        c.var()?; // client
+        c.client()?;
         c.var()?; // clock
         for _ in 0..blocks {
             let info = c.u8()?;
@@ -144,20 +168,17 @@ pub fn any_depth_v1(update: &[u8]) -> Result<usize, Shape> {
                 continue;
             }
             if info & HAS_ORIGIN != 0 {
-                c.var()?;
-                c.var()?;
+                c.id()?;
             }
             if info & HAS_RIGHT_ORIGIN != 0 {
-                c.var()?;
-                c.var()?;
+                c.id()?;
             }
             let parent_info = info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0;
             if parent_info {
                 if c.var()? == 1 {
                     c.bytes()?; // a root type's name
                 } else {
-                    c.var()?; // the parent's id
-                    c.var()?;
+                    c.id()?; // the parent's
                 }
                 if info & HAS_PARENT_SUB != 0 {
                     c.bytes()?;
@@ -198,7 +219,27 @@ pub fn any_depth_v1(update: &[u8]) -> Result<usize, Shape> {
             }
         }
     }
+    // the delete set: per client, ranges of (clock, length)
+    let clients = c.var()?;
+    for _ in 0..clients {
+        c.client()?;
+        let ranges = c.var()?;
+        for _ in 0..ranges {
+            c.var()?;
+            c.var()?;
+        }
+    }
     Ok(deepest)
+}
+
+/// Checks a v1 state vector: pairs of (client, clock), client ids within 53 bits.
+pub fn state_vector_v1(sv: &[u8]) -> Result<(), Shape> {
+    let mut c = Cursor { buf: sv, at: 0 };
+    let n = c.var()?;
+    for _ in 0..n {
+        c.id()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -274,6 +315,18 @@ mod tests {
         deep.extend(&u[pos..]);
         assert_eq!(any_depth_v1(&deep), Err(Shape::TooDeep));
         assert!(matches!(any_depth_v1(&[1, 1]), Err(Shape::Unreadable(_))));
+        // found by the fuzzer: a client id beyond 53 bits aborted a debug build
+        let crash = [1, 1, 0xb4, 0x55, 0x0a, 0x42, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(any_depth_v1(&crash).is_ok(), "a 14-bit client id is fine");
+        let mut big = vec![1u8, 1];
+        big.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x10]); // 2^53
+        big.extend([0, 10, 1, 0]);
+        assert_eq!(
+            any_depth_v1(&big),
+            Err(Shape::Unreadable("client id beyond 53 bits"))
+        );
+        assert!(state_vector_v1(&[1, 5, 3]).is_ok());
+        assert!(state_vector_v1(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x10, 3]).is_err());
         assert!(matches!(any_depth_v1(&[]), Err(Shape::Unreadable(_))));
     }
 }
