@@ -459,6 +459,16 @@ mod tests {
         assert_eq!(want.len(), (COMPACT_AFTER + 10) as usize);
     }
 
+    /// The text `t` of a document, as a late joiner syncing from nothing would see it.
+    fn text_of(t: &Teams, workspace: &str, name: &str) -> String {
+        let (full, _) = t.doc_sync(workspace, name, &[]).unwrap();
+        let back = Doc::new();
+        back.transact_mut()
+            .apply_update(Update::decode_v1(&full).unwrap())
+            .unwrap();
+        back.get_or_insert_text("t").get_string(&back.transact())
+    }
+
     /// Found by the `yjs` fuzz target: an update yrs keeps as pending whose merge panics on
     /// every later encode. It is refused and the document keeps working.
     #[test]
@@ -470,15 +480,7 @@ mod tests {
         let crash = [1u8, 1, 0xb4, 0x55, 0x0a, 0x42, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0];
         assert!(t.doc_apply("eng", "x", &crash).is_err());
         assert!(t.fuzz_doc_ops("eng", "y", &crash).is_err());
-        let (full, _) = t.doc_sync("eng", "x", &[]).unwrap();
-        let back = Doc::new();
-        back.transact_mut()
-            .apply_update(Update::decode_v1(&full).unwrap())
-            .unwrap();
-        assert_eq!(
-            back.get_or_insert_text("t").get_string(&back.transact()),
-            "kept"
-        );
+        assert_eq!(text_of(&t, "eng", "x"), "kept");
     }
 
     #[test]
@@ -504,14 +506,6 @@ mod tests {
         }
         // another workspace has its own count; an evicted document comes back whole
         t.doc_apply("ops", "d0", &edit(&client, 0, "y")).unwrap();
-        let (full, _) = t.doc_sync("eng", "d0", &[]).unwrap();
-        let back = Doc::new();
-        back.transact_mut()
-            .apply_update(Update::decode_v1(&full).unwrap())
-            .unwrap();
-        assert_eq!(
-            back.get_or_insert_text("t").get_string(&back.transact()),
-            "x"
-        );
+        assert_eq!(text_of(&t, "eng", "d0"), "x");
     }
 }
