@@ -71,7 +71,7 @@ pub fn publish_body(bytes: &[u8]) {
 pub fn cursor(s: &str) {
     if let Ok(c) = Cursor::parse(s) {
         let again = match &c.epoch {
-            Some(e) => format!("{e}:{}", c.id),
+            Some(e) => Cursor::format(e, c.id),
             None => c.id.to_string(),
         };
         assert_eq!(Cursor::parse(&again).ok(), Some(c));

@@ -204,6 +204,12 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// A cursor as the server hands it out (SSE `id:`, poll `next_cursor`, close messages):
+    /// `<epoch>:<id>`, what [`Cursor::parse`] reads back.
+    pub fn format(epoch: &str, id: u64) -> String {
+        format!("{epoch}:{id}")
+    }
+
     /// Parses `N` or `<epoch>:N`. Errors say what was wrong.
     pub fn parse(s: &str) -> Result<Cursor, String> {
         let s = s.trim();
@@ -243,6 +249,13 @@ mod tests {
         );
         assert_eq!(
             Cursor::parse("e1:42").unwrap(),
+            Cursor {
+                id: 42,
+                epoch: Some("e1".into())
+            }
+        );
+        assert_eq!(
+            Cursor::parse(&Cursor::format("e1", 42)).unwrap(),
             Cursor {
                 id: 42,
                 epoch: Some("e1".into())

@@ -236,6 +236,12 @@ impl Hub {
         self.position(conn, cursor, true).await
     }
 
+    /// `id` as a cursor of this journal (`<epoch>:<id>`): every cursor the transports hand
+    /// out names its journal, so a client resuming in another one gets a `resync`.
+    pub fn cursor_text(&self, id: u64) -> String {
+        Cursor::format(self.journal.epoch(), id)
+    }
+
     /// For a known connection presenting a cursor again (poll): publishes a `resync` if the
     /// cursor cannot be honoured and returns the id its stream continues after.
     pub async fn check_position(&self, conn: &Conn, cursor: Cursor) -> Result<u64, PublishError> {
@@ -315,6 +321,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// `id` as a cursor of this journal (`<epoch>:<id>`).
+    pub fn cursor_text(&self, id: u64) -> String {
+        self.hub.cursor_text(id)
+    }
+
     /// The connection this subscription delivers to.
     pub fn conn(&self) -> &Arc<Conn> {
         &self.conn

@@ -398,6 +398,14 @@ impl Registry {
         map.get(id).filter(|c| c.address == address).cloned()
     }
 
+    /// The transport of `c` is gone: records `reason` (unless one was given first, say by a
+    /// revocation) and removes the connection, counted under the reason it holds.
+    pub fn ended(&self, c: &Conn, reason: &str) {
+        c.close(reason);
+        let why = c.close_reason().unwrap_or_else(|| reason.to_string());
+        self.remove(&c.id, &why);
+    }
+
     /// Removes a connection and counts the reason it closed.
     pub fn remove(&self, id: &str, reason: &str) {
         let removed = self.conns.write().ok().and_then(|mut m| m.remove(id));

@@ -126,18 +126,29 @@ fn new_epoch() -> String {
 /// What a journal file holds, read without starting a writer: its epoch and head.
 pub fn describe(path: &Path) -> Result<(String, u64), JournalError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let get = |key: &str| -> Result<Option<String>, JournalError> {
-        Ok(conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
-    };
-    let epoch = get("epoch")?.unwrap_or_default();
-    let max: Option<i64> = conn.query_row("SELECT MAX(id) FROM events", [], |r| r.get(0))?;
-    let head = get("head")?
-        .and_then(|h| h.parse::<u64>().ok())
-        .unwrap_or(0)
-        .max(max.unwrap_or(0) as u64);
-    Ok((epoch, head))
+    let epoch: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok((epoch.unwrap_or_default(), head_and_oldest(&conn)?.0))
+}
+
+/// The head (the last id given, kept in `meta` so retention cannot make ids repeat) and the
+/// oldest id still stored (head + 1 when none is).
+fn head_and_oldest(conn: &Connection) -> Result<(u64, u64), JournalError> {
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let stored = stored.and_then(|h| h.parse::<u64>().ok()).unwrap_or(0);
+    let (max_id, min_id): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT MAX(id), MIN(id) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let head = stored.max(max_id.unwrap_or(0) as u64);
+    Ok((head, min_id.map(|m| m as u64).unwrap_or(head + 1)))
 }
 
 /// Gives a journal file (not in use by a server) a new epoch, also in the envelopes it holds.
@@ -201,18 +212,7 @@ impl Journal {
                 e
             }
         };
-        let stored_head: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        let stored_head = stored_head.and_then(|h| h.parse::<u64>().ok()).unwrap_or(0);
-        let (max_id, min_id): (Option<i64>, Option<i64>) =
-            conn.query_row("SELECT MAX(id), MIN(id) FROM events", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let head = stored_head.max(max_id.unwrap_or(0) as u64);
-        let oldest = min_id.map(|m| m as u64).unwrap_or(head + 1);
+        let (head, oldest) = head_and_oldest(&conn)?;
         let shared = Arc::new(Shared {
             epoch: epoch.into(),
             head: AtomicU64::new(head),

@@ -319,7 +319,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, TeamsError> {
 
 /// Decodes a client's Yjs update (v1 encoding), after checking how deeply it nests: yrs
 /// recurses once per level, so a deep update would overflow the stack ([`super::yjs_shape`]).
-pub fn decode_update(bytes: &[u8]) -> Result<Update, TeamsError> {
+fn decode_update(bytes: &[u8]) -> Result<Update, TeamsError> {
     use super::yjs_shape::{MAX_ANY_DEPTH, Shape, any_depth_v1};
     match any_depth_v1(bytes) {
         Ok(_) => {}
@@ -339,7 +339,7 @@ pub fn decode_update(bytes: &[u8]) -> Result<Update, TeamsError> {
 }
 
 /// Decodes a client's Yjs state vector (v1 encoding).
-pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, TeamsError> {
+fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, TeamsError> {
     if let Err(super::yjs_shape::Shape::Unreadable(what)) = super::yjs_shape::state_vector_v1(bytes)
     {
         return Err(TeamsError::Invalid(format!(
@@ -348,12 +348,6 @@ pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, TeamsError> {
     }
     guarded("state_vector", || StateVector::decode_v1(bytes))?
         .map_err(|e| TeamsError::Invalid(format!("state_vector is not a Yjs state vector: {e}")))
-}
-
-/// Applies a decoded update to a document, with panics caught (see [`guarded`]).
-pub fn apply(doc: &Doc, update: Update) -> Result<(), TeamsError> {
-    guarded("update", || doc.transact_mut().apply_update(update))?
-        .map_err(|e| TeamsError::Invalid(format!("update does not apply: {e}")))
 }
 
 fn check_doc_name(name: &str) -> Result<(), TeamsError> {

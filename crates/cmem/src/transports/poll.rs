@@ -208,7 +208,7 @@ pub async fn poll(
         success: true,
         client_id,
         events: events.iter().map(|e| &*e.body).collect(),
-        next_cursor: format!("{}:{}", hub.journal.epoch(), next_cursor),
+        next_cursor: hub.cursor_text(next_cursor),
         next_id: next_cursor,
         epoch: hub.journal.epoch(),
         timestamp: now_rfc3339(),

@@ -239,13 +239,12 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
     let c = conn.clone();
     let stalled = parts.extensions.get::<StallFlag>().cloned();
     s.on_disconnect(async move |_s: SocketRef, reason: DisconnectReason| {
-        let why = c.close_reason().unwrap_or_else(|| {
-            if stalled.as_ref().is_some_and(StallFlag::is_set) {
-                "slow_consumer".to_string()
-            } else {
-                disconnect_reason(reason).to_string()
-            }
-        });
+        // (a reason the server gave first, such as a revocation, wins: see `Registry::ended`)
+        let why = if stalled.as_ref().is_some_and(StallFlag::is_set) {
+            "slow_consumer"
+        } else {
+            disconnect_reason(reason)
+        };
         if matches!(
             reason,
             DisconnectReason::TransportError
@@ -260,14 +259,12 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
                 reason.to_string(),
             );
         }
-        c.close(&why);
-        h.registry.remove(&c.id, &why);
+        h.registry.ended(&c, why);
     });
     // A client that dropped between CONNECT and the line above has no disconnect handler to
     // run: it would stay registered (shown present, counted by revocations) for ever.
     if !s.connected() {
-        conn.close("client_closed");
-        hub.registry.remove(&conn.id, "client_closed");
+        hub.registry.ended(&conn, "client_closed");
         return;
     }
 
@@ -286,23 +283,8 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
         }
     };
     let slow_timeout = Duration::from_millis(hub.config.slow_consumer_timeout_ms);
-    // Belt and braces against ghosts: whatever happened to the disconnect handler, a socket
-    // that is no longer connected leaves the registry within one ping interval.
-    let mut liveness = tokio::time::interval(Duration::from_millis(hub.config.ping_interval_ms));
-    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let next = tokio::select! {
-            next = sub.next() => next,
-            _ = liveness.tick() => {
-                if !s.connected() {
-                    conn.close("client_closed");
-                    hub.registry.remove(&conn.id, "client_closed");
-                    return;
-                }
-                continue;
-            }
-        };
-        let ev = match next {
+        let ev = match sub.next().await {
             Ok(ev) => ev,
             Err(StreamEnd::Shutdown) => return, // the server closes every engine.io socket
             Err(end) => {
@@ -316,16 +298,13 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                             "reason": reason,
                             "message": end.to_string(),
                             "reconnect": true,
-                            "last_event_id": format!("{}:{}", hub.journal.epoch(), conn.cursor()),
+                            "last_event_id": hub.cursor_text(conn.cursor()),
                         }),
                     );
                     let _ = s.clone().disconnect();
                 }
                 // the disconnect handler would do this too, unless the transport is already gone
-                hub.registry.remove(
-                    &conn.id,
-                    &conn.close_reason().unwrap_or_else(|| reason.to_string()),
-                );
+                hub.registry.ended(&conn, &reason);
                 return;
             }
         };
@@ -358,8 +337,7 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                     // but a client that drops while its CONNECT is being checked is closed by
                     // Engine.IO before socketioxide knows the socket, so no handler runs and
                     // `connected()` stays true: this is the only sign of it.
-                    conn.close("client_closed");
-                    hub.registry.remove(&conn.id, "client_closed");
+                    hub.registry.ended(&conn, "client_closed");
                     return;
                 }
                 Err(e) => {

@@ -44,15 +44,12 @@ struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let stalled = self.stalled.as_ref().is_some_and(StallFlag::is_set);
-        let reason = self.conn.close_reason().unwrap_or_else(|| {
-            if stalled {
-                "slow_consumer"
-            } else {
-                "client_closed"
-            }
-            .into()
-        });
-        self.hub.registry.remove(&self.conn.id, &reason);
+        let reason = if stalled {
+            "slow_consumer"
+        } else {
+            "client_closed"
+        };
+        self.hub.registry.ended(&self.conn, reason);
     }
 }
 
@@ -64,8 +61,6 @@ enum Phase {
 
 struct StreamState {
     sub: Subscription,
-    /// The journal's epoch, for `id:` lines.
-    epoch: Arc<str>,
     phase: Phase,
     retry: Duration,
     _registration: Registration,
@@ -82,7 +77,7 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
             Phase::Events => match st.sub.next().await {
                 Ok(ev) => {
                     let out = SseEvent::default()
-                        .id(format!("{}:{}", st.epoch, ev.id))
+                        .id(st.sub.cursor_text(ev.id))
                         .event(ev.kind.as_str())
                         .data(ev.json());
                     Some((Ok(out), st))
@@ -99,7 +94,7 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
                             "reason": reason,
                             "message": end.to_string(),
                             "reconnect": true,
-                            "last_event_id": format!("{}:{}", st.epoch, st.sub.conn().cursor()),
+                            "last_event_id": st.sub.cursor_text(st.sub.conn().cursor()),
                         })
                         .to_string(),
                     );
@@ -153,7 +148,6 @@ pub async fn stream(
     let sub = hub.subscribe(conn, cursor).await?;
     let state = StreamState {
         sub,
-        epoch: hub.journal.epoch().into(),
         phase: Phase::Retry,
         retry: Duration::from_millis(hub.config.sse_retry_ms),
         _registration: registration,
