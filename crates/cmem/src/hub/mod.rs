@@ -104,9 +104,9 @@ impl Hub {
             },
             Fanout {
                 shared: fanout.clone(),
-                direct: Box::new(move |client| {
+                direct: Box::new(move |client, id| {
                     if let Some(c) = nudged.by_address(client) {
-                        c.nudge();
+                        c.nudge(id);
                     }
                 }),
             },
@@ -202,9 +202,31 @@ impl Hub {
         conn: Arc<Conn>,
         cursor: Option<Cursor>,
     ) -> Result<Subscription, PublishError> {
+        self.subscription(conn, cursor, true).await
+    }
+
+    /// For a known connection presenting a cursor again (each poll request): publishes a
+    /// `resync` if the cursor cannot be honoured, and returns a subscription that continues
+    /// after it. No `system_status`: the connection had that when it was new.
+    pub async fn resume(
+        self: &Arc<Self>,
+        conn: Arc<Conn>,
+        cursor: Cursor,
+    ) -> Result<Subscription, PublishError> {
+        self.subscription(conn, Some(cursor), false).await
+    }
+
+    async fn subscription(
+        self: &Arc<Self>,
+        conn: Arc<Conn>,
+        cursor: Option<Cursor>,
+        greet: bool,
+    ) -> Result<Subscription, PublishError> {
         // Subscribe first: anything committed from now on reaches `rx`.
         let rx = self.fanout.subscribe();
-        let start_after = self.open_position(&conn, cursor).await?;
+        // What was addressed to this connection before now is read from the journal below.
+        conn.take_direct();
+        let start_after = self.position(&conn, cursor, greet).await?;
         let head = self.journal.head();
         conn.set_cursor(start_after);
         let closed = Box::pin(conn.closer.clone().cancelled_owned());
@@ -215,37 +237,15 @@ impl Hub {
             rx,
             backlog: VecDeque::new(),
             cursor: start_after,
-            replay_upto: head,
+            replay_upto: head.max(start_after),
             replayed: start_after,
         })
-    }
-
-    /// A receiver of committed events, for transports that wait on the live stream themselves
-    /// (poll). Subscribe before reading the journal.
-    pub fn fanout_receiver(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.fanout.subscribe()
-    }
-
-    /// For a new connection: publishes its opening events (`resync` if its cursor cannot be
-    /// honoured, then `system_status`) and returns the id its stream starts after.
-    pub async fn open_position(
-        &self,
-        conn: &Conn,
-        cursor: Option<Cursor>,
-    ) -> Result<u64, PublishError> {
-        self.position(conn, cursor, true).await
     }
 
     /// `id` as a cursor of this journal (`<epoch>:<id>`): every cursor the transports hand
     /// out names its journal, so a client resuming in another one gets a `resync`.
     pub fn cursor_text(&self, id: u64) -> String {
         Cursor::format(self.journal.epoch(), id)
-    }
-
-    /// For a known connection presenting a cursor again (poll): publishes a `resync` if the
-    /// cursor cannot be honoured and returns the id its stream continues after.
-    pub async fn check_position(&self, conn: &Conn, cursor: Cursor) -> Result<u64, PublishError> {
-        self.position(conn, Some(cursor), false).await
     }
 
     async fn position(
@@ -331,15 +331,81 @@ impl Subscription {
         &self.conn
     }
 
-    /// The next event this connection may see, in id order.
+    /// The next event this connection may see, in id order; waits for one.
     pub async fn next(&mut self) -> Result<Arc<Event>, StreamEnd> {
+        loop {
+            if let Some(ev) = self.ready().await? {
+                return Ok(ev);
+            }
+            let received = tokio::select! {
+                biased;
+                _ = &mut self.closed => {
+                    return Err(if self.hub.shutdown.is_cancelled() {
+                        StreamEnd::Shutdown
+                    } else {
+                        StreamEnd::Closed(self.conn.close_reason().unwrap_or_else(|| "closed".into()))
+                    });
+                }
+                // An event addressed to this connection alone was committed: `ready` reads it
+                // from the journal.
+                _ = self.conn.nudged() => continue,
+                r = self.rx.recv() => r,
+            };
+            if let Some(ev) = self.take(received)? {
+                return Ok(ev);
+            }
+        }
+    }
+
+    /// Up to `limit` events, in id order: whatever is ready at once, or else the first that
+    /// arrives before `until` and whatever is ready with it. Ends early, with what it has,
+    /// when the connection closes or the server shuts down. This is a poll request's page.
+    pub async fn fill(
+        &mut self,
+        limit: usize,
+        until: tokio::time::Instant,
+    ) -> Result<Vec<Arc<Event>>, JournalError> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            if let Some(ev) = self.ready().await? {
+                out.push(ev);
+                continue;
+            }
+            if !out.is_empty() {
+                break;
+            }
+            // `next` is cancel-safe: the state changes only after each await completes
+            match tokio::time::timeout_at(until, self.next()).await {
+                Ok(Ok(ev)) => out.push(ev),
+                Ok(Err(StreamEnd::Journal(e))) => return Err(e),
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The id a later request continues after: the last one delivered, or — when nothing
+    /// visible is left to read up to the head this subscription started from — that head
+    /// (what lies between was looked at and is not for this connection).
+    pub fn position(&self) -> u64 {
+        if self.backlog.is_empty() && self.replayed >= self.replay_upto {
+            self.cursor.max(self.replayed)
+        } else {
+            self.cursor
+        }
+    }
+
+    /// The next event that can be had without waiting for a new commit: from the replay
+    /// backlog, the journal, or what the live channel already holds.
+    async fn ready(&mut self) -> Result<Option<Arc<Event>>, JournalError> {
         loop {
             if let Some(ev) = self.backlog.pop_front() {
                 if ev.id <= self.cursor {
                     continue; // never deliver an id twice
                 }
-                return Ok(self.deliver(ev));
+                return Ok(Some(self.deliver(ev)));
             }
+            self.read_direct();
             if self.replayed < self.replay_upto {
                 let page = self
                     .hub
@@ -359,42 +425,70 @@ impl Subscription {
                 self.backlog.extend(page);
                 continue;
             }
-            let received = tokio::select! {
-                biased;
-                _ = &mut self.closed => {
-                    return Err(if self.hub.shutdown.is_cancelled() {
-                        StreamEnd::Shutdown
-                    } else {
-                        StreamEnd::Closed(self.conn.close_reason().unwrap_or_else(|| "closed".into()))
-                    });
-                }
-                // An event addressed to this connection alone was committed: read the journal
-                // from the cursor (what the channel also holds is skipped by id later).
-                _ = self.conn.nudged() => {
-                    self.replayed = self.cursor.max(self.replayed);
-                    self.replay_upto = self.hub.journal.head();
-                    continue;
-                }
-                r = self.rx.recv() => r,
-            };
-            match received {
+            match self.rx.try_recv() {
                 Ok(ev) => {
-                    if ev.id <= self.cursor.max(self.replayed) || !self.conn.can_see(&ev.scope) {
-                        continue;
+                    if let Ok(Some(ev)) = self.take(Ok(ev)) {
+                        return Ok(Some(ev));
                     }
-                    return Ok(self.deliver(ev));
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // More than `queue_bound` events behind (a burst, a long replay, a slow
-                    // reader): the journal has them all. Re-subscribe, then replay from the
-                    // cursor up to the new head — the same path a reconnect takes.
-                    self.replayed = self.cursor;
-                    self.rx = self.hub.fanout.subscribe();
-                    self.replay_upto = self.hub.journal.head();
-                    self.hub.catch_ups.fetch_add(1, Ordering::Relaxed);
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    let _ = self.take(Err(broadcast::error::RecvError::Lagged(n)));
                 }
-                Err(broadcast::error::RecvError::Closed) => return Err(StreamEnd::Shutdown),
+                Err(
+                    broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed,
+                ) => {
+                    return Ok(None);
+                }
             }
+        }
+    }
+
+    /// If an event addressed to this connection alone was committed since it last looked and
+    /// is not read yet, arranges to read the journal from the cursor up to the head (where it
+    /// is). Returns whether it did.
+    fn read_direct(&mut self) -> bool {
+        let Some(first) = self.conn.take_direct() else {
+            return false;
+        };
+        let read_to = self.cursor.max(self.replayed);
+        if first <= read_to {
+            return false; // an earlier read already had it
+        }
+        self.replayed = read_to;
+        self.replay_upto = self.replay_upto.max(self.hub.journal.head());
+        true
+    }
+
+    /// Takes one event received from the live channel: `Some` if it is for this connection
+    /// and new. A direct event committed before it is read from the journal first.
+    fn take(
+        &mut self,
+        received: Result<Arc<Event>, broadcast::error::RecvError>,
+    ) -> Result<Option<Arc<Event>>, StreamEnd> {
+        match received {
+            Ok(ev) => {
+                if ev.id <= self.cursor.max(self.replayed) || !self.conn.can_see(&ev.scope) {
+                    return Ok(None);
+                }
+                // An event addressed to this connection alone came first (its nudge may have
+                // lost the race with this event): read the journal instead, where both are, in
+                // order. Delivering this one would put the cursor past the other.
+                if self.conn.has_direct_before(ev.id) && self.read_direct() {
+                    return Ok(None);
+                }
+                Ok(Some(self.deliver(ev)))
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // More than `queue_bound` events behind (a burst, a long replay, a slow
+                // reader): the journal has them all. Re-subscribe, then replay from the
+                // cursor up to the new head — the same path a reconnect takes.
+                self.replayed = self.cursor;
+                self.rx = self.hub.fanout.subscribe();
+                self.replay_upto = self.hub.journal.head();
+                self.hub.catch_ups.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(broadcast::error::RecvError::Closed) => Err(StreamEnd::Shutdown),
         }
     }
 

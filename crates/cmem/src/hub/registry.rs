@@ -113,6 +113,10 @@ pub struct Conn {
     close_reason: Mutex<Option<String>>,
     /// Signalled when an event addressed to this connection alone is committed.
     nudge: tokio::sync::Notify,
+    /// Lowest id of an event addressed to this connection alone that its subscription has not
+    /// read yet (`u64::MAX`: none). Set before the events after it reach the shared channel,
+    /// so a subscription that checks it before delivering a live event never passes over it.
+    direct_from: AtomicU64,
     /// Where workspace joins and leaves are reported (connections with a user only).
     presence: Option<PresenceTx>,
 }
@@ -221,10 +225,21 @@ impl Conn {
         v
     }
 
-    /// Tells the connection that an event addressed to it alone is in the journal. A nudge
+    /// Tells the connection that event `id`, addressed to it alone, is in the journal. A nudge
     /// given while nobody waits is kept for the next wait.
-    pub fn nudge(&self) {
+    pub fn nudge(&self, id: u64) {
+        self.direct_from.fetch_min(id, Ordering::SeqCst);
         self.nudge.notify_one();
+    }
+
+    /// Whether an id below `id` was given to [`Conn::nudge`] and not taken yet.
+    pub fn has_direct_before(&self, id: u64) -> bool {
+        self.direct_from.load(Ordering::SeqCst) < id
+    }
+
+    /// The lowest id given to [`Conn::nudge`] since the last call, if any.
+    pub fn take_direct(&self) -> Option<u64> {
+        Some(self.direct_from.swap(u64::MAX, Ordering::SeqCst)).filter(|id| *id != u64::MAX)
     }
 
     /// Resolves after [`Conn::nudge`].
@@ -368,6 +383,7 @@ impl Registry {
             closer: self.root.child_token(),
             close_reason: Mutex::new(None),
             nudge: tokio::sync::Notify::new(),
+            direct_from: AtomicU64::new(u64::MAX),
             presence: user_present.then(|| self.presence_tx.clone()),
         });
         {

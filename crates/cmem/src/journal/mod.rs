@@ -38,11 +38,15 @@ pub const RECENT_CAPACITY: usize = 16_384;
 /// The newest committed events, contiguous in id, oldest first.
 type Recent = Arc<std::sync::RwLock<VecDeque<Arc<Event>>>>;
 
+/// Called for each committed event addressed to one client: its address and the event's id.
+pub type DirectSink = Box<dyn Fn(&str, u64) + Send + Sync>;
+
 /// Where committed events go: the shared broadcast channel, and a nudge for the one
 /// connection a `client:<id>` event is addressed to.
 pub struct Fanout {
     pub shared: broadcast::Sender<Arc<Event>>,
-    pub direct: Box<dyn Fn(&str) + Send + Sync>,
+    /// Called with the client's address and the event's id, before any later event is sent.
+    pub direct: DirectSink,
 }
 
 /// Settings the journal needs from the configuration.
@@ -511,7 +515,7 @@ impl Writer {
                     let mine: Vec<Arc<Event>> = events.by_ref().take(evs.len()).collect();
                     for e in &mine {
                         match &e.scope {
-                            Scope::Client(id) => (self.fanout.direct)(id),
+                            Scope::Client(client) => (self.fanout.direct)(client, e.id),
                             // no receivers is fine: nobody is connected
                             _ => {
                                 let _ = self.fanout.shared.send(e.clone());

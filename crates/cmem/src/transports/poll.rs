@@ -25,9 +25,8 @@ use serde_json::value::RawValue;
 use super::{conn_meta, parse_cursor, query_params, workspaces_for};
 use crate::api::{ApiError, now_rfc3339};
 use crate::hub::Hub;
-use crate::hub::envelope::Event;
-use crate::hub::registry::{Conn, Transport};
-use crate::journal::ReadQuery;
+use crate::hub::envelope::Cursor;
+use crate::hub::registry::Transport;
 use crate::teams::auth::Identity;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -145,63 +144,24 @@ pub async fn poll(
     };
     conn.touch();
 
-    // Subscribe before reading, so nothing committed during the read or the wait is missed.
-    let mut rx = hub.fanout_receiver();
-    let start = if is_new {
-        hub.open_position(&conn, after).await?
+    // The same resume path every transport takes: a subscription from the cursor (a
+    // `resync` if the journal cannot honour it), filled with one page or waited on.
+    let mut sub = if is_new {
+        hub.subscribe(conn.clone(), after).await?
     } else {
-        let cursor = after.unwrap_or(crate::hub::envelope::Cursor {
+        let cursor = after.unwrap_or(Cursor {
             id: conn.cursor(),
             epoch: None,
         });
-        hub.check_position(&conn, cursor).await?
+        hub.resume(conn.clone(), cursor).await?
     };
-    let (mut events, mut next_cursor) = read_page(&hub, &conn, start, limit).await?;
-
-    if events.is_empty() && !wait.is_zero() {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let got = tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = hub.shutdown.cancelled() => break,
-                // something addressed to this client alone: read it from the journal
-                _ = conn.nudged() => {
-                    let (found, next) = read_page(&hub, &conn, next_cursor, limit).await?;
-                    next_cursor = next;
-                    if found.is_empty() {
-                        continue;
-                    }
-                    events.extend(found);
-                    break;
-                }
-                r = rx.recv() => r,
-            };
-            match got {
-                Ok(ev) => {
-                    if ev.id <= next_cursor || !conn.can_see(&ev.scope) {
-                        continue;
-                    }
-                    next_cursor = ev.id;
-                    events.push(ev);
-                    // take whatever else is already there, without waiting
-                    while events.len() < limit {
-                        match rx.try_recv() {
-                            Ok(ev) if ev.id > next_cursor && conn.can_see(&ev.scope) => {
-                                next_cursor = ev.id;
-                                events.push(ev);
-                            }
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                    break;
-                }
-                // Missed some live events: the journal has them; answer what we have
-                // and let the next request read them.
-                Err(_) => break,
-            }
-        }
-    }
+    let until = tokio::time::Instant::now() + wait;
+    let events = sub
+        .fill(limit, until)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let next_cursor = sub.position();
+    drop(sub);
     conn.set_cursor(next_cursor);
     conn.touch();
     let answer = PollAnswer {
@@ -224,33 +184,6 @@ pub async fn poll(
         body,
     )
         .into_response())
-}
-
-/// Reads up to `limit` events visible to `conn` after `after`, and the cursor to continue
-/// from: the last id returned when the page is full (there may be more), else the head seen
-/// before reading (everything up to it has been looked at).
-async fn read_page(
-    hub: &Hub,
-    conn: &Conn,
-    after: u64,
-    limit: usize,
-) -> Result<(Vec<Arc<Event>>, u64), ApiError> {
-    let head = hub.journal.head();
-    let events = hub
-        .journal
-        .read(ReadQuery {
-            after,
-            upto: head,
-            scopes: Some(conn.scope_strings()),
-            limit,
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let next = match events.last() {
-        Some(last) if events.len() == limit => last.id,
-        _ => head.max(after),
-    };
-    Ok((events, next))
 }
 
 /// Drops poll clients that stopped polling. Runs until shutdown.
