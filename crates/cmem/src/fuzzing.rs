@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::hub::envelope::{Cursor, SERVER_ONLY, Scope};
+use crate::envelope::{Cursor, SERVER_ONLY, Scope};
 use crate::memory::Memory;
 use crate::memory::search::{self, Filters};
 
@@ -76,14 +76,14 @@ pub fn cursor(s: &str) {
         };
         assert_eq!(Cursor::parse(&again).ok(), Some(c));
     }
-    let _ = crate::transports::parse_cursor("after", Some(s), None);
-    let _ = crate::transports::parse_cursor("after", Some(s), Some(s));
+    let _ = crate::http::parse_cursor("after", Some(s), None);
+    let _ = crate::http::parse_cursor("after", Some(s), Some(s));
 }
 
 /// A poll or SSE query string.
 pub fn query_string(s: &str) {
     let allowed = ["client_id", "after", "epoch", "wait", "limit", "workspaces"];
-    if let Ok(q) = crate::transports::query_params(Some(s), &allowed) {
+    if let Ok(q) = crate::http::query_params(Some(s), &allowed) {
         assert!(q.keys().all(|k| allowed.contains(&k.as_str()) || k == "_"));
         let _ = crate::transports::parse_workspaces(q.get("workspaces").map(String::as_str));
     }

@@ -13,10 +13,13 @@
 //! every transport shares. `ARCHITECTURE.md` at the repository root is the map.
 
 pub mod api;
+pub mod app;
+pub mod clock;
 pub mod config;
-pub mod error;
+pub mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod hub;
 pub mod journal;
 pub mod memory;

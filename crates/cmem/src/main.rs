@@ -783,7 +783,7 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     let addr = server
         .local_addr()
         .ok_or_else(|| anyhow::anyhow!("the listener has no local address"))?;
-    if !addr.ip().is_loopback() && !server.hub().teams.users_exist() {
+    if !addr.ip().is_loopback() && !server.app().teams.users_exist() {
         tracing::warn!(
             %addr,
             "--insecure: listening beyond loopback with no users; every endpoint and transport is open to anyone who can reach this address"
@@ -791,7 +791,7 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<()> {
     }
     // Scripts and tests read this line to learn the port when binding to port 0.
     println!("cmem listening on http://{addr}");
-    tracing::info!(%addr, data = %server.hub().config.data_dir.display(), epoch = server.hub().journal.epoch(), head = server.hub().journal.head(), "serving");
+    tracing::info!(%addr, data = %server.app().config.data_dir.display(), epoch = server.hub().journal.epoch(), head = server.hub().journal.head(), "serving");
     server.run(shutdown_signal()).await?;
     Ok(())
 }

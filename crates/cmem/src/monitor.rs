@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sysinfo::{Disks, Pid, ProcessesToUpdate, System};
 
-use crate::error::PublishError;
+use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
-use crate::hub::envelope::{NewEvent, Scope};
+use crate::hub::PublishError;
 use crate::memory::Memory;
 
 struct Probe {
@@ -46,6 +46,8 @@ fn under_wine() -> bool {
 
 /// Samples and publishes the server's status.
 pub struct Monitor {
+    /// Seconds between `system_status` events (`status_interval_s`; 0: never).
+    interval_s: u64,
     hub: Arc<Hub>,
     memory: Arc<Memory>,
     probe: Mutex<Probe>,
@@ -68,7 +70,7 @@ fn disk_of<'a>(disks: &'a Disks, path: &Path) -> Option<&'a sysinfo::Disk> {
 
 impl Monitor {
     /// A monitor; sysinfo that cannot start on this platform leaves the machine figures at 0.
-    pub fn new(hub: Arc<Hub>, memory: Arc<Memory>) -> Arc<Monitor> {
+    pub fn new(hub: Arc<Hub>, memory: Arc<Memory>, interval_s: u64) -> Arc<Monitor> {
         let system = System::new()
             .map_err(|e| tracing::warn!(error = %e, "system figures unavailable"))
             .ok();
@@ -85,6 +87,7 @@ impl Monitor {
         Arc::new(Monitor {
             hub,
             memory,
+            interval_s,
             probe: Mutex::new(Probe {
                 system,
                 disks,
@@ -166,7 +169,7 @@ impl Monitor {
     /// Publishes every `status_interval_s` until shutdown (not at all when it is 0, and not
     /// while no client is connected).
     pub fn start(self: &Arc<Self>) {
-        let every = self.hub.config.status_interval_s;
+        let every = self.interval_s;
         if every == 0 {
             return;
         }

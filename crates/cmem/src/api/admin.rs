@@ -7,7 +7,6 @@
 //! their connections, and a removed member stops receiving that workspace's events.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -15,23 +14,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiJson, ok, only_params};
-use crate::hub::Hub;
-use crate::teams::TeamsError;
-
-impl From<TeamsError> for ApiError {
-    fn from(e: TeamsError) -> Self {
-        let status = match &e {
-            TeamsError::Invalid(_) => StatusCode::BAD_REQUEST,
-            TeamsError::NotFound(_) => StatusCode::NOT_FOUND,
-            TeamsError::Exists(_) | TeamsError::TooMany(_) => StatusCode::CONFLICT,
-            TeamsError::Forbidden(_) => StatusCode::FORBIDDEN,
-            TeamsError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
-            TeamsError::Db(_) | TeamsError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
+use crate::app::App;
+use crate::http::{ApiError, ApiJson, ok, only_params};
 
 fn created(data: serde_json::Value) -> Response {
     let mut r = ok(data);
@@ -40,8 +24,8 @@ fn created(data: serde_json::Value) -> Response {
 }
 
 /// `GET /api/admin/users`
-pub async fn users(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
-    Ok(ok(hub.teams.users()?))
+pub async fn users(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(ok(app.teams.users()?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,18 +43,18 @@ pub struct NewUser {
 
 /// `POST /api/admin/users {name, admin?, create_token?, label?}`
 pub async fn add_user(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     ApiJson(b): ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
-    let user = hub.teams.add_user(&b.name, b.admin)?;
+    let user = app.teams.add_user(&b.name, b.admin)?;
     let token = if b.create_token {
-        Some(hub.teams.create_token(&user.name, b.label.as_deref())?)
+        Some(app.teams.create_token(&user.name, b.label.as_deref())?)
     } else {
         None
     };
     // the first user ends the open server: connections opened without a token (this one
     // included, if it is a stream) are closed now, not when the watcher next looks
-    let closed = crate::teams::live::reconcile(&hub).closed;
+    let closed = crate::teams::live::reconcile(&app.teams, &app.hub).closed;
     Ok(created(
         json!({"user": user, "token": token, "connections_closed": closed}),
     ))
@@ -78,13 +62,13 @@ pub async fn add_user(
 
 /// `DELETE /api/admin/users/{name}`: also closes the user's connections.
 pub async fn remove_user(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    hub.teams.remove_user(&name)?;
-    let conns = hub.registry.of_user(&name);
+    app.teams.remove_user(&name)?;
+    let conns = app.hub.registry.of_user(&name);
     for c in &conns {
-        hub.registry.close(c, "user_removed");
+        app.hub.registry.close(c, "user_removed");
     }
     Ok(ok(
         json!({"removed": name, "connections_closed": conns.len()}),
@@ -100,7 +84,7 @@ pub struct NewToken {
 
 /// `POST /api/admin/users/{name}/tokens {label?}`: the secret is in this answer only.
 pub async fn create_token(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Path(name): Path<String>,
     raw: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -111,32 +95,32 @@ pub async fn create_token(
     };
     let label = body.label;
     Ok(created(json!(
-        hub.teams.create_token(&name, label.as_deref())?
+        app.teams.create_token(&name, label.as_deref())?
     )))
 }
 
 /// `GET /api/admin/tokens?user=`
 pub async fn tokens(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     only_params(&q, &["user"])?;
-    Ok(ok(hub.teams.tokens(q.get("user").map(String::as_str))?))
+    Ok(ok(app.teams.tokens(q.get("user").map(String::as_str))?))
 }
 
 /// `POST /api/admin/tokens/{id}/revoke`: also closes the connections opened with it.
 pub async fn revoke_token(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    hub.teams.revoke_token(&id)?;
-    let closed = hub.registry.close_token(&id, "token_revoked");
+    app.teams.revoke_token(&id)?;
+    let closed = app.hub.registry.close_token(&id, "token_revoked");
     Ok(ok(json!({"revoked": id, "connections_closed": closed})))
 }
 
 /// `GET /api/admin/workspaces`
-pub async fn workspaces(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
-    Ok(ok(hub.teams.workspaces()?))
+pub async fn workspaces(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(ok(app.teams.workspaces()?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,10 +131,10 @@ pub struct NewWorkspace {
 
 /// `POST /api/admin/workspaces {name}`
 pub async fn create_workspace(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     ApiJson(b): ApiJson<NewWorkspace>,
 ) -> Result<Response, ApiError> {
-    Ok(created(json!(hub.teams.create_workspace(&b.name)?)))
+    Ok(created(json!(app.teams.create_workspace(&b.name)?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,22 +145,23 @@ pub struct NewMember {
 
 /// `POST /api/admin/workspaces/{ws}/members {user}`
 pub async fn add_member(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Path(ws): Path<String>,
     ApiJson(b): ApiJson<NewMember>,
 ) -> Result<Response, ApiError> {
-    hub.teams.add_member(&ws, &b.user)?;
+    app.teams.add_member(&ws, &b.user)?;
     Ok(created(json!({"workspace": ws, "user": b.user})))
 }
 
 /// `DELETE /api/admin/workspaces/{ws}/members/{user}`: the user's live connections stop
 /// receiving the workspace at once.
 pub async fn remove_member(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Path((ws, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    hub.teams.remove_member(&ws, &user)?;
-    let left = hub
+    app.teams.remove_member(&ws, &user)?;
+    let left = app
+        .hub
         .registry
         .of_user(&user)
         .iter()

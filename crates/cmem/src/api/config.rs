@@ -3,40 +3,34 @@
 //! and bad values are a 400 naming the key, the value and what is allowed; nothing is written
 //! then). A change takes effect at the next start; values the environment sets keep winning.
 
-use std::sync::Arc;
-
-use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiJson, Services, ok};
+use crate::app::App;
 use crate::config::{KEYS, update_file};
-use crate::hub::Hub;
+use crate::http::{ApiError, ApiJson, ok};
 
 /// `GET /config`
-pub async fn get(
-    State(hub): State<Arc<Hub>>,
-    Extension(services): Extension<Services>,
-) -> Response {
+pub async fn get(State(app): State<App>) -> Response {
     let sources: Map<String, Value> = KEYS
         .iter()
-        .map(|k| (k.to_string(), json!(services.startup.sources.source_of(k))))
+        .map(|k| (k.to_string(), json!(app.startup.sources.source_of(k))))
         .collect();
     ok(json!({
-        "config": &*hub.config,
+        "config": &*app.config,
         "sources": sources,
-        "profile": services.startup.profile.name(),
-        "config_file": hub.config.state_dir().join("config").join("cmem.toml"),
+        "profile": app.startup.profile.name(),
+        "config_file": app.config.state_dir().join("config").join("cmem.toml"),
     }))
 }
 
 /// `PUT /config {key: value, …}`
 pub async fn put(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     ApiJson(changes): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    let data_dir = hub.config.data_dir.clone();
+    let data_dir = app.config.data_dir.clone();
     let update =
         tokio::task::spawn_blocking(move || update_file(&data_dir, &changes).map(|u| (u, changes)))
             .await

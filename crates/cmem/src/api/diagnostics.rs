@@ -1,20 +1,18 @@
 //! Real-time diagnostics: what is configured, who is connected, how the journal stands, why
 //! connections closed, and which transport errors happened (with OS error codes).
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::response::Response;
 use serde_json::json;
 
-use super::ok;
-use crate::hub::Hub;
+use crate::app::App;
+use crate::http::ok;
 
 /// `GET /api/websocket/status`
-pub async fn status(State(hub): State<Arc<Hub>>) -> Response {
-    let j = hub.journal.info();
-    let c = &hub.config;
-    let tokens = hub.teams.users_exist();
+pub async fn status(State(app): State<App>) -> Response {
+    let j = app.hub.journal.info();
+    let c = &app.config;
+    let tokens = app.teams.users_exist();
     let exposed = !c.bind.ip().is_loopback();
     ok(json!({
         "config": &**c,
@@ -26,10 +24,10 @@ pub async fn status(State(hub): State<Arc<Hub>>) -> Response {
             ),
         },
         "connections": {
-            "total": hub.registry.len(),
-            "by_transport": hub.registry.by_transport(),
-            "opened_since_start": hub.registry.opened_total(),
-            "clients": hub.registry.view(),
+            "total": app.hub.registry.len(),
+            "by_transport": app.hub.registry.by_transport(),
+            "opened_since_start": app.hub.registry.opened_total(),
+            "clients": app.hub.registry.view(),
         },
         "journal": {
             "epoch": j.epoch,
@@ -44,29 +42,29 @@ pub async fn status(State(hub): State<Arc<Hub>>) -> Response {
             },
             "path": j.path,
         },
-        "documents_loaded": hub.teams.docs_loaded(),
-        "events_published": hub.published_total(),
-        "catch_ups_from_journal": hub.catch_ups_total(),
-        "closes_by_reason": hub.registry.closes_by_reason(),
-        "errors_total": hub.registry.errors_total(),
-        "errors_by_class": hub.registry.errors_by_class(),
-        "uptime_s": hub.uptime_s(),
+        "documents_loaded": app.teams.docs_loaded(),
+        "events_published": app.hub.published_total(),
+        "catch_ups_from_journal": app.hub.catch_ups_total(),
+        "closes_by_reason": app.hub.registry.closes_by_reason(),
+        "errors_total": app.hub.registry.errors_total(),
+        "errors_by_class": app.hub.registry.errors_by_class(),
+        "uptime_s": app.hub.uptime_s(),
     }))
 }
 
 /// `GET /api/websocket/errors`
-pub async fn errors(State(hub): State<Arc<Hub>>) -> Response {
-    let errors = hub.registry.errors();
+pub async fn errors(State(app): State<App>) -> Response {
+    let errors = app.hub.registry.errors();
     ok(json!({
         "count": errors.len(),
-        "total_since_start": hub.registry.errors_total(),
-        "by_class": hub.registry.errors_by_class(),
+        "total_since_start": app.hub.registry.errors_total(),
+        "by_class": app.hub.registry.errors_by_class(),
         "errors": errors,
     }))
 }
 
 /// `POST /api/websocket/clear-errors`
-pub async fn clear_errors(State(hub): State<Arc<Hub>>) -> Response {
-    let cleared = hub.registry.clear_errors();
+pub async fn clear_errors(State(app): State<App>) -> Response {
+    let cleared = app.hub.registry.clear_errors();
     ok(json!({ "cleared": cleared }))
 }

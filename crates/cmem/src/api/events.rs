@@ -9,8 +9,6 @@
 //! event published here carries `publisher` in its envelope, set from the authenticated
 //! identity: `{"user": name}`, or `{"local": true}` on an open server.
 
-use std::sync::Arc;
-
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,9 +16,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiJson, ok};
-use crate::hub::Hub;
-use crate::hub::envelope::{NewEvent, SERVER_ONLY, Scope};
+use crate::app::App;
+use crate::envelope::{NewEvent, SERVER_ONLY, Scope};
+use crate::http::{ApiError, ApiJson, ok};
 use crate::teams::auth::Identity;
 
 /// Largest batch accepted in one request.
@@ -122,7 +120,7 @@ fn check_scopes(identity: &Identity, events: &[NewEvent]) -> Result<(), ApiError
 }
 
 pub async fn publish(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
@@ -135,12 +133,12 @@ pub async fn publish(
         .map(|e| e.published_by(publisher.clone()))
         .collect();
     check_scopes(&identity, &events)?;
-    let committed = hub.publish(events).await?;
+    let committed = app.hub.publish(events).await?;
     let ids: Vec<u64> = committed.iter().map(|e| e.id).collect();
     Ok(ok(json!({
         "ids": ids,
         "count": ids.len(),
-        "epoch": hub.journal.epoch(),
+        "epoch": app.hub.journal.epoch(),
     })))
 }
 

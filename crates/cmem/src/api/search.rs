@@ -3,7 +3,6 @@
 //! `GET /metrics` and is kept in the searches history.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -12,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiJson, Services, ok, only_params};
-use crate::hub::Hub;
-use crate::hub::envelope::{NewEvent, Scope};
+use crate::app::{App, AppState};
+use crate::envelope::{NewEvent, Scope};
+use crate::http::{ApiError, ApiJson, ok, only_params};
 use crate::memory::history::Whose;
 use crate::memory::search::{Answer, Filters, MAX_LIMIT, SearchError, check_shape, snippet_text};
 use crate::teams::auth::Identity;
@@ -181,20 +180,15 @@ impl Request {
 /// Runs a validated search: publishes `search_started` while it searches and records the
 /// search in the history on a blocking thread, times it, then publishes `search_completed`
 /// (after `search_started` is committed, so the two stay in order).
-async fn execute(
-    hub: &Hub,
-    services: &Services,
-    identity: &Identity,
-    req: Request,
-) -> Result<Answer, ApiError> {
+async fn execute(app: &AppState, identity: &Identity, req: Request) -> Result<Answer, ApiError> {
     let owner = identity.user_name().unwrap_or_default().to_string();
-    let shown = hub.config.search_publish_query.then(|| req.q.clone());
-    let started = hub.publish(vec![NewEvent::new(
+    let shown = app.config.search_publish_query.then(|| req.q.clone());
+    let started = app.hub.publish(vec![NewEvent::new(
         "search_started",
         Scope::Global,
         json!({"query": shown}),
     )]);
-    let memory = services.memory.clone();
+    let memory = app.memory.clone();
     let searching = tokio::task::spawn_blocking(move || {
         let answer =
             crate::memory::search::search(&memory, &req.q, &req.filters, req.limit, req.offset)?;
@@ -215,7 +209,7 @@ async fn execute(
     let answer = answer
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e: SearchError| {
-            services.metrics.search_errors.inc();
+            app.metrics.search_errors.inc();
             match e {
                 SearchError::Syntax { .. } | SearchError::TooComplex(_) => {
                     ApiError::bad_request(e.to_string())
@@ -225,11 +219,10 @@ async fn execute(
                 }
             }
         })?;
-    services
-        .metrics
+    app.metrics
         .search_seconds
         .observe(answer.search_time / 1000.0);
-    hub.publish(vec![NewEvent::new(
+    app.hub.publish(vec![NewEvent::new(
         "search_completed",
         Scope::Global,
         json!({"query": shown, "results_count": answer.total, "search_time_ms": answer.search_time}),
@@ -240,29 +233,27 @@ async fn execute(
 
 /// `GET /api/search?q=&limit=&offset=&path_prefix=&extensions=md,txt` and `GET /search`
 pub async fn search_get(
-    State(hub): State<Arc<Hub>>,
-    Extension(services): Extension<Services>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let req = Request::from_query(q)?;
-    Ok(ok(execute(&hub, &services, &identity, req).await?))
+    Ok(ok(execute(&app, &identity, req).await?))
 }
 
 /// `POST /api/search {q, limit?, offset?, path_prefix?, extensions?, session?}`
 pub async fn search_post(
-    State(hub): State<Arc<Hub>>,
-    Extension(services): Extension<Services>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Response, ApiError> {
     let req = Request::validate(body, "q")?;
-    Ok(ok(execute(&hub, &services, &identity, req).await?))
+    Ok(ok(execute(&app, &identity, req).await?))
 }
 
 /// `GET /search/suggestions?q=&limit=`: index terms that start with `q`.
 pub async fn suggestions(
-    Extension(services): Extension<Services>,
+    State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     only_params(&q, &["q", "limit"])?;
@@ -279,7 +270,7 @@ pub async fn suggestions(
     if limit == 0 || limit > 100 {
         return Err(ApiError::bad_request("limit must be from 1 to 100"));
     }
-    let memory = services.memory.clone();
+    let memory = app.memory.clone();
     let p = prefix.clone();
     let found =
         tokio::task::spawn_blocking(move || crate::memory::search::suggestions(&memory, &p, limit))
@@ -290,7 +281,7 @@ pub async fn suggestions(
 }
 
 fn render_export(q: &str, a: &Answer, markdown: bool) -> String {
-    let now = super::now_rfc3339();
+    let now = crate::clock::now_rfc3339();
     let (total, shown) = (a.total, a.results.len());
     let mut out = if markdown {
         format!(
@@ -328,8 +319,7 @@ fn render_export(q: &str, a: &Answer, markdown: bool) -> String {
 /// `POST /search/export {query, format: markdown|text, limit?, offset?, path_prefix?,
 /// extensions?}`: the results as a document to save. Everything but `format` is a search body.
 pub async fn export(
-    State(hub): State<Arc<Hub>>,
-    Extension(services): Extension<Services>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     ApiJson(mut body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
@@ -355,7 +345,7 @@ pub async fn export(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let req = Request::validate(search, "query")?;
     let q = req.q.clone();
-    let answer = execute(&hub, &services, &identity, req).await?;
+    let answer = execute(&app, &identity, req).await?;
     Ok((
         [
             (header::CONTENT_TYPE, mime.to_string()),
@@ -372,8 +362,7 @@ pub async fn export(
 /// `GET /prompts/similar?q=&limit=`: earlier searches that resemble `q` — the caller's own,
 /// unless `search_history_shared` is on.
 pub async fn similar(
-    State(hub): State<Arc<Hub>>,
-    Extension(services): Extension<Services>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -383,9 +372,9 @@ pub async fn similar(
     if limit == 0 || limit > 100 {
         return Err(ApiError::bad_request("limit must be from 1 to 100"));
     }
-    let memory = services.memory.clone();
+    let memory = app.memory.clone();
     let t = text.clone();
-    let shared = hub.config.search_history_shared;
+    let shared = app.config.search_history_shared;
     let owner = identity.user_name().unwrap_or_default().to_string();
     let found = tokio::task::spawn_blocking(move || {
         let whose = if shared {
@@ -400,7 +389,7 @@ pub async fn similar(
     .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(ok(json!({
         "query": text,
-        "history_enabled": services.memory.history.enabled(),
+        "history_enabled": app.memory.history.enabled(),
         "history_shared": shared,
         "similar": found,
     })))

@@ -1,23 +1,20 @@
 //! `/system/*` and `/metrics`: indexing state and re-index, the status the monitor publishes,
 //! cache clearing, and the Prometheus scrape.
 
-use std::sync::Arc;
-
-use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, Services, ok};
-use crate::hub::Hub;
-use crate::hub::envelope::{NewEvent, Scope};
+use crate::app::App;
+use crate::envelope::{NewEvent, Scope};
+use crate::http::{ApiError, ok};
 use crate::memory::{MemoryError, indexer};
 
 /// `GET /system/indexing`
-pub async fn indexing(Extension(services): Extension<Services>) -> Response {
-    let memory = &services.memory;
+pub async fn indexing(State(app): State<App>) -> Response {
+    let memory = &app.memory;
     let mut state = serde_json::to_value(memory.indexing_state()).unwrap_or_default();
     state["index_docs"] = json!(memory.doc_count());
     ok(state)
@@ -31,12 +28,9 @@ pub struct ReindexBody {
 }
 
 /// `POST /system/reindex {path?}`: starts a run in the background (202), 409 if one is going.
-pub async fn reindex(
-    State(hub): State<Arc<Hub>>,
-    Extension(services): Extension<Services>,
-    raw: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let memory = services.memory.clone();
+pub async fn reindex(State(app): State<App>, raw: axum::body::Bytes) -> Result<Response, ApiError> {
+    let memory = app.memory.clone();
+    let hub = app.hub.clone();
     let body: ReindexBody = if raw.iter().all(u8::is_ascii_whitespace) {
         ReindexBody::default()
     } else {
@@ -64,8 +58,8 @@ pub async fn reindex(
 }
 
 /// `GET /system/status` and `GET /system/stats`: the status as the monitor samples it now.
-pub async fn status(Extension(services): Extension<Services>) -> Result<Response, ApiError> {
-    let monitor = services.monitor.clone();
+pub async fn status(State(app): State<App>) -> Result<Response, ApiError> {
+    let monitor = app.monitor.clone();
     let status = tokio::task::spawn_blocking(move || monitor.sample())
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -73,39 +67,34 @@ pub async fn status(Extension(services): Extension<Services>) -> Result<Response
 }
 
 /// `POST /system/status`: samples and publishes a `system_status` to every client now.
-pub async fn publish_status(
-    Extension(services): Extension<Services>,
-) -> Result<Response, ApiError> {
-    Ok(ok(services.monitor.publish_now().await?))
+pub async fn publish_status(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(ok(app.monitor.publish_now().await?))
 }
 
 /// `POST /system/cache/clear`: drops the in-memory event window (reads go to SQLite until it
 /// fills again) and the index searchers' caches, then publishes `cache_cleared`.
-pub async fn clear_cache(
-    State(hub): State<Arc<Hub>>,
-    Extension(services): Extension<Services>,
-) -> Result<Response, ApiError> {
-    let events = hub.journal.clear_cache();
-    services
-        .memory
+pub async fn clear_cache(State(app): State<App>) -> Result<Response, ApiError> {
+    let events = app.hub.journal.clear_cache();
+    app.memory
         .clear_cache()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let data = json!({
         "caches": ["journal_window", "index_searchers"],
         "journal_window_events": events,
     });
-    hub.publish(vec![NewEvent::new(
-        "cache_cleared",
-        Scope::Global,
-        data.clone(),
-    )])
-    .await?;
+    app.hub
+        .publish(vec![NewEvent::new(
+            "cache_cleared",
+            Scope::Global,
+            data.clone(),
+        )])
+        .await?;
     Ok(ok(data))
 }
 
 /// `GET /metrics`
-pub async fn metrics(Extension(services): Extension<Services>) -> Result<Response, ApiError> {
-    let text = services.metrics.render().map_err(|_| {
+pub async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
+    let text = app.metrics.render().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "could not encode the metrics",

@@ -3,7 +3,6 @@
 //! only; anyone on an open server.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
@@ -12,17 +11,17 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiJson, int_param, ok, only_params};
-use crate::hub::Hub;
+use crate::app::{App, AppState};
+use crate::http::{ApiError, ApiJson, int_param, ok, only_params};
 use crate::teams::auth::Identity;
 use crate::teams::messages::{self, NotificationIn, Outgoing};
 use crate::teams::presence;
 
 /// The same per-second message limit Socket.IO connections have, per user over HTTP.
-fn http_budget(hub: &Hub, identity: &Identity) -> Result<(), ApiError> {
+fn http_budget(app: &AppState, identity: &Identity) -> Result<(), ApiError> {
     let user = identity.user_name().unwrap_or(messages::LOCAL_USER);
-    hub.teams
-        .take_http_budget(user, hub.config.team_messages_per_s)
+    app.teams
+        .take_http_budget(user, app.config.team_messages_per_s)
         .map_err(ApiError::from)
 }
 
@@ -32,7 +31,7 @@ const MAX_PAGE: usize = 200;
 /// `GET /api/workspaces/{ws}/messages?before=&limit=`: newest first; pass the last id as
 /// `before` for the next page.
 pub async fn history(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     Path(ws): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -45,8 +44,8 @@ pub async fn history(
             "limit must be from 1 to {MAX_PAGE}"
         )));
     }
-    messages::check_access(&hub.teams, &identity, &ws)?;
-    let page = hub.teams.messages(&ws, before, limit)?;
+    messages::check_access(&app.teams, &identity, &ws)?;
+    let page = app.teams.messages(&ws, before, limit)?;
     let next_before = (page.len() == limit)
         .then(|| page.last().map(|m| m.id))
         .flatten();
@@ -66,14 +65,15 @@ pub struct Send {
 /// `POST /api/workspaces/{ws}/messages {text, client_msg_id?}`: 201 with the stored message,
 /// or 200 with the earlier one when `client_msg_id` repeats.
 pub async fn send(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     Path(ws): Path<String>,
     ApiJson(b): ApiJson<Send>,
 ) -> Result<Response, ApiError> {
-    http_budget(&hub, &identity)?;
+    http_budget(&app, &identity)?;
     let (msg, duplicate) = messages::send(
-        &hub,
+        &app.teams,
+        &app.hub,
         &identity,
         Outgoing {
             workspace: &ws,
@@ -102,14 +102,15 @@ pub struct Notify {
 /// `POST /api/workspaces/{ws}/notifications {title, body?, level?}`: published as
 /// `team_notification` to the workspace.
 pub async fn notify(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     Path(ws): Path<String>,
     ApiJson(b): ApiJson<Notify>,
 ) -> Result<Response, ApiError> {
-    http_budget(&hub, &identity)?;
+    http_budget(&app, &identity)?;
     let note = messages::notify(
-        &hub,
+        &app.teams,
+        &app.hub,
         &identity,
         NotificationIn {
             workspace: &ws,
@@ -127,7 +128,7 @@ pub async fn notify(
 /// `GET /api/notifications?after=&limit=`: notifications in the caller's workspaces with an id
 /// above `after`, oldest first.
 pub async fn notifications(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -143,7 +144,7 @@ pub async fn notifications(
     let member_of = match &identity {
         Identity::Open => None,
         Identity::User { user, .. } => Some(
-            hub.teams
+            app.teams
                 .user(&user.name)?
                 .map(|u| u.workspaces)
                 .ok_or_else(|| {
@@ -158,18 +159,18 @@ pub async fn notifications(
         None => messages::Workspaces::Every,
         Some(ws) => messages::Workspaces::Only(ws),
     };
-    let list = hub.teams.notifications(from, after, limit as usize)?;
+    let list = app.teams.notifications(from, after, limit as usize)?;
     Ok(ok(json!({"notifications": list})))
 }
 
 /// `GET /api/workspaces/{ws}/presence`: each online user once, with their connections.
 pub async fn online(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     Extension(identity): Extension<Identity>,
     Path(ws): Path<String>,
 ) -> Result<Response, ApiError> {
-    messages::check_access(&hub.teams, &identity, &ws)?;
+    messages::check_access(&app.teams, &identity, &ws)?;
     Ok(ok(
-        json!({"workspace": ws, "online": presence::online(&hub, &ws)}),
+        json!({"workspace": ws, "online": presence::online(&app.hub, &ws)}),
     ))
 }

@@ -18,7 +18,9 @@ use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
+mod error;
+
+pub use error::ConfigError;
 
 /// Transports a deployment may switch on or off.
 pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];

@@ -15,7 +15,6 @@
 //! 5. A cursor the journal cannot honour (too old, from another epoch, ahead of the head) yields
 //!    one `resync` event addressed to that client — never a silent gap.
 
-pub mod envelope;
 pub mod registry;
 
 use std::collections::VecDeque;
@@ -28,23 +27,32 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::config::Config;
-use crate::error::{JournalError, PublishError};
+use std::path::PathBuf;
+
+use crate::envelope::{Cursor, Event, NewEvent, Scope};
+use crate::journal::JournalError;
 use crate::journal::{Fanout, Journal, JournalOptions, ReadQuery};
-use crate::teams::Teams;
-use envelope::{Cursor, Event, NewEvent, Scope};
 use registry::{Conn, Registry};
 
 /// How many events one replay read fetches from the journal.
 const REPLAY_PAGE: usize = 1000;
 
-/// The shared heart of the server.
+/// What the hub needs to open: where the journal lives and how it behaves. The hub knows
+/// nothing else of the configuration.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// The state folder; the journal is `journal.db` in it.
+    pub state_dir: PathBuf,
+    /// Slots of the shared fan-out channel: how far a connection may fall behind before it
+    /// catches up from the journal.
+    pub queue_bound: usize,
+    pub journal: JournalOptions,
+}
+
+/// The event core: the journal, the registry of connections, fan-out and shutdown.
 pub struct Hub {
-    pub config: Arc<Config>,
     pub journal: Journal,
     pub registry: Arc<Registry>,
-    /// Users, tokens and workspaces: who may connect and what they may see.
-    pub teams: Arc<Teams>,
     fanout: broadcast::Sender<Arc<Event>>,
     /// Cancelled when the server shuts down; every subscription ends.
     pub shutdown: CancellationToken,
@@ -52,6 +60,21 @@ pub struct Hub {
     published: AtomicU64,
     /// Times a subscription fell behind the fan-out window and caught up from the journal.
     catch_ups: AtomicU64,
+}
+
+/// Why an event was refused by `publish`.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl From<crate::envelope::InvalidEvent> for PublishError {
+    fn from(e: crate::envelope::InvalidEvent) -> Self {
+        PublishError::Invalid(e.0)
+    }
 }
 
 /// Why a subscription ended.
@@ -88,20 +111,15 @@ enum Start {
 }
 
 impl Hub {
-    /// Opens the journal under the configured data folder and builds the hub.
-    pub fn open(config: Config, teams: Arc<Teams>) -> Result<Arc<Hub>, JournalError> {
-        let (fanout, _) = broadcast::channel(config.queue_bound);
+    /// Opens the journal in the state folder and builds the hub.
+    pub fn open(options: HubOptions) -> Result<Arc<Hub>, JournalError> {
+        let (fanout, _) = broadcast::channel(options.queue_bound.max(1));
         let shutdown = CancellationToken::new();
         let registry = Arc::new(Registry::new(shutdown.clone()));
         let nudged = registry.clone();
         let journal = Journal::open(
-            &config.state_dir(),
-            JournalOptions {
-                sync: config.journal_sync.clone(),
-                batch_max: config.journal_batch_max,
-                retention_max_events: config.retention_max_events,
-                retention_max_age_s: config.retention_max_age_s,
-            },
+            &options.state_dir,
+            options.journal,
             Fanout {
                 shared: fanout.clone(),
                 direct: Box::new(move |client, id| {
@@ -112,10 +130,8 @@ impl Hub {
             },
         )?;
         Ok(Arc::new(Hub {
-            config: Arc::new(config),
             journal,
             registry,
-            teams,
             fanout,
             shutdown,
             started: Instant::now(),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::envelope::Scope;
+use crate::envelope::Scope;
 
 /// How a client is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -372,7 +372,7 @@ impl Registry {
             address,
             transport: AtomicU8::new(transport.to_u8()),
             transport_probe: OnceLock::new(),
-            connected_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            connected_at: crate::clock::now_rfc3339(),
             last_activity_ms: AtomicI64::new(now_ms()),
             user_agent: meta.user_agent,
             remote_addr: meta.remote_addr,
@@ -512,7 +512,7 @@ impl Registry {
                 transport: c.transport(),
                 connected_at: c.connected_at.clone(),
                 last_activity: chrono::DateTime::from_timestamp_millis(c.last_activity_ms())
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .map(crate::clock::rfc3339)
                     .unwrap_or_default(),
                 user_agent: c.user_agent.clone(),
                 remote_addr: c.remote_addr.clone(),
@@ -544,7 +544,7 @@ impl Registry {
             *by.entry(class.clone()).or_insert(0) += 1;
         }
         let rec = TransportErrorRecord {
-            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ts: crate::clock::now_rfc3339(),
             transport: transport.to_string(),
             connection_id: connection_id.map(str::to_string),
             kind: kind.to_string(),

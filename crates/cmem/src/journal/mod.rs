@@ -29,8 +29,25 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::error::JournalError;
-use crate::hub::envelope::{EnvelopeRef, Event, NewEvent, Scope};
+use crate::envelope::{EnvelopeRef, Event, NewEvent, Scope};
+
+/// Failures of the durable journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("journal folder {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("journal write failed: {0}")]
+    Write(String),
+    #[error("the journal is shut down")]
+    Closed,
+    #[error("journal row {id} is corrupt: {message}")]
+    Corrupt { id: u64, message: String },
+}
 
 /// How many of the newest events are kept in memory for replay.
 pub const RECENT_CAPACITY: usize = 16_384;
@@ -541,7 +558,7 @@ impl Writer {
         batch: &[(Vec<NewEvent>, Reply)],
     ) -> Result<(u64, Vec<Arc<Event>>), JournalError> {
         let now = chrono::Utc::now();
-        let ts = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let ts = crate::clock::rfc3339(now);
         let ts_ms = now.timestamp_millis();
         let tx = self.conn.transaction()?;
         let mut id = head;

@@ -115,7 +115,7 @@ impl History {
                 results as i64,
                 search_ms,
                 session,
-                crate::api::now_rfc3339(),
+                crate::clock::now_rfc3339(),
                 owner
             ],
         )?;

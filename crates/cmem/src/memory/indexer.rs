@@ -15,8 +15,8 @@ use serde_json::json;
 use tantivy::{IndexWriter, Term, doc};
 
 use super::{Memory, MemoryError, confined};
+use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
-use crate::hub::envelope::{NewEvent, Scope};
 
 /// Folders never indexed, whatever `.gitignore` says.
 pub(crate) const SKIP_DIRS: [&str; 4] = [".git", "node_modules", "target", ".collective-memory"];
@@ -328,14 +328,14 @@ pub fn run_blocking(
         }
         *st = super::IndexingState {
             running: true,
-            started_at: Some(crate::api::now_rfc3339()),
+            started_at: Some(crate::clock::now_rfc3339()),
             ..Default::default()
         };
     }
     let result = index_blocking(m, from, sink);
     if let Ok(mut st) = m.state.lock() {
         st.running = false;
-        st.finished_at = Some(crate::api::now_rfc3339());
+        st.finished_at = Some(crate::clock::now_rfc3339());
     }
     m.totals.add(&m.totals.runs, 1);
     result

@@ -261,7 +261,7 @@ pub fn search(
             path,
             score,
             last_modified: chrono::DateTime::from_timestamp_millis(modified as i64)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .map(crate::clock::rfc3339)
                 .unwrap_or_default(),
             size: number(&doc, f.size),
         });

@@ -12,8 +12,8 @@ use notify_debouncer_full::{DebounceEventResult, NoCache, new_debouncer_opt};
 use serde_json::json;
 
 use super::{Memory, indexer};
+use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
-use crate::hub::envelope::{NewEvent, Scope};
 
 /// What happened to a path, as published.
 fn kind_name(k: &EventKind) -> Option<&'static str> {

@@ -42,7 +42,7 @@ pub enum BackupError {
         source: rusqlite::Error,
     },
     #[error("{0}")]
-    Journal(#[from] crate::error::JournalError),
+    Journal(#[from] crate::journal::JournalError),
     #[error("{0}")]
     Refused(String),
 }
@@ -129,7 +129,7 @@ pub fn backup(state_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> {
     let (epoch, head) = journal::describe(&dest.join(DATABASES[0]))?;
     let manifest = Manifest {
         format: 1,
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        created_at: crate::clock::now_rfc3339(),
         cmem_version: env!("CARGO_PKG_VERSION").to_string(),
         epoch,
         head,

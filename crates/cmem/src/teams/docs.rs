@@ -32,8 +32,8 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 use super::auth::Identity;
 use super::messages::{LOCAL_USER, check_access};
 use super::{Teams, TeamsError, check_name};
+use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
-use crate::hub::envelope::{NewEvent, Scope};
 
 /// Stored updates of one document before they are folded into one.
 pub const COMPACT_AFTER: i64 = 200;
@@ -117,6 +117,16 @@ impl Teams {
         self.docs
             .per_workspace_max
             .store(per_workspace_max, Ordering::Relaxed);
+    }
+
+    /// Sets the longest message or notification body, in characters.
+    pub fn limit_messages(&self, max_chars: u64) {
+        self.message_max_chars.store(max_chars, Ordering::Relaxed);
+    }
+
+    /// The longest message or notification body, in characters.
+    pub fn message_max_chars(&self) -> u64 {
+        self.message_max_chars.load(Ordering::Relaxed)
     }
 
     /// How many documents are loaded in memory.
@@ -357,15 +367,15 @@ fn check_doc_name(name: &str) -> Result<(), TeamsError> {
 /// `doc_sync`: checks access and answers with what the client lacks (base64) and the
 /// server's state vector (base64).
 pub fn sync(
-    hub: &Hub,
+    teams: &Teams,
     identity: &Identity,
     workspace: &str,
     name: &str,
     sv: &[u8],
 ) -> Result<serde_json::Value, TeamsError> {
-    check_access(&hub.teams, identity, workspace)?;
+    check_access(teams, identity, workspace)?;
     check_doc_name(name)?;
-    let (update, server_sv) = hub.teams.doc_sync(workspace, name, sv)?;
+    let (update, server_sv) = teams.doc_sync(workspace, name, sv)?;
     Ok(json!({
         "workspace": workspace,
         "doc": name,
@@ -376,20 +386,21 @@ pub fn sync(
 
 /// `doc_update`: checks access, applies and stores the update, publishes it as `doc_update`.
 pub async fn update(
+    teams: &Teams,
     hub: &Hub,
     identity: &Identity,
     workspace: &str,
     name: &str,
     update: &[u8],
 ) -> Result<u64, TeamsError> {
-    check_access(&hub.teams, identity, workspace)?;
+    check_access(teams, identity, workspace)?;
     check_doc_name(name)?;
     if update.is_empty() || update.len() > MAX_UPDATE_BYTES {
         return Err(TeamsError::Invalid(format!(
             "update must be 1 to {MAX_UPDATE_BYTES} bytes"
         )));
     }
-    hub.teams.doc_apply(workspace, name, update)?;
+    teams.doc_apply(workspace, name, update)?;
     let event = NewEvent::new(
         "doc_update",
         Scope::Workspace(workspace.to_string()),
@@ -403,7 +414,7 @@ pub async fn update(
     let committed = hub
         .publish(vec![event])
         .await
-        .map_err(|e| TeamsError::Invalid(format!("update stored but not published: {e}")))?;
+        .map_err(|e| TeamsError::Unavailable(format!("update stored but not published: {e}")))?;
     Ok(committed.first().map(|e| e.id).unwrap_or(0))
 }
 

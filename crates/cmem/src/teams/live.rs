@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::TokenHolder;
+use super::{Teams, TokenHolder};
 use crate::hub::Hub;
 
 /// How often the database is checked for changes made by other processes.
@@ -27,9 +27,9 @@ pub struct Reconciled {
 
 /// Checks every live connection against the teams database and acts on the differences.
 /// A database that cannot answer closes nothing and is logged: the next change retries.
-pub fn reconcile(hub: &Hub) -> Reconciled {
+pub fn reconcile(teams: &Teams, hub: &Hub) -> Reconciled {
     let mut done = Reconciled::default();
-    let users_exist = hub.teams.users_exist_now();
+    let users_exist = teams.users_exist_now();
     let mut holders: HashMap<String, Option<TokenHolder>> = HashMap::new();
     for c in hub.registry.all() {
         let Some(token_id) = c.token_id.clone() else {
@@ -41,7 +41,7 @@ pub fn reconcile(hub: &Hub) -> Reconciled {
         };
         let holder = holders
             .entry(token_id.clone())
-            .or_insert_with(|| match hub.teams.token_holder(&token_id) {
+            .or_insert_with(|| match teams.token_holder(&token_id) {
                 Ok(h) => Some(h),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot check connections against the teams database");
@@ -78,8 +78,8 @@ pub fn reconcile(hub: &Hub) -> Reconciled {
 }
 
 /// Watches the database until shutdown and reconciles after every change made elsewhere.
-pub async fn watch(hub: Arc<Hub>) {
-    let mut seen = hub.teams.data_version().ok();
+pub async fn watch(teams: Arc<Teams>, hub: Arc<Hub>) {
+    let mut seen = teams.data_version().ok();
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -87,7 +87,7 @@ pub async fn watch(hub: Arc<Hub>) {
             _ = hub.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = match hub.teams.data_version() {
+        let now = match teams.data_version() {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the teams database");
@@ -96,8 +96,8 @@ pub async fn watch(hub: Arc<Hub>) {
         };
         if now != seen {
             seen = now;
-            let h = hub.clone();
-            let _ = tokio::task::spawn_blocking(move || reconcile(&h)).await;
+            let (t, h) = (teams.clone(), hub.clone());
+            let _ = tokio::task::spawn_blocking(move || reconcile(&t, &h)).await;
         }
     }
 }

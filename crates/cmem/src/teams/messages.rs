@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::auth::Identity;
 use super::{Teams, TeamsError, check_name};
+use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
-use crate::hub::envelope::{NewEvent, Scope};
 
 /// The author of messages on an open server, where nobody signs in.
 pub const LOCAL_USER: &str = "local";
@@ -205,16 +205,17 @@ pub struct Outgoing<'a> {
 
 /// Checks, stores and publishes a message. Returns it and whether it was a retry.
 pub async fn send(
+    teams: &Teams,
     hub: &Hub,
     identity: &Identity,
     m: Outgoing<'_>,
 ) -> Result<(Message, bool), TeamsError> {
-    check_access(&hub.teams, identity, m.workspace)?;
+    check_access(teams, identity, m.workspace)?;
     let text = m.text.trim();
     if text.is_empty() {
         return Err(TeamsError::Invalid("text is empty".into()));
     }
-    let max = hub.config.team_message_max_chars;
+    let max = teams.message_max_chars();
     let chars = text.chars().count() as u64;
     if chars > max {
         return Err(TeamsError::Invalid(format!(
@@ -228,7 +229,7 @@ pub async fn send(
         ));
     }
     let user = identity.user_name().unwrap_or(LOCAL_USER);
-    let (msg, duplicate) = hub.teams.store_message(m.workspace, user, text, cid)?;
+    let (msg, duplicate) = teams.store_message(m.workspace, user, text, cid)?;
     if duplicate {
         return Ok((msg, true));
     }
@@ -240,14 +241,14 @@ pub async fn send(
     match hub.publish(vec![event]).await {
         Ok(committed) => {
             if let Some(e) = committed.first() {
-                let _ = hub.teams.set_message_event(msg.id, e.id);
+                let _ = teams.set_message_event(msg.id, e.id);
             }
             Ok((msg, false))
         }
         Err(e) => {
             // not published, so not kept: the client's retry will store it again
-            let _ = hub.teams.unstore_message(msg.id);
-            Err(TeamsError::Invalid(format!("message not sent: {e}")))
+            let _ = teams.unstore_message(msg.id);
+            Err(TeamsError::Unavailable(format!("message not sent: {e}")))
         }
     }
 }
@@ -332,11 +333,12 @@ pub enum Workspaces<'a> {
 /// Checks, stores and publishes a `team_notification` to a workspace's members: online ones
 /// receive it live, the others when they resume (or from `GET /api/notifications`).
 pub async fn notify(
+    teams: &Teams,
     hub: &Hub,
     identity: &Identity,
     n: NotificationIn<'_>,
 ) -> Result<Notification, TeamsError> {
-    check_access(&hub.teams, identity, n.workspace)?;
+    check_access(teams, identity, n.workspace)?;
     let level = n.level.unwrap_or("info");
     if !LEVELS.contains(&level) {
         return Err(TeamsError::Invalid(format!(
@@ -350,7 +352,7 @@ pub async fn notify(
             "title must be 1 to 200 characters".into(),
         ));
     }
-    let max = hub.config.team_message_max_chars;
+    let max = teams.message_max_chars();
     if n.body.chars().count() as u64 > max {
         return Err(TeamsError::Invalid(format!(
             "body is longer than {max} characters (team_message_max_chars)"
@@ -365,7 +367,7 @@ pub async fn notify(
         level: level.into(),
         ts: super::now(),
     };
-    note.id = hub.teams.store_notification(&note)?;
+    note.id = teams.store_notification(&note)?;
     let event = NewEvent::new(
         "team_notification",
         Scope::Workspace(note.workspace.clone()),
@@ -373,6 +375,6 @@ pub async fn notify(
     );
     hub.publish(vec![event])
         .await
-        .map_err(|e| TeamsError::Invalid(format!("notification not sent: {e}")))?;
+        .map_err(|e| TeamsError::Unavailable(format!("notification not sent: {e}")))?;
     Ok(note)
 }

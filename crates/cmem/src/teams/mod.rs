@@ -43,6 +43,10 @@ pub enum TeamsError {
     /// A count limit was reached.
     #[error("{0}")]
     TooMany(String),
+    /// Stored or checked, but the journal could not take the event: the server's fault, and
+    /// worth a retry.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("no random numbers from the operating system: {0}")]
     Random(String),
 }
@@ -103,14 +107,14 @@ pub struct Teams {
     docs: docs::Docs,
     /// Message budgets of HTTP senders, by user (HTTP has no connection to hang them on).
     http_budgets: Mutex<std::collections::HashMap<String, messages::RateLimit>>,
+    /// Longest message or notification body, in characters (`team_message_max_chars`).
+    message_max_chars: std::sync::atomic::AtomicU64,
 }
 
 /// How long the "are there users?" answer is trusted before asking the database again.
 const USERS_EXIST_TTL_MS: i64 = 1000;
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use crate::clock::now_rfc3339 as now;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -224,6 +228,7 @@ impl Teams {
             checked_at_ms: AtomicI64::new(0),
             docs: docs::Docs::default(),
             http_budgets: Mutex::default(),
+            message_max_chars: std::sync::atomic::AtomicU64::new(4000),
         })
     }
 
@@ -438,8 +443,7 @@ impl Teams {
         // Best effort, and at most once a minute per token: every request and every poll
         // authenticates, and a durable write each time would cost an fsync per request.
         // (RFC 3339 times in one format compare as text.)
-        let stale = (chrono::Utc::now() - chrono::Duration::seconds(60))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let stale = crate::clock::rfc3339(chrono::Utc::now() - chrono::Duration::seconds(60));
         let _ = db.execute(
             "UPDATE tokens SET last_used_at = ?2
              WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?3)",

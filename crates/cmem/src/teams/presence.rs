@@ -12,8 +12,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
-use crate::hub::envelope::{NewEvent, Scope};
 use crate::hub::registry::PresenceChange;
 
 /// Runs until shutdown, publishing presence changes in the order they happened.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, Event, SocketRef, State as IoState, TryData};
 
 use super::MAX_WORKSPACES_PER_CONN;
-use crate::hub::Hub;
+use crate::app::{App, AppState};
 use crate::hub::registry::Conn;
 use crate::teams::TeamsError;
 use crate::teams::auth::Identity;
@@ -27,10 +27,10 @@ struct Budget(Arc<Mutex<RateLimit>>);
 struct DocBudget(Arc<Mutex<RateLimit>>);
 
 /// Spends one message from the socket's budget, made on first use.
-fn take_budget(hub: &Hub, s: &SocketRef) -> Result<(), TeamsError> {
+fn take_budget(app: &AppState, s: &SocketRef) -> Result<(), TeamsError> {
     let Budget(b) = s.extensions.get::<Budget>().unwrap_or_else(|| {
         let b = Budget(Arc::new(Mutex::new(RateLimit::new(
-            hub.config.team_messages_per_s,
+            app.config.team_messages_per_s,
         ))));
         s.extensions.insert(b.clone());
         b
@@ -39,10 +39,10 @@ fn take_budget(hub: &Hub, s: &SocketRef) -> Result<(), TeamsError> {
 }
 
 /// Spends one document operation from the socket's budget, made on first use.
-fn take_doc_budget(hub: &Hub, s: &SocketRef) -> Result<(), TeamsError> {
+fn take_doc_budget(app: &AppState, s: &SocketRef) -> Result<(), TeamsError> {
     let DocBudget(b) = s.extensions.get::<DocBudget>().unwrap_or_else(|| {
         let b = DocBudget(Arc::new(Mutex::new(
-            RateLimit::new(hub.config.doc_ops_per_s).named("document operations"),
+            RateLimit::new(app.config.doc_ops_per_s).named("document operations"),
         )));
         s.extensions.insert(b.clone());
         b
@@ -65,6 +65,7 @@ fn refuse(e: &TeamsError) -> Value {
         TeamsError::TooFast(_) => "rate_limited",
         TeamsError::TooMany(_) => "limit_reached",
         TeamsError::Db(_) | TeamsError::Random(_) => "internal",
+        TeamsError::Unavailable(_) => "unavailable",
     };
     json!({"ok": false, "error": e.to_string(), "code": code})
 }
@@ -106,10 +107,10 @@ fn who(s: &SocketRef) -> Result<Identity, TeamsError> {
 
 /// This socket's registry entry. A client may emit right after it is told it is connected,
 /// a moment before the connect handler has registered it, so wait briefly for that.
-async fn conn_of(hub: &Hub, s: &SocketRef) -> Result<Arc<Conn>, TeamsError> {
+async fn conn_of(app: &AppState, s: &SocketRef) -> Result<Arc<Conn>, TeamsError> {
     let id = s.id.to_string();
     for _ in 0..100 {
-        if let Some(c) = hub.registry.get(&id) {
+        if let Some(c) = app.hub.registry.get(&id) {
             return Ok(c);
         }
         if !s.connected() {
@@ -120,10 +121,10 @@ async fn conn_of(hub: &Hub, s: &SocketRef) -> Result<Arc<Conn>, TeamsError> {
     Err(TeamsError::Invalid("the connection is closing".into()))
 }
 
-async fn join(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
+async fn join(app: &AppState, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
     let ws = workspace_of(&d)?;
-    messages::check_access(&hub.teams, &who(s)?, &ws)?;
-    let conn = conn_of(hub, s).await?;
+    messages::check_access(&app.teams, &who(s)?, &ws)?;
+    let conn = conn_of(app, s).await?;
     if conn.workspaces().len() >= MAX_WORKSPACES_PER_CONN && !conn.workspaces().contains(&ws) {
         return Err(TeamsError::Invalid(format!(
             "at most {MAX_WORKSPACES_PER_CONN} workspaces per connection; leave one first"
@@ -133,21 +134,22 @@ async fn join(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
     Ok(json!({"workspace": ws, "already_joined": !joined}))
 }
 
-async fn leave(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
+async fn leave(app: &AppState, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
     let ws = workspace_of(&d)?;
-    let conn = conn_of(hub, s).await?;
+    let conn = conn_of(app, s).await?;
     let left = conn.leave(&ws);
     Ok(json!({"workspace": ws, "was_joined": left}))
 }
 
-async fn message(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
+async fn message(app: &AppState, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
     let field = |k: &str| d.get(k).and_then(Value::as_str);
     let workspace =
         field("workspace").ok_or_else(|| TeamsError::Invalid("workspace is missing".into()))?;
     let text = field("text").ok_or_else(|| TeamsError::Invalid("text is missing".into()))?;
-    take_budget(hub, s)?;
+    take_budget(app, s)?;
     let (msg, duplicate) = messages::send(
-        hub,
+        &app.teams,
+        &app.hub,
         &who(s)?,
         Outgoing {
             workspace,
@@ -159,13 +161,14 @@ async fn message(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError
     Ok(json!({"message": msg, "duplicate": duplicate}))
 }
 
-async fn notification(hub: &Hub, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
+async fn notification(app: &AppState, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
     let field = |k: &str| d.get(k).and_then(Value::as_str);
     let workspace =
         field("workspace").ok_or_else(|| TeamsError::Invalid("workspace is missing".into()))?;
-    take_budget(hub, s)?;
+    take_budget(app, s)?;
     let note = messages::notify(
-        hub,
+        &app.teams,
+        &app.hub,
         &who(s)?,
         messages::NotificationIn {
             workspace,
@@ -192,14 +195,14 @@ pub(crate) fn field<'a>(d: &'a rmpv::Value, key: &str) -> Option<&'a rmpv::Value
         .map(|(_, v)| v)
 }
 
-async fn doc_sync(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
-    take_doc_budget(&hub, &s)?;
+async fn doc_sync(app: App, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
+    take_doc_budget(&app, &s)?;
     let sv = match field(&d, "state_vector") {
         Some(v) => docs::bytes_of(v, "state_vector")?,
         None => Vec::new(),
     };
     docs::sync(
-        &hub,
+        &app.teams,
         &who(&s)?,
         text_field(&d, "workspace")?,
         text_field(&d, "doc")?,
@@ -207,14 +210,15 @@ async fn doc_sync(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value, 
     )
 }
 
-async fn doc_update(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
-    take_doc_budget(&hub, &s)?;
+async fn doc_update(app: App, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
+    take_doc_budget(&app, &s)?;
     let update = docs::bytes_of(
         field(&d, "update").ok_or_else(|| TeamsError::Invalid("update is missing".into()))?,
         "update",
     )?;
     let id = docs::update(
-        &hub,
+        &app.teams,
+        &app.hub,
         &who(&s)?,
         text_field(&d, "workspace")?,
         text_field(&d, "doc")?,
@@ -226,7 +230,7 @@ async fn doc_update(hub: Arc<Hub>, s: SocketRef, d: rmpv::Value) -> Result<Value
 
 /// Runs one client event; `None` for an event this server does not know.
 async fn dispatch(
-    hub: Arc<Hub>,
+    app: App,
     s: SocketRef,
     event: &str,
     d: rmpv::Value,
@@ -238,23 +242,23 @@ async fn dispatch(
     };
     Some(match event {
         "join_workspace" => match as_json() {
-            Ok(v) => join(&hub, &s, v).await,
+            Ok(v) => join(&app, &s, v).await,
             Err(e) => Err(e),
         },
         "leave_workspace" => match as_json() {
-            Ok(v) => leave(&hub, &s, v).await,
+            Ok(v) => leave(&app, &s, v).await,
             Err(e) => Err(e),
         },
         "team_message" => match as_json() {
-            Ok(v) => message(&hub, &s, v).await,
+            Ok(v) => message(&app, &s, v).await,
             Err(e) => Err(e),
         },
         "team_notification" => match as_json() {
-            Ok(v) => notification(&hub, &s, v).await,
+            Ok(v) => notification(&app, &s, v).await,
             Err(e) => Err(e),
         },
-        "doc_sync" => doc_sync(hub, s, d).await,
-        "doc_update" => doc_update(hub, s, d).await,
+        "doc_sync" => doc_sync(app, s, d).await,
+        "doc_update" => doc_update(app, s, d).await,
         _ => return None,
     })
 }
@@ -278,9 +282,9 @@ pub fn install(s: &SocketRef) {
                Event(event): Event,
                TryData(d): TryData<rmpv::Value>,
                ack: AckSender,
-               IoState(hub): IoState<Arc<Hub>>| {
+               IoState(app): IoState<App>| {
             let r = match d {
-                Ok(d) => dispatch(hub, s, &event, d).await,
+                Ok(d) => dispatch(app, s, &event, d).await,
                 Err(e) => Some(Err(TeamsError::Invalid(format!("unreadable payload: {e}")))),
             };
             let r = r.unwrap_or_else(|| {

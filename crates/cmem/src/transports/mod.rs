@@ -7,16 +7,15 @@ pub mod poll;
 pub mod socketio;
 pub mod sse;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::HeaderMap;
 
-use crate::api::ApiError;
-use crate::hub::envelope::{Cursor, Scope};
+use crate::envelope::Scope;
+use crate::http::ApiError;
 use crate::hub::registry::ConnMeta;
-use crate::teams::auth::{AuthError, Identity};
+use crate::teams::auth::Identity;
 
 /// The workspaces a connection subscribes to: parsed from the request, then checked against
 /// the identity's memberships (403 for a workspace the user is not in).
@@ -26,19 +25,6 @@ pub(crate) fn workspaces_for(
 ) -> Result<Vec<String>, ApiError> {
     let requested = parse_workspaces(raw).map_err(ApiError::bad_request)?;
     identity.workspaces_for(requested).map_err(ApiError::from)
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        let status = match e {
-            AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) => {
-                axum::http::StatusCode::UNAUTHORIZED
-            }
-            AuthError::Forbidden(_) => axum::http::StatusCode::FORBIDDEN,
-            AuthError::Unavailable(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError::new(status, e.to_string())
-    }
 }
 
 /// A connection id that is unique within this process and hard to guess.
@@ -97,45 +83,4 @@ pub(crate) fn parse_workspaces(raw: Option<&str>) -> Result<Vec<String>, String>
         ));
     }
     Ok(out)
-}
-
-/// Query parameters, with unknown ones refused so that typos do not pass silently.
-pub(crate) fn query_params(
-    raw: Option<&str>,
-    allowed: &[&str],
-) -> Result<HashMap<String, String>, ApiError> {
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded_pairs(raw.unwrap_or("")) {
-        if k == "_" {
-            continue; // cache-buster
-        }
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter `{k}`; allowed: {}",
-                allowed.join(", ")
-            )));
-        }
-        out.insert(k, v);
-    }
-    Ok(out)
-}
-
-fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default()
-}
-
-/// Parses a cursor parameter, naming it in the error.
-pub(crate) fn parse_cursor(
-    name: &str,
-    raw: Option<&str>,
-    epoch: Option<&str>,
-) -> Result<Option<Cursor>, ApiError> {
-    let Some(raw) = raw.filter(|s| !s.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let mut c = Cursor::parse(raw).map_err(|m| ApiError::bad_request(format!("{name}: {m}")))?;
-    if c.epoch.is_none() {
-        c.epoch = epoch.filter(|e| !e.is_empty()).map(str::to_string);
-    }
-    Ok(Some(c))
 }

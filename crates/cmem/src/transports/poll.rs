@@ -22,10 +22,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{conn_meta, parse_cursor, query_params, workspaces_for};
-use crate::api::{ApiError, now_rfc3339};
+use super::{conn_meta, workspaces_for};
+use crate::app::App;
+use crate::clock::now_rfc3339;
+use crate::envelope::Cursor;
+use crate::http::ApiError;
+use crate::http::{parse_cursor, query_params};
 use crate::hub::Hub;
-use crate::hub::envelope::Cursor;
 use crate::hub::registry::Transport;
 use crate::teams::auth::Identity;
 
@@ -69,7 +72,7 @@ fn parse_number<T: std::str::FromStr>(
 
 /// `GET /api/events/poll`
 pub async fn poll(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
@@ -98,7 +101,7 @@ pub async fn poll(
         q.get("epoch").map(String::as_str),
     )?;
     let wait_s: u64 = parse_number("wait", q.get("wait"))?.unwrap_or(0);
-    let wait = Duration::from_secs(wait_s.min(hub.config.poll_max_wait_s));
+    let wait = Duration::from_secs(wait_s.min(app.config.poll_max_wait_s));
     let limit: usize = parse_number("limit", q.get("limit"))?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(
@@ -108,7 +111,7 @@ pub async fn poll(
     let workspaces = workspaces_for(&identity, q.get("workspaces").map(String::as_str))?;
 
     // Find or create this client's registry entry.
-    let (conn, is_new) = match hub.registry.get(client_id) {
+    let (conn, is_new) = match app.hub.registry.get(client_id) {
         // a client id belongs to the user who first used it: nobody else may read its cursor
         Some(c)
             if c.transport() == Transport::Poll && c.user.as_deref() != identity.user_name() =>
@@ -127,14 +130,15 @@ pub async fn poll(
         }
         None => {
             let meta = conn_meta(&headers, Some(remote), workspaces, &identity);
-            match hub
+            match app
+                .hub
                 .registry
                 .register(client_id.clone(), Transport::Poll, meta)
             {
                 Some(c) => (c, true),
                 // lost a race with a concurrent first request of the same client
                 None => (
-                    hub.registry.get(client_id).ok_or_else(|| {
+                    app.hub.registry.get(client_id).ok_or_else(|| {
                         ApiError::new(StatusCode::CONFLICT, "client_id registration raced; retry")
                     })?,
                     false,
@@ -147,13 +151,13 @@ pub async fn poll(
     // The same resume path every transport takes: a subscription from the cursor (a
     // `resync` if the journal cannot honour it), filled with one page or waited on.
     let mut sub = if is_new {
-        hub.subscribe(conn.clone(), after).await?
+        app.hub.subscribe(conn.clone(), after).await?
     } else {
         let cursor = after.unwrap_or(Cursor {
             id: conn.cursor(),
             epoch: None,
         });
-        hub.resume(conn.clone(), cursor).await?
+        app.hub.resume(conn.clone(), cursor).await?
     };
     let until = tokio::time::Instant::now() + wait;
     let events = sub
@@ -168,11 +172,11 @@ pub async fn poll(
         success: true,
         client_id,
         events: events.iter().map(|e| &*e.body).collect(),
-        next_cursor: hub.cursor_text(next_cursor),
+        next_cursor: app.hub.cursor_text(next_cursor),
         next_id: next_cursor,
-        epoch: hub.journal.epoch(),
+        epoch: app.hub.journal.epoch(),
         timestamp: now_rfc3339(),
-        polling_interval_ms: hub.config.poll_interval_ms,
+        polling_interval_ms: app.config.poll_interval_ms,
     };
     let body = serde_json::to_string(&answer)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -187,8 +191,8 @@ pub async fn poll(
 }
 
 /// Drops poll clients that stopped polling. Runs until shutdown.
-pub async fn sweep(hub: Arc<Hub>) {
-    let ttl_ms = (hub.config.poll_client_ttl_s * 1000) as i64;
+pub async fn sweep(hub: Arc<Hub>, ttl_s: u64) {
+    let ttl_ms = (ttl_s * 1000) as i64;
     let mut tick = tokio::time::interval(
         Duration::from_secs(1).max(Duration::from_millis(ttl_ms as u64 / 10)),
     );

@@ -29,10 +29,11 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide::{SocketIo, TransportType};
 
 use super::{conn_meta, parse_workspaces};
-use crate::api::ApiError;
-use crate::hub::envelope::Cursor;
+use crate::app::App;
+use crate::envelope::Cursor;
+use crate::http::ApiError;
+use crate::hub::StreamEnd;
 use crate::hub::registry::{Conn, Transport};
-use crate::hub::{Hub, StreamEnd};
 use crate::net::StallFlag;
 use crate::teams::auth::{Identity, identify, token_from};
 
@@ -44,21 +45,22 @@ pub struct Layer {
 
 impl Layer {
     /// Wraps `app` with the Socket.IO layer and the `Origin` check that shares the CORS list.
-    pub fn apply(self, app: Router, hub: Arc<Hub>) -> Router {
-        app.layer(self.layer)
-            .layer(axum::middleware::from_fn_with_state(hub, origin_check))
+    pub fn apply(self, router: Router, app: App) -> Router {
+        router
+            .layer(self.layer)
+            .layer(axum::middleware::from_fn_with_state(app, origin_check))
     }
 }
 
 /// Browsers send `Origin` on WebSocket upgrades and cross-origin polling; refuse origins that
 /// are not on the allow-list. Non-browser clients send none and are not affected.
-async fn origin_check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+async fn origin_check(State(app): State<App>, req: Request, next: Next) -> Response {
     if req.uri().path().starts_with("/socket.io")
         && let Some(origin) = req.headers().get(axum::http::header::ORIGIN)
     {
         let allowed = origin
             .to_str()
-            .map(|o| hub.config.origin_allowed(o))
+            .map(|o| app.config.origin_allowed(o))
             .unwrap_or(false);
         if !allowed {
             return ApiError::new(
@@ -169,7 +171,7 @@ pub(crate) fn parse_auth(auth: Option<Value>) -> Result<Handshake, HandshakeErro
 async fn check_handshake(
     s: SocketRef,
     TryData(auth): TryData<Value>,
-    IoState(hub): IoState<Arc<Hub>>,
+    IoState(app): IoState<App>,
 ) -> Result<(), HandshakeError> {
     let auth = auth.map_err(|e| HandshakeError(format!("auth is not valid JSON: {e}")))?;
     let mut hs = parse_auth(Some(auth))?;
@@ -179,7 +181,7 @@ async fn check_handshake(
         token_from(&parts.headers, parts.uri.query())
     });
     let identity =
-        identify(&hub.teams, token.as_deref()).map_err(|e| HandshakeError(e.to_string()))?;
+        identify(&app.teams, token.as_deref()).map_err(|e| HandshakeError(e.to_string()))?;
     hs.workspaces = identity
         .workspaces_for(std::mem::take(&mut hs.workspaces))
         .map_err(|e| HandshakeError(e.to_string()))?;
@@ -211,7 +213,7 @@ fn disconnect_reason(r: DisconnectReason) -> &'static str {
     }
 }
 
-async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
+async fn on_connect(s: SocketRef, IoState(app): IoState<App>) {
     let hs = s.extensions.get::<Handshake>().unwrap_or_default();
     let Some(Who(identity)) = s.extensions.get::<Who>() else {
         let _ = s.disconnect(); // the handshake middleware always sets it
@@ -224,7 +226,8 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
         .map(|c| c.0);
     let meta = conn_meta(&parts.headers, remote, hs.workspaces.clone(), &identity);
     let Some(conn) =
-        hub.registry
+        app.hub
+            .registry
             .register(s.id.to_string(), transport_of(s.transport_type()), meta)
     else {
         tracing::warn!(sid = %s.id, "socket id already registered");
@@ -235,7 +238,7 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
     let probe = s.clone();
     conn.set_transport_probe(Box::new(move || transport_of(probe.transport_type())));
 
-    let h = hub.clone();
+    let h = app.hub.clone();
     let c = conn.clone();
     let stalled = parts.extensions.get::<StallFlag>().cloned();
     s.on_disconnect(async move |_s: SocketRef, reason: DisconnectReason| {
@@ -264,16 +267,16 @@ async fn on_connect(s: SocketRef, IoState(hub): IoState<Arc<Hub>>) {
     // A client that dropped between CONNECT and the line above has no disconnect handler to
     // run: it would stay registered (shown present, counted by revocations) for ever.
     if !s.connected() {
-        hub.registry.ended(&conn, "client_closed");
+        app.hub.registry.ended(&conn, "client_closed");
         return;
     }
 
-    tokio::spawn(deliver(hub, s, conn, hs.cursor));
+    tokio::spawn(deliver(app, s, conn, hs.cursor));
 }
 
 /// Pulls this socket's events from the hub and emits them, in order.
-async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cursor>) {
-    let mut sub = match hub.subscribe(conn.clone(), cursor).await {
+async fn deliver(app: App, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cursor>) {
+    let mut sub = match app.hub.subscribe(conn.clone(), cursor).await {
         Ok(sub) => sub,
         Err(e) => {
             tracing::error!(error = %e, sid = %s.id, "could not start delivery");
@@ -282,7 +285,7 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
             return;
         }
     };
-    let slow_timeout = Duration::from_millis(hub.config.slow_consumer_timeout_ms);
+    let slow_timeout = Duration::from_millis(app.config.slow_consumer_timeout_ms);
     loop {
         let ev = match sub.next().await {
             Ok(ev) => ev,
@@ -298,13 +301,13 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                             "reason": reason,
                             "message": end.to_string(),
                             "reconnect": true,
-                            "last_event_id": hub.cursor_text(conn.cursor()),
+                            "last_event_id": app.hub.cursor_text(conn.cursor()),
                         }),
                     );
                     let _ = s.clone().disconnect();
                 }
                 // the disconnect handler would do this too, unless the transport is already gone
-                hub.registry.ended(&conn, &reason);
+                app.hub.registry.ended(&conn, &reason);
                 return;
             }
         };
@@ -320,7 +323,7 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                     let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() >= slow_timeout {
                         conn.close("slow_consumer");
-                        stop_slow_consumer(&hub, &s, &conn).await;
+                        stop_slow_consumer(&app, &s, &conn).await;
                         return;
                     }
                     // socketioxide offers no async "wait for room"; poll for it briefly.
@@ -337,7 +340,7 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
                     // but a client that drops while its CONNECT is being checked is closed by
                     // Engine.IO before socketioxide knows the socket, so no handler runs and
                     // `connected()` stays true: this is the only sign of it.
-                    hub.registry.ended(&conn, "client_closed");
+                    app.hub.registry.ended(&conn, "client_closed");
                     return;
                 }
                 Err(e) => {
@@ -353,17 +356,17 @@ async fn deliver(hub: Arc<Hub>, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cu
 /// buffer, so it is retried while the client drains; a client that never reads again misses
 /// its heartbeats and is closed by Engine.IO (`ping_interval + ping_timeout`). Either way the
 /// registry records `slow_consumer`, and the client resumes from its cursor when it returns.
-async fn stop_slow_consumer(hub: &Arc<Hub>, s: &SocketRef, conn: &Arc<Conn>) {
+async fn stop_slow_consumer(app: &App, s: &SocketRef, conn: &Arc<Conn>) {
     tracing::info!(sid = %s.id, cursor = conn.cursor(), "closing slow consumer");
     let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(hub.config.ping_interval_ms + hub.config.ping_timeout_ms);
+        + Duration::from_millis(app.config.ping_interval_ms + app.config.ping_timeout_ms);
     while s.connected() && tokio::time::Instant::now() < deadline {
         if s.clone().disconnect().is_ok() {
             return;
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = hub.shutdown.cancelled() => return,
+            _ = app.hub.shutdown.cancelled() => return,
         }
     }
 }
@@ -372,8 +375,8 @@ async fn stop_slow_consumer(hub: &Arc<Hub>, s: &SocketRef, conn: &Arc<Conn>) {
 const MAX_ATTACHMENTS: usize = 4;
 
 /// Builds the Socket.IO service from the configuration.
-pub fn build(hub: &Arc<Hub>) -> Option<Layer> {
-    let c = &hub.config;
+pub fn build(app: &App) -> Option<Layer> {
+    let c = &app.config;
     let ws = c.transport_enabled("websocket");
     let polling = c.transport_enabled("polling");
     if !ws && !polling {
@@ -398,7 +401,7 @@ pub fn build(hub: &Arc<Hub>) -> Option<Layer> {
                 .max_incoming_binary_buf_size(c.max_payload_bytes as usize)
                 .packet_completion_timeout(Duration::from_millis(c.connect_timeout_ms)),
         )
-        .with_state(hub.clone());
+        .with_state(app.clone());
     let builder = match (ws, polling) {
         (true, false) => builder.transports([TransportType::Websocket]),
         (false, true) => builder.transports([TransportType::Polling]),

@@ -26,8 +26,10 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde_json::json;
 
-use super::{conn_meta, new_conn_id, parse_cursor, query_params, workspaces_for};
-use crate::api::ApiError;
+use super::{conn_meta, new_conn_id, workspaces_for};
+use crate::app::App;
+use crate::http::ApiError;
+use crate::http::{parse_cursor, query_params};
 use crate::hub::registry::{Conn, Transport};
 use crate::hub::{Hub, StreamEnd, Subscription};
 use crate::net::StallFlag;
@@ -108,7 +110,7 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
 
 /// `GET /api/events/stream`
 pub async fn stream(
-    State(hub): State<Arc<Hub>>,
+    State(app): State<App>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     stalled: Option<Extension<StallFlag>>,
     Extension(identity): Extension<Identity>,
@@ -132,7 +134,8 @@ pub async fn stream(
     let workspaces = workspaces_for(&identity, q.get("workspaces").map(String::as_str))?;
 
     let id = new_conn_id("sse");
-    let conn = hub
+    let conn = app
+        .hub
         .registry
         .register(
             id,
@@ -141,20 +144,20 @@ pub async fn stream(
         )
         .ok_or_else(|| ApiError::bad_request("connection id collision; retry"))?;
     let registration = Registration {
-        hub: hub.clone(),
+        hub: app.hub.clone(),
         conn: conn.clone(),
         stalled: stalled.map(|Extension(f)| f),
     };
-    let sub = hub.subscribe(conn, cursor).await?;
+    let sub = app.hub.subscribe(conn, cursor).await?;
     let state = StreamState {
         sub,
         phase: Phase::Retry,
-        retry: Duration::from_millis(hub.config.sse_retry_ms),
+        retry: Duration::from_millis(app.config.sse_retry_ms),
         _registration: registration,
     };
     let sse = Sse::new(events(state)).keep_alive(
         KeepAlive::new()
-            .interval(Duration::from_secs(hub.config.sse_heartbeat_s))
+            .interval(Duration::from_secs(app.config.sse_heartbeat_s))
             .text("heartbeat"),
     );
     let mut resp = sse.into_response();

@@ -1,5 +1,5 @@
-//! Library error types. Each says what went wrong in words a user can act on; the binary turns
-//! them into exit messages (`anyhow` lives only in `main.rs`), the HTTP layer into 4xx/5xx.
+//! Why a configuration cannot be used: each message names the key, the value, where it came
+//! from and what is allowed, because start-up stops on it and the user must fix it by hand.
 
 use std::path::PathBuf;
 
@@ -49,31 +49,4 @@ impl ConfigError {
             message: parts.join("; "),
         }
     }
-}
-
-/// Failures of the durable journal.
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error("journal database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("journal folder {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("journal write failed: {0}")]
-    Write(String),
-    #[error("the journal is shut down")]
-    Closed,
-    #[error("journal row {id} is corrupt: {message}")]
-    Corrupt { id: u64, message: String },
-}
-
-/// Why an event was refused by `publish`.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Journal(#[from] JournalError),
 }

@@ -9,7 +9,10 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::error::PublishError;
+/// Why an event cannot be published as given (the message says what to change).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidEvent(pub String);
 
 /// Who may see an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -171,10 +174,10 @@ impl NewEvent {
     }
 
     /// Checks the type name: 1-64 characters of `[A-Za-z0-9_.:-]`, not reserved by Socket.IO.
-    pub fn validate(&self) -> Result<(), PublishError> {
+    pub fn validate(&self) -> Result<(), InvalidEvent> {
         let k = &self.kind;
         if k.is_empty() || k.len() > 64 {
-            return Err(PublishError::Invalid(format!(
+            return Err(InvalidEvent(format!(
                 "type `{k}` must be 1 to 64 characters long"
             )));
         }
@@ -182,12 +185,12 @@ impl NewEvent {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
         {
-            return Err(PublishError::Invalid(format!(
+            return Err(InvalidEvent(format!(
                 "type `{k}` may contain only letters, digits and _ - . :"
             )));
         }
         if RESERVED_BY_SOCKETIO.contains(&k.as_str()) {
-            return Err(PublishError::Invalid(format!(
+            return Err(InvalidEvent(format!(
                 "type `{k}` is reserved by Socket.IO and cannot be published"
             )));
         }

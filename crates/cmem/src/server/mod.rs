@@ -23,10 +23,13 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::api;
+mod guard;
+mod router;
+
+use crate::app::{App, AppState, Startup, hub_options};
 use crate::config::Loaded;
-use crate::error::JournalError;
 use crate::hub::Hub;
+use crate::journal::JournalError;
 use crate::memory::{Memory, MemoryError, OpenOptions, indexer};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
@@ -62,17 +65,15 @@ pub enum ServerError {
 
 /// A bound, not yet running server. Splitting bind from run lets callers learn the port first.
 pub struct Server {
-    hub: Arc<Hub>,
-    memory: Arc<Memory>,
+    app: App,
     listener: TcpListener,
-    startup: Arc<api::Startup>,
 }
 
 impl Server {
     /// Binds the listener (trying up to `port_fallback` further ports if the port is taken
     /// or refused), then opens the index, the teams database and the journal.
     pub async fn bind(loaded: Loaded) -> Result<Server, ServerError> {
-        let startup = Arc::new(api::Startup {
+        let startup = Arc::new(Startup {
             sources: loaded.sources,
             profile: loaded.profile,
         });
@@ -86,7 +87,7 @@ impl Server {
                 ..OpenOptions::default()
             },
         )?;
-        let teams = Arc::new(crate::teams::Teams::open(&config.state_dir())?);
+        let teams = crate::teams::Teams::open(&config.state_dir())?;
         teams.limit_docs(
             config.docs_cached_max as usize,
             config.docs_per_workspace_max as usize,
@@ -101,13 +102,21 @@ impl Server {
         if let Ok(bound) = listener.local_addr() {
             config.bind = bound; // the origin clients see, and what diagnostics report
         }
-        let hub = Hub::open(config, teams)?;
-        Ok(Server {
+        let hub = Hub::open(hub_options(&config))?;
+        teams.limit_messages(config.team_message_max_chars);
+        let teams = Arc::new(teams);
+        let monitor = Monitor::new(hub.clone(), memory.clone(), config.status_interval_s);
+        let metrics = Arc::new(Metrics::new(hub.clone(), memory.clone()));
+        let app = Arc::new(AppState {
+            config: Arc::new(config),
             hub,
+            teams,
             memory,
-            listener,
+            monitor,
+            metrics,
             startup,
-        })
+        });
+        Ok(Server { app, listener })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -115,7 +124,12 @@ impl Server {
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+        &self.app.hub
+    }
+
+    /// Everything the server holds.
+    pub fn app(&self) -> &App {
+        &self.app
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully.
@@ -128,27 +142,25 @@ impl Server {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let hub = self.hub;
-        let io = transports::socketio::build(&hub);
+        let state = self.app;
+        let hub = state.hub.clone();
+        let config = state.config.clone();
+        let io = transports::socketio::build(&state);
         let io_handle = io.as_ref().map(|l| l.io.clone());
-        let monitor = Monitor::new(hub.clone(), self.memory.clone());
-        monitor.start();
-        let services = api::Services {
-            memory: self.memory.clone(),
-            monitor,
-            metrics: Arc::new(Metrics::new(hub.clone(), self.memory.clone())),
-            startup: self.startup.clone(),
-        };
-        let app = api::router(hub.clone(), io, services);
-        tokio::spawn(transports::poll::sweep(hub.clone()));
-        tokio::spawn(crate::teams::live::watch(hub.clone()));
+        state.monitor.start();
+        let app = router::router(state.clone(), io);
+        tokio::spawn(transports::poll::sweep(
+            hub.clone(),
+            config.poll_client_ttl_s,
+        ));
+        tokio::spawn(crate::teams::live::watch(state.teams.clone(), hub.clone()));
         if let Some(changes) = hub.registry.take_presence_changes() {
             tokio::spawn(crate::teams::presence::run(hub.clone(), changes));
         }
         // Watch the folder, then bring the index up to date with it (only what changed since
         // last time); edits during that run are picked up by the watcher.
-        crate::memory::watcher::start(self.memory.clone(), hub.clone());
-        let (m, h) = (self.memory.clone(), hub.clone());
+        crate::memory::watcher::start(state.memory.clone(), hub.clone());
+        let (m, h) = (state.memory.clone(), hub.clone());
         tokio::spawn(async move {
             if let Err(e) = indexer::run(m, h, None).await {
                 tracing::error!(error = %e, "initial indexing failed");
@@ -161,9 +173,9 @@ impl Server {
         builder
             .http1()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(hub.config.request_read_timeout_ms));
-        let stall_timeout = Duration::from_millis(hub.config.slow_consumer_timeout_ms);
-        let keepalive = hub.config.keepalive();
+            .header_read_timeout(Duration::from_millis(config.request_read_timeout_ms));
+        let stall_timeout = Duration::from_millis(config.slow_consumer_timeout_ms);
+        let keepalive = config.keepalive();
         let graceful = GracefulShutdown::new();
         let mut signal = std::pin::pin!(signal);
         loop {
@@ -194,9 +206,10 @@ impl Server {
                 .into_owned();
             let conn = graceful.watch(conn);
             let h = hub.clone();
+            let slow_ms = config.slow_consumer_timeout_ms;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
-                    record_connection_error(&h, remote, e.as_ref());
+                    record_connection_error(&h, slow_ms, remote, e.as_ref());
                 }
             });
         }
@@ -214,7 +227,7 @@ impl Server {
                 .await;
             io.close().await;
         }
-        let grace = Duration::from_millis(hub.config.shutdown_grace_ms);
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
@@ -276,7 +289,12 @@ fn listen(addr: SocketAddr, fallback: u16) -> Result<TcpListener, ServerError> {
 
 /// Keeps a failed connection's OS error (reset, broken pipe, timeout…) for diagnostics.
 /// Errors without an OS code (a client closing between requests) are only logged.
-fn record_connection_error(hub: &Hub, remote: SocketAddr, err: &(dyn std::error::Error + 'static)) {
+fn record_connection_error(
+    hub: &Hub,
+    slow_consumer_timeout_ms: u64,
+    remote: SocketAddr,
+    err: &(dyn std::error::Error + 'static),
+) {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
@@ -290,7 +308,7 @@ fn record_connection_error(hub: &Hub, remote: SocketAddr, err: &(dyn std::error:
                 None,
                 format!(
                     "{remote}: the client accepted no data for {} ms (slow_consumer_timeout_ms); connection closed",
-                    hub.config.slow_consumer_timeout_ms
+                    slow_consumer_timeout_ms
                 ),
             );
             return;

@@ -19,15 +19,13 @@
 //! - **Bodies announced too large.** A `Content-Length` above `max_payload_bytes` is a 413 at
 //!   once, before anything waits for a body that may never come.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
-use crate::hub::Hub;
+use crate::app::App;
+use crate::http::ApiError;
 
 /// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`), lowercased.
 fn host_name(host: &str) -> String {
@@ -61,7 +59,7 @@ fn changes_state(m: &Method) -> bool {
 }
 
 /// The middleware; see the module docs.
-pub async fn check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+pub async fn check(State(app): State<App>, req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
@@ -69,8 +67,8 @@ pub async fn check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Res
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
     if let Some(host) = &host
-        && !host_allowed(host, &hub.config.allowed_hosts)
-        && !hub.teams.users_exist()
+        && !host_allowed(host, &app.config.allowed_hosts)
+        && !app.teams.users_exist()
     {
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -87,12 +85,12 @@ pub async fn check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Res
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().parse::<u64>());
     match announced {
-        Some(Ok(n)) if n > hub.config.max_payload_bytes => {
+        Some(Ok(n)) if n > app.config.max_payload_bytes => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "the body is announced as {n} bytes; the limit is {} (max_payload_bytes)",
-                    hub.config.max_payload_bytes
+                    app.config.max_payload_bytes
                 ),
             )
             .into_response();
@@ -110,7 +108,7 @@ pub async fn check(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Res
         let same_host = host.as_deref().is_some_and(|h| {
             origin.strip_prefix("http://") == Some(h) || origin.strip_prefix("https://") == Some(h)
         });
-        if !same_host && !hub.config.origin_allowed(origin) {
+        if !same_host && !app.config.origin_allowed(origin) {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(

@@ -1,0 +1,57 @@
+//! The application state: one value that holds every feature, handed to every HTTP handler and
+//! transport (the axum router's state). Features do not know it: each gets only what it uses
+//! (the hub to publish through, its own options), so they stay below it and testable alone.
+//!
+//! Built once by [`server`](crate::server) at start; everything in it is shared (`Arc`).
+
+use std::sync::Arc;
+
+use crate::config::{Config, PlatformProfile, Sources};
+use crate::hub::{Hub, HubOptions};
+use crate::journal::JournalOptions;
+use crate::memory::Memory;
+use crate::metrics::Metrics;
+use crate::monitor::Monitor;
+use crate::teams::Teams;
+
+/// Everything a request may need.
+pub struct AppState {
+    /// The configuration in force (with the port actually bound).
+    pub config: Arc<Config>,
+    /// Journal, connections, fan-out, shutdown.
+    pub hub: Arc<Hub>,
+    /// Users, tokens, workspaces, messages, shared documents: who may connect and see what.
+    pub teams: Arc<Teams>,
+    /// The index of the data folder, search and its history.
+    pub memory: Arc<Memory>,
+    /// System status (CPU, memory, disk), published on a timer.
+    pub monitor: Arc<Monitor>,
+    /// The Prometheus registry behind `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// How the configuration was assembled at start.
+    pub startup: Arc<Startup>,
+}
+
+/// The shared handle handlers receive.
+pub type App = Arc<AppState>;
+
+/// How the configuration in force was assembled at start.
+#[derive(Debug)]
+pub struct Startup {
+    pub sources: Sources,
+    pub profile: PlatformProfile,
+}
+
+/// The hub's part of the configuration.
+pub fn hub_options(config: &Config) -> HubOptions {
+    HubOptions {
+        state_dir: config.state_dir(),
+        queue_bound: config.queue_bound,
+        journal: JournalOptions {
+            sync: config.journal_sync.clone(),
+            batch_max: config.journal_batch_max,
+            retention_max_events: config.retention_max_events,
+            retention_max_age_s: config.retention_max_age_s,
+        },
+    }
+}

@@ -1,0 +1,14 @@
+//! Wall-clock time as the project writes it everywhere: RFC 3339, UTC, milliseconds. One place,
+//! so the envelope's `timestamp`, the journal's `ts` and every API answer agree on the format.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Now, as `2026-11-29T10:31:34.123Z`.
+pub fn now_rfc3339() -> String {
+    rfc3339(Utc::now())
+}
+
+/// `t`, as `2026-11-29T10:31:34.123Z`.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}

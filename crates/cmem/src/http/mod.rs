@@ -1,0 +1,219 @@
+//! The HTTP layer beneath the API and the transports: the JSON envelope
+//! `{success, data, error, timestamp}`, [`ApiError`] and how every feature's error becomes a
+//! status, and the parsing of query parameters and cursors. Both `api/` and `transports/` answer
+//! through it, so a refusal reads the same whichever endpoint gave it.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::clock::now_rfc3339;
+use crate::envelope::Cursor;
+use crate::hub::PublishError;
+use crate::teams::TeamsError;
+use crate::teams::auth::AuthError;
+
+/// A successful answer in the JSON envelope.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    Json(json!({
+        "success": true,
+        "data": data,
+        "error": null,
+        "timestamp": now_rfc3339(),
+    }))
+    .into_response()
+}
+
+/// An error answer: a status and a message that says what was wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({
+                "success": false,
+                "data": null,
+                "error": self.message,
+                "timestamp": now_rfc3339(),
+            })),
+        )
+            .into_response()
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Invalid(m) => ApiError::bad_request(m),
+            PublishError::Journal(j) => {
+                tracing::error!(error = %j, "publish failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, j.to_string())
+            }
+        }
+    }
+}
+
+/// `Json<T>` whose rejections use the envelope and a 4xx that names the problem.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => {
+                let status = match &rej {
+                    JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    JsonRejection::BytesRejection(_) => rej.status(),
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "request body is larger than max_payload_bytes".to_string()
+                } else {
+                    rej.body_text()
+                };
+                Err(ApiError::new(status, message))
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let status = match e {
+            AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<TeamsError> for ApiError {
+    fn from(e: TeamsError) -> Self {
+        let status = match &e {
+            TeamsError::Invalid(_) => StatusCode::BAD_REQUEST,
+            TeamsError::NotFound(_) => StatusCode::NOT_FOUND,
+            TeamsError::Exists(_) | TeamsError::TooMany(_) => StatusCode::CONFLICT,
+            TeamsError::Forbidden(_) => StatusCode::FORBIDDEN,
+            TeamsError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
+            TeamsError::Db(_) | TeamsError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            TeamsError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// Refuses query parameters other than `allowed` (and the `_` cache-buster), naming them, so a
+/// typo is not silently ignored.
+pub(crate) fn only_params(
+    q: &std::collections::HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<(), ApiError> {
+    match q
+        .keys()
+        .find(|k| !allowed.contains(&k.as_str()) && *k != "_")
+    {
+        Some(k) => Err(ApiError::bad_request(format!(
+            "unknown query parameter `{k}`; allowed: {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A whole-number query parameter of at least `min`, if given.
+pub(crate) fn int_param(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+    min: i64,
+) -> Result<Option<i64>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{key} `{v}` is not a whole number of at least {min}"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// Query parameters, with unknown ones refused so that typos do not pass silently.
+pub(crate) fn query_params(
+    raw: Option<&str>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded_pairs(raw.unwrap_or("")) {
+        if k == "_" {
+            continue; // cache-buster
+        }
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{k}`; allowed: {}",
+                allowed.join(", ")
+            )));
+        }
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default()
+}
+
+/// Parses a cursor parameter, naming it in the error.
+pub(crate) fn parse_cursor(
+    name: &str,
+    raw: Option<&str>,
+    epoch: Option<&str>,
+) -> Result<Option<Cursor>, ApiError> {
+    let Some(raw) = raw.filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut c = Cursor::parse(raw).map_err(|m| ApiError::bad_request(format!("{name}: {m}")))?;
+    if c.epoch.is_none() {
+        c.epoch = epoch.filter(|e| !e.is_empty()).map(str::to_string);
+    }
+    Ok(Some(c))
+}

@@ -1,0 +1,216 @@
+//! The router: every endpoint and transport on one port, and the layers around them —
+//! authentication, body limits and timeouts, CORS, and outermost the [`guard`](super::guard)
+//! (Host and Origin). It sits beside the server, above the API and the transports, because it
+//! is the one place that knows all of them.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::guard;
+use crate::api::{admin, config, diagnostics, events, search, system, workspaces};
+use crate::app::App;
+use crate::http::{ApiError, ok};
+use crate::teams::auth;
+use crate::transports;
+
+async fn health(State(app): State<App>) -> Response {
+    ok(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": app.hub.uptime_s(),
+        "journal": { "epoch": app.hub.journal.epoch(), "head": app.hub.journal.head() },
+    }))
+}
+
+async fn not_found(State(app): State<App>, req: Request) -> ApiError {
+    let path = req.uri().path();
+    let c = &app.config;
+    let transport = match path {
+        "/api/events/stream" if !c.transport_enabled("sse") => Some("sse"),
+        "/api/events/poll" if !c.transport_enabled("poll") => Some("poll"),
+        p if (p == "/socket.io" || p.starts_with("/socket.io/"))
+            && !c.transport_enabled("websocket")
+            && !c.transport_enabled("polling") =>
+        {
+            Some("websocket and polling")
+        }
+        _ => None,
+    };
+    match transport {
+        Some(t) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the {t} transport is disabled on this server (transports = {})",
+                app.config.transports.join(",")
+            ),
+        ),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no endpoint {} {path}", req.method()),
+        ),
+    }
+}
+
+/// Paths (prefixes) only an admin may use, whatever the method. The connection diagnostics
+/// are here because they show every client's address, user agent and user.
+const ADMIN_PATHS: [&str; 5] = [
+    "/api/admin/",
+    "/system/reindex",
+    "/system/cache/clear",
+    "/api/websocket/",
+    "/config",
+];
+
+/// Authentication for every HTTP route but `/health` (Socket.IO authenticates in its own
+/// handshake). The identity goes into the request's extensions for handlers and transports;
+/// a `?token=` is taken out of the query so no handler sees or echoes it.
+async fn authenticate(
+    State(app): State<App>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if path == "/health" || path.starts_with("/socket.io") {
+        return next.run(req).await;
+    }
+    let query = req.uri().query().map(str::to_string);
+    let token = auth::token_from(req.headers(), query.as_deref());
+    let identity = match auth::identify(&app.teams, token.as_deref()) {
+        Ok(i) => i,
+        Err(e) => {
+            let mut resp = ApiError::from(e).into_response();
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+    };
+    if ADMIN_PATHS.iter().any(|p| path.starts_with(p))
+        && let Err(e) = identity.require_admin(path)
+    {
+        return ApiError::from(e).into_response();
+    }
+    if let Some(q) = query.filter(|q| q.split('&').any(|p| p.starts_with("token=")))
+        && let Ok(uri) = format!("{}?{}", req.uri().path(), auth::strip_token(&q))
+            .trim_end_matches('?')
+            .parse::<axum::http::Uri>()
+    {
+        *req.uri_mut() = uri;
+    }
+    req.extensions_mut().insert(identity);
+    next.run(req).await
+}
+
+/// CORS for the HTTP API, from the same allow-list the WebSocket `Origin` check uses.
+fn cors(app: &App) -> CorsLayer {
+    let h = app.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin
+                .to_str()
+                .map(|o| h.config.origin_allowed(o))
+                .unwrap_or(false)
+        }))
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::DELETE,
+            axum::http::Method::OPTIONS,
+        ])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderName::from_static("last-event-id"),
+        ])
+}
+
+/// Every route on one port: API, SSE, poll and Socket.IO.
+pub fn router(state: App, io_layer: Option<transports::socketio::Layer>) -> Router {
+    let mut app = Router::new()
+        .route(
+            "/api/search",
+            get(search::search_get).post(search::search_post),
+        )
+        .route("/search", get(search::search_get))
+        .route("/search/suggestions", get(search::suggestions))
+        .route("/search/export", post(search::export))
+        .route("/prompts/similar", get(search::similar))
+        .route("/system/indexing", get(system::indexing))
+        .route("/system/reindex", post(system::reindex))
+        .route(
+            "/system/status",
+            get(system::status).post(system::publish_status),
+        )
+        .route("/system/stats", get(system::status))
+        .route("/system/cache/clear", post(system::clear_cache))
+        .route("/metrics", get(system::metrics))
+        .route("/config", get(config::get).put(config::put))
+        .route(
+            "/api/workspaces/{ws}/messages",
+            get(workspaces::history).post(workspaces::send),
+        )
+        .route("/api/workspaces/{ws}/presence", get(workspaces::online))
+        .route(
+            "/api/workspaces/{ws}/notifications",
+            post(workspaces::notify),
+        )
+        .route("/api/notifications", get(workspaces::notifications))
+        .route("/api/admin/users", get(admin::users).post(admin::add_user))
+        .route("/api/admin/users/{name}", delete(admin::remove_user))
+        .route("/api/admin/users/{name}/tokens", post(admin::create_token))
+        .route("/api/admin/tokens", get(admin::tokens))
+        .route("/api/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route(
+            "/api/admin/workspaces",
+            get(admin::workspaces).post(admin::create_workspace),
+        )
+        .route(
+            "/api/admin/workspaces/{ws}/members",
+            post(admin::add_member),
+        )
+        .route(
+            "/api/admin/workspaces/{ws}/members/{user}",
+            delete(admin::remove_member),
+        )
+        .route("/health", get(health))
+        .route("/api/events", post(events::publish))
+        .route("/api/websocket/status", get(diagnostics::status))
+        .route("/api/websocket/errors", get(diagnostics::errors))
+        .route(
+            "/api/websocket/clear-errors",
+            post(diagnostics::clear_errors),
+        );
+    if state.config.transport_enabled("sse") {
+        app = app.route("/api/events/stream", get(transports::sse::stream));
+    }
+    if state.config.transport_enabled("poll") {
+        app = app.route("/api/events/poll", get(transports::poll::poll));
+    }
+    let mut app = app
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(
+            state.config.max_payload_bytes as usize,
+        ))
+        // a body that stops arriving (a `Content-Length` it never sends) ends the request
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_millis(state.config.request_read_timeout_ms),
+        ))
+        .with_state(state.clone());
+    if let Some(layer) = io_layer {
+        app = layer.apply(app, state.clone());
+    }
+    // the guard is the outermost layer: a refused Host or Origin gets no further
+    app.layer(cors(&state))
+        .layer(axum::middleware::from_fn_with_state(state, guard::check))
+}
