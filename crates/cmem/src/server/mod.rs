@@ -67,6 +67,8 @@ pub enum ServerError {
 pub struct Server {
     app: App,
     listener: TcpListener,
+    /// The address actually bound (the port may differ from the configured one).
+    addr: SocketAddr,
 }
 
 impl Server {
@@ -99,9 +101,12 @@ impl Server {
             });
         }
         let listener = listen(addr, config.port_fallback)?;
-        if let Ok(bound) = listener.local_addr() {
-            config.bind = bound; // the origin clients see, and what diagnostics report
-        }
+        let bound = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr,
+            diagnosis: classify(&source),
+            source,
+        })?;
+        config.bind = bound; // the origin clients see, and what diagnostics report
         let hub = Hub::open(hub_options(&config))?;
         teams.limit_messages(config.team_message_max_chars);
         let teams = Arc::new(teams);
@@ -116,11 +121,16 @@ impl Server {
             metrics,
             startup,
         });
-        Ok(Server { app, listener })
+        Ok(Server {
+            app,
+            listener,
+            addr: bound,
+        })
     }
 
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

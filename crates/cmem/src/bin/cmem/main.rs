@@ -1,0 +1,293 @@
+//! The `cmem` binary: the command line (one file per command beside this one), dispatch, exit
+//! codes and logging. The process edge: the only place errors become exit codes.
+
+mod backup;
+mod doctor;
+mod firewall;
+mod index;
+mod search;
+mod serve;
+mod teams;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use cmem::config::{self, Overrides};
+
+use doctor::DoctorArgs;
+use firewall::FirewallArgs;
+use index::IndexArgs;
+use search::SearchArgs;
+use teams::{TeamsCmd, TokenCmd, UserCmd, WorkspaceCmd};
+
+#[derive(Parser)]
+#[command(
+    name = "cmem",
+    version,
+    about = "Collective Memory: team memory server with a durable real-time journal"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ConfigFlags),
+    /// Print the effective configuration and where each value came from.
+    Config(ConfigFlags),
+    /// Index a folder without running the server (the same index `cmem serve` uses).
+    Index(IndexArgs),
+    /// Search a folder's index from the command line.
+    Search(SearchArgs),
+    /// Print the Windows firewall rule for the configured port; --apply adds it (Windows).
+    Firewall(FirewallArgs),
+    /// Diagnose this machine and test which transports reach a running server.
+    Doctor(DoctorArgs),
+    /// Manage users (once one exists, every client needs a token).
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Manage bearer tokens (shown once at creation, stored hashed).
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Manage workspaces and their members.
+    Workspace {
+        #[command(subcommand)]
+        cmd: WorkspaceCmd,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Copy the server's state (journal, team database, searches history, config) into a new
+    /// folder; consistent and safe while the server runs.
+    Backup {
+        /// The folder to create (it must not exist, or be empty).
+        dir: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Put a backup in place of the state (refused while a server runs on the folder); the
+    /// journal gets a new epoch, so clients that read past the backup get a resync.
+    Restore {
+        /// A folder made by `cmem backup`.
+        dir: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+/// Where the teams database is: the data folder (default: CM_DATA_DIR, else "."). Global, so
+/// it may follow the subcommand (`cmem user add alice --data DIR`).
+#[derive(Args, Clone)]
+pub(crate) struct DataArg {
+    #[arg(long, value_name = "DIR", global = true)]
+    data: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// Flags that override every other configuration layer.
+#[derive(Args, Clone)]
+pub(crate) struct ConfigFlags {
+    /// Folder the memory covers (state goes to <DIR>/.collective-memory/).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8000 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    bind: Option<String>,
+    /// Platform profile: auto, windows or default.
+    #[arg(long, value_name = "PROFILE")]
+    platform_profile: Option<String>,
+    /// Allowed origins for CORS and WebSocket, comma-separated (`*` for any).
+    #[arg(long, value_name = "LIST")]
+    cors_origins: Option<String>,
+    /// Enabled transports, comma-separated subset of websocket,polling,sse,poll.
+    #[arg(long, value_name = "LIST")]
+    transports: Option<String>,
+    #[arg(long, value_name = "MS")]
+    ping_interval_ms: Option<u64>,
+    #[arg(long, value_name = "MS")]
+    ping_timeout_ms: Option<u64>,
+    #[arg(long, value_name = "BYTES")]
+    max_payload_bytes: Option<u64>,
+    /// Events a connection may fall behind before it is closed as a slow consumer.
+    #[arg(long, value_name = "N")]
+    queue_bound: Option<usize>,
+    #[arg(long, value_name = "N")]
+    retention_max_events: Option<u64>,
+    #[arg(long, value_name = "SECONDS")]
+    retention_max_age_s: Option<u64>,
+    /// Run open (no tokens) even on an address other machines can reach.
+    #[arg(long)]
+    insecure: bool,
+    /// If the port is taken (or refused), try up to N next ports and say which one was used.
+    #[arg(long, value_name = "N")]
+    port_fallback: Option<u16>,
+}
+
+impl ConfigFlags {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            bind: self.bind.clone(),
+            data_dir: self.data.clone(),
+            platform_profile: self.platform_profile.clone(),
+            cors_origins: self.cors_origins.clone(),
+            transports: self.transports.clone(),
+            ping_interval_ms: self.ping_interval_ms,
+            ping_timeout_ms: self.ping_timeout_ms,
+            max_payload_bytes: self.max_payload_bytes,
+            queue_bound: self.queue_bound,
+            retention_max_events: self.retention_max_events,
+            retention_max_age_s: self.retention_max_age_s,
+            insecure: self.insecure.then_some(true),
+            port_fallback: self.port_fallback,
+        }
+    }
+}
+
+/// Exit codes callers (and scripts) can tell apart.
+pub(crate) const EXIT_CONFIG: u8 = 2;
+
+/// The port is taken by another process.
+pub(crate) const EXIT_PORT_IN_USE: u8 = 3;
+
+/// The OS refused the port (Windows excluded range, privileged port).
+pub(crate) const EXIT_PORT_DENIED: u8 = 4;
+
+/// Any other failure to listen.
+pub(crate) const EXIT_BIND: u8 = 5;
+
+pub(crate) const EXIT_RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Index(args) => index::index(args),
+        Command::Search(args) => search::search(args),
+        Command::Firewall(a) => firewall::firewall(a),
+        Command::Doctor(a) => doctor::doctor(a),
+        Command::User { cmd, data } => teams::teams_cmd(TeamsCmd::User(cmd), &data),
+        Command::Token { cmd, data } => teams::teams_cmd(TeamsCmd::Token(cmd), &data),
+        Command::Workspace { cmd, data } => teams::teams_cmd(TeamsCmd::Workspace(cmd), &data),
+        Command::Backup { dir, data } => backup::backup_cmd(&dir, &data),
+        Command::Restore { dir, data } => backup::restore_cmd(&dir, &data),
+        Command::Config(flags) => match config::load(&flags.overrides()) {
+            Ok(loaded) => {
+                print!("{}", loaded.render());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve(flags) => {
+            let (loaded, runtime) =
+                match load_config(&flags.overrides()).and_then(|l| Ok((l, runtime()?))) {
+                    Ok(x) => x,
+                    Err(code) => return code,
+                };
+            match runtime.block_on(serve::serve(loaded)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    serve::exit_code(&e)
+                }
+            }
+        }
+    }
+}
+
+/// Loads the configuration, or says why not (exit code 2).
+pub(crate) fn load_config(o: &Overrides) -> Result<config::Loaded, ExitCode> {
+    config::load(o).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// The async runtime for the commands that need one.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(EXIT_RUNTIME)
+    })
+}
+
+/// Loads the configuration for a folder (so `index_max_file_bytes` and the like apply).
+pub(crate) fn config_for(dir: &std::path::Path) -> Result<config::Loaded, ExitCode> {
+    load_config(&Overrides {
+        data_dir: Some(dir.to_path_buf()),
+        ..Overrides::default()
+    })
+}
+
+/// The data folder a command acts on: `--data`, else the configured one; it must exist.
+pub(crate) fn data_dir(data: &DataArg) -> Result<PathBuf, ExitCode> {
+    let dir = match &data.data {
+        Some(d) => d.clone(),
+        None => match config::load(&Overrides::default()) {
+            Ok(l) => l.config.data_dir,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
+        },
+    };
+    if !dir.is_dir() {
+        eprintln!("error: {} is not a folder", dir.display());
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(dir)
+}
+
+/// Whether an error is a failure of this machine (exit 1) rather than a refusal of what was
+/// asked (exit 2).
+pub(crate) trait Failure {
+    fn is_failure(&self) -> bool;
+}
+
+/// Prints a result as JSON or as text; a refusal (bad name, unknown user, a folder that is not
+/// a backup…) exits 2, a failure 1.
+pub(crate) fn report<T: serde::Serialize, E: std::fmt::Display + Failure>(
+    json: bool,
+    r: Result<T, E>,
+    text: impl Fn(&T) -> String,
+) -> ExitCode {
+    match r {
+        Ok(v) => {
+            if json {
+                println!("{}", serde_json::to_string(&v).unwrap_or_default());
+            } else {
+                println!("{}", text(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_failure() {
+                ExitCode::from(EXIT_RUNTIME)
+            } else {
+                ExitCode::from(EXIT_CONFIG)
+            }
+        }
+    }
+}
