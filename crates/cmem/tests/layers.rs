@@ -1,0 +1,194 @@
+//! The shape of the crate, checked: each top-level module may use only the modules listed for
+//! it below, so the layers stay one-way (no import cycles) as the code grows. ARCHITECTURE.md
+//! draws the same table top to bottom; change both together, and only by moving a module up,
+//! never by letting a lower one reach up.
+//!
+//! The check reads the sources: every `crate::<module>` outside comments counts as a use.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Bottom to top: a module may use those listed for it, nothing else in the crate.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("clock", &[]),
+    ("net", &[]),
+    ("config", &["net"]),
+    ("envelope", &[]),
+    ("journal", &["clock", "envelope"]),
+    ("hub", &["clock", "envelope", "journal", "net"]),
+    ("memory", &["clock", "envelope", "hub"]),
+    ("teams", &["clock", "envelope", "hub"]),
+    ("monitor", &["envelope", "hub", "memory"]),
+    ("metrics", &["hub", "memory"]),
+    (
+        "app",
+        &[
+            "config", "hub", "journal", "memory", "metrics", "monitor", "teams",
+        ],
+    ),
+    ("http", &["clock", "envelope", "hub", "teams"]),
+    (
+        "transports",
+        &["app", "clock", "envelope", "http", "hub", "net", "teams"],
+    ),
+    (
+        "api",
+        &[
+            "app", "clock", "config", "envelope", "http", "hub", "memory", "metrics", "teams",
+        ],
+    ),
+    ("ops", &["clock", "config", "journal", "net"]),
+    (
+        "server",
+        &[
+            "api",
+            "app",
+            "config",
+            "http",
+            "hub",
+            "journal",
+            "memory",
+            "metrics",
+            "monitor",
+            "net",
+            "teams",
+            "transports",
+        ],
+    ),
+    (
+        "fuzzing",
+        &[
+            "api",
+            "config",
+            "envelope",
+            "http",
+            "hub",
+            "memory",
+            "teams",
+            "transports",
+        ],
+    ),
+];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `crate::<name>` uses in `text`, comments left out.
+fn uses(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for line in text.lines() {
+        let code = match line.find("//") {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        let mut rest = code;
+        while let Some(i) = rest.find("crate::") {
+            let after = &rest[i + "crate::".len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                found.insert(name);
+            }
+            rest = after;
+        }
+    }
+    found
+}
+
+/// The module a file belongs to (`src/hub/registry.rs` → `hub`); `None` for `lib.rs` and the
+/// binary, which sit above everything.
+fn module_of(file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src()).ok()?;
+    let first = rel.components().next()?.as_os_str().to_str()?.to_string();
+    match first.as_str() {
+        "lib.rs" | "bin" => None,
+        f => Some(f.trim_end_matches(".rs").to_string()),
+    }
+}
+
+#[test]
+fn every_module_uses_only_the_layers_below_it() {
+    let allowed: BTreeMap<&str, BTreeSet<&str>> = LAYERS
+        .iter()
+        .map(|(m, deps)| (*m, deps.iter().copied().collect()))
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        let Some(module) = module_of(file) else {
+            continue;
+        };
+        let Some(ok) = allowed.get(module.as_str()) else {
+            wrong.push(format!(
+                "{}: module `{module}` is not in the LAYERS table of tests/layers.rs",
+                file.display()
+            ));
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        for used in uses(&text) {
+            if used != module && !ok.contains(used.as_str()) {
+                wrong.push(format!(
+                    "{}: `{module}` uses `crate::{used}`, which is not below it",
+                    file.display()
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "layer violations:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_layers_are_ordered_and_cover_the_crate() {
+    // each module may use only modules listed before it: then no cycle is possible
+    for (i, (module, deps)) in LAYERS.iter().enumerate() {
+        for d in *deps {
+            let below = LAYERS[..i].iter().any(|(m, _)| m == d);
+            assert!(
+                below,
+                "`{module}` may use `{d}`, which is not listed before it"
+            );
+        }
+    }
+    // every module lib.rs declares is in the table
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    for line in lib.lines() {
+        if let Some(name) = line
+            .trim()
+            .strip_prefix("pub mod ")
+            .or_else(|| line.trim().strip_prefix("mod "))
+        {
+            let name = name.trim_end_matches(';');
+            assert!(
+                LAYERS.iter().any(|(m, _)| *m == name),
+                "lib.rs declares `{name}`, which tests/layers.rs does not place"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_checker_sees_uses_and_skips_comments() {
+    let found = uses(
+        "use crate::hub::Hub; // crate::server\n/// [x](crate::api)\nlet a = crate::clock::now();",
+    );
+    assert_eq!(
+        found,
+        ["clock", "hub"].iter().map(|s| s.to_string()).collect()
+    );
+}
