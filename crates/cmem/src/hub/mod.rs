@@ -517,3 +517,6 @@ impl Subscription {
         ev
     }
 }
+
+#[cfg(test)]
+mod tests;

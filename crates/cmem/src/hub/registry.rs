@@ -595,3 +595,98 @@ impl Registry {
             .unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(token: Option<&str>, workspaces: &[&str]) -> ConnMeta {
+        ConnMeta {
+            user_agent: String::new(),
+            remote_addr: String::new(),
+            workspaces: workspaces.iter().map(|w| w.to_string()).collect(),
+            user: token.map(|_| "ann".to_string()),
+            token_id: token.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_poll_addresses_are_new_for_each_registration() {
+        let r = Registry::new(CancellationToken::new());
+        let a = r
+            .register("a".into(), Transport::Sse, meta(None, &[]))
+            .unwrap();
+        assert!(
+            r.register("a".into(), Transport::Sse, meta(None, &[]))
+                .is_none()
+        );
+        assert_eq!(a.address, "a");
+        let p1 = r
+            .register("p".into(), Transport::Poll, meta(None, &[]))
+            .unwrap();
+        r.remove("p", "poll_timeout");
+        let p2 = r
+            .register("p".into(), Transport::Poll, meta(None, &[]))
+            .unwrap();
+        assert_ne!(
+            p1.address, p2.address,
+            "a returning poll id is a new connection"
+        );
+        assert!(r.by_address(&p1.address).is_none());
+        assert_eq!(r.by_address(&p2.address).unwrap().id, "p");
+    }
+
+    #[test]
+    fn the_first_close_reason_is_the_one_counted() {
+        let root = CancellationToken::new();
+        let r = Registry::new(root.clone());
+        let a = r
+            .register("a".into(), Transport::Websocket, meta(Some("t1"), &["eng"]))
+            .unwrap();
+        let b = r
+            .register("b".into(), Transport::Sse, meta(Some("t1"), &[]))
+            .unwrap();
+        let c = r
+            .register("c".into(), Transport::Poll, meta(Some("t1"), &[]))
+            .unwrap();
+        let d = r
+            .register("d".into(), Transport::Sse, meta(Some("t2"), &[]))
+            .unwrap();
+        assert_eq!(r.close_token("t1", "token_revoked"), 3);
+        assert!(a.closer.is_cancelled() && b.closer.is_cancelled());
+        assert!(!d.closer.is_cancelled());
+        // a poll client has no stream to notice: it leaves at once
+        assert!(r.get("c").is_none());
+        assert_eq!(c.close_reason().as_deref(), Some("token_revoked"));
+        // the transport then ends with its own reason; the revocation is what is counted
+        r.ended(&a, "transport_close");
+        r.ended(&b, "client_gone");
+        r.ended(&d, "client_gone");
+        let closes = r.closes_by_reason();
+        assert_eq!(closes.get("token_revoked"), Some(&3));
+        assert_eq!(closes.get("client_gone"), Some(&1));
+        assert!(r.is_empty());
+        // leaving after removal reports nothing (the workspaces went with the connection)
+        assert!(!a.leave("eng"));
+        // shutdown cancels every connection's closer
+        let e = r
+            .register("e".into(), Transport::Sse, meta(None, &[]))
+            .unwrap();
+        root.cancel();
+        assert!(e.closer.is_cancelled());
+    }
+
+    #[test]
+    fn nudges_remember_the_lowest_direct_id_until_taken() {
+        let r = Registry::new(CancellationToken::new());
+        let a = r
+            .register("a".into(), Transport::Sse, meta(None, &[]))
+            .unwrap();
+        assert!(a.take_direct().is_none());
+        a.nudge(9);
+        a.nudge(7);
+        assert!(a.has_direct_before(8) && !a.has_direct_before(7));
+        assert_eq!(a.take_direct(), Some(7));
+        assert!(a.take_direct().is_none());
+    }
+}

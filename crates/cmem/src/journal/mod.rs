@@ -654,3 +654,6 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
