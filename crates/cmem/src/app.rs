@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, PlatformProfile, Sources};
+use crate::config::{Config, JournalSync, PlatformProfile, Sources};
 use crate::hub::{Hub, HubOptions};
 use crate::journal::JournalOptions;
 use crate::memory::Memory;
@@ -48,7 +48,7 @@ pub fn hub_options(config: &Config) -> HubOptions {
         state_dir: config.state_dir(),
         queue_bound: config.queue_bound,
         journal: JournalOptions {
-            sync: config.journal_sync.clone(),
+            full_sync: config.journal_sync == JournalSync::Full,
             batch_max: config.journal_batch_max,
             retention_max_events: config.retention_max_events,
             retention_max_age_s: config.retention_max_age_s,

@@ -10,7 +10,6 @@ mod profile;
 
 pub use profile::{PlatformProfile, profile_layer};
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -22,203 +21,72 @@ mod error;
 
 pub use error::ConfigError;
 
-/// Transports a deployment may switch on or off.
-pub const TRANSPORTS: [&str; 4] = ["websocket", "polling", "sse", "poll"];
+mod keys;
 
-/// Every configuration key, in the order `cmem config` prints them.
-pub const KEYS: [&str; 39] = [
-    "platform_profile",
-    "bind",
-    "data_dir",
-    "cors_origins",
-    "allowed_hosts",
-    "transports",
-    "ping_interval_ms",
-    "ping_timeout_ms",
-    "connect_timeout_ms",
-    "max_payload_bytes",
-    "request_read_timeout_ms",
-    "queue_bound",
-    "slow_consumer_timeout_ms",
-    "retention_max_events",
-    "retention_max_age_s",
-    "journal_sync",
-    "journal_batch_max",
-    "poll_max_wait_s",
-    "poll_interval_ms",
-    "poll_client_ttl_s",
-    "sse_heartbeat_s",
-    "sse_retry_ms",
-    "shutdown_grace_ms",
-    "index_max_file_bytes",
-    "status_interval_s",
-    "search_publish_query",
-    "search_history_max",
-    "search_history_shared",
-    "insecure",
-    "team_message_max_chars",
-    "team_messages_per_s",
-    "doc_ops_per_s",
-    "docs_cached_max",
-    "docs_per_workspace_max",
-    "tcp_keepalive",
-    "tcp_keepalive_idle_s",
-    "tcp_keepalive_interval_s",
-    "tcp_keepalive_retries",
-    "port_fallback",
-];
+pub use keys::{Config, KEYS, Key, Partial, SPECS, markdown_table};
 
-/// The effective configuration of a server.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// `auto` (pick by OS), `windows` or `default`.
-    pub platform_profile: String,
-    /// Address and port the server listens on; port 0 picks a free port.
-    pub bind: SocketAddr,
-    /// The folder the memory covers; server state lives in `<data_dir>/.collective-memory/`.
-    pub data_dir: PathBuf,
-    /// Origins allowed by CORS and by the WebSocket `Origin` check; `*` allows any.
-    #[serde(deserialize_with = "string_or_list")]
-    pub cors_origins: Vec<String>,
-    /// Host names a server without users answers to besides loopback names and IP addresses
-    /// (against DNS rebinding); `*` allows any.
-    #[serde(deserialize_with = "string_or_list")]
-    pub allowed_hosts: Vec<String>,
-    /// Enabled transports, a subset of [`TRANSPORTS`].
-    #[serde(deserialize_with = "string_or_list")]
-    pub transports: Vec<String>,
-    /// Engine.IO ping interval.
-    pub ping_interval_ms: u64,
-    /// Engine.IO ping timeout.
-    pub ping_timeout_ms: u64,
-    /// Time a Socket.IO client has to join a namespace after the Engine.IO handshake.
-    pub connect_timeout_ms: u64,
-    /// Largest accepted message or HTTP body.
-    pub max_payload_bytes: u64,
-    /// Time a client has to send a request's headers, and at most between two pieces of its
-    /// body; a client slower than that is cut.
-    pub request_read_timeout_ms: u64,
-    /// Size of the shared fan-out window and of each Socket.IO send buffer, in events.
-    /// A connection further behind than this catches up from the journal.
-    pub queue_bound: usize,
-    /// A client whose socket accepts no data for this long (or whose Socket.IO send buffer
-    /// stays full this long) is closed as a slow consumer; it resumes from its cursor.
-    pub slow_consumer_timeout_ms: u64,
-    /// Journal retention by count (0 = unlimited).
-    pub retention_max_events: u64,
-    /// Journal retention by age in seconds (0 = unlimited).
-    pub retention_max_age_s: u64,
-    /// SQLite `synchronous` mode for the journal: `full` (survives power loss) or `normal`
-    /// (survives a process crash).
-    pub journal_sync: String,
-    /// Largest number of events committed in one group commit.
-    pub journal_batch_max: usize,
-    /// Upper bound for the poll transport's `wait` parameter.
-    pub poll_max_wait_s: u64,
-    /// Interval the poll transport advises clients to use between requests.
-    pub poll_interval_ms: u64,
-    /// A poll client not seen for this long is dropped from the registry.
-    pub poll_client_ttl_s: u64,
-    /// Interval of SSE heartbeat comments.
-    pub sse_heartbeat_s: u64,
-    /// SSE `retry:` value sent to clients.
-    pub sse_retry_ms: u64,
-    /// How long shutdown waits for clients to be closed before it stops anyway.
-    pub shutdown_grace_ms: u64,
-    /// Files larger than this are not indexed (counted as skipped).
-    pub index_max_file_bytes: u64,
-    /// The system monitor publishes `system_status` this often (0 = only on demand).
-    pub status_interval_s: u64,
-    /// Whether `search_started`/`search_completed` carry the query text (other clients see
-    /// them); `false` publishes `query: null`.
-    pub search_publish_query: bool,
-    /// Searches kept in the history for `GET /prompts/similar` (0 = keep no history).
-    pub search_history_max: u64,
-    /// Whether `GET /prompts/similar` offers everyone's earlier searches; off, each user is
-    /// offered their own only.
-    pub search_history_shared: bool,
-    /// Run open (no tokens) even when bound beyond loopback. Off by default: such a server
-    /// refuses to start until a user exists.
-    pub insecure: bool,
-    /// Longest team message, in characters.
-    pub team_message_max_chars: u64,
-    /// Team messages one connection may send per second (bursts of twice that).
-    pub team_messages_per_s: u64,
-    /// `doc_sync` and `doc_update` one Socket.IO connection may send per second (bursts of
-    /// twice that).
-    pub doc_ops_per_s: u64,
-    /// Shared documents kept loaded in memory; the least recently used idle one leaves first
-    /// (it is reloaded from storage when needed).
-    pub docs_cached_max: u64,
-    /// Shared documents one workspace may hold.
-    pub docs_per_workspace_max: u64,
-    /// TCP keepalive on accepted sockets (on in the Windows profile), so peers that vanished
-    /// without closing are noticed by the kernel.
-    pub tcp_keepalive: bool,
-    /// Idle seconds before the first keepalive probe.
-    pub tcp_keepalive_idle_s: u64,
-    /// Seconds between keepalive probes.
-    pub tcp_keepalive_interval_s: u64,
-    /// Unanswered probes before the connection is dropped.
-    pub tcp_keepalive_retries: u64,
-    /// If the port is taken or refused, try this many next ports (0 = fail at once).
-    pub port_fallback: u16,
+/// How a client is connected (and the names `transports` takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Socket.IO over WebSocket.
+    Websocket,
+    /// Socket.IO over HTTP long-polling.
+    Polling,
+    /// Server-Sent Events.
+    Sse,
+    /// Plain HTTP polling.
+    Poll,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            platform_profile: "auto".into(),
-            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            data_dir: PathBuf::from("."),
-            cors_origins: vec![
-                "http://localhost:3000".into(),
-                "http://127.0.0.1:3000".into(),
-            ],
-            allowed_hosts: Vec::new(),
-            transports: TRANSPORTS.iter().map(|s| s.to_string()).collect(),
-            ping_interval_ms: 25_000,
-            ping_timeout_ms: 20_000,
-            connect_timeout_ms: 45_000,
-            max_payload_bytes: 1_000_000,
-            request_read_timeout_ms: 20_000,
-            queue_bound: 1024,
-            slow_consumer_timeout_ms: 10_000,
-            retention_max_events: 1_000_000,
-            retention_max_age_s: 7 * 24 * 3600,
-            journal_sync: "full".into(),
-            journal_batch_max: 1000,
-            poll_max_wait_s: 30,
-            poll_interval_ms: 1000,
-            poll_client_ttl_s: 120,
-            sse_heartbeat_s: 15,
-            sse_retry_ms: 3000,
-            shutdown_grace_ms: 5000,
-            index_max_file_bytes: 10_000_000,
-            status_interval_s: 30,
-            search_publish_query: true,
-            search_history_max: 10_000,
-            search_history_shared: false,
-            insecure: false,
-            team_message_max_chars: 4000,
-            team_messages_per_s: 10,
-            doc_ops_per_s: 50,
-            docs_cached_max: 256,
-            docs_per_workspace_max: 1000,
-            tcp_keepalive: false,
-            tcp_keepalive_idle_s: 60,
-            tcp_keepalive_interval_s: 10,
-            tcp_keepalive_retries: 5,
-            port_fallback: 0,
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::Websocket,
+        Transport::Polling,
+        Transport::Sse,
+        Transport::Poll,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Polling => "polling",
+            Transport::Sse => "sse",
+            Transport::Poll => "poll",
         }
     }
 }
 
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Transport::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                format!("`{s}` is not a transport; allowed: websocket, polling, sse, poll")
+            })
+    }
+}
+
+/// SQLite `synchronous` mode of the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalSync {
+    /// Survives power loss (an fsync per commit).
+    Full,
+    /// Survives a process crash.
+    Normal,
+}
+
+/// The name of the state folder inside the data folder.
+pub const STATE_DIR: &str = ".collective-memory";
+
 impl Config {
     /// `<data_dir>/.collective-memory`
     pub fn state_dir(&self) -> PathBuf {
-        self.data_dir.join(".collective-memory")
+        self.data_dir.join(STATE_DIR)
     }
 
     /// Keepalive timings for accepted sockets, when keepalive is on.
@@ -231,8 +99,8 @@ impl Config {
     }
 
     /// Whether a transport is enabled.
-    pub fn transport_enabled(&self, name: &str) -> bool {
-        self.transports.iter().any(|t| t == name)
+    pub fn transport_enabled(&self, t: Transport) -> bool {
+        self.transports.contains(&t)
     }
 
     /// The origin this server answers on, which is always allowed.
@@ -260,22 +128,6 @@ impl Config {
             source_name: sources.source_of(key),
             allowed: allowed.to_string(),
         };
-        if PlatformProfile::parse(&self.platform_profile).is_none() {
-            return Err(bad(
-                "platform_profile",
-                self.platform_profile.clone(),
-                "one of auto, windows, default",
-            ));
-        }
-        for t in &self.transports {
-            if !TRANSPORTS.contains(&t.as_str()) {
-                return Err(bad(
-                    "transports",
-                    self.transports.join(","),
-                    "a comma-separated subset of websocket, polling, sse, poll",
-                ));
-            }
-        }
         if self.transports.is_empty() {
             return Err(bad("transports", String::new(), "at least one transport"));
         }
@@ -292,135 +144,97 @@ impl Config {
                 ));
             }
         }
-        let ranges: [(&'static str, u64, u64, u64); 25] = [
-            ("ping_interval_ms", self.ping_interval_ms, 50, 600_000),
-            ("ping_timeout_ms", self.ping_timeout_ms, 50, 600_000),
-            ("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000),
-            ("max_payload_bytes", self.max_payload_bytes, 1024, 1 << 30),
-            ("queue_bound", self.queue_bound as u64, 16, 1 << 20),
-            (
-                "slow_consumer_timeout_ms",
-                self.slow_consumer_timeout_ms,
-                100,
-                3_600_000,
-            ),
-            (
-                "journal_batch_max",
-                self.journal_batch_max as u64,
-                1,
-                100_000,
-            ),
-            (
-                "request_read_timeout_ms",
-                self.request_read_timeout_ms,
-                100,
-                600_000,
-            ),
-            ("poll_max_wait_s", self.poll_max_wait_s, 0, 300),
-            ("poll_interval_ms", self.poll_interval_ms, 10, 600_000),
-            ("poll_client_ttl_s", self.poll_client_ttl_s, 5, 86_400),
-            ("sse_heartbeat_s", self.sse_heartbeat_s, 1, 3600),
-            ("sse_retry_ms", self.sse_retry_ms, 100, 600_000),
-            ("shutdown_grace_ms", self.shutdown_grace_ms, 0, 600_000),
-            (
-                "index_max_file_bytes",
-                self.index_max_file_bytes,
-                1,
-                1 << 32,
-            ),
-            ("status_interval_s", self.status_interval_s, 0, 86_400),
-            ("search_history_max", self.search_history_max, 0, 10_000_000),
-            (
-                "team_message_max_chars",
-                self.team_message_max_chars,
-                1,
-                1_000_000,
-            ),
-            ("team_messages_per_s", self.team_messages_per_s, 1, 10_000),
-            ("doc_ops_per_s", self.doc_ops_per_s, 1, 100_000),
-            ("docs_cached_max", self.docs_cached_max, 1, 1_000_000),
-            (
-                "docs_per_workspace_max",
-                self.docs_per_workspace_max,
-                1,
-                10_000_000,
-            ),
-            ("tcp_keepalive_idle_s", self.tcp_keepalive_idle_s, 1, 7200),
-            (
-                "tcp_keepalive_interval_s",
-                self.tcp_keepalive_interval_s,
-                1,
-                600,
-            ),
-            ("tcp_keepalive_retries", self.tcp_keepalive_retries, 1, 127),
-        ];
-        for (key, v, lo, hi) in ranges {
-            if v < lo || v > hi {
+        for key in SPECS {
+            if let (Some((lo, hi)), Some(v)) = (key.range, self.number(key.name))
+                && (v < lo || v > hi)
+            {
                 return Err(bad(
-                    key,
+                    key.name,
                     v.to_string(),
                     &format!("a number from {lo} to {hi}"),
                 ));
             }
         }
-        if !matches!(self.journal_sync.as_str(), "full" | "normal") {
-            return Err(bad(
-                "journal_sync",
-                self.journal_sync.clone(),
-                "full or normal",
-            ));
-        }
         Ok(())
     }
 }
 
-/// Accepts `"a,b"` (environment, flags) as well as `["a", "b"]` (TOML).
-fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// Accepts `"a,b"` (environment, flags) as well as `["a", "b"]` (TOML), each item parsed.
+fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Either {
         One(String),
         Many(Vec<String>),
     }
-    Ok(match Either::deserialize(d)? {
+    let items: Vec<String> = match Either::deserialize(d)? {
         Either::One(s) => s
             .split(',')
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty())
             .collect(),
         Either::Many(v) => v,
-    })
+    };
+    items
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
-/// Values given on the command line; `None` means "not given".
-#[derive(Debug, Default, Clone, Serialize)]
+/// Values given on the command line, as text (parsed like environment values).
+#[derive(Debug, Default, Clone)]
 pub struct Overrides {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bind: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub platform_profile: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cors_origins: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transports: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ping_interval_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ping_timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_payload_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue_bound: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retention_max_events: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retention_max_age_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub insecure: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port_fallback: Option<u16>,
+    values: Vec<(&'static str, String)>,
+}
+
+impl Overrides {
+    /// Only the data folder.
+    pub fn data_dir(dir: &Path) -> Overrides {
+        let mut o = Overrides::default();
+        o.set("data_dir", dir.display().to_string());
+        o
+    }
+
+    /// Sets a key; a name that is not a key is ignored (the flags are made from [`SPECS`]).
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        if let Some(k) = SPECS.iter().find(|k| k.name == key) {
+            self.values.retain(|(n, _)| *n != k.name);
+            self.values.push((k.name, value.into()));
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Provider for Overrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("flag")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (k, v) in &self.values {
+            // a path is text as given; everything else is read as the environment is
+            let value = if *k == "data_dir" {
+                figment::value::Value::from(v.clone())
+            } else {
+                v.parse()
+                    .unwrap_or_else(|_| figment::value::Value::from(v.clone()))
+            };
+            dict.insert(k.to_string(), value);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
 }
 
 /// Gives a figment provider a readable name, which `cmem config` prints as the source.
@@ -489,21 +303,18 @@ impl Loaded {
 const ENV_PREFIX: &str = "CM_";
 
 fn env_layer() -> Env {
-    Env::prefixed(ENV_PREFIX).only(&KEYS)
+    Env::prefixed(ENV_PREFIX).only(KEYS)
 }
 
 /// Loads the configuration from all layers, reading the process environment.
 pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
     // data_dir decides where the config file is, so it is resolved from flags/env first.
     let data_dir = overrides
-        .data_dir
-        .clone()
+        .get("data_dir")
+        .map(PathBuf::from)
         .or_else(|| std::env::var_os("CM_DATA_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("."));
-    let config_file = data_dir
-        .join(".collective-memory")
-        .join("config")
-        .join("cmem.toml");
+    let config_file = data_dir.join(STATE_DIR).join("config").join("cmem.toml");
     load_with(overrides, &config_file, env_layer())
 }
 
@@ -526,7 +337,7 @@ pub fn update_file(
     data_dir: &Path,
     changes: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<FileUpdate, ConfigError> {
-    let dir = data_dir.join(".collective-memory").join("config");
+    let dir = data_dir.join(STATE_DIR).join("config");
     let path = dir.join("cmem.toml");
     let file_err = |message: String| ConfigError::File {
         path: path.clone(),
@@ -562,14 +373,7 @@ pub fn update_file(
     std::fs::create_dir_all(&dir).map_err(|e| file_err(e.to_string()))?;
     let tmp = dir.join(format!(".cmem.toml.{}.tmp", std::process::id()));
     std::fs::write(&tmp, &text).map_err(|e| file_err(e.to_string()))?;
-    let checked = load_with(
-        &Overrides {
-            data_dir: Some(data_dir.to_path_buf()),
-            ..Overrides::default()
-        },
-        &tmp,
-        env_layer(),
-    );
+    let checked = load_with(&Overrides::data_dir(data_dir), &tmp, env_layer());
     let next = match checked {
         Ok(l) => l,
         Err(e) => {
@@ -621,10 +425,7 @@ pub(crate) fn load_with(
         name: "config file",
         inner: Toml::file(config_file),
     };
-    let flags = Named {
-        name: "flag",
-        inner: Serialized::defaults(overrides.clone()),
-    };
+    let flags = overrides.clone();
     let env = Named {
         name: "env",
         inner: env,
@@ -655,10 +456,7 @@ pub(crate) fn load_with(
         name: "config file",
         inner: Toml::file(config_file),
     };
-    let flags = Named {
-        name: "flag",
-        inner: Serialized::defaults(overrides.clone()),
-    };
+    let flags = overrides.clone();
     let env = Named {
         name: "env",
         inner: env_layer(),
@@ -704,6 +502,14 @@ fn source_label(figment: &Figment, key: &str) -> String {
 mod tests {
     use super::*;
 
+    fn flags(pairs: &[(&str, &str)]) -> Overrides {
+        let mut o = Overrides::default();
+        for (k, v) in pairs {
+            o.set(k, *v);
+        }
+        o
+    }
+
     // figment's Jail closure signature returns its (large) error type; not ours to shrink.
     #[allow(clippy::result_large_err)]
     fn load_test(
@@ -731,11 +537,10 @@ mod tests {
     #[test]
     fn precedence_flag_env_file_profile_default() {
         let toml = "ping_interval_ms = 1111\nping_timeout_ms = 2222\nqueue_bound = 64\n";
-        let over = Overrides {
-            ping_interval_ms: Some(4444),
-            platform_profile: Some("windows".into()),
-            ..Default::default()
-        };
+        let over = flags(&[
+            ("ping_interval_ms", "4444"),
+            ("platform_profile", "windows"),
+        ]);
         let l = load_test(&over, Some(toml), &[("CM_PING_TIMEOUT_MS", "3333")]).unwrap();
         assert_eq!(l.config.ping_interval_ms, 4444);
         assert_eq!(l.sources.source_of("ping_interval_ms"), "flag");
@@ -754,28 +559,12 @@ mod tests {
 
     #[test]
     fn profiles_are_plain_data() {
-        let w = load_test(
-            &Overrides {
-                platform_profile: Some("windows".into()),
-                ..Default::default()
-            },
-            None,
-            &[],
-        )
-        .unwrap();
-        let d = load_test(
-            &Overrides {
-                platform_profile: Some("default".into()),
-                ..Default::default()
-            },
-            None,
-            &[],
-        )
-        .unwrap();
+        let w = load_test(&flags(&[("platform_profile", "windows")]), None, &[]).unwrap();
+        let d = load_test(&flags(&[("platform_profile", "default")]), None, &[]).unwrap();
         assert!(w.config.ping_timeout_ms > d.config.ping_timeout_ms);
         assert_eq!(w.profile, PlatformProfile::Windows);
         assert_eq!(d.profile, PlatformProfile::Default);
-        assert!(w.config.transport_enabled("polling"));
+        assert!(w.config.transport_enabled(Transport::Polling));
     }
 
     #[test]
@@ -795,10 +584,7 @@ mod tests {
         assert!(e.to_string().contains("no_such_key"), "{e}");
 
         let e = load_test(
-            &Overrides {
-                transports: Some("websocket,carrier-pigeon".into()),
-                ..Default::default()
-            },
+            &flags(&[("transports", "websocket,carrier-pigeon")]),
             None,
             &[],
         )
@@ -825,7 +611,7 @@ mod tests {
             &[("CM_TRANSPORTS", "sse, poll")],
         )
         .unwrap();
-        assert_eq!(l.config.transports, vec!["sse", "poll"]);
+        assert_eq!(l.config.transports, vec![Transport::Sse, Transport::Poll]);
         assert_eq!(l.config.cors_origins, vec!["http://a.test:1"]);
         assert!(l.config.origin_allowed("http://a.test:1"));
         assert!(!l.config.origin_allowed("http://evil.test"));
@@ -834,5 +620,50 @@ mod tests {
             l.render()
                 .contains("transports = [\"sse\",\"poll\"]  (env CM_TRANSPORTS)")
         );
+    }
+
+    /// README.md's table of keys is rendered from the key list; this fails when it is stale.
+    /// `CMEM_UPDATE_README=1 cargo test -p cmem readme` rewrites it.
+    #[test]
+    fn the_readme_table_is_the_key_list() {
+        const START: &str = "<!-- config keys: generated from crates/cmem/src/config/keys.rs -->\n";
+        const END: &str = "<!-- end of config keys -->";
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let (Some(a), Some(b)) = (readme.find(START), readme.find(END)) else {
+            panic!("README.md lacks the markers around the table of keys");
+        };
+        let want = markdown_table();
+        let have = &readme[a + START.len()..b];
+        if have != want && std::env::var_os("CMEM_UPDATE_README").is_some() {
+            let updated = format!("{}{START}{want}{}", &readme[..a], &readme[b..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
+        }
+        assert_eq!(
+            have, want,
+            "README.md's table of keys is stale: run CMEM_UPDATE_README=1 cargo test -p cmem readme"
+        );
+    }
+
+    #[test]
+    fn the_key_list_is_the_struct() {
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let fields: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys: Vec<&str> = KEYS.to_vec();
+        keys.sort();
+        let mut fields = fields;
+        fields.sort();
+        assert_eq!(keys, fields);
+        assert!(
+            SPECS.iter().all(|k| !k.summary().is_empty()),
+            "every key has help"
+        );
+        assert_eq!(SPECS.iter().filter(|k| k.switch).count(), 4);
     }
 }

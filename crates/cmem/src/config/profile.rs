@@ -5,10 +5,13 @@
 //! more patience with a client that stops reading, a slower advised poll interval, TCP
 //! keepalive on, and every fallback transport kept available.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::{Partial, Transport};
 
 /// Which profile is in force.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PlatformProfile {
     /// Pick by the OS the server runs on.
     Auto,
@@ -53,34 +56,18 @@ impl PlatformProfile {
     }
 }
 
-/// The values a profile sets; keys it leaves alone are absent.
-#[derive(Debug, Default, Serialize)]
-pub struct ProfileLayer {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ping_interval_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ping_timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub poll_interval_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transports: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slow_consumer_timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tcp_keepalive: Option<bool>,
-}
-
-/// The layer for a resolved profile.
-pub fn profile_layer(profile: PlatformProfile) -> ProfileLayer {
+/// The layer for a resolved profile: the values it sets (the keys it leaves alone are absent).
+pub fn profile_layer(profile: PlatformProfile) -> Partial {
     match profile.resolve() {
-        PlatformProfile::Windows => ProfileLayer {
+        PlatformProfile::Windows => Partial {
             ping_interval_ms: Some(25_000),
             ping_timeout_ms: Some(60_000),
             poll_interval_ms: Some(2_000),
-            transports: Some(super::TRANSPORTS.iter().map(|s| s.to_string()).collect()),
+            transports: Some(Transport::ALL.to_vec()),
             slow_consumer_timeout_ms: Some(30_000),
             tcp_keepalive: Some(true),
+            ..Partial::default()
         },
-        _ => ProfileLayer::default(),
+        _ => Partial::default(),
     }
 }

@@ -13,47 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envelope::Scope;
 
-/// How a client is connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// Socket.IO over WebSocket.
-    Websocket,
-    /// Socket.IO over HTTP long-polling.
-    Polling,
-    /// Server-Sent Events.
-    Sse,
-    /// Plain HTTP polling.
-    Poll,
-}
+pub use crate::config::Transport;
 
-impl Transport {
-    pub const ALL: [Transport; 4] = [
-        Transport::Websocket,
-        Transport::Polling,
-        Transport::Sse,
-        Transport::Poll,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Websocket => "websocket",
-            Transport::Polling => "polling",
-            Transport::Sse => "sse",
-            Transport::Poll => "poll",
-        }
-    }
-
-    fn from_u8(v: u8) -> Transport {
-        Transport::ALL
-            .get(v as usize)
-            .copied()
-            .unwrap_or(Transport::Poll)
-    }
-
-    fn to_u8(self) -> u8 {
-        self as u8
-    }
+fn transport_from_u8(v: u8) -> Transport {
+    Transport::ALL
+        .get(v as usize)
+        .copied()
+        .unwrap_or(Transport::Poll)
 }
 
 fn now_ms() -> i64 {
@@ -125,7 +91,7 @@ impl Conn {
     pub fn transport(&self) -> Transport {
         match self.transport_probe.get() {
             Some(probe) => probe(),
-            None => Transport::from_u8(self.transport.load(Ordering::Relaxed)),
+            None => transport_from_u8(self.transport.load(Ordering::Relaxed)),
         }
     }
 
@@ -370,7 +336,7 @@ impl Registry {
         let conn = Arc::new(Conn {
             id: id.clone(),
             address,
-            transport: AtomicU8::new(transport.to_u8()),
+            transport: AtomicU8::new(transport as u8),
             transport_probe: OnceLock::new(),
             connected_at: crate::clock::now_rfc3339(),
             last_activity_ms: AtomicI64::new(now_ms()),

@@ -18,7 +18,7 @@ fn options(dir: &std::path::Path, queue_bound: usize) -> HubOptions {
         state_dir: dir.to_path_buf(),
         queue_bound,
         journal: JournalOptions {
-            sync: "normal".into(),
+            full_sync: false,
             batch_max: 1000,
             retention_max_events: 0,
             retention_max_age_s: 0,

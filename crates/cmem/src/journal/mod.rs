@@ -69,8 +69,8 @@ pub struct Fanout {
 /// Settings the journal needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct JournalOptions {
-    /// `full` or `normal`.
-    pub sync: String,
+    /// SQLite `synchronous = FULL` (survives power loss) rather than `NORMAL` (a crash).
+    pub full_sync: bool,
     pub batch_max: usize,
     pub retention_max_events: u64,
     pub retention_max_age_s: u64,
@@ -124,14 +124,14 @@ pub struct ReadQuery {
     pub limit: usize,
 }
 
-fn open_connection(path: &Path, sync: &str) -> Result<Connection, JournalError> {
+fn open_connection(path: &Path, full_sync: bool) -> Result<Connection, JournalError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
         "synchronous",
-        if sync == "full" { "FULL" } else { "NORMAL" },
+        if full_sync { "FULL" } else { "NORMAL" },
     )?;
     Ok(conn)
 }
@@ -177,7 +177,7 @@ fn head_and_oldest(conn: &Connection) -> Result<(u64, u64), JournalError> {
 /// events, so every cursor read from the journal before the restore must get a `resync`, and
 /// replayed envelopes must name the epoch the clients will resume with. Returns the new epoch.
 pub fn renew_epoch(path: &Path) -> Result<String, JournalError> {
-    let mut conn = open_connection(path, "full")?;
+    let mut conn = open_connection(path, true)?;
     let epoch = new_epoch();
     let tx = conn.transaction()?;
     tx.execute(
@@ -207,7 +207,7 @@ impl Journal {
             source,
         })?;
         let path = state_dir.join("journal.sqlite3");
-        let conn = open_connection(&path, &opts.sync)?;
+        let conn = open_connection(&path, opts.full_sync)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS events (

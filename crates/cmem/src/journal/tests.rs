@@ -10,7 +10,7 @@ use super::*;
 
 fn options() -> JournalOptions {
     JournalOptions {
-        sync: "normal".into(),
+        full_sync: false,
         batch_max: 1000,
         retention_max_events: 0,
         retention_max_age_s: 0,

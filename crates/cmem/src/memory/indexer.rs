@@ -15,11 +15,12 @@ use serde_json::json;
 use tantivy::{IndexWriter, Term, doc};
 
 use super::{Memory, MemoryError, confined};
+use crate::config::STATE_DIR;
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
 
 /// Folders never indexed, whatever `.gitignore` says.
-pub(crate) const SKIP_DIRS: [&str; 4] = [".git", "node_modules", "target", ".collective-memory"];
+pub(crate) const SKIP_DIRS: [&str; 4] = [".git", "node_modules", "target", STATE_DIR];
 
 /// Progress events at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);

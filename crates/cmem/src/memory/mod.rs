@@ -23,6 +23,8 @@ use serde::Serialize;
 use tantivy::schema::{FAST, Field, STORED, STRING, Schema, TEXT};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy};
 
+use crate::config::STATE_DIR;
+
 /// Why the memory could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -153,7 +155,7 @@ pub struct Memory {
 impl Memory {
     /// Opens (or creates) the index for `data_dir`.
     pub fn open(data_dir: &Path, opts: &OpenOptions) -> Result<Arc<Memory>, MemoryError> {
-        let state = data_dir.join(".collective-memory").join("index");
+        let state = data_dir.join(STATE_DIR).join("index");
         std::fs::create_dir_all(&state).map_err(|source| MemoryError::Io {
             path: state.clone(),
             source,
@@ -162,7 +164,7 @@ impl Memory {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let index_dir = root.join(".collective-memory").join("index");
+        let index_dir = root.join(STATE_DIR).join("index");
         std::fs::create_dir_all(&index_dir).map_err(|source| MemoryError::Io {
             path: index_dir.clone(),
             source,
@@ -188,7 +190,7 @@ impl Memory {
             .reader_builder()
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()?;
-        let history = history::History::open(&root.join(".collective-memory"), opts.history_max)?;
+        let history = history::History::open(&root.join(STATE_DIR), opts.history_max)?;
         Ok(Arc::new(Memory {
             root,
             index_dir,

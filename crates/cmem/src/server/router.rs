@@ -14,6 +14,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use super::guard;
 use crate::api::{admin, config, diagnostics, events, search, system, workspaces};
 use crate::app::App;
+use crate::config::Transport;
 use crate::http::{ApiError, ok};
 use crate::teams::auth;
 use crate::transports;
@@ -31,11 +32,11 @@ async fn not_found(State(app): State<App>, req: Request) -> ApiError {
     let path = req.uri().path();
     let c = &app.config;
     let transport = match path {
-        "/api/events/stream" if !c.transport_enabled("sse") => Some("sse"),
-        "/api/events/poll" if !c.transport_enabled("poll") => Some("poll"),
+        "/api/events/stream" if !c.transport_enabled(Transport::Sse) => Some("sse"),
+        "/api/events/poll" if !c.transport_enabled(Transport::Poll) => Some("poll"),
         p if (p == "/socket.io" || p.starts_with("/socket.io/"))
-            && !c.transport_enabled("websocket")
-            && !c.transport_enabled("polling") =>
+            && !c.transport_enabled(Transport::Websocket)
+            && !c.transport_enabled(Transport::Polling) =>
         {
             Some("websocket and polling")
         }
@@ -46,7 +47,12 @@ async fn not_found(State(app): State<App>, req: Request) -> ApiError {
             StatusCode::NOT_FOUND,
             format!(
                 "the {t} transport is disabled on this server (transports = {})",
-                app.config.transports.join(",")
+                app.config
+                    .transports
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
         ),
         None => ApiError::new(
@@ -187,10 +193,10 @@ pub fn router(state: App, io_layer: Option<transports::socketio::Layer>) -> Rout
             "/api/websocket/clear-errors",
             post(diagnostics::clear_errors),
         );
-    if state.config.transport_enabled("sse") {
+    if state.config.transport_enabled(Transport::Sse) {
         app = app.route("/api/events/stream", get(transports::sse::stream));
     }
-    if state.config.transport_enabled("poll") {
+    if state.config.transport_enabled(Transport::Poll) {
         app = app.route("/api/events/poll", get(transports::poll::poll));
     }
     let mut app = app

@@ -377,8 +377,8 @@ const MAX_ATTACHMENTS: usize = 4;
 /// Builds the Socket.IO service from the configuration.
 pub fn build(app: &App) -> Option<Layer> {
     let c = &app.config;
-    let ws = c.transport_enabled("websocket");
-    let polling = c.transport_enabled("polling");
+    let ws = c.transport_enabled(Transport::Websocket);
+    let polling = c.transport_enabled(Transport::Polling);
     if !ws && !polling {
         return None;
     }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::{DataArg, EXIT_CONFIG, EXIT_RUNTIME, Failure, data_dir, report};
+use cmem::config::STATE_DIR;
 use cmem::memory::{Memory, MemoryError, OpenOptions};
 
 /// `cmem backup DIR`
@@ -14,7 +15,7 @@ pub(crate) fn backup_cmd(dest: &Path, data: &DataArg) -> ExitCode {
     };
     report(
         data.json,
-        cmem::ops::backup::backup(&dir.join(".collective-memory"), dest),
+        cmem::ops::backup::backup(&dir.join(STATE_DIR), dest),
         |m| {
             format!(
                 "backed up {} to {}: journal epoch {} up to event {}",
@@ -53,7 +54,7 @@ pub(crate) fn restore_cmd(from: &Path, data: &DataArg) -> ExitCode {
     }
     report(
         data.json,
-        cmem::ops::backup::restore(&dir.join(".collective-memory"), from),
+        cmem::ops::backup::restore(&dir.join(STATE_DIR), from),
         |r| {
             format!(
                 "restored the backup of {} (events up to {}); the journal's new epoch is {}; clients that read past event {} get a resync{}",

@@ -97,62 +97,60 @@ pub(crate) struct DataArg {
     json: bool,
 }
 
-/// Flags that override every other configuration layer.
-#[derive(Args, Clone)]
+/// Flags that override every other configuration layer: one per configuration key
+/// (`--ping-interval-ms 5000`, `--insecure`; `--data` for `data_dir`), made from the key list
+/// so a new key has its flag without being written here.
+#[derive(Clone, Default)]
 pub(crate) struct ConfigFlags {
-    /// Folder the memory covers (state goes to <DIR>/.collective-memory/).
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// Address to listen on, e.g. 127.0.0.1:8000 (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR:PORT")]
-    bind: Option<String>,
-    /// Platform profile: auto, windows or default.
-    #[arg(long, value_name = "PROFILE")]
-    platform_profile: Option<String>,
-    /// Allowed origins for CORS and WebSocket, comma-separated (`*` for any).
-    #[arg(long, value_name = "LIST")]
-    cors_origins: Option<String>,
-    /// Enabled transports, comma-separated subset of websocket,polling,sse,poll.
-    #[arg(long, value_name = "LIST")]
-    transports: Option<String>,
-    #[arg(long, value_name = "MS")]
-    ping_interval_ms: Option<u64>,
-    #[arg(long, value_name = "MS")]
-    ping_timeout_ms: Option<u64>,
-    #[arg(long, value_name = "BYTES")]
-    max_payload_bytes: Option<u64>,
-    /// Events a connection may fall behind before it is closed as a slow consumer.
-    #[arg(long, value_name = "N")]
-    queue_bound: Option<usize>,
-    #[arg(long, value_name = "N")]
-    retention_max_events: Option<u64>,
-    #[arg(long, value_name = "SECONDS")]
-    retention_max_age_s: Option<u64>,
-    /// Run open (no tokens) even on an address other machines can reach.
-    #[arg(long)]
-    insecure: bool,
-    /// If the port is taken (or refused), try up to N next ports and say which one was used.
-    #[arg(long, value_name = "N")]
-    port_fallback: Option<u16>,
+    overrides: Overrides,
 }
 
 impl ConfigFlags {
     fn overrides(&self) -> Overrides {
-        Overrides {
-            bind: self.bind.clone(),
-            data_dir: self.data.clone(),
-            platform_profile: self.platform_profile.clone(),
-            cors_origins: self.cors_origins.clone(),
-            transports: self.transports.clone(),
-            ping_interval_ms: self.ping_interval_ms,
-            ping_timeout_ms: self.ping_timeout_ms,
-            max_payload_bytes: self.max_payload_bytes,
-            queue_bound: self.queue_bound,
-            retention_max_events: self.retention_max_events,
-            retention_max_age_s: self.retention_max_age_s,
-            insecure: self.insecure.then_some(true),
-            port_fallback: self.port_fallback,
+        self.overrides.clone()
+    }
+}
+
+impl clap::FromArgMatches for ConfigFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut overrides = Overrides::default();
+        for key in config::SPECS {
+            if let Some(v) = m.get_one::<String>(key.name) {
+                overrides.set(key.name, v.clone());
+            }
         }
+        Ok(ConfigFlags { overrides })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for ConfigFlags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for key in config::SPECS {
+            let arg = clap::Arg::new(key.name)
+                .long(key.flag())
+                .help(key.summary())
+                .long_help(format!("{} [env: {}]", key.text(), key.env()));
+            // a switch alone means true (`--insecure`); `--search-publish-query false` too
+            cmd = cmd.arg(if key.switch {
+                arg.num_args(0..=1)
+                    .require_equals(false)
+                    .default_missing_value("true")
+                    .value_parser(["true", "false"])
+                    .value_name("BOOL")
+            } else {
+                arg.value_name(key.name.to_uppercase())
+            });
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -234,10 +232,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 /// Loads the configuration for a folder (so `index_max_file_bytes` and the like apply).
 pub(crate) fn config_for(dir: &std::path::Path) -> Result<config::Loaded, ExitCode> {
-    load_config(&Overrides {
-        data_dir: Some(dir.to_path_buf()),
-        ..Overrides::default()
-    })
+    load_config(&Overrides::data_dir(dir))
 }
 
 /// The data folder a command acts on: `--data`, else the configured one; it must exist.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::{EXIT_CONFIG, EXIT_RUNTIME, config_for};
+use cmem::config::STATE_DIR;
 use cmem::memory::search::{Filters, snippet_text};
 use cmem::memory::{Memory, OpenOptions};
 
@@ -36,11 +37,7 @@ pub(crate) fn search(args: SearchArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let meta = args
-        .data
-        .join(".collective-memory")
-        .join("index")
-        .join("meta.json");
+    let meta = args.data.join(STATE_DIR).join("index").join("meta.json");
     if !meta.exists() {
         eprintln!(
             "error: {} has no index yet; run `cmem index {}` (or `cmem serve`) first",

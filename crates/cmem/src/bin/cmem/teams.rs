@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::{DataArg, EXIT_RUNTIME, Failure, data_dir, report};
+use cmem::config::STATE_DIR;
 use cmem::teams::{Teams, TeamsError};
 
 #[derive(Subcommand)]
@@ -62,7 +63,7 @@ pub(crate) enum TeamsCmd {
 /// Opens the teams database of a data folder.
 pub(crate) fn open_teams(data: &DataArg) -> Result<Teams, ExitCode> {
     let dir = data_dir(data)?;
-    Teams::open(&dir.join(".collective-memory")).map_err(|e| {
+    Teams::open(&dir.join(STATE_DIR)).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_RUNTIME)
     })
