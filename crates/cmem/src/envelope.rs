@@ -25,15 +25,19 @@ pub enum Scope {
     Client(String),
 }
 
+/// The one rule for identifiers that travel in events and URLs (event types, scope names,
+/// poll client ids): 1 to `max` characters of letters, digits and `_ - . :`.
+pub fn is_identifier(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
 impl Scope {
     /// Parses `global`, `workspace:<name>` or `client:<id>`.
     pub fn parse(s: &str) -> Result<Scope, String> {
-        let valid_name = |n: &str| {
-            !n.is_empty()
-                && n.len() <= 128
-                && n.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
-        };
+        let valid_name = |n: &str| is_identifier(n, 128);
         if s == "global" {
             Ok(Scope::Global)
         } else if let Some(w) = s.strip_prefix("workspace:") {
@@ -181,10 +185,7 @@ impl NewEvent {
                 "type `{k}` must be 1 to 64 characters long"
             )));
         }
-        if !k
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
-        {
+        if !is_identifier(k, 64) {
             return Err(InvalidEvent(format!(
                 "type `{k}` may contain only letters, digits and _ - . :"
             )));

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestServer, cmem_in as cmem, token_for, until};
+use common::{TestServer, cmem_in as cmem, get_as, post_as, token_for, until};
 use serde_json::{Value, json};
 
 /// Runs team commands on `data`, each of which must succeed.
@@ -48,27 +48,9 @@ fn alice_and_bob_in_ops(d: &Path) -> (String, String) {
     (token_for(d, "alice"), token_for(d, "bob"))
 }
 
-async fn send(r: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
-    let r = match token {
-        Some(t) => r.bearer_auth(t),
-        None => r,
-    };
-    let r = r.send().await.expect("request");
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
-    send(reqwest::Client::new().get(url), token).await
-}
-
-async fn post(url: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    send(reqwest::Client::new().post(url).json(&body), token).await
-}
-
 /// Every event a poll reader `client` sees after `after` (one request, up to `wait` s).
 async fn poll(s: &TestServer, token: Option<&str>, client: &str, after: u64) -> (Vec<Value>, u64) {
-    let (st, v) = get(
+    let (st, v) = get_as(
         &format!(
             "{}/api/events/poll?client_id={client}&after={after}&wait=5",
             s.url
@@ -85,7 +67,7 @@ async fn poll(s: &TestServer, token: Option<&str>, client: &str, after: u64) -> 
 
 /// `GET /api/websocket/status` as `token`.
 async fn status(s: &TestServer, token: &str) -> Value {
-    get(&format!("{}/api/websocket/status", s.url), Some(token))
+    get_as(&format!("{}/api/websocket/status", s.url), Some(token))
         .await
         .1["data"]
         .clone()
@@ -109,13 +91,13 @@ async fn deeply_nested_queries_are_refused_on_every_search_route() {
     for q in [&deep, &nots] {
         let enc: String = url_escape(q);
         for path in ["/api/search", "/search"] {
-            let (st, v) = get(&format!("{}{path}?q={enc}", s.url), None).await;
+            let (st, v) = get_as(&format!("{}{path}?q={enc}", s.url), None).await;
             assert_eq!(st, 400, "{path}: {v}");
             assert!(v["error"].as_str().unwrap().contains("20 levels"), "{v}");
         }
-        let (st, v) = post(&format!("{}/api/search", s.url), None, json!({"q": q})).await;
+        let (st, v) = post_as(&format!("{}/api/search", s.url), None, json!({"q": q})).await;
         assert_eq!(st, 400, "{v}");
-        let (st, v) = post(
+        let (st, v) = post_as(
             &format!("{}/search/export", s.url),
             None,
             json!({"query": q, "format": "markdown"}),
@@ -154,16 +136,16 @@ async fn members_cannot_publish_as_the_server_or_as_someone_else() {
         "file_changed",
     ] {
         let body = json!({"type": kind, "scope": "workspace:ops", "data": {"user": "alice", "from": "alice", "text": "forged"}});
-        let (st, v) = post(&url, Some(&bob), body.clone()).await;
+        let (st, v) = post_as(&url, Some(&bob), body.clone()).await;
         assert_eq!(st, 400, "{kind}: {v}");
         assert!(v["error"].as_str().unwrap().contains("server only"), "{v}");
         // not even an admin may forge them
-        let (st, _) = post(&url, Some(&alice), body).await;
+        let (st, _) = post_as(&url, Some(&alice), body).await;
         assert_eq!(st, 400, "{kind} from an admin");
     }
     // a type of its own goes through, marked with who published it
     let (_, start) = poll(&s, Some(&alice), "reader", 0).await;
-    let (st, v) = post(
+    let (st, v) = post_as(
         &url,
         Some(&bob),
         json!({"type": "deploy", "scope": "workspace:ops", "data": {"user": "alice"}}),
@@ -177,7 +159,7 @@ async fn members_cannot_publish_as_the_server_or_as_someone_else() {
         .expect("deploy");
     assert_eq!(deploy["publisher"], json!({"user": "bob"}), "{deploy}");
     // and the field cannot be set by the client
-    let (st, v) = post(
+    let (st, v) = post_as(
         &url,
         Some(&bob),
         json!({"type": "deploy", "scope": "workspace:ops", "publisher": {"user": "alice"}}),
@@ -189,7 +171,7 @@ async fn members_cannot_publish_as_the_server_or_as_someone_else() {
 /// The total hits for `q` (an open server).
 #[cfg(unix)]
 async fn hits(s: &TestServer, q: &str) -> u64 {
-    let (st, v) = get(&format!("{}/api/search?q={q}", s.url), None).await;
+    let (st, v) = get_as(&format!("{}/api/search?q={q}", s.url), None).await;
     assert_eq!(st, 200, "{v}");
     v["data"]["total"].as_u64().expect("total")
 }
@@ -245,15 +227,15 @@ async fn nothing_outside_the_data_folder_reaches_the_index() {
     ] {
         assert_eq!(hits(&s, word).await, 0, "{word} reached the index");
     }
-    let (_, v) = get(&format!("{}/search/suggestions?q=zebra", s.url), None).await;
+    let (_, v) = get_as(&format!("{}/search/suggestions?q=zebra", s.url), None).await;
     assert_eq!(v["data"]["suggestions"], json!([]), "{v}");
 
     // a full re-index says the same
-    let (st, v) = post(&format!("{}/system/reindex", s.url), None, json!({})).await;
+    let (st, v) = post_as(&format!("{}/system/reindex", s.url), None, json!({})).await;
     assert!(st < 300, "{v}");
     fence(&s, "fencetwo").await;
     until("the re-index to finish", 20, || async {
-        let (_, v) = get(&format!("{}/system/indexing", s.url), None).await;
+        let (_, v) = get_as(&format!("{}/system/indexing", s.url), None).await;
         (v["data"]["running"] == false).then_some(())
     })
     .await;
@@ -371,7 +353,7 @@ async fn notifications_fail_closed_for_a_user_removed_mid_request() {
     );
     let alice = token_for(d, "alice");
     let s = TestServer::start_authed(d, &[], &[], Some(&alice));
-    let (st, v) = post(
+    let (st, v) = post_as(
         &format!("{}/api/workspaces/eng/notifications", s.url),
         Some(&alice),
         json!({"title": "eng only"}),
@@ -380,7 +362,7 @@ async fn notifications_fail_closed_for_a_user_removed_mid_request() {
     assert!(st < 300, "{v}");
     for round in 0..6 {
         let name = format!("bob{round}");
-        let (st, v) = post(
+        let (st, v) = post_as(
             &format!("{}/api/admin/users", s.url),
             Some(&alice),
             json!({"name": name, "create_token": true}),
@@ -392,7 +374,7 @@ async fn notifications_fail_closed_for_a_user_removed_mid_request() {
             .or(v["data"]["token"].as_str())
             .expect("token")
             .to_string();
-        let (st, _) = post(
+        let (st, _) = post_as(
             &format!("{}/api/admin/workspaces/ops/members", s.url),
             Some(&alice),
             json!({"user": name}),
@@ -403,7 +385,7 @@ async fn notifications_fail_closed_for_a_user_removed_mid_request() {
         let readers: Vec<_> = (0..200)
             .map(|_| {
                 let (url, bob) = (url.clone(), bob.clone());
-                tokio::spawn(async move { get(&url, Some(&bob)).await })
+                tokio::spawn(async move { get_as(&url, Some(&bob)).await })
             })
             .collect();
         let del = reqwest::Client::new()
@@ -488,7 +470,7 @@ async fn the_first_user_closes_connections_opened_without_a_token() {
         let _ = poll(&s, None, "open-poller", 0).await;
         assert_eq!(s.status().await["connections"]["total"], 2);
         if via_http {
-            let (st, v) = post(
+            let (st, v) = post_as(
                 &format!("{}/api/admin/users", s.url),
                 None,
                 json!({"name": "alice", "admin": true, "create_token": true}),
@@ -500,7 +482,7 @@ async fn the_first_user_closes_connections_opened_without_a_token() {
             team(&s.data, &[&["user", "add", "alice", "--admin"]]);
         }
         sse.closed_with("authentication_required").await;
-        let (st, v) = get(
+        let (st, v) = get_as(
             &format!("{}/api/events/poll?client_id=open-poller", s.url),
             None,
         )
@@ -536,7 +518,7 @@ async fn command_line_team_changes_reach_live_connections() {
     .await;
     // an ops event, then a global fence: the poller gets the fence and not the ops event
     for (kind, scope) in [("ops-secret", "workspace:ops"), ("fence", "global")] {
-        let (st, v) = post(
+        let (st, v) = post_as(
             &format!("{}/api/events", s.url),
             Some(&alice),
             json!({"type": kind, "scope": scope}),
@@ -635,13 +617,13 @@ async fn similar_searches_are_each_users_own_unless_shared() {
             ],
             Some(&alice),
         );
-        let (st, _) = get(
+        let (st, _) = get_as(
             &format!("{}/api/search?q=merger%20plans%20acme", s.url),
             Some(&bob),
         )
         .await;
         assert_eq!(st, 200);
-        let (st, _) = get(
+        let (st, _) = get_as(
             &format!("{}/api/search?q=merger%20schedule", s.url),
             Some(&alice),
         )
@@ -650,7 +632,7 @@ async fn similar_searches_are_each_users_own_unless_shared() {
         let similar = |token: String| {
             let url = format!("{}/prompts/similar?q=merger%20plans", s.url);
             async move {
-                let (st, v) = get(&url, Some(&token)).await;
+                let (st, v) = get_as(&url, Some(&token)).await;
                 assert_eq!(st, 200, "{v}");
                 v["data"]["similar"]
                     .as_array()
@@ -715,7 +697,7 @@ async fn dns_rebinding_and_cross_site_posts_are_refused() {
         assert_eq!(r.status(), 403, "{path}");
     }
     // no user was made
-    let (_, v) = get(&format!("{}/api/admin/users", s.url), None).await;
+    let (_, v) = get_as(&format!("{}/api/admin/users", s.url), None).await;
     assert_eq!(v["data"], json!([]), "{v}");
 
     // a page elsewhere POSTs text/plain (no preflight) at the system endpoints
@@ -751,7 +733,7 @@ async fn dns_rebinding_and_cross_site_posts_are_refused() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    let (st, _) = post(&format!("{}/system/status", s.url), None, json!({})).await;
+    let (st, _) = post_as(&format!("{}/system/status", s.url), None, json!({})).await;
     assert!(st < 300);
 
     // a name of the operator's choosing is accepted once configured
@@ -828,9 +810,9 @@ async fn slow_or_lying_http_clients_are_cut_and_mistakes_are_4xx() {
         .unwrap();
     assert_eq!(&head, b"HTTP/1.1 413");
 
-    let (st, v) = get(&format!("{}/api/search?q=body:*", s.url), None).await;
+    let (st, v) = get_as(&format!("{}/api/search?q=body:*", s.url), None).await;
     assert_eq!(st, 400, "{v}");
-    let (st, v) = get(&format!("{}/socket.iox", s.url), None).await;
+    let (st, v) = get_as(&format!("{}/socket.iox", s.url), None).await;
     assert_eq!(st, 404);
     assert!(!v["error"].as_str().unwrap().contains("disabled"), "{v}");
     assert!(v["error"].as_str().unwrap().contains("no endpoint"), "{v}");
@@ -903,7 +885,7 @@ async fn the_server_survives_the_whole_list() {
     for round in 0..3 {
         // 1: deep queries
         for q in ["(".repeat(900), "NOT ".repeat(240)] {
-            let (st, _) = get(
+            let (st, _) = get_as(
                 &format!("{}/api/search?q={}", s.url, url_escape(&q)),
                 Some(&alice),
             )
@@ -911,7 +893,7 @@ async fn the_server_survives_the_whole_list() {
             assert_eq!(st, 400);
         }
         // 3: forged server events
-        let (st, _) = post(
+        let (st, _) = post_as(
             &format!("{}/api/events", s.url),
             Some(&alice),
             json!({"type": "team_message", "scope": "workspace:eng", "data": {"user": "x"}}),
@@ -999,7 +981,7 @@ async fn the_server_survives_the_whole_list() {
     })
     .await;
     assert!(st["documents_loaded"].as_u64().unwrap() <= 256, "{st}");
-    let (code, v) = post(
+    let (code, v) = post_as(
         &format!("{}/api/events", s.url),
         Some(&alice),
         json!({"type": "still_here", "data": {"n": 1}}),

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, until};
+use common::{TestServer, get, until};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -45,12 +45,6 @@ fn corpus(dir: &std::path::Path) {
     w(".gitignore", b"ignored/\n");
     w("ignored/secret.md", WORD.as_bytes());
     w("latin1.txt", &[b'c', b'a', b'f', 0xe9, b' ', b'o', b'k']);
-}
-
-async fn get(url: String) -> (u16, Value) {
-    let r = reqwest::get(url).await.unwrap();
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn indexed(s: &TestServer) -> Value {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestServer, cmem, until};
+use common::{TestServer, cmem, get, until};
 use serde_json::{Value, json};
 
 fn write(dir: &std::path::Path, p: &str, body: &str) {
@@ -22,12 +22,6 @@ fn corpus(dir: &std::path::Path) {
     write(dir, "src/d.rs", "// vortexmint lumenquill\nfn main() {}\n");
     write(dir, "e.txt", "vortexmint & <tags> in text\n");
     write(dir, "other.md", "lumenquillish is not the word\n");
-}
-
-async fn get(url: String) -> (u16, Value) {
-    let r = reqwest::get(url).await.unwrap();
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
 }
 
 fn paths(v: &Value) -> Vec<String> {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{TestServer, cmem_in as cmem, token_for, until};
+use common::{TestServer, cmem_in as cmem, get_as, post_as, token_for, until};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -32,26 +32,6 @@ fn team(data: &Path) -> (String, String, String) {
         token_for(data, "bob"),
         token_for(data, "carol"),
     )
-}
-
-async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
-    let mut r = reqwest::Client::new().get(url);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    let r = r.send().await.unwrap();
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(url: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut r = reqwest::Client::new().post(url).json(&body);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    let r = r.send().await.unwrap();
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
 }
 
 #[test]
@@ -114,7 +94,11 @@ async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
     let s = TestServer::start_authed(tmp.path(), &[], &[], Some(&alice));
     let u = |p: &str| format!("{}{p}", s.url);
 
-    assert_eq!(get(&u("/health"), None).await.0, 200, "health stays open");
+    assert_eq!(
+        get_as(&u("/health"), None).await.0,
+        200,
+        "health stays open"
+    );
     for path in [
         "/api/search?q=x",
         "/api/events/stream",
@@ -122,7 +106,7 @@ async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
         "/system/status",
         "/metrics",
     ] {
-        let (code, v) = get(&u(path), None).await;
+        let (code, v) = get_as(&u(path), None).await;
         assert_eq!(code, 401, "{path}: {v}");
         assert!(
             v["error"]
@@ -131,18 +115,18 @@ async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
                 .contains("authentication required"),
             "{path}: {v}"
         );
-        let (code, v) = get(&u(path), Some("cm_00000000_forged")).await;
+        let (code, v) = get_as(&u(path), Some("cm_00000000_forged")).await;
         assert_eq!(code, 401, "{path}: {v}");
         assert!(v["error"].as_str().unwrap().contains("not valid"), "{v}");
     }
-    let (code, _) = post(&u("/api/events"), None, json!({"type": "x"})).await;
+    let (code, _) = post_as(&u("/api/events"), None, json!({"type": "x"})).await;
     assert_eq!(code, 401);
 
     // a valid token, as a header or in the query (which handlers never see as a parameter)
-    assert_eq!(get(&u("/api/search?q=x"), Some(&bob)).await.0, 200);
-    let (code, v) = get(&u(&format!("/api/search?q=x&token={bob}")), None).await;
+    assert_eq!(get_as(&u("/api/search?q=x"), Some(&bob)).await.0, 200);
+    let (code, v) = get_as(&u(&format!("/api/search?q=x&token={bob}")), None).await;
     assert_eq!(code, 200, "{v}");
-    let (code, v) = get(
+    let (code, v) = get_as(
         &u(&format!("/api/events/poll?client_id=b1&token={bob}")),
         None,
     )
@@ -156,31 +140,31 @@ async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
         ("/api/admin/workspaces", json!({"name": "x"})),
         ("/api/websocket/clear-errors", json!({})),
     ] {
-        let (code, v) = post(&u(path), Some(&bob), body).await;
+        let (code, v) = post_as(&u(path), Some(&bob), body).await;
         assert_eq!(code, 403, "{path}: {v}");
         assert!(v["error"].as_str().unwrap().contains("admin"), "{v}");
     }
-    assert_eq!(get(&u("/api/admin/users"), Some(&alice)).await.0, 200);
-    assert_eq!(get(&u("/api/websocket/status"), Some(&bob)).await.0, 403);
-    let (code, v) = get(&u("/api/websocket/status"), Some(&alice)).await;
+    assert_eq!(get_as(&u("/api/admin/users"), Some(&alice)).await.0, 200);
+    assert_eq!(get_as(&u("/api/websocket/status"), Some(&bob)).await.0, 403);
+    let (code, v) = get_as(&u("/api/websocket/status"), Some(&alice)).await;
     assert_eq!(code, 200);
     assert_eq!(v["data"]["auth"]["mode"], "tokens", "{v}");
 
     // publishing: bob only into his workspace
-    let (code, v) = post(&u("/api/events"), Some(&bob), json!({"type": "note"})).await;
+    let (code, v) = post_as(&u("/api/events"), Some(&bob), json!({"type": "note"})).await;
     assert_eq!(code, 403, "{v}");
     assert!(
         v["error"].as_str().unwrap().contains("ops"),
         "names what bob may do: {v}"
     );
-    let (code, _) = post(
+    let (code, _) = post_as(
         &u("/api/events"),
         Some(&bob),
         json!({"type": "note", "scope": "workspace:eng"}),
     )
     .await;
     assert_eq!(code, 403);
-    let (code, _) = post(
+    let (code, _) = post_as(
         &u("/api/events"),
         Some(&bob),
         json!({"type": "note", "scope": "workspace:ops"}),
@@ -191,7 +175,7 @@ async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
     // messages over HTTP have the per-second budget Socket.IO connections have
     let mut codes = Vec::new();
     for i in 0..40 {
-        let (code, v) = post(
+        let (code, v) = post_as(
             &u("/api/workspaces/ops/messages"),
             Some(&bob),
             json!({"text": format!("m{i}")}),
@@ -205,7 +189,7 @@ async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
     assert!(codes.contains(&201) && codes.contains(&429), "{codes:?}");
 
     // a poll client id belongs to its first user
-    let (code, v) = get(&u("/api/events/poll?client_id=b1"), Some(&alice)).await;
+    let (code, v) = get_as(&u("/api/events/poll?client_id=b1"), Some(&alice)).await;
     assert_eq!(code, 403, "{v}");
 }
 
@@ -216,11 +200,11 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
     let s = TestServer::start_authed(tmp.path(), &[], &[], Some(&alice));
     let u = |p: &str| format!("{}{p}", s.url);
     let head = {
-        let (_, v) = get(&u("/health"), None).await;
+        let (_, v) = get_as(&u("/health"), None).await;
         v["data"]["journal"]["head"].as_u64().unwrap()
     };
     // asking for a workspace one is not in is refused, on SSE and poll
-    let (code, v) = get(&u("/api/events/stream?workspaces=eng"), Some(&bob)).await;
+    let (code, v) = get_as(&u("/api/events/stream?workspaces=eng"), Some(&bob)).await;
     assert_eq!(code, 403, "{v}");
     assert!(
         v["error"]
@@ -228,14 +212,14 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
             .unwrap()
             .contains("not a member of workspace `eng`")
     );
-    let (code, _) = get(
+    let (code, _) = get_as(
         &u("/api/events/poll?client_id=c&workspaces=ops"),
         Some(&carol),
     )
     .await;
     assert_eq!(code, 403);
 
-    let (code, _) = post(
+    let (code, _) = post_as(
         &u("/api/events"),
         Some(&alice),
         json!({"events": [
@@ -261,7 +245,7 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
         ("bob", &bob, vec![2, 3]),
         ("carol", &carol, vec![3]),
     ] {
-        let (code, v) = get(
+        let (code, v) = get_as(
             &u(&format!("/api/events/poll?client_id=p-{who}&after={head}")),
             Some(tok),
         )
@@ -279,9 +263,9 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
-    let (_, tokens) = get(&u("/api/admin/tokens?user=bob"), Some(&alice)).await;
+    let (_, tokens) = get_as(&u("/api/admin/tokens?user=bob"), Some(&alice)).await;
     let id = tokens["data"][0]["id"].as_str().unwrap().to_string();
-    let (code, v) = post(
+    let (code, v) = post_as(
         &u(&format!("/api/admin/tokens/{id}/revoke")),
         Some(&alice),
         json!({}),
@@ -308,7 +292,7 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
         "/api/events/stream",
         "/api/events/poll?client_id=p-bob",
     ] {
-        let (code, v) = get(&u(path), Some(&bob)).await;
+        let (code, v) = get_as(&u(path), Some(&bob)).await;
         assert_eq!(code, 401, "{path}: {v}");
         assert!(
             v["error"].as_str().unwrap().contains("revoked"),
@@ -319,7 +303,7 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
     // the first admin and its token can be made over HTTP on an open server
     let open = tempfile::tempdir().unwrap();
     let s2 = TestServer::start_in(open.path(), &[], &[]);
-    let (code, v) = post(
+    let (code, v) = post_as(
         &format!("{}/api/admin/users", s2.url),
         None,
         json!({"name": "root", "admin": true, "create_token": true}),
@@ -328,10 +312,10 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
     assert_eq!(code, 201, "{v}");
     let root = v["data"]["token"]["token"].as_str().unwrap().to_string();
     until("the server notices it now has users", 5, || async {
-        let (code, _) = get(&format!("{}/api/search?q=x", s2.url), None).await;
+        let (code, _) = get_as(&format!("{}/api/search?q=x", s2.url), None).await;
         (code == 401).then_some(())
     })
     .await;
-    let (code, _) = get(&format!("{}/api/search?q=x", s2.url), Some(&root)).await;
+    let (code, _) = get_as(&format!("{}/api/search?q=x", s2.url), Some(&root)).await;
     assert_eq!(code, 200);
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::app::{App, AppState};
 use crate::envelope::{NewEvent, Scope};
-use crate::http::{ApiError, ApiJson, ok, only_params};
+use crate::http::{ApiError, ApiJson, number_param, ok, only_params};
 use crate::memory::history::Whose;
 use crate::memory::search::{Answer, Filters, MAX_LIMIT, SearchError, check_shape, snippet_text};
 use crate::teams::auth::Identity;
@@ -62,15 +62,6 @@ struct Request {
     offset: usize,
     filters: Filters,
     session: Option<String>,
-}
-
-fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<usize>, ApiError> {
-    match q.get(key) {
-        None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| {
-            ApiError::bad_request(format!("{key} `{v}` is not a non-negative whole number"))
-        }),
-    }
 }
 
 /// The query text, trimmed; empty or too long is a 400.
@@ -166,8 +157,8 @@ impl Request {
             ],
         )?;
         let body = SearchBody {
-            limit: number(&q, "limit")?,
-            offset: number(&q, "offset")?,
+            limit: number_param(&q, "limit", 0usize)?,
+            offset: number_param(&q, "offset", 0usize)?,
             q: q.get("q").cloned().unwrap_or_default(),
             path_prefix: q.get("path_prefix").cloned(),
             extensions: q.get("extensions").cloned().map(Extensions::Joined),
@@ -266,7 +257,7 @@ pub async fn suggestions(
     if prefix.chars().count() > 100 {
         return Err(ApiError::bad_request("q is longer than 100 characters"));
     }
-    let limit = number(&q, "limit")?.unwrap_or(10);
+    let limit = number_param(&q, "limit", 0usize)?.unwrap_or(10);
     if limit == 0 || limit > 100 {
         return Err(ApiError::bad_request("limit must be from 1 to 100"));
     }
@@ -368,7 +359,7 @@ pub async fn similar(
 ) -> Result<Response, ApiError> {
     only_params(&q, &["q", "limit"])?;
     let text = query_text(q.get("q").map(String::as_str).unwrap_or(""), "q")?;
-    let limit = number(&q, "limit")?.unwrap_or(10);
+    let limit = number_param(&q, "limit", 0usize)?.unwrap_or(10);
     if limit == 0 || limit > 100 {
         return Err(ApiError::bad_request("limit must be from 1 to 100"));
     }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::{App, AppState};
-use crate::http::{ApiError, ApiJson, int_param, ok, only_params};
+use crate::http::{ApiError, ApiJson, number_param, ok, only_params};
 use crate::teams::auth::Identity;
 use crate::teams::messages::{self, NotificationIn, Outgoing};
 use crate::teams::presence;
@@ -37,8 +37,8 @@ pub async fn history(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     only_params(&q, &["before", "limit"])?;
-    let before = int_param(&q, "before", 1)?;
-    let limit = int_param(&q, "limit", 1)?.unwrap_or(50) as usize;
+    let before = number_param(&q, "before", 1i64)?;
+    let limit = number_param(&q, "limit", 1i64)?.unwrap_or(50) as usize;
     if limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!(
             "limit must be from 1 to {MAX_PAGE}"
@@ -133,8 +133,8 @@ pub async fn notifications(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     only_params(&q, &["after", "limit"])?;
-    let after = int_param(&q, "after", 0)?.unwrap_or(0);
-    let limit = int_param(&q, "limit", 1)?.unwrap_or(50);
+    let after = number_param(&q, "after", 0i64)?.unwrap_or(0);
+    let limit = number_param(&q, "limit", 1i64)?.unwrap_or(50);
     if limit as usize > MAX_PAGE {
         return Err(ApiError::bad_request(format!(
             "limit must be from 1 to {MAX_PAGE}"

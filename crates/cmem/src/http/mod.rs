@@ -140,10 +140,7 @@ impl From<TeamsError> for ApiError {
 
 /// Refuses query parameters other than `allowed` (and the `_` cache-buster), naming them, so a
 /// typo is not silently ignored.
-pub(crate) fn only_params(
-    q: &std::collections::HashMap<String, String>,
-    allowed: &[&str],
-) -> Result<(), ApiError> {
+pub(crate) fn only_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
     match q
         .keys()
         .find(|k| !allowed.contains(&k.as_str()) && *k != "_")
@@ -156,25 +153,30 @@ pub(crate) fn only_params(
     }
 }
 
-/// A whole-number query parameter of at least `min`, if given.
-pub(crate) fn int_param(
-    q: &std::collections::HashMap<String, String>,
+/// A whole-number query parameter of at least `min`, if given (an empty value counts as not
+/// given). The one parser of numbers in query strings.
+pub(crate) fn number_param<T>(
+    q: &HashMap<String, String>,
     key: &str,
-    min: i64,
-) -> Result<Option<i64>, ApiError> {
-    q.get(key)
-        .map(|v| {
-            v.trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= min)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "{key} `{v}` is not a whole number of at least {min}"
-                    ))
-                })
-        })
-        .transpose()
+    min: T,
+) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    match q.get(key).map(|v| (v, v.trim())) {
+        None => Ok(None),
+        Some((_, "")) => Ok(None),
+        Some((raw, v)) => v
+            .parse::<T>()
+            .ok()
+            .filter(|n| *n >= min)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{key} `{raw}` is not a whole number of at least {min}"
+                ))
+            }),
+    }
 }
 
 /// Query parameters, with unknown ones refused so that typos do not pass silently.
@@ -182,19 +184,11 @@ pub(crate) fn query_params(
     raw: Option<&str>,
     allowed: &[&str],
 ) -> Result<HashMap<String, String>, ApiError> {
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded_pairs(raw.unwrap_or("")) {
-        if k == "_" {
-            continue; // cache-buster
-        }
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter `{k}`; allowed: {}",
-                allowed.join(", ")
-            )));
-        }
-        out.insert(k, v);
-    }
+    let mut out: HashMap<String, String> = form_urlencoded_pairs(raw.unwrap_or(""))
+        .into_iter()
+        .collect();
+    only_params(&out, allowed)?;
+    out.remove("_"); // cache-buster
     Ok(out)
 }
 

@@ -1,6 +1,6 @@
 //! The connection registry: one table of every client on every transport.
 //!
-//! It answers three questions: who is connected (diagnostics, and presence later), what may a
+//! It answers three questions: who is connected (diagnostics and presence), what may a
 //! connection see (its scopes, used by fan-out and replay alike), and why did connections close
 //! (counted by reason). Transport failures are kept in a bounded log with their OS error codes.
 

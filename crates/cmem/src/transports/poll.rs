@@ -27,7 +27,7 @@ use crate::app::App;
 use crate::clock::now_rfc3339;
 use crate::envelope::Cursor;
 use crate::http::ApiError;
-use crate::http::{parse_cursor, query_params};
+use crate::http::{number_param, parse_cursor, query_params};
 use crate::hub::Hub;
 use crate::hub::registry::Transport;
 use crate::teams::auth::Identity;
@@ -50,24 +50,7 @@ struct PollAnswer<'a> {
 }
 
 fn valid_client_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
-}
-
-fn parse_number<T: std::str::FromStr>(
-    name: &str,
-    raw: Option<&String>,
-) -> Result<Option<T>, ApiError> {
-    match raw {
-        None => Ok(None),
-        Some(s) if s.trim().is_empty() => Ok(None),
-        Some(s) => s.trim().parse::<T>().map(Some).map_err(|_| {
-            ApiError::bad_request(format!("{name} `{s}` is not a non-negative whole number"))
-        }),
-    }
+    crate::envelope::is_identifier(id, 128)
 }
 
 /// `GET /api/events/poll`
@@ -100,9 +83,9 @@ pub async fn poll(
         q.get("after").map(String::as_str),
         q.get("epoch").map(String::as_str),
     )?;
-    let wait_s: u64 = parse_number("wait", q.get("wait"))?.unwrap_or(0);
+    let wait_s: u64 = number_param(&q, "wait", 0)?.unwrap_or(0);
     let wait = Duration::from_secs(wait_s.min(app.config.poll_max_wait_s));
-    let limit: usize = parse_number("limit", q.get("limit"))?.unwrap_or(DEFAULT_LIMIT);
+    let limit: usize = number_param(&q, "limit", 0)?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(
             "limit must be from 1 to {MAX_LIMIT}"

@@ -437,7 +437,7 @@ mod tests {
         assert!(parse_auth(Some(json!({"last_event_id": -1}))).is_err());
         assert!(parse_auth(Some(json!({"last_event_id": [1]}))).is_err());
         assert!(parse_auth(Some(json!({"workspaces": [1]}))).is_err());
-        // unknown keys are tolerated (tokens arrive in a later version)
+        // unknown keys are tolerated (the token is read by the handshake, not here)
         assert!(parse_auth(Some(json!({"token": "t"}))).is_ok());
     }
 }

@@ -216,3 +216,34 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Sends a request (with a bearer token if given) and returns the status and the JSON body
+/// (`null` when the body is not JSON).
+pub async fn send(r: reqwest::RequestBuilder, token: Option<&str>) -> (u16, serde_json::Value) {
+    let r = match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let r = r.send().await.expect("request");
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// `GET url` without a token.
+pub async fn get(url: impl AsRef<str>) -> (u16, serde_json::Value) {
+    send(reqwest::Client::new().get(url.as_ref()), None).await
+}
+
+/// `GET url` as the holder of `token`.
+pub async fn get_as(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    send(reqwest::Client::new().get(url), token).await
+}
+
+/// `POST url` with a JSON body as the holder of `token`.
+pub async fn post_as(
+    url: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    send(reqwest::Client::new().post(url).json(&body), token).await
+}
