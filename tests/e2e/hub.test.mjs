@@ -3,7 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, closeAllClients, publishMany, sioClient, sseClient, pollClient, until, exactly, TEST_EVENT, sleep, tempDir,
+  startServer, closeAllClients, publishMany, sioClient, sseClient, pollClient, until, exactly, fence, TEST_EVENT, sleep, tempDir,
 } from './lib.mjs';
 
 const servers = [];
@@ -50,7 +50,7 @@ test('200 events reach every transport in order with identical ids', { timeout: 
   const ids = await publishMany(s.url, 200, 'fan', 20);
   assert.equal(ids.length, 200);
   await until(() => clients.every((c) => c.tests('fan').length >= 200), 'all 200 events everywhere');
-  await sleep(200); // a duplicate would show up now
+  await fence(s.url, clients); // a duplicate would have arrived before it
   for (const c of clients) {
     exactly(c, ids, 'fan');
     for (const e of c.tests('fan')) {
@@ -102,7 +102,7 @@ test('each transport resumes after a disconnect with exactly the missed events',
   await until(() => again.every((c) => c.tests('r2').length >= 100), 'missed events replayed');
   const live = await publishMany(s.url, 10, 'r3');
   await until(() => again.every((c) => c.tests('r3').length >= 10), 'live after replay');
-  await sleep(200);
+  await fence(s.url, again);
   for (const c of again) {
     exactly(c, missed, 'r2');
     exactly(c, live, 'r3');
@@ -137,7 +137,7 @@ test('clients ride through SIGKILL and restart on the same data folder', { timeo
   const afterIds = await publishMany(url, 100, 'k2', 10);
   assert.ok(afterIds[0] > before[29], 'ids continue after restart');
   await until(() => clients.every((c) => c.tests('k2').length >= 100), 'every client caught up after restart', 30000);
-  await sleep(300);
+  await fence(url, clients);
   for (const c of clients) {
     exactly(c, before, 'k1');
     exactly(c, afterIds, 'k2');

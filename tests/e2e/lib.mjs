@@ -90,6 +90,19 @@ export async function publishMany(url, n, tag, batch = 50) {
   return ids;
 }
 
+/**
+ * Publishes one event every client in `clients` may see and waits until each has it. Events
+ * arrive in id order, so whatever was committed before it (a duplicate, an event a client must
+ * not see) has arrived by then: a test that waits for something *not* to happen waits for this.
+ */
+let fences = 0;
+export async function fence(url, clients, token = null) {
+  const tag = `fence-${++fences}`;
+  await publish(url, [{ type: TEST_EVENT, data: { tag } }], token);
+  await until(() => clients.every((c) => c.tests(tag).length === 1),
+    `the fence reaches ${clients.map((c) => c.name).join(', ')}`);
+}
+
 /** Every client made here, so a failing test cannot leave sockets that keep node alive. */
 const openClients = new Set();
 export async function closeAllClients() {

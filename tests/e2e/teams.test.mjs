@@ -8,7 +8,7 @@ import { io } from 'socket.io-client';
 import * as Y from 'yjs';
 import {
   CMEM_BIN, TEST_EVENT, startServer, closeAllClients, sioClient, sseClient, pollClient,
-  publish, until, tempDir, sleep,
+  publish, until, fence, tempDir, sleep,
 } from './lib.mjs';
 
 /** Every event type the team features publish, so the SSE recorder sees them all. */
@@ -201,7 +201,16 @@ test('members exchange messages with acks, retries are not duplicated, history p
   assert.equal(dave.connections, 2, JSON.stringify(online));
   assert.ok(!online.data.online.some((u) => u.user === 'carol'));
   await tab1.close();
-  await sleep(300);
+  // fence: once the server has dropped tab1, bob leaves and rejoins; presence changes are
+  // published in the order they happen, so a wrong member_left for dave would come first
+  await until(async () => {
+    const p = await (await fetch(`${s.url}/api/workspaces/eng/presence`, { headers: { authorization: `Bearer ${t.bob}` } })).json();
+    return p.data.online.find((u) => u.user === 'dave')?.connections === 1;
+  }, 'the server drops tab1');
+  const leftBob = () => alice.ofType('member_left').filter((e) => e.data.user === 'bob');
+  assert.equal((await ack(bob, 'leave_workspace', { workspace: 'eng' })).ok, true);
+  assert.equal((await ack(bob, 'join_workspace', { workspace: 'eng' })).ok, true);
+  await until(() => leftBob().length === 1, 'the fence: member_left for bob');
   assert.equal(leftDave().length, 0, 'one tab closing is not leaving');
   await tab2.close();
   await until(() => leftDave().length === 1, 'member_left when the last tab goes');
@@ -246,7 +255,7 @@ test('notifications reach online members live and offline members when they come
   const list = async (tok) => (await (await fetch(`${s.url}/api/notifications?after=0`, { headers: { authorization: `Bearer ${tok}` } })).json()).data.notifications;
   assert.deepEqual((await list(t.dave)).map((n) => n.title), ['Deploy at 5']);
   assert.deepEqual(await list(t.carol), []);
-  await sleep(200);
+  await fence(s.url, [alice, bob, carol], t.alice);
   assert.equal(carol.ofType('team_notification').length, 0, 'non-members are not notified');
 });
 
