@@ -9,24 +9,24 @@
 //!                                                          hub --fan-out--> transports (socketio, sse, poll)
 //! ```
 //!
-//! Start reading at [`hub`]: it owns `publish`, the fan-out channel and the resume algorithm that
+//! Start reading at `hub`: it owns `publish`, the fan-out channel and the resume algorithm that
 //! every transport shares. `ARCHITECTURE.md` at the repository root is the map.
 
-pub mod api;
-pub mod app;
-pub mod clock;
+pub(crate) mod api;
+pub(crate) mod app;
+pub(crate) mod clock;
 pub mod config;
-pub mod envelope;
+pub(crate) mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http;
-pub mod hub;
-pub mod journal;
+pub(crate) mod http;
+pub(crate) mod hub;
+pub(crate) mod journal;
 pub mod memory;
-pub mod metrics;
-pub mod monitor;
+pub(crate) mod metrics;
+pub(crate) mod monitor;
 pub mod net;
 pub mod ops;
 pub mod server;
 pub mod teams;
-pub mod transports;
+pub(crate) mod transports;

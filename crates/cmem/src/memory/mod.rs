@@ -2,7 +2,7 @@
 //!
 //! This is a producer in the hub's sense: indexing and searching publish their progress
 //! (`indexing_started`, `indexing_progress`, `indexing_completed`, `search_started`,
-//! `search_completed`) through [`Hub::publish`](crate::hub::Hub::publish); nothing here talks
+//! `search_completed`) through `Hub::publish`; nothing here talks
 //! to a socket.
 //!
 //! The index lives in `<data>/.collective-memory/index/`. Which files are indexed, with their

@@ -11,7 +11,7 @@
 //!
 //! **Restoring** refuses while a server (or `cmem index`) runs on the folder. The files in
 //! place are moved aside to `.collective-memory/before-restore-<time>/`, never deleted, then
-//! the copies are put in and the journal gets a new epoch ([`journal::renew_epoch`]): the ids
+//! the copies are put in and the journal gets a new epoch (`journal::renew_epoch`): the ids
 //! after the backup's head will be given again to different events, so every client that read
 //! past it must get a `resync`, not a replay of other events under ids it has seen. Clients
 //! that resume with a bare id (no epoch) cannot be told; see the README.
