@@ -7,6 +7,7 @@
 
 mod client;
 mod memory;
+mod runs;
 mod scenario;
 mod servers;
 mod stats;
@@ -118,7 +119,7 @@ enum Command {
         cmem_bin: Option<PathBuf>,
     },
     /// Start cmem and the peer servers and measure them side by side; prints markdown tables.
-    Compare(servers::CompareArgs),
+    Compare(runs::CompareArgs),
     /// Index a generated corpus with `cmem index`, then time searches in-process, over HTTP
     /// and with ripgrep on the same files; prints a markdown table.
     Memory {
@@ -150,24 +151,6 @@ enum Command {
 fn emit<T: Serialize>(r: &T, human: String) {
     println!("{}", serde_json::to_string(r).unwrap_or_default());
     eprintln!("{human}");
-}
-
-pub fn human_broadcast(r: &scenario::BroadcastResult) -> String {
-    format!(
-        "broadcast {} {:?}: {} clients x {} events of {} B{} -> {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {}, dup {}",
-        r.target,
-        r.transport,
-        r.connected,
-        r.events,
-        r.size_bytes,
-        r.rate.map(|x| format!(" at {x}/s")).unwrap_or_default(),
-        r.deliveries_per_s,
-        r.latency.p50_ms,
-        r.latency.p99_ms,
-        r.latency.max_ms,
-        r.lost,
-        r.duplicated
-    )
 }
 
 #[tokio::main]
@@ -208,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
             let r =
                 scenario::broadcast(&t, n, events, size, rate, batch, transport, spread_sources)
                     .await?;
-            let h = human_broadcast(&r);
+            let h = r.human();
             emit(&r, h);
         }
         Command::Resume {
@@ -240,8 +223,8 @@ async fn main() -> anyhow::Result<()> {
             );
             emit(&r, h);
         }
-        Command::Smoke { cmem_bin } => servers::smoke(cmem_bin).await?,
-        Command::Compare(args) => servers::compare(args).await?,
+        Command::Smoke { cmem_bin } => runs::smoke(cmem_bin).await?,
+        Command::Compare(args) => runs::compare(args).await?,
         Command::Memory {
             corpus,
             size_mb,

@@ -525,3 +525,24 @@ pub async fn journal(
         events_per_s: events as f64 / seconds,
     })
 }
+
+impl BroadcastResult {
+    /// One line for a person: who, how many, how fast, and whether anything was lost.
+    pub fn human(&self) -> String {
+        format!(
+            "broadcast {} {:?}: {} clients x {} events of {} B{} -> {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {}, dup {}",
+            self.target,
+            self.transport,
+            self.connected,
+            self.events,
+            self.size_bytes,
+            self.rate.map(|x| format!(" at {x}/s")).unwrap_or_default(),
+            self.deliveries_per_s,
+            self.latency.p50_ms,
+            self.latency.p99_ms,
+            self.latency.max_ms,
+            self.lost,
+            self.duplicated
+        )
+    }
+}
