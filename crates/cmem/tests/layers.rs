@@ -26,7 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "config", "hub", "journal", "memory", "metrics", "monitor", "teams",
         ],
     ),
-    ("http", &["clock", "envelope", "hub", "teams"]),
+    ("http", &["clock", "envelope", "hub", "journal", "teams"]),
     (
         "transports",
         &["app", "clock", "envelope", "http", "hub", "net", "teams"],

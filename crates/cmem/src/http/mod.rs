@@ -211,3 +211,61 @@ pub(crate) fn parse_cursor(
     }
     Ok(Some(c))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::JournalError;
+
+    #[test]
+    fn a_failure_of_the_server_is_a_5xx_and_a_bad_request_a_4xx() {
+        let status = |e: TeamsError| ApiError::from(e).status;
+        assert_eq!(
+            status(TeamsError::Unavailable("message not sent".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(TeamsError::Invalid("x".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(TeamsError::TooFast("x".into())),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status(TeamsError::TooMany("x".into())),
+            StatusCode::CONFLICT
+        );
+        let journal = PublishError::Journal(JournalError::Closed);
+        assert_eq!(
+            ApiError::from(journal).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::from(PublishError::Invalid("x".into())).status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn query_parameters_are_checked_and_numbers_parsed_in_one_way() {
+        let q = query_params(Some("limit=5&_=123"), &["limit"]).unwrap();
+        assert_eq!(number_param(&q, "limit", 1usize).unwrap(), Some(5));
+        assert!(!q.contains_key("_"), "the cache-buster is dropped");
+        let e = query_params(Some("limt=5"), &["limit"]).unwrap_err();
+        assert!(
+            e.message.contains("unknown query parameter `limt`"),
+            "{}",
+            e.message
+        );
+        let q = query_params(
+            Some("limit=0&after=&before=x"),
+            &["limit", "after", "before"],
+        )
+        .unwrap();
+        assert!(number_param(&q, "limit", 1usize).is_err());
+        assert_eq!(number_param(&q, "after", 0u64).unwrap(), None);
+        let e = number_param(&q, "before", 1i64).unwrap_err();
+        assert_eq!(e.message, "before `x` is not a whole number of at least 1");
+    }
+}
