@@ -85,7 +85,7 @@ pub async fn poll(
     )?;
     let wait_s: u64 = number_param(&q, "wait", 0)?.unwrap_or(0);
     let wait = Duration::from_secs(wait_s.min(app.config.poll_max_wait_s));
-    let limit: usize = number_param(&q, "limit", 0)?.unwrap_or(DEFAULT_LIMIT);
+    let limit: usize = number_param(&q, "limit", 1)?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(
             "limit must be from 1 to {MAX_LIMIT}"
