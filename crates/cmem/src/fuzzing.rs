@@ -142,3 +142,53 @@ pub fn config_file(text: &str) {
         let _ = crate::config::load_with(&crate::config::Overrides::default(), &path, env);
     }
 }
+
+/// A Socket.IO transport's input: an Engine.IO polling payload (or WebSocket text frame) and the
+/// Socket.IO packets in it, binary attachments included. Whatever decodes encodes back to the
+/// same packet.
+pub fn protocol(bytes: &[u8]) {
+    use crate::protocol::{eio, sio};
+    let limits = sio::Limits {
+        max_attachments: 4,
+        max_attachment_bytes: 4096,
+    };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let Ok(packets) = eio::decode_payload(text, 1 << 20) else {
+        return;
+    };
+    let mut partial: Option<sio::Partial> = None;
+    for p in packets {
+        assert_eq!(eio::Packet::decode(&p.encode()).as_ref(), Ok(&p), "{p:?}");
+        match p {
+            eio::Packet::Message(m) => {
+                let Ok(packet) = sio::Packet::decode(&m, &limits) else {
+                    continue;
+                };
+                let again = sio::Packet::decode(&packet.encode(), &limits);
+                assert_eq!(again.as_ref(), Ok(&packet), "{m:?}");
+                partial = match sio::Partial::start(packet, &limits) {
+                    sio::Assembly::Waiting(p) => Some(p),
+                    sio::Assembly::Complete(..) => None,
+                };
+            }
+            eio::Packet::Binary(b) => {
+                if let Some(part) = partial.take() {
+                    match part.add(b) {
+                        Ok(sio::Assembly::Complete(packet, buffers)) => {
+                            if let Some((_, args)) = packet.event_parts() {
+                                for a in args {
+                                    let _ = sio::with_attachments(a, &buffers);
+                                }
+                            }
+                        }
+                        Ok(sio::Assembly::Waiting(more)) => partial = Some(more),
+                        Err(_) => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -107,6 +107,37 @@ proptest! {
     }
 
     #[test]
+    fn socketio_wire(
+        packets in prop::collection::vec(
+            (
+                prop_oneof![Just("4"), Just("2"), Just("3"), Just("b"), Just("6"), Just("5"), Just("0"), Just("1"), Just("x"), Just("")],
+                prop_oneof![Just(""), Just("0"), Just("1"), Just("2"), Just("3"), Just("4"), Just("5"), Just("6"), Just("9")],
+                prop_oneof![Just(""), Just("1-"), Just("2-"), Just("9-"), Just("99999999999999999999-"), Just("-")],
+                prop_oneof![Just(""), Just("/"), Just("/,"), Just("/admin,"), Just("/a")],
+                prop_oneof![Just(String::new()), "[0-9]{1,22}"],
+                prop_oneof![
+                    json_text(),
+                    Just("[\"doc_update\",{\"_placeholder\":true,\"num\":0}]".to_string()),
+                    Just("[\"connect\"]".to_string()),
+                    Just("AQID".to_string()),
+                ],
+            ),
+            0..6,
+        )
+    ) {
+        let body: Vec<String> = packets
+            .into_iter()
+            .map(|(eio, sio, att, nsp, id, json)| format!("{eio}{sio}{att}{nsp}{id}{json}"))
+            .collect();
+        fuzzing::protocol(body.join("\u{1e}").as_bytes());
+    }
+
+    #[test]
+    fn socketio_wire_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        fuzzing::protocol(&bytes);
+    }
+
+    #[test]
     fn config_files(text in "((bind|ping_interval_ms|transports|cors_origins|queue_bound|data_dir|x) = (\"[^\"\n]{0,20}\"|[0-9]{1,12}|\\[\"a\", ?\"b\"\\]|true|\\{\\}|\\[\\[|)\n|\\[[a-z]{0,5}\\]\n|\\PC{0,10}\n){0,8}") {
         fuzzing::config_file(&text);
     }
