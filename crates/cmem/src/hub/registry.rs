@@ -205,6 +205,11 @@ impl Conn {
 
     /// The lowest id given to [`Conn::nudge`] since the last call, if any.
     pub fn take_direct(&self) -> Option<u64> {
+        // a load first: the common case (nothing addressed to it) writes nothing, so the
+        // delivery path does not take the cache line exclusively for every event
+        if self.direct_from.load(Ordering::SeqCst) == u64::MAX {
+            return None;
+        }
         Some(self.direct_from.swap(u64::MAX, Ordering::SeqCst)).filter(|id| *id != u64::MAX)
     }
 
