@@ -129,16 +129,6 @@ pub struct NewEvent {
     pub publisher: Option<serde_json::Value>,
 }
 
-/// Event names that Socket.IO reserves; publishing them would confuse every client.
-const RESERVED_BY_SOCKETIO: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
 /// Event types only the server itself emits; `POST /api/events` refuses them, so no client can
 /// forge a status, a search, an indexing report, a message, a notification, presence or a
 /// document edit for the others. Every type a producer in this crate publishes is here (a
@@ -190,7 +180,7 @@ impl NewEvent {
                 "type `{k}` may contain only letters, digits and _ - . :"
             )));
         }
-        if RESERVED_BY_SOCKETIO.contains(&k.as_str()) {
+        if crate::protocol::sio::RESERVED_EVENTS.contains(&k.as_str()) {
             return Err(InvalidEvent(format!(
                 "type `{k}` is reserved by Socket.IO and cannot be published"
             )));

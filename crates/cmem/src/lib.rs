@@ -28,7 +28,7 @@ pub(crate) mod monitor;
 pub mod net;
 pub mod ops;
 // Not wired yet: the Socket.IO transport moves onto it in the next step of replacing
-// socketioxide; until then only its tests and the fuzzers use it.
+// socketioxide; until then only its tests, the fuzzers and the envelope's reserved names use it.
 #[allow(dead_code)]
 pub(crate) mod protocol;
 pub mod server;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{TestServer, cmem_in as cmem};
+use common::{TestServer, cmem_in as cmem, get};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -20,15 +20,11 @@ async fn read_all(s: &TestServer, client: &str, after: &str) -> (Vec<Value>, Str
     let mut events = Vec::new();
     let mut cursor = after.to_string();
     loop {
-        let v: Value = reqwest::get(format!(
+        let (_, v) = get(format!(
             "{}/api/events/poll?client_id={client}&after={cursor}&limit=1000",
             s.url
         ))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
         let page = v["events"].as_array().cloned().unwrap_or_default();
         let next = v["next_cursor"].as_str().expect("next_cursor").to_string();
         let done = page.is_empty() || next == cursor;

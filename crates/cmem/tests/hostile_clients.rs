@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, until};
+use common::{TestServer, get, until};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,15 +35,11 @@ fn dechunk(raw: &[u8]) -> String {
 
 /// A poll client used as the bystander that must keep receiving.
 async fn poll_types(s: &TestServer, client: &str, after: u64) -> (Vec<String>, u64) {
-    let v: Value = reqwest::get(format!(
+    let (_, v) = get(format!(
         "{}/api/events/poll?client_id={client}&after={after}&wait=5",
         s.url
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     let types = v["events"]
         .as_array()
         .unwrap()

@@ -13,8 +13,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("net", &[]),
     ("config", &["net"]),
-    ("envelope", &[]),
     ("protocol", &[]),
+    ("envelope", &["protocol"]),
     ("journal", &["clock", "envelope"]),
     ("hub", &["clock", "config", "envelope", "journal", "net"]),
     ("memory", &["clock", "config", "envelope", "hub"]),
@@ -27,10 +27,15 @@ const LAYERS: &[(&str, &[&str])] = &[
             "config", "hub", "journal", "memory", "metrics", "monitor", "teams",
         ],
     ),
-    ("http", &["clock", "envelope", "hub", "journal", "teams"]),
+    (
+        "http",
+        &["clock", "envelope", "hub", "journal", "memory", "teams"],
+    ),
     (
         "transports",
-        &["app", "clock", "envelope", "http", "hub", "net", "teams"],
+        &[
+            "app", "clock", "config", "envelope", "http", "hub", "net", "teams",
+        ],
     ),
     (
         "api",

@@ -201,14 +201,7 @@ async fn execute(app: &AppState, identity: &Identity, req: Request) -> Result<An
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e: SearchError| {
             app.metrics.search_errors.inc();
-            match e {
-                SearchError::Syntax { .. } | SearchError::TooComplex(_) => {
-                    ApiError::bad_request(e.to_string())
-                }
-                SearchError::Index(_) => {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                }
-            }
+            ApiError::from(e)
         })?;
     app.metrics
         .search_seconds

@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::clock::now_rfc3339;
 use crate::envelope::Cursor;
 use crate::hub::PublishError;
+use crate::memory::search::SearchError;
 use crate::teams::TeamsError;
 use crate::teams::auth::AuthError;
 
@@ -65,6 +66,19 @@ impl IntoResponse for ApiError {
             })),
         )
             .into_response()
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Syntax { .. } | SearchError::TooComplex(_) => {
+                ApiError::bad_request(e.to_string())
+            }
+            SearchError::Index(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod registry;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,11 +28,8 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use std::path::PathBuf;
-
 use crate::envelope::{Cursor, Event, NewEvent, Scope};
-use crate::journal::JournalError;
-use crate::journal::{Fanout, Journal, JournalOptions, ReadQuery};
+use crate::journal::{Fanout, Journal, JournalError, JournalOptions, ReadQuery};
 use registry::{Conn, Registry};
 
 /// How many events one replay read fetches from the journal.
@@ -41,7 +39,7 @@ const REPLAY_PAGE: usize = 1000;
 /// nothing else of the configuration.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
-    /// The state folder; the journal is `journal.db` in it.
+    /// The state folder; the journal is `journal.sqlite3` in it.
     pub state_dir: PathBuf,
     /// Slots of the shared fan-out channel: how far a connection may fall behind before it
     /// catches up from the journal.

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envelope::Scope;
 
-pub use crate::config::Transport;
+use crate::config::Transport;
 
 fn transport_from_u8(v: u8) -> Transport {
     Transport::ALL

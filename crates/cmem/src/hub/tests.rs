@@ -10,8 +10,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::config::Transport;
 use crate::envelope::{Cursor, NewEvent, Scope};
-use crate::hub::registry::{ConnMeta, Transport};
+use crate::hub::registry::ConnMeta;
 
 fn options(dir: &std::path::Path, queue_bound: usize) -> HubOptions {
     HubOptions {

@@ -39,7 +39,8 @@ impl Kind {
     }
 }
 
-/// Event names a client may not use (socket.io-parser's list).
+/// Event names Socket.IO reserves (socket.io-parser's list): a client may not send them, and
+/// nobody may publish them, since they would confuse every client.
 pub const RESERVED_EVENTS: [&str; 6] = [
     "connect",
     "connect_error",

@@ -25,11 +25,10 @@ use serde_json::value::RawValue;
 use super::{conn_meta, workspaces_for};
 use crate::app::App;
 use crate::clock::now_rfc3339;
+use crate::config::Transport;
 use crate::envelope::Cursor;
-use crate::http::ApiError;
-use crate::http::{number_param, parse_cursor, query_params};
+use crate::http::{ApiError, number_param, parse_cursor, query_params};
 use crate::hub::Hub;
-use crate::hub::registry::Transport;
 use crate::teams::auth::Identity;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -86,7 +85,7 @@ pub async fn poll(
     let wait_s: u64 = number_param(&q, "wait", 0)?.unwrap_or(0);
     let wait = Duration::from_secs(wait_s.min(app.config.poll_max_wait_s));
     let limit: usize = number_param(&q, "limit", 1)?.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
+    if limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(
             "limit must be from 1 to {MAX_LIMIT}"
         )));

@@ -30,10 +30,11 @@ use socketioxide::{SocketIo, TransportType};
 
 use super::{conn_meta, parse_workspaces};
 use crate::app::App;
+use crate::config::Transport;
 use crate::envelope::Cursor;
 use crate::http::ApiError;
 use crate::hub::StreamEnd;
-use crate::hub::registry::{Conn, Transport};
+use crate::hub::registry::Conn;
 use crate::net::StallFlag;
 use crate::teams::auth::{Identity, identify, token_from};
 

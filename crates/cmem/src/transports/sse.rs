@@ -28,9 +28,10 @@ use serde_json::json;
 
 use super::{conn_meta, new_conn_id, workspaces_for};
 use crate::app::App;
+use crate::config::Transport;
 use crate::http::ApiError;
 use crate::http::{parse_cursor, query_params};
-use crate::hub::registry::{Conn, Transport};
+use crate::hub::registry::Conn;
 use crate::hub::{Hub, StreamEnd, Subscription};
 use crate::net::StallFlag;
 use crate::teams::auth::Identity;
