@@ -332,9 +332,9 @@ test('two Yjs clients edit one document concurrently and converge; late joiners 
   assert.equal(e.text(), agreed);
 });
 
-// socketioxide sends CONNECT and then spawns the connect handler, so handlers installed there
-// could miss an event sent at once (seen once as an unanswered doc_sync under load); they are
-// installed by the handshake middleware instead, before CONNECT.
+// The namespace's connect runs before the CONNECT answer is queued (crates/cmem/src/engine/
+// socketio.rs), so an event sent the moment the client is told it is connected finds everything
+// in place (with socketioxide this once showed as an unanswered doc_sync under load).
 test('events sent the moment a socket connects are answered (handlers exist before the connect packet)', { timeout: 60000 }, async () => {
   const data = tempDir();
   const t = team(data);

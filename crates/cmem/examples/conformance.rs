@@ -1,6 +1,6 @@
 //! A Socket.IO + Engine.IO server shaped the way the official protocol test suites expect
 //! (socket.io-protocol `test-suite/` and engine.io-protocol `test-suite/`), built on the same
-//! socketioxide stack as `cmem`.
+//! engine as `cmem` (`cmem::engine`).
 //!
 //! `cargo run --example conformance` listens on 127.0.0.1:3000 with pingInterval 300 ms,
 //! pingTimeout 200 ms, maxPayload 1000000, connectTimeout 1000 ms and CORS `*`:
@@ -12,88 +12,124 @@
 //! `tests/e2e/conformance.test.mjs` checks both endpoints packet by packet and with the official
 //! clients; README.md says how to run the official suites against it.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use engineioxide::handler::EngineIoHandler;
-use engineioxide::layer::EngineIoLayer;
-use engineioxide::{DisconnectReason, Socket, Str};
-use serde::de::{Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeTuple, Serializer};
-use serde::{Deserialize, Serialize};
-use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, Data, SocketRef};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::any;
+use cmem::engine::socketio::{Connected, Emit, Namespaces, NoStream, Reply, SocketIo};
+use cmem::engine::{Close, Engine, Frame, Inbound, Incoming, Opening, Options, Outbound, Upper};
+use cmem::protocol::sio::Limits;
+use tokio::sync::Notify;
 use tower_http::cors::CorsLayer;
 
-/// Every argument of an event, in order. It (de)serialises as a tuple, which socketioxide
-/// treats as "all arguments" rather than "the first one"; `rmpv::Value` keeps binary
-/// attachments binary.
-struct Args(Vec<rmpv::Value>);
+/// Namespaces `/` and `/custom`: report the auth, echo, ack.
+struct Suite;
 
-impl<'de> Deserialize<'de> for Args {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Args;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("event arguments")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Args, A::Error> {
-                let mut v = Vec::new();
-                while let Some(x) = seq.next_element()? {
-                    v.push(x);
-                }
-                Ok(Args(v))
-            }
+impl Namespaces for Suite {
+    type Socket = ();
+    type Stream = NoStream;
+
+    async fn connect(
+        &self,
+        _opening: &Opening,
+        nsp: &str,
+        auth: Option<serde_json::Value>,
+    ) -> Result<Connected<(), NoStream>, String> {
+        if nsp != "/" && nsp != "/custom" {
+            return Err("Invalid namespace".into());
         }
-        d.deserialize_tuple(usize::MAX, V)
+        // no handshake payload is reported as an empty object, as the suites expect
+        let auth = auth.unwrap_or_else(|| serde_json::json!({}));
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| e.to_string())?;
+        Ok(Connected {
+            socket: (),
+            stream: None,
+            sid: id.iter().map(|b| format!("{b:02x}")).collect(),
+            pid: None,
+            then: vec![Emit {
+                event: "auth".into(),
+                args: vec![rmpv::ext::to_value(&auth).map_err(|e| e.to_string())?],
+            }],
+        })
     }
-}
 
-impl Serialize for Args {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(self.0.len())?;
-        for x in &self.0 {
-            t.serialize_element(x)?;
+    async fn event(&self, _socket: &(), event: &str, args: Vec<rmpv::Value>) -> Reply {
+        match event {
+            "message" => Reply::Emit(vec![Emit {
+                event: "message-back".into(),
+                args,
+            }]),
+            "message-with-ack" => Reply::Ack(args),
+            _ => Reply::Nothing,
         }
-        t.end()
     }
+
+    fn upgraded(&self, _socket: &()) {}
+
+    fn disconnected(&self, _socket: (), _reason: &str) {}
 }
 
-async fn on_connect(socket: SocketRef, Data(auth): Data<serde_json::Value>) {
-    // No handshake payload is reported as an empty object, as the suites expect.
-    let auth = if auth.is_null() {
-        serde_json::json!({})
-    } else {
-        auth
-    };
-    let _ = socket.emit("auth", &auth);
-    socket.on("message", async |s: SocketRef, Data(args): Data<Args>| {
-        let _ = s.emit("message-back", &args);
-    });
-    socket.on(
-        "message-with-ack",
-        async |Data(args): Data<Args>, ack: AckSender| {
-            let _ = ack.send(&args);
-        },
-    );
-}
-
-/// Engine.IO echo.
-#[derive(Debug, Clone)]
+/// Engine.IO echo: whatever arrives goes back.
 struct Echo;
 
-impl EngineIoHandler for Echo {
-    type Data = ();
-    fn on_connect(self: Arc<Self>, _socket: Arc<Socket<()>>) {}
-    fn on_disconnect(&self, _socket: Arc<Socket<()>>, _reason: DisconnectReason) {}
-    fn on_message(self: &Arc<Self>, msg: Str, socket: Arc<Socket<()>>) {
-        let _ = socket.emit(msg);
+struct EchoQueue {
+    frames: Mutex<VecDeque<Frame>>,
+    notify: Notify,
+}
+
+struct EchoIn(Arc<EchoQueue>);
+struct EchoOut(Arc<EchoQueue>);
+
+impl Upper for Echo {
+    type In = EchoIn;
+    type Out = EchoOut;
+    fn open(&self, _opening: Opening) -> (EchoIn, EchoOut) {
+        let q = Arc::new(EchoQueue {
+            frames: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+        });
+        (EchoIn(q.clone()), EchoOut(q))
     }
-    fn on_binary(self: &Arc<Self>, data: bytes::Bytes, socket: Arc<Socket<()>>) {
-        let _ = socket.emit_binary(data);
+}
+
+impl Inbound for EchoIn {
+    async fn message(&mut self, m: Incoming) -> Result<(), Close> {
+        let f = match m {
+            Incoming::Text(t) => Frame::message(&t),
+            Incoming::Binary(b) => Frame::Binary(b.into()),
+        };
+        if let Ok(mut q) = self.0.frames.lock() {
+            q.push_back(f);
+        }
+        self.0.notify.notify_one();
+        Ok(())
     }
+    fn upgraded(&mut self) {}
+    fn closed(&mut self, _reason: &str) {}
+}
+
+impl Outbound for EchoOut {
+    async fn next(&mut self) -> Result<Frame, Close> {
+        loop {
+            if let Some(f) = self.0.frames.lock().ok().and_then(|mut q| q.pop_front()) {
+                return Ok(f);
+            }
+            self.0.notify.notified().await;
+        }
+    }
+}
+
+async fn socketio(State(e): State<Arc<Engine<SocketIo<Suite>>>>, req: Request) -> Response {
+    e.handle(req).await
+}
+
+async fn engineio(State(e): State<Arc<Engine<Echo>>>, req: Request) -> Response {
+    e.handle(req).await
 }
 
 #[tokio::main]
@@ -104,25 +140,36 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let ping_interval = Duration::from_millis(300);
-    let ping_timeout = Duration::from_millis(200);
-    let (io_layer, io) = SocketIo::builder()
-        .ping_interval(ping_interval)
-        .ping_timeout(ping_timeout)
-        .connect_timeout(Duration::from_millis(1000))
-        .max_payload(1_000_000)
-        .build_layer();
-    io.ns("/", on_connect);
-    io.ns("/custom", on_connect);
-    let eio_config = engineioxide::config::EngineIoConfig::builder()
-        .req_path("/engine.io")
-        .ping_interval(ping_interval)
-        .ping_timeout(ping_timeout)
-        .max_payload(1_000_000)
-        .build();
+    let options = Options {
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(200),
+        max_payload: 1_000_000,
+        ..Options::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sio = Engine::new(
+        SocketIo::new(
+            Suite,
+            Limits {
+                max_attachments: 10,
+                max_attachment_bytes: 1_000_000,
+            },
+            Duration::from_millis(1000),
+        ),
+        options.clone(),
+        shutdown.clone(),
+    );
+    let eio = Engine::new(Echo, options, shutdown);
+    tokio::spawn(sio.clone().sweep());
+    tokio::spawn(eio.clone().sweep());
     let app = Router::new()
-        .layer(io_layer)
-        .layer(EngineIoLayer::from_config(Arc::new(Echo), eio_config))
+        .route("/socket.io/", any(socketio))
+        .with_state(sio)
+        .merge(
+            Router::new()
+                .route("/engine.io/", any(engineio))
+                .with_state(eio),
+        )
         .layer(CorsLayer::permissive());
     let port = std::env::var("CONFORMANCE_PORT").unwrap_or_else(|_| "3000".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;

@@ -94,6 +94,9 @@ pub struct Event {
     pub scope: Scope,
     /// The whole envelope as JSON.
     pub body: Box<RawValue>,
+    /// The event as one transport frame, encoded by the first connection that sends it and
+    /// shared by every other (the Socket.IO packet: the same bytes for every receiver).
+    pub frame: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl Event {

@@ -175,7 +175,7 @@ pub fn protocol(bytes: &[u8]) {
             }
             eio::Packet::Binary(b) => {
                 if let Some(part) = partial.take() {
-                    match part.add(b) {
+                    match part.push(b) {
                         Ok(sio::Assembly::Complete(packet, buffers)) => {
                             if let Some((_, args)) = packet.event_parts() {
                                 for a in args {

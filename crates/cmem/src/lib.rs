@@ -16,6 +16,7 @@ pub(crate) mod api;
 pub(crate) mod app;
 pub(crate) mod clock;
 pub mod config;
+pub mod engine;
 pub(crate) mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -27,10 +28,7 @@ pub(crate) mod metrics;
 pub(crate) mod monitor;
 pub mod net;
 pub mod ops;
-// Not wired yet: the Socket.IO transport moves onto it in the next step of replacing
-// socketioxide; until then only its tests, the fuzzers and the envelope's reserved names use it.
-#[allow(dead_code)]
-pub(crate) mod protocol;
+pub mod protocol;
 pub mod server;
 pub mod teams;
 pub(crate) mod transports;

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("net", &[]),
     ("config", &["net"]),
     ("protocol", &[]),
+    ("engine", &["protocol"]),
     ("envelope", &["protocol"]),
     ("journal", &["clock", "envelope"]),
     ("hub", &["clock", "config", "envelope", "journal", "net"]),
@@ -34,7 +35,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "transports",
         &[
-            "app", "clock", "config", "envelope", "http", "hub", "net", "teams",
+            "app", "clock", "config", "engine", "envelope", "http", "hub", "net", "protocol",
+            "teams",
         ],
     ),
     (

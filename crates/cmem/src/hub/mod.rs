@@ -216,7 +216,26 @@ impl Hub {
         conn: Arc<Conn>,
         cursor: Option<Cursor>,
     ) -> Result<Subscription, PublishError> {
-        self.subscription(conn, cursor, true).await
+        self.subscription(conn, cursor, true, None).await
+    }
+
+    /// Whether a connection presenting `cursor` would resume from it (rather than get a
+    /// `resync`).
+    pub fn resumable(&self, cursor: &Cursor) -> bool {
+        matches!(self.decide(Some(cursor.clone())), Start::Resume(_))
+    }
+
+    /// Starts delivering to `conn` whose client presented something the transport cannot
+    /// honour (`reason`, such as a session it does not know) along with `requested`: it gets
+    /// a `resync` saying so, `system_status`, and the events from now on.
+    pub async fn subscribe_resync(
+        self: &Arc<Self>,
+        conn: Arc<Conn>,
+        reason: &'static str,
+        requested: Cursor,
+    ) -> Result<Subscription, PublishError> {
+        self.subscription(conn, Some(requested), true, Some(reason))
+            .await
     }
 
     /// For a known connection presenting a cursor again (each poll request): publishes a
@@ -227,7 +246,7 @@ impl Hub {
         conn: Arc<Conn>,
         cursor: Cursor,
     ) -> Result<Subscription, PublishError> {
-        self.subscription(conn, Some(cursor), false).await
+        self.subscription(conn, Some(cursor), false, None).await
     }
 
     async fn subscription(
@@ -235,12 +254,13 @@ impl Hub {
         conn: Arc<Conn>,
         cursor: Option<Cursor>,
         greet: bool,
+        forced: Option<&'static str>,
     ) -> Result<Subscription, PublishError> {
         // Subscribe first: anything committed from now on reaches `rx`.
         let rx = self.fanout.subscribe();
         // What was addressed to this connection before now is read from the journal below.
         conn.take_direct();
-        let start_after = self.position(&conn, cursor, greet).await?;
+        let start_after = self.position(&conn, cursor, greet, forced).await?;
         let head = self.journal.head();
         conn.set_cursor(start_after);
         let closed = Box::pin(conn.closer.clone().cancelled_owned());
@@ -267,9 +287,13 @@ impl Hub {
         conn: &Conn,
         cursor: Option<Cursor>,
         greet: bool,
+        forced: Option<&'static str>,
     ) -> Result<u64, PublishError> {
         let scope = Scope::Client(conn.address.clone());
-        let start = self.decide(cursor);
+        let start = match (forced, cursor) {
+            (Some(reason), Some(requested)) => Start::Resync { reason, requested },
+            (_, cursor) => self.decide(cursor),
+        };
         let mut opening = Vec::new();
         if let Start::Resync { reason, requested } = &start {
             let oldest = self.journal.oldest();

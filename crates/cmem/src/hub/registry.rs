@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -39,9 +39,6 @@ fn registration_serial() -> String {
     }
 }
 
-/// Reports a connection's current transport.
-pub type TransportProbe = Box<dyn Fn() -> Transport + Send + Sync>;
-
 /// A user's connection starting or stopping to receive a workspace, for presence.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PresenceChange {
@@ -61,7 +58,6 @@ pub struct Conn {
     /// addressed to an earlier one.
     pub address: String,
     transport: AtomicU8,
-    transport_probe: OnceLock<TransportProbe>,
     pub connected_at: String,
     last_activity_ms: AtomicI64,
     pub user_agent: String,
@@ -89,16 +85,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn transport(&self) -> Transport {
-        match self.transport_probe.get() {
-            Some(probe) => probe(),
-            None => transport_from_u8(self.transport.load(Ordering::Relaxed)),
-        }
+        transport_from_u8(self.transport.load(Ordering::Relaxed))
     }
 
-    /// Lets a transport whose kind can change (Socket.IO upgrades from polling to WebSocket)
-    /// report it live.
-    pub fn set_transport_probe(&self, probe: TransportProbe) {
-        let _ = self.transport_probe.set(probe);
+    /// The transport changed (Socket.IO upgrades from long-polling to WebSocket).
+    pub fn set_transport(&self, t: Transport) {
+        self.transport.store(t as u8, Ordering::Relaxed);
     }
 
     pub fn touch(&self) {
@@ -342,7 +334,6 @@ impl Registry {
             id: id.clone(),
             address,
             transport: AtomicU8::new(transport as u8),
-            transport_probe: OnceLock::new(),
             connected_at: crate::clock::now_rfc3339(),
             last_activity_ms: AtomicI64::new(now_ms()),
             user_agent: meta.user_agent,
@@ -390,13 +381,29 @@ impl Registry {
     pub fn ended(&self, c: &Conn, reason: &str) {
         c.close(reason);
         let why = c.close_reason().unwrap_or_else(|| reason.to_string());
-        self.remove(&c.id, &why);
+        // only this registration: a recovered Socket.IO session registers again under the
+        // same id, possibly before the transport it replaced is seen to end
+        let removed = self.conns.write().ok().and_then(|mut m| {
+            if m.get(&c.id).is_some_and(|x| std::ptr::eq(x.as_ref(), c)) {
+                m.remove(&c.id)
+            } else {
+                None
+            }
+        });
+        if let Some(conn) = removed {
+            self.count_removed(conn, &why);
+        }
     }
 
     /// Removes a connection and counts the reason it closed.
     pub fn remove(&self, id: &str, reason: &str) {
         let removed = self.conns.write().ok().and_then(|mut m| m.remove(id));
-        let Some(conn) = removed else { return };
+        if let Some(conn) = removed {
+            self.count_removed(conn, reason);
+        }
+    }
+
+    fn count_removed(&self, conn: Arc<Conn>, reason: &str) {
         if let Ok(mut c) = self.closes.lock() {
             *c.entry(reason.to_string()).or_insert(0) += 1;
         }

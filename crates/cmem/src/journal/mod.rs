@@ -441,6 +441,7 @@ fn read_rows(conn: &Connection, q: &ReadQuery) -> Result<Vec<Arc<Event>>, Journa
             kind,
             scope,
             body,
+            frame: Default::default(),
         }));
     }
     Ok(out)
@@ -589,6 +590,7 @@ impl Writer {
                         kind: ev.kind.clone(),
                         scope: ev.scope.clone(),
                         body,
+                        frame: Default::default(),
                     }));
                 }
             }

@@ -261,7 +261,7 @@ impl Partial {
     }
 
     /// Adds the next binary message.
-    pub fn add(mut self, buffer: Vec<u8>) -> Result<Assembly, DecodeError> {
+    pub fn push(mut self, buffer: Vec<u8>) -> Result<Assembly, DecodeError> {
         self.bytes = self.bytes.saturating_add(buffer.len());
         if self.bytes > self.max_bytes {
             return Err(DecodeError::AttachmentsTooLarge {
@@ -484,8 +484,8 @@ mod tests {
     fn binary_packets_are_assembled_within_limits() {
         let header = decode("52-[\"doc_update\",{\"update\":{\"_placeholder\":true,\"num\":1},\"sv\":{\"_placeholder\":true,\"num\":0}}]").unwrap();
         let partial = waiting(Partial::start(header, &LIMITS));
-        let partial = waiting(partial.add(vec![1, 2]).unwrap());
-        let Assembly::Complete(packet, buffers) = partial.add(vec![3, 4, 5]).unwrap() else {
+        let partial = waiting(partial.push(vec![1, 2]).unwrap());
+        let Assembly::Complete(packet, buffers) = partial.push(vec![3, 4, 5]).unwrap() else {
             panic!("two attachments were announced and sent");
         };
         assert_eq!(buffers, vec![vec![1, 2], vec![3, 4, 5]]);
@@ -511,14 +511,14 @@ mod tests {
         let header = Packet::decode("51-[\"a\",{\"_placeholder\":true,\"num\":0}]", &big).unwrap();
         let partial = waiting(Partial::start(header, &big));
         assert_eq!(
-            partial.add(vec![0; 5]).unwrap_err(),
+            partial.push(vec![0; 5]).unwrap_err(),
             DecodeError::AttachmentsTooLarge { max: 4 }
         );
         // a placeholder for an attachment that was not announced
         let header = decode("51-[\"a\",{\"_placeholder\":true,\"num\":3}]").unwrap();
         let partial = waiting(Partial::start(header, &LIMITS));
         assert_eq!(
-            partial.add(vec![1]).unwrap_err(),
+            partial.push(vec![1]).unwrap_err(),
             DecodeError::IllegalAttachments
         );
         // a binary header that announces none is complete at once

@@ -19,7 +19,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -57,6 +56,8 @@ pub enum ServerError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Teams(#[from] crate::teams::TeamsError),
+    #[error("state folder: {0}")]
+    State(std::io::Error),
     #[error(
         "refusing to listen on {addr}: other machines can reach it and no users exist, so anyone could read and publish. Create a user and a token first:\n  cmem user add <name> --admin --data {data}\n  cmem token create <name> --data {data}\nor pass --insecure to run open on purpose"
     )]
@@ -155,8 +156,10 @@ impl Server {
         let state = self.app;
         let hub = state.hub.clone();
         let config = state.config.clone();
-        let io = transports::socketio::build(&state);
-        let io_handle = io.as_ref().map(|l| l.io.clone());
+        let io = transports::socketio::build(&state).map_err(ServerError::State)?;
+        if let Some(io) = &io {
+            tokio::spawn(io.clone().sweep());
+        }
         state.monitor.start();
         let app = router::router(state.clone(), io);
         tokio::spawn(transports::poll::sweep(
@@ -227,16 +230,9 @@ impl Server {
         // Stop accepting (the listener is dropped), then tell clients why and close them.
         drop(self.listener);
         tracing::info!("shutting down: closing clients");
-        hub.shutdown.cancel(); // ends SSE streams (with a `close` event), long polls, deliveries
-        if let Some(io) = io_handle {
-            let _ = io
-                .emit(
-                    "cmem_close",
-                    &json!({"reason": "server_shutdown", "reconnect": true}),
-                )
-                .await;
-            io.close().await;
-        }
+        // ends SSE streams (with a `close` event), long polls, and Socket.IO deliveries (with
+        // `cmem_close` and an Engine.IO close)
+        hub.shutdown.cancel();
         let grace = Duration::from_millis(config.shutdown_grace_ms);
         if tokio::time::timeout(grace, graceful.shutdown())
             .await

@@ -3,11 +3,13 @@
 //! (Host and Origin). It sits beside the server, above the API and the transports, because it
 //! is the one place that knows all of them.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -137,8 +139,12 @@ fn cors(app: &App) -> CorsLayer {
         ])
 }
 
+async fn socketio(State(io): State<Arc<transports::socketio::IoEngine>>, req: Request) -> Response {
+    io.handle(req).await
+}
+
 /// Every route on one port: API, SSE, poll and Socket.IO.
-pub fn router(state: App, io_layer: Option<transports::socketio::Layer>) -> Router {
+pub fn router(state: App, io: Option<Arc<transports::socketio::IoEngine>>) -> Router {
     let mut app = Router::new()
         .route(
             "/api/search",
@@ -213,8 +219,20 @@ pub fn router(state: App, io_layer: Option<transports::socketio::Layer>) -> Rout
             std::time::Duration::from_millis(state.config.request_read_timeout_ms),
         ))
         .with_state(state.clone());
-    if let Some(layer) = io_layer {
-        app = layer.apply(app, state.clone());
+    if let Some(io) = io {
+        // outside `authenticate`: Socket.IO authenticates at CONNECT, with `auth.token`
+        let socketio = Router::new()
+            .route("/socket.io/", any(socketio))
+            .route("/socket.io", any(socketio))
+            .with_state(io)
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                transports::socketio::origin_check,
+            ))
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                std::time::Duration::from_millis(state.config.request_read_timeout_ms),
+            ));
+        app = app.merge(socketio);
     }
     // the guard is the outermost layer: a refused Host or Origin gets no further
     app.layer(cors(&state))

@@ -220,7 +220,14 @@ impl Teams {
                  doc TEXT NOT NULL,
                  data BLOB NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS doc_updates_by_doc ON doc_updates(workspace, doc, seq);",
+             CREATE INDEX IF NOT EXISTS doc_updates_by_doc ON doc_updates(workspace, doc, seq);
+             -- the workspaces a Socket.IO session joined or left after its handshake, so that
+             -- connection state recovery restores them (also after a restart)
+             CREATE TABLE IF NOT EXISTS socket_sessions (
+                 sid TEXT PRIMARY KEY,
+                 workspaces TEXT NOT NULL,
+                 updated_ms INTEGER NOT NULL
+             );",
         )?;
         Ok(Teams {
             conn: Mutex::new(conn),
@@ -230,6 +237,45 @@ impl Teams {
             http_budgets: Mutex::default(),
             message_max_chars: std::sync::atomic::AtomicU64::new(4000),
         })
+    }
+
+    /// Keeps the workspaces Socket.IO session `sid` receives now (after a join or a leave).
+    pub fn save_socket_workspaces(
+        &self,
+        sid: &str,
+        workspaces: &[String],
+    ) -> Result<(), TeamsError> {
+        let list = serde_json::to_string(workspaces)
+            .map_err(|e| TeamsError::Invalid(format!("workspace list: {e}")))?;
+        self.db()?.execute(
+            "INSERT INTO socket_sessions (sid, workspaces, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sid) DO UPDATE SET workspaces = excluded.workspaces, updated_ms = excluded.updated_ms",
+            params![sid, list, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// The workspaces Socket.IO session `sid` last received, if it ever joined or left one
+    /// after its handshake.
+    pub fn socket_workspaces(&self, sid: &str) -> Result<Option<Vec<String>>, TeamsError> {
+        let list: Option<String> = self
+            .db()?
+            .query_row(
+                "SELECT workspaces FROM socket_sessions WHERE sid = ?1",
+                params![sid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(list.and_then(|l| serde_json::from_str(&l).ok()))
+    }
+
+    /// Forgets sessions not updated for `max_age_ms` (they can no longer be recovered: the
+    /// journal has moved past them). Returns how many.
+    pub fn prune_socket_sessions(&self, max_age_ms: i64) -> Result<usize, TeamsError> {
+        Ok(self.db()?.execute(
+            "DELETE FROM socket_sessions WHERE updated_ms < ?1",
+            params![now_ms().saturating_sub(max_age_ms)],
+        )?)
     }
 
     fn db(&self) -> Result<std::sync::MutexGuard<'_, Connection>, TeamsError> {

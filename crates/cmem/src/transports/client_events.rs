@@ -5,55 +5,40 @@
 //! should see as a consequence (the message itself, presence) goes through the journal like
 //! every other event. Acks are the only thing written to a socket from here.
 
-use std::sync::{Arc, Mutex};
-
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, Event, SocketRef, State as IoState, TryData};
 
 use super::MAX_WORKSPACES_PER_CONN;
-use crate::app::{App, AppState};
-use crate::hub::registry::Conn;
+use super::socketio::Socket;
 use crate::teams::TeamsError;
 use crate::teams::auth::Identity;
 use crate::teams::docs;
 use crate::teams::messages::{self, Outgoing, RateLimit};
 
-/// Per-socket message budget (socketioxide extensions hold clones, hence the shared cell).
-#[derive(Clone)]
-struct Budget(Arc<Mutex<RateLimit>>);
-
-/// Per-socket budget of document operations (`doc_sync`, `doc_update`).
-#[derive(Clone)]
-struct DocBudget(Arc<Mutex<RateLimit>>);
-
-/// Spends one message from the socket's budget, made on first use.
-fn take_budget(app: &AppState, s: &SocketRef) -> Result<(), TeamsError> {
-    let Budget(b) = s.extensions.get::<Budget>().unwrap_or_else(|| {
-        let b = Budget(Arc::new(Mutex::new(RateLimit::new(
-            app.config.team_messages_per_s,
-        ))));
-        s.extensions.insert(b.clone());
-        b
-    });
-    spend(&b)
+/// Which of a socket's budgets an operation spends.
+#[derive(Clone, Copy)]
+enum Budget {
+    Messages,
+    Documents,
 }
 
-/// Spends one document operation from the socket's budget, made on first use.
-fn take_doc_budget(app: &AppState, s: &SocketRef) -> Result<(), TeamsError> {
-    let DocBudget(b) = s.extensions.get::<DocBudget>().unwrap_or_else(|| {
-        let b = DocBudget(Arc::new(Mutex::new(
-            RateLimit::new(app.config.doc_ops_per_s).named("document operations"),
-        )));
-        s.extensions.insert(b.clone());
-        b
+/// Spends one operation from the socket's budget (both budgets are made on first use: most
+/// sockets never send anything).
+fn spend(s: &Socket, which: Budget) -> Result<(), TeamsError> {
+    let mut b = s
+        .budgets
+        .lock()
+        .map_err(|_| TeamsError::Invalid("rate limit lock poisoned".into()))?;
+    let c = &s.app.config;
+    let (messages, documents) = &mut **b.get_or_insert_with(|| {
+        Box::new((
+            RateLimit::new(c.team_messages_per_s),
+            RateLimit::new(c.doc_ops_per_s).named("document operations"),
+        ))
     });
-    spend(&b)
-}
-
-fn spend(b: &Mutex<RateLimit>) -> Result<(), TeamsError> {
-    b.lock()
-        .map_err(|_| TeamsError::Invalid("rate limit lock poisoned".into()))?
-        .take()
+    match which {
+        Budget::Messages => messages.take(),
+        Budget::Documents => documents.take(),
+    }
 }
 
 fn refuse(e: &TeamsError) -> Value {
@@ -68,17 +53,6 @@ fn refuse(e: &TeamsError) -> Value {
         TeamsError::Unavailable(_) => "unavailable",
     };
     json!({"ok": false, "error": e.to_string(), "code": code})
-}
-
-fn reply(ack: AckSender, answer: Result<Value, TeamsError>) {
-    let body = match answer {
-        Ok(mut v) => {
-            v["ok"] = json!(true);
-            v
-        }
-        Err(e) => refuse(&e),
-    };
-    let _ = ack.send(&body);
 }
 
 /// `{workspace}` or a bare workspace name.
@@ -96,61 +70,56 @@ pub(crate) fn workspace_of(d: &Value) -> Result<String, TeamsError> {
     }
 }
 
-/// Who the socket is, as the handshake decided. Without that record nothing is allowed (fail
-/// closed), though the handshake always leaves one.
-fn who(s: &SocketRef) -> Result<Identity, TeamsError> {
-    s.extensions
-        .get::<super::socketio::Who>()
-        .map(|w| w.0)
-        .ok_or_else(|| TeamsError::Forbidden("this connection has no identity".into()))
+fn who(s: &Socket) -> &Identity {
+    &s.identity
 }
 
-/// This socket's registry entry. A client may emit right after it is told it is connected,
-/// a moment before the connect handler has registered it, so wait briefly for that.
-async fn conn_of(app: &AppState, s: &SocketRef) -> Result<Arc<Conn>, TeamsError> {
-    let id = s.id.to_string();
-    for _ in 0..100 {
-        if let Some(c) = app.hub.registry.get(&id) {
-            return Ok(c);
-        }
-        if !s.connected() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+/// Keeps the socket's workspaces for connection state recovery.
+fn remember_workspaces(s: &Socket) {
+    if let Err(e) = s
+        .app
+        .teams
+        .save_socket_workspaces(&s.conn.id, &s.conn.workspaces())
+    {
+        tracing::warn!(error = %e, sid = %s.conn.id, "could not keep the socket's workspaces");
     }
-    Err(TeamsError::Invalid("the connection is closing".into()))
 }
 
-async fn join(app: &AppState, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
+fn join(s: &Socket, d: Value) -> Result<Value, TeamsError> {
     let ws = workspace_of(&d)?;
-    messages::check_access(&app.teams, &who(s)?, &ws)?;
-    let conn = conn_of(app, s).await?;
+    messages::check_access(&s.app.teams, who(s), &ws)?;
+    let conn = &s.conn;
     if conn.workspaces().len() >= MAX_WORKSPACES_PER_CONN && !conn.workspaces().contains(&ws) {
         return Err(TeamsError::Invalid(format!(
             "at most {MAX_WORKSPACES_PER_CONN} workspaces per connection; leave one first"
         )));
     }
     let joined = conn.join(&ws);
+    if joined {
+        remember_workspaces(s);
+    }
     Ok(json!({"workspace": ws, "already_joined": !joined}))
 }
 
-async fn leave(app: &AppState, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
+fn leave(s: &Socket, d: Value) -> Result<Value, TeamsError> {
     let ws = workspace_of(&d)?;
-    let conn = conn_of(app, s).await?;
-    let left = conn.leave(&ws);
+    let left = s.conn.leave(&ws);
+    if left {
+        remember_workspaces(s);
+    }
     Ok(json!({"workspace": ws, "was_joined": left}))
 }
 
-async fn message(app: &AppState, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
+async fn message(s: &Socket, d: Value) -> Result<Value, TeamsError> {
     let field = |k: &str| d.get(k).and_then(Value::as_str);
     let workspace =
         field("workspace").ok_or_else(|| TeamsError::Invalid("workspace is missing".into()))?;
     let text = field("text").ok_or_else(|| TeamsError::Invalid("text is missing".into()))?;
-    take_budget(app, s)?;
+    spend(s, Budget::Messages)?;
     let (msg, duplicate) = messages::send(
-        &app.teams,
-        &app.hub,
-        &who(s)?,
+        &s.app.teams,
+        &s.app.hub,
+        who(s),
         Outgoing {
             workspace,
             text,
@@ -161,15 +130,15 @@ async fn message(app: &AppState, s: &SocketRef, d: Value) -> Result<Value, Teams
     Ok(json!({"message": msg, "duplicate": duplicate}))
 }
 
-async fn notification(app: &AppState, s: &SocketRef, d: Value) -> Result<Value, TeamsError> {
+async fn notification(s: &Socket, d: Value) -> Result<Value, TeamsError> {
     let field = |k: &str| d.get(k).and_then(Value::as_str);
     let workspace =
         field("workspace").ok_or_else(|| TeamsError::Invalid("workspace is missing".into()))?;
-    take_budget(app, s)?;
+    spend(s, Budget::Messages)?;
     let note = messages::notify(
-        &app.teams,
-        &app.hub,
-        &who(s)?,
+        &s.app.teams,
+        &s.app.hub,
+        who(s),
         messages::NotificationIn {
             workspace,
             title: field("title").unwrap_or(""),
@@ -195,31 +164,31 @@ pub(crate) fn field<'a>(d: &'a rmpv::Value, key: &str) -> Option<&'a rmpv::Value
         .map(|(_, v)| v)
 }
 
-async fn doc_sync(app: App, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
-    take_doc_budget(&app, &s)?;
+fn doc_sync(s: &Socket, d: rmpv::Value) -> Result<Value, TeamsError> {
+    spend(s, Budget::Documents)?;
     let sv = match field(&d, "state_vector") {
         Some(v) => docs::bytes_of(v, "state_vector")?,
         None => Vec::new(),
     };
     docs::sync(
-        &app.teams,
-        &who(&s)?,
+        &s.app.teams,
+        who(s),
         text_field(&d, "workspace")?,
         text_field(&d, "doc")?,
         &sv,
     )
 }
 
-async fn doc_update(app: App, s: SocketRef, d: rmpv::Value) -> Result<Value, TeamsError> {
-    take_doc_budget(&app, &s)?;
+async fn doc_update(s: &Socket, d: rmpv::Value) -> Result<Value, TeamsError> {
+    spend(s, Budget::Documents)?;
     let update = docs::bytes_of(
         field(&d, "update").ok_or_else(|| TeamsError::Invalid("update is missing".into()))?,
         "update",
     )?;
     let id = docs::update(
-        &app.teams,
-        &app.hub,
-        &who(&s)?,
+        &s.app.teams,
+        &s.app.hub,
+        who(s),
         text_field(&d, "workspace")?,
         text_field(&d, "doc")?,
         &update,
@@ -229,36 +198,25 @@ async fn doc_update(app: App, s: SocketRef, d: rmpv::Value) -> Result<Value, Tea
 }
 
 /// Runs one client event; `None` for an event this server does not know.
-async fn dispatch(
-    app: App,
-    s: SocketRef,
-    event: &str,
-    d: rmpv::Value,
-) -> Option<Result<Value, TeamsError>> {
+async fn dispatch(s: &Socket, event: &str, d: rmpv::Value) -> Option<Result<Value, TeamsError>> {
     // the JSON-shaped events read a serde_json value; the document ones keep binary
     let as_json = || {
         serde_json::to_value(&d)
             .map_err(|e| TeamsError::Invalid(format!("unreadable payload: {e}")))
     };
     Some(match event {
-        "join_workspace" => match as_json() {
-            Ok(v) => join(&app, &s, v).await,
-            Err(e) => Err(e),
-        },
-        "leave_workspace" => match as_json() {
-            Ok(v) => leave(&app, &s, v).await,
-            Err(e) => Err(e),
-        },
+        "join_workspace" => as_json().and_then(|v| join(s, v)),
+        "leave_workspace" => as_json().and_then(|v| leave(s, v)),
         "team_message" => match as_json() {
-            Ok(v) => message(&app, &s, v).await,
+            Ok(v) => message(s, v).await,
             Err(e) => Err(e),
         },
         "team_notification" => match as_json() {
-            Ok(v) => notification(&app, &s, v).await,
+            Ok(v) => notification(s, v).await,
             Err(e) => Err(e),
         },
-        "doc_sync" => doc_sync(app, s, d).await,
-        "doc_update" => doc_update(app, s, d).await,
+        "doc_sync" => doc_sync(s, d),
+        "doc_update" => doc_update(s, d).await,
         _ => return None,
     })
 }
@@ -273,27 +231,20 @@ pub const CLIENT_EVENTS: [&str; 6] = [
     "doc_update",
 ];
 
-/// Installs one handler for every client event on a newly connected socket. One fallback
-/// handler rather than one per event: each registered handler is a boxed closure kept per
-/// socket, and idle sockets are what the server holds most of.
-pub fn install(s: &SocketRef) {
-    s.on_fallback(
-        async |s: SocketRef,
-               Event(event): Event,
-               TryData(d): TryData<rmpv::Value>,
-               ack: AckSender,
-               IoState(app): IoState<App>| {
-            let r = match d {
-                Ok(d) => dispatch(app, s, &event, d).await,
-                Err(e) => Some(Err(TeamsError::Invalid(format!("unreadable payload: {e}")))),
-            };
-            let r = r.unwrap_or_else(|| {
-                Err(TeamsError::Invalid(format!(
-                    "unknown event `{event}`; clients may send {}",
-                    CLIENT_EVENTS.join(", ")
-                )))
-            });
-            reply(ack, r);
-        },
-    );
+/// Runs a client event and returns the ack's body: `{ok: true, …}` or `{ok: false, error,
+/// code}`.
+pub(crate) async fn handle(s: &Socket, event: &str, data: rmpv::Value) -> Value {
+    let r = dispatch(s, event, data).await.unwrap_or_else(|| {
+        Err(TeamsError::Invalid(format!(
+            "unknown event `{event}`; clients may send {}",
+            CLIENT_EVENTS.join(", ")
+        )))
+    });
+    match r {
+        Ok(mut v) => {
+            v["ok"] = json!(true);
+            v
+        }
+        Err(e) => refuse(&e),
+    }
 }

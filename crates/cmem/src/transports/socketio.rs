@@ -1,74 +1,70 @@
-//! Socket.IO v4 (Engine.IO 4) at `/socket.io/`, on socketioxide: WebSocket, long-polling and
-//! the upgrade between them.
+//! Socket.IO at `/socket.io/`: WebSocket, long-polling and the upgrade between them, on our
+//! own Engine.IO / Socket.IO layer (`crate::engine`).
 //!
-//! The event name is the envelope `type`, the payload the envelope. The handshake
-//! `auth: {last_event_id, epoch?, workspaces?}` resumes from a cursor. socketioxide has no
-//! connection-state recovery of its own; resume comes from the journal through
-//! [`Hub::subscribe`].
+//! The event name is the envelope `type`, the first argument the envelope, the last its
+//! journal position as text (`<epoch>:<id>`, Socket.IO's "offset"). The namespace `/` is the
+//! only one.
 //!
-//! One task per socket pulls from its subscription and emits. When socketioxide's per-socket
-//! send buffer (`queue_bound` packets) is full the task waits: the journal keeps the events, so
-//! waiting costs nothing. If the buffer stays full for `slow_consumer_timeout_ms` — the client
-//! has stopped reading — it is told why (`cmem_close`) and disconnected, and it resumes from
-//! its cursor on reconnect.
+//! Where a client resumes from, in order of preference:
+//! 1. **Connection state recovery**, socket.io-client's own: the CONNECT answer carries
+//!    `{sid, pid}`; a client that reconnects sends `{pid, offset}` in its auth by itself and,
+//!    when the pid is one this server issued for this user in this journal and the offset is
+//!    still retained, gets the same socket id, the workspaces that session had (also those it
+//!    joined later, kept in the teams database), every event it missed and
+//!    `socket.recovered === true`. This works after any absence within retention, after a
+//!    restart, and from an offset obtained on another transport. A pid this server cannot
+//!    verify gets a normal connect and a `resync` (reason `unknown_session`), never a replay
+//!    it cannot vouch for.
+//! 2. `auth: {last_event_id, epoch?}`: a cursor, as every transport takes.
+//! 3. Nothing: events from now on.
+//!
+//! Delivery pulls from the connection's [`Subscription`]; nothing is queued per socket. A
+//! client that stops reading is cut when its socket's writes stall for
+//! `slow_consumer_timeout_ms` (the registry counts `slow_consumer`); socket.io-client then
+//! reconnects and recovers by itself. A connection the server ends for another reason
+//! (revoked token, shutdown) is told why with `cmem_close` first, then closed at the
+//! Engine.IO level, so the client reconnects and, if it still may, recovers.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use socketioxide::extract::{SocketRef, State as IoState, TryData};
-use socketioxide::handler::ConnectHandler;
-use socketioxide::layer::SocketIoLayer;
-use socketioxide::socket::DisconnectReason;
-use socketioxide::{SocketIo, TransportType};
+use sha2::{Digest, Sha256};
 
 use super::{conn_meta, parse_workspaces};
 use crate::app::App;
 use crate::config::Transport;
-use crate::envelope::Cursor;
-use crate::http::ApiError;
-use crate::hub::StreamEnd;
+use crate::engine::socketio::{Connected, EventStream, Namespaces, Reply, SocketIo};
+use crate::engine::{self, Close, Engine, Frame, Opening};
+use crate::envelope::{Cursor, Event};
 use crate::hub::registry::Conn;
+use crate::hub::{StreamEnd, Subscription};
 use crate::net::StallFlag;
+use crate::protocol::sio::Limits;
 use crate::teams::auth::{Identity, identify, token_from};
-
-/// The Socket.IO service, ready to be put in front of the router.
-pub struct Layer {
-    pub layer: SocketIoLayer,
-    pub io: SocketIo,
-}
-
-impl Layer {
-    /// Wraps `app` with the Socket.IO layer and the `Origin` check that shares the CORS list.
-    pub fn apply(self, router: Router, app: App) -> Router {
-        router
-            .layer(self.layer)
-            .layer(axum::middleware::from_fn_with_state(app, origin_check))
-    }
-}
+use crate::teams::messages::RateLimit;
 
 /// Browsers send `Origin` on WebSocket upgrades and cross-origin polling; refuse origins that
 /// are not on the allow-list. Non-browser clients send none and are not affected.
-async fn origin_check(State(app): State<App>, req: Request, next: Next) -> Response {
-    if req.uri().path().starts_with("/socket.io")
-        && let Some(origin) = req.headers().get(axum::http::header::ORIGIN)
-    {
+pub(crate) async fn origin_check(
+    axum::extract::State(app): axum::extract::State<App>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(origin) = req.headers().get(axum::http::header::ORIGIN) {
         let allowed = origin
             .to_str()
             .map(|o| app.config.origin_allowed(o))
             .unwrap_or(false);
         if !allowed {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
+            return crate::http::ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
                 format!(
-                    "origin {:?} is not in cors_origins; add it to the configuration to allow it",
-                    origin
+                    "origin {origin:?} is not in cors_origins; add it to the configuration to allow it"
                 ),
             )
             .into_response();
@@ -77,17 +73,22 @@ async fn origin_check(State(app): State<App>, req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
+/// Binary attachments one packet may announce.
+const MAX_ATTACHMENTS: usize = 4;
+
+/// The Socket.IO engine of this server.
+pub type IoEngine = Engine<SocketIo<Cmem>>;
+
 /// What a client may put in `auth`. Unknown keys are ignored.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Handshake {
     cursor: Option<Cursor>,
     workspaces: Vec<String>,
     token: Option<String>,
+    /// Connection state recovery: the private session id and the last offset seen.
+    pid: Option<String>,
+    offset: Option<String>,
 }
-
-/// Who the socket is, decided at the handshake.
-#[derive(Debug, Clone)]
-pub(crate) struct Who(pub(crate) Identity);
 
 #[derive(Debug, Deserialize)]
 struct AuthIn {
@@ -99,8 +100,13 @@ struct AuthIn {
     workspaces: Option<Value>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    pid: Option<String>,
+    #[serde(default)]
+    offset: Option<String>,
 }
 
+/// Why a handshake's `auth` is refused (the CONNECT_ERROR message).
 #[derive(Debug)]
 pub(crate) struct HandshakeError(String);
 
@@ -111,6 +117,9 @@ impl std::fmt::Display for HandshakeError {
 }
 
 impl std::error::Error for HandshakeError {}
+
+/// Longest pid or offset read from `auth`.
+const MAX_RECOVERY_TEXT: usize = 200;
 
 pub(crate) fn parse_auth(auth: Option<Value>) -> Result<Handshake, HandshakeError> {
     let Some(v) = auth.filter(|v| !v.is_null()) else {
@@ -160,257 +169,406 @@ pub(crate) fn parse_auth(auth: Option<Value>) -> Result<Handshake, HandshakeErro
             ));
         }
     };
+    let bounded = |v: Option<String>, what: &str| match v {
+        Some(s) if s.len() > MAX_RECOVERY_TEXT => Err(HandshakeError(format!(
+            "auth.{what} is longer than {MAX_RECOVERY_TEXT} characters"
+        ))),
+        other => Ok(other.filter(|s| !s.is_empty())),
+    };
     Ok(Handshake {
         cursor,
         workspaces,
         token: a.token,
+        pid: bounded(a.pid, "pid")?,
+        offset: bounded(a.offset, "offset")?,
     })
 }
 
-/// Connect middleware: a bad `auth`, a missing or refused token, or a workspace the user is
-/// not a member of is refused with `connect_error` saying why.
-async fn check_handshake(
-    s: SocketRef,
-    TryData(auth): TryData<Value>,
-    IoState(app): IoState<App>,
-) -> Result<(), HandshakeError> {
-    let auth = auth.map_err(|e| HandshakeError(format!("auth is not valid JSON: {e}")))?;
-    let mut hs = parse_auth(Some(auth))?;
-    // `auth.token` first; Node clients may also send the header or `?token=` on the URL
-    let token = hs.token.take().or_else(|| {
-        let parts = s.req_parts();
-        token_from(&parts.headers, parts.uri.query())
-    });
-    let identity =
-        identify(&app.teams, token.as_deref()).map_err(|e| HandshakeError(e.to_string()))?;
-    hs.workspaces = identity
-        .workspaces_for(std::mem::take(&mut hs.workspaces))
-        .map_err(|e| HandshakeError(e.to_string()))?;
-    s.extensions.insert(hs);
-    s.extensions.insert(Who(identity));
-    // Installed here, not in `on_connect`: socketioxide sends the CONNECT packet before it
-    // runs the connect handler, so a client that emits at once must find the handler ready.
-    super::client_events::install(&s);
-    Ok(())
+/// Issues and checks private session ids: `<sid>.<mac>`, where the MAC binds the socket id to
+/// the journal's epoch and the user with a secret kept in the state folder. A pid says "this
+/// server gave this socket id to this user in this journal", without a table of sessions.
+pub(crate) struct SessionKeys {
+    secret: [u8; 32],
 }
 
-fn transport_of(t: TransportType) -> Transport {
+impl SessionKeys {
+    /// Reads the secret from `<state>/socketio.key`, creating it on first use.
+    pub(crate) fn load(state_dir: &Path) -> std::io::Result<SessionKeys> {
+        let path = state_dir.join("socketio.key");
+        let hex = match std::fs::read_to_string(&path) {
+            Ok(h) => h.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut b = [0u8; 32];
+                getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+                let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                std::fs::write(&path, &h)?;
+                h
+            }
+            Err(e) => return Err(e),
+        };
+        let mut secret = [0u8; 32];
+        if hex.len() != 64 {
+            return Err(std::io::Error::other(format!(
+                "{} is not 64 hex digits; delete it to make a new one (clients then reconnect without recovery)",
+                path.display()
+            )));
+        }
+        for (i, s) in secret.iter_mut().enumerate() {
+            *s = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| std::io::Error::other(format!("{} is not hex", path.display())))?;
+        }
+        Ok(SessionKeys { secret })
+    }
+
+    fn mac(&self, epoch: &str, sid: &str, user: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.secret);
+        for part in [epoch, sid, user] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    pub(crate) fn pid(&self, epoch: &str, sid: &str, user: &str) -> String {
+        format!("{sid}.{}", self.mac(epoch, sid, user))
+    }
+
+    /// The socket id of a pid this server issued for `user` in journal `epoch`.
+    pub(crate) fn verify(&self, pid: &str, epoch: &str, user: &str) -> Option<String> {
+        let (sid, mac) = pid.rsplit_once('.')?;
+        let expected = self.mac(epoch, sid, user);
+        // compared in full whatever differs, so timing says nothing of the MAC
+        let same = mac.len() == expected.len()
+            && mac
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        same.then(|| sid.to_string())
+    }
+}
+
+/// A new Socket.IO socket id: 22 characters of base64url.
+fn new_socket_id() -> Option<String> {
+    use base64::Engine as _;
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+/// The server's namespace: who may connect, where they resume from, what they may send.
+pub struct Cmem {
+    app: App,
+    keys: SessionKeys,
+}
+
+/// One client in the namespace.
+pub struct Socket {
+    pub(crate) app: App,
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) identity: Identity,
+    stall: Option<StallFlag>,
+    /// Message and document-operation budgets, made on first use.
+    pub(crate) budgets: Mutex<Option<Box<(RateLimit, RateLimit)>>>,
+}
+
+/// The events one socket receives: its subscription.
+pub struct Delivery {
+    sub: Subscription,
+}
+
+/// `42["<type>",<envelope>,"<epoch>:<id>"]`, built once per event.
+fn frame_of(sub: &Subscription, ev: &Event) -> Frame {
+    Frame::Message(
+        ev.frame
+            .get_or_init(|| {
+                let kind = serde_json::to_string(&ev.kind).unwrap_or_else(|_| "\"\"".into());
+                let offset = Value::String(sub.cursor_text(ev.id)).to_string();
+                let body = ev.json();
+                let mut s = String::with_capacity(kind.len() + body.len() + offset.len() + 6);
+                s.push_str("42[");
+                s.push_str(&kind);
+                s.push(',');
+                s.push_str(body);
+                s.push(',');
+                s.push_str(&offset);
+                s.push(']');
+                Bytes::from(s)
+            })
+            .clone(),
+    )
+}
+
+fn cmem_close(reason: &str, message: &str, last_event_id: String) -> Frame {
+    let packet = json!([
+        "cmem_close",
+        {"reason": reason, "message": message, "reconnect": true, "last_event_id": last_event_id}
+    ]);
+    Frame::message(&format!("2{packet}"))
+}
+
+impl EventStream for Delivery {
+    async fn next(&mut self) -> Result<Frame, Close> {
+        match self.sub.next().await {
+            Ok(ev) => Ok(frame_of(&self.sub, &ev)),
+            Err(end) => {
+                let reason = match &end {
+                    StreamEnd::Shutdown => "server_shutdown".to_string(),
+                    other => other.reason(),
+                };
+                let last = cmem_close(
+                    &reason,
+                    &end.to_string(),
+                    self.sub.cursor_text(self.sub.conn().cursor()),
+                );
+                Err(Close {
+                    reason: reason.into(),
+                    last: Some(last),
+                })
+            }
+        }
+    }
+}
+
+fn transport_of(t: engine::Transport) -> Transport {
     match t {
-        TransportType::Websocket => Transport::Websocket,
-        TransportType::Polling => Transport::Polling,
+        engine::Transport::Websocket => Transport::Websocket,
+        engine::Transport::Polling => Transport::Polling,
     }
 }
 
-fn disconnect_reason(r: DisconnectReason) -> &'static str {
-    match r {
-        DisconnectReason::TransportClose => "client_closed",
-        DisconnectReason::MultipleHttpPollingError => "multiple_polling_requests",
-        DisconnectReason::PacketParsingError => "bad_packet",
-        DisconnectReason::TransportError => "transport_error",
-        DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
-        DisconnectReason::ClientNSDisconnect => "client_disconnect",
-        DisconnectReason::ServerNSDisconnect => "server_disconnect",
-        DisconnectReason::ClosingServer => "server_shutdown",
+/// How a connecting client starts.
+enum Start {
+    /// Connection state recovery: the same socket id, from the offset, no greeting.
+    Recover { sid: String, cursor: Cursor },
+    /// A new socket from a cursor (or from now).
+    Fresh { cursor: Option<Cursor> },
+    /// A new socket whose client presented a session this server cannot vouch for.
+    Resync { requested: Cursor },
+}
+
+impl Cmem {
+    fn start(&self, hs: &Handshake, user: &str) -> Start {
+        let Some(pid) = &hs.pid else {
+            return Start::Fresh {
+                cursor: hs.cursor.clone(),
+            };
+        };
+        let hub = &self.app.hub;
+        let offset = hs.offset.as_deref().and_then(|o| Cursor::parse(o).ok());
+        match (self.keys.verify(pid, hub.journal.epoch(), user), offset) {
+            (Some(sid), Some(cursor)) if hub.resumable(&cursor) => Start::Recover { sid, cursor },
+            // a session of ours whose offset cannot be honoured: the hub says why
+            (Some(_), Some(cursor)) => Start::Fresh {
+                cursor: Some(cursor),
+            },
+            // it never received an event: nothing to recover
+            (Some(_), None) => Start::Fresh {
+                cursor: hs.cursor.clone(),
+            },
+            // not ours (another server, another journal, another user, or made up); an
+            // explicit cursor still says where the client wants to be
+            (None, offset) => match (&hs.cursor, offset) {
+                (Some(c), _) => Start::Fresh {
+                    cursor: Some(c.clone()),
+                },
+                (None, requested) => Start::Resync {
+                    requested: requested.unwrap_or(Cursor { id: 0, epoch: None }),
+                },
+            },
+        }
+    }
+
+    async fn connect_root(
+        &self,
+        o: &Opening,
+        auth: Option<Value>,
+    ) -> Result<Connected<Arc<Socket>, Delivery>, String> {
+        let app = &self.app;
+        let mut hs = parse_auth(auth).map_err(|e| e.to_string())?;
+        // `auth.token` first; Node clients may also send the header or `?token=` on the URL
+        let token = hs
+            .token
+            .take()
+            .or_else(|| token_from(&o.headers, o.uri.query()));
+        let identity = identify(&app.teams, token.as_deref()).map_err(|e| e.to_string())?;
+        let user = identity.user_name().unwrap_or("").to_string();
+        let start = self.start(&hs, &user);
+        let (sid, workspaces) = match &start {
+            Start::Recover { sid, .. } => {
+                // the workspaces the session had, as far as the user still belongs to them
+                let had = app
+                    .teams
+                    .socket_workspaces(sid)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| hs.workspaces.clone());
+                let allowed = match &identity {
+                    Identity::Open => had,
+                    Identity::User { user, .. } if had.is_empty() => user.workspaces.clone(),
+                    Identity::User { user, .. } => had
+                        .into_iter()
+                        .filter(|w| user.workspaces.contains(w))
+                        .collect(),
+                };
+                (sid.clone(), allowed)
+            }
+            _ => (
+                new_socket_id().ok_or("no random numbers from the operating system")?,
+                identity
+                    .workspaces_for(std::mem::take(&mut hs.workspaces))
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        let remote = o
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        let meta = conn_meta(&o.headers, remote, workspaces, &identity);
+        let registry = &app.hub.registry;
+        if let Some(old) = registry.get(&sid) {
+            // the transport this session replaces has not been seen to end yet
+            old.close("recovered_elsewhere");
+            registry.ended(&old, "recovered_elsewhere");
+        }
+        let conn = registry
+            .register(sid.clone(), transport_of(o.transport), meta)
+            .ok_or("this socket id is in use")?;
+        let hub = &app.hub;
+        let sub = match start {
+            Start::Recover { cursor, .. } => hub.resume(conn.clone(), cursor).await,
+            Start::Fresh { cursor } => hub.subscribe(conn.clone(), cursor).await,
+            Start::Resync { requested } => {
+                hub.subscribe_resync(conn.clone(), "unknown_session", requested)
+                    .await
+            }
+        };
+        let sub = match sub {
+            Ok(s) => s,
+            Err(e) => {
+                registry.ended(&conn, "journal_error");
+                return Err(format!("the journal is unavailable: {e}"));
+            }
+        };
+        let pid = self.keys.pid(hub.journal.epoch(), &sid, &user);
+        Ok(Connected {
+            socket: Arc::new(Socket {
+                app: app.clone(),
+                conn,
+                identity,
+                stall: o.extensions.get::<StallFlag>().cloned(),
+                budgets: Mutex::new(None),
+            }),
+            stream: Some(Delivery { sub }),
+            sid,
+            pid: Some(pid),
+            then: Vec::new(),
+        })
     }
 }
 
-async fn on_connect(s: SocketRef, IoState(app): IoState<App>) {
-    let hs = s.extensions.get::<Handshake>().unwrap_or_default();
-    let Some(Who(identity)) = s.extensions.get::<Who>() else {
-        let _ = s.disconnect(); // the handshake middleware always sets it
-        return;
-    };
-    let parts = s.req_parts();
-    let remote = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    let meta = conn_meta(&parts.headers, remote, hs.workspaces.clone(), &identity);
-    let Some(conn) =
-        app.hub
-            .registry
-            .register(s.id.to_string(), transport_of(s.transport_type()), meta)
-    else {
-        tracing::warn!(sid = %s.id, "socket id already registered");
-        let _ = s.disconnect();
-        return;
-    };
-    // Polling clients upgrade to WebSocket at any time; ask the socket when asked.
-    let probe = s.clone();
-    conn.set_transport_probe(Box::new(move || transport_of(probe.transport_type())));
+impl Namespaces for Cmem {
+    type Socket = Arc<Socket>;
+    type Stream = Delivery;
 
-    let h = app.hub.clone();
-    let c = conn.clone();
-    let stalled = parts.extensions.get::<StallFlag>().cloned();
-    s.on_disconnect(async move |_s: SocketRef, reason: DisconnectReason| {
-        // (a reason the server gave first, such as a revocation, wins: see `Registry::ended`)
-        let why = if stalled.as_ref().is_some_and(StallFlag::is_set) {
+    async fn connect(
+        &self,
+        opening: &Opening,
+        nsp: &str,
+        auth: Option<Value>,
+    ) -> Result<Connected<Arc<Socket>, Delivery>, String> {
+        if nsp != "/" {
+            return Err("Invalid namespace".into());
+        }
+        self.connect_root(opening, auth).await
+    }
+
+    async fn event(&self, socket: &Arc<Socket>, event: &str, args: Vec<rmpv::Value>) -> Reply {
+        let data = args.into_iter().next().unwrap_or(rmpv::Value::Nil);
+        let body = super::client_events::handle(socket, event, data).await;
+        match rmpv::ext::to_value(&body) {
+            Ok(v) => Reply::Ack(vec![v]),
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode an ack");
+                Reply::Nothing
+            }
+        }
+    }
+
+    fn upgraded(&self, socket: &Arc<Socket>) {
+        socket.conn.set_transport(Transport::Websocket);
+    }
+
+    fn disconnected(&self, socket: Arc<Socket>, reason: &str) {
+        let registry = &self.app.hub.registry;
+        let c = &socket.conn;
+        let why = if socket.stall.as_ref().is_some_and(StallFlag::is_set) {
             "slow_consumer"
         } else {
-            disconnect_reason(reason)
+            reason
         };
         if matches!(
             reason,
-            DisconnectReason::TransportError
-                | DisconnectReason::HeartbeatTimeout
-                | DisconnectReason::PacketParsingError
-        ) {
-            h.registry.record_error(
+            "transport_error" | "heartbeat_timeout" | "bad_packet" | "message_too_large"
+        ) && why != "slow_consumer"
+        {
+            registry.record_error(
                 c.transport().name(),
                 Some(&c.id),
-                disconnect_reason(reason),
+                reason,
                 None,
-                reason.to_string(),
+                format!("socket.io session ended: {reason}"),
             );
         }
-        h.registry.ended(&c, why);
-    });
-    // A client that dropped between CONNECT and the line above has no disconnect handler to
-    // run: it would stay registered (shown present, counted by revocations) for ever.
-    if !s.connected() {
-        app.hub.registry.ended(&conn, "client_closed");
-        return;
-    }
-
-    tokio::spawn(deliver(app, s, conn, hs.cursor));
-}
-
-/// Pulls this socket's events from the hub and emits them, in order.
-async fn deliver(app: App, s: SocketRef, conn: Arc<Conn>, cursor: Option<Cursor>) {
-    let mut sub = match app.hub.subscribe(conn.clone(), cursor).await {
-        Ok(sub) => sub,
-        Err(e) => {
-            tracing::error!(error = %e, sid = %s.id, "could not start delivery");
-            conn.close("journal_error");
-            let _ = s.disconnect();
-            return;
-        }
-    };
-    let slow_timeout = Duration::from_millis(app.config.slow_consumer_timeout_ms);
-    loop {
-        let ev = match sub.next().await {
-            Ok(ev) => ev,
-            Err(StreamEnd::Shutdown) => return, // the server closes every engine.io socket
-            Err(end) => {
-                let reason = end.reason();
-                if s.connected() {
-                    // Tell the client why, then end the namespace session. Clients resume
-                    // from their last event id on reconnect.
-                    let _ = s.emit(
-                        "cmem_close",
-                        &json!({
-                            "reason": reason,
-                            "message": end.to_string(),
-                            "reconnect": true,
-                            "last_event_id": app.hub.cursor_text(conn.cursor()),
-                        }),
-                    );
-                    let _ = s.clone().disconnect();
-                }
-                // the disconnect handler would do this too, unless the transport is already gone
-                app.hub.registry.ended(&conn, &reason);
-                return;
-            }
-        };
-        let mut full_since: Option<tokio::time::Instant> = None;
-        loop {
-            match s.emit(ev.kind.as_str(), &*ev.body) {
-                Ok(()) => break,
-                Err(socketioxide::SendError::Socket(
-                    socketioxide::SocketError::InternalChannelFull,
-                )) => {
-                    // The send buffer is full: wait for the client to drain it. Only a buffer
-                    // that makes no progress for `slow_consumer_timeout_ms` ends the session.
-                    let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() >= slow_timeout {
-                        conn.close("slow_consumer");
-                        stop_slow_consumer(&app, &s, &conn).await;
-                        return;
-                    }
-                    // socketioxide offers no async "wait for room"; poll for it briefly.
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(1)) => {}
-                        _ = conn.closer.cancelled() => return, // also on shutdown
-                    }
-                    if !s.connected() {
-                        return;
-                    }
-                }
-                Err(socketioxide::SendError::Socket(socketioxide::SocketError::Closed)) => {
-                    // The transport is gone. Usually the disconnect handler removes the entry,
-                    // but a client that drops while its CONNECT is being checked is closed by
-                    // Engine.IO before socketioxide knows the socket, so no handler runs and
-                    // `connected()` stays true: this is the only sign of it.
-                    app.hub.registry.ended(&conn, "client_closed");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, id = ev.id, "could not encode event for socket.io");
-                    break;
-                }
-            }
-        }
+        registry.ended(c, why);
     }
 }
 
-/// Ends a socket whose send buffer stays full. The namespace disconnect needs room in that same
-/// buffer, so it is retried while the client drains; a client that never reads again misses
-/// its heartbeats and is closed by Engine.IO (`ping_interval + ping_timeout`). Either way the
-/// registry records `slow_consumer`, and the client resumes from its cursor when it returns.
-async fn stop_slow_consumer(app: &App, s: &SocketRef, conn: &Arc<Conn>) {
-    tracing::info!(sid = %s.id, cursor = conn.cursor(), "closing slow consumer");
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(app.config.ping_interval_ms + app.config.ping_timeout_ms);
-    while s.connected() && tokio::time::Instant::now() < deadline {
-        if s.clone().disconnect().is_ok() {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = app.hub.shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Binary attachments one packet may announce.
-const MAX_ATTACHMENTS: usize = 4;
-
-/// Builds the Socket.IO service from the configuration.
-pub fn build(app: &App) -> Option<Layer> {
+/// Builds the Socket.IO engine from the configuration, or `None` when both of its transports
+/// are switched off.
+pub fn build(app: &App) -> Result<Option<Arc<IoEngine>>, std::io::Error> {
     let c = &app.config;
-    let ws = c.transport_enabled(Transport::Websocket);
+    let websocket = c.transport_enabled(Transport::Websocket);
     let polling = c.transport_enabled(Transport::Polling);
-    if !ws && !polling {
-        return None;
+    if !websocket && !polling {
+        return Ok(None);
     }
-    let builder = SocketIo::builder()
-        .ping_interval(Duration::from_millis(c.ping_interval_ms))
-        .ping_timeout(Duration::from_millis(c.ping_timeout_ms))
-        .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
-        .max_payload(c.max_payload_bytes)
-        .ws_max_message_size(c.max_payload_bytes as usize)
-        // The per-socket packet channel allocates lazily, so a large bound costs nothing idle
-        // and lets replays stream without waiting on a full buffer.
-        .max_buffer_size(c.queue_bound.max(128))
+    let keys = SessionKeys::load(&c.state_dir())?;
+    // sessions older than the journal's retention can no longer be recovered
+    if c.retention_max_age_s > 0 {
+        let max_age_ms = (c.retention_max_age_s as i64).saturating_mul(1000);
+        if let Err(e) = app.teams.prune_socket_sessions(max_age_ms) {
+            tracing::warn!(error = %e, "could not prune old socket sessions");
+        }
+    }
+    let max_payload = c.max_payload_bytes as usize;
+    let io = SocketIo::new(
+        Cmem {
+            app: app.clone(),
+            keys,
+        },
         // What a socket may hold of a binary packet still waiting for its attachments (before
-        // CONNECT too): no more than one message's worth in all. socketioxide's defaults let a
-        // socket pin 10 MB, or 10× `max_payload_bytes` in 10 attachments. Our binary events
+        // CONNECT too): no more than one message's worth in all. Our binary events
         // (`doc_sync`, `doc_update`) carry one attachment.
-        .with_parser(
-            socketioxide::ParserConfig::common()
-                .max_incoming_binaries(MAX_ATTACHMENTS)
-                .max_incoming_binary_buf_size(c.max_payload_bytes as usize)
-                .packet_completion_timeout(Duration::from_millis(c.connect_timeout_ms)),
-        )
-        .with_state(app.clone());
-    let builder = match (ws, polling) {
-        (true, false) => builder.transports([TransportType::Websocket]),
-        (false, true) => builder.transports([TransportType::Polling]),
-        _ => builder,
+        Limits {
+            max_attachments: MAX_ATTACHMENTS,
+            max_attachment_bytes: max_payload,
+        },
+        Duration::from_millis(c.connect_timeout_ms),
+    );
+    let options = engine::Options {
+        ping_interval: Duration::from_millis(c.ping_interval_ms),
+        ping_timeout: Duration::from_millis(c.ping_timeout_ms),
+        max_payload,
+        polling,
+        websocket,
+        ..engine::Options::default()
     };
-    let (layer, io) = builder.build_layer();
-    io.ns("/", on_connect.with(check_handshake));
-    Some(Layer { layer, io })
+    Ok(Some(Engine::new(io, options, app.hub.shutdown.clone())))
 }
 
 #[cfg(test)]
@@ -440,5 +598,26 @@ mod tests {
         assert!(parse_auth(Some(json!({"workspaces": [1]}))).is_err());
         // unknown keys are tolerated (the token is read by the handshake, not here)
         assert!(parse_auth(Some(json!({"token": "t"}))).is_ok());
+        let h = parse_auth(Some(json!({"pid": "p.q", "offset": "e:3"}))).unwrap();
+        assert_eq!(
+            (h.pid.as_deref(), h.offset.as_deref()),
+            (Some("p.q"), Some("e:3"))
+        );
+        assert!(parse_auth(Some(json!({"pid": "x".repeat(201)}))).is_err());
+    }
+
+    #[test]
+    fn pids_bind_socket_epoch_and_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = SessionKeys::load(dir.path()).unwrap();
+        let pid = keys.pid("e1", "sock", "ann");
+        assert_eq!(keys.verify(&pid, "e1", "ann").as_deref(), Some("sock"));
+        assert_eq!(keys.verify(&pid, "e2", "ann"), None, "another journal");
+        assert_eq!(keys.verify(&pid, "e1", "bob"), None, "another user");
+        assert_eq!(keys.verify("sock.00", "e1", "ann"), None, "made up");
+        assert_eq!(keys.verify("nodot", "e1", "ann"), None);
+        // the secret outlives the process
+        let again = SessionKeys::load(dir.path()).unwrap();
+        assert_eq!(again.verify(&pid, "e1", "ann").as_deref(), Some("sock"));
     }
 }
