@@ -220,12 +220,14 @@ async fn a_socketio_client_that_stops_reading_is_closed_as_slow_consumer() {
     let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
     let _open = ws.next().await.unwrap().unwrap();
     ws.send(Message::text("40")).await.unwrap();
-    loop {
+    let answer: Value = loop {
         let m = ws.next().await.unwrap().unwrap();
-        if m.to_text().unwrap_or("").starts_with("40") {
-            break;
+        if let Some(a) = m.to_text().unwrap_or("").strip_prefix("40") {
+            break serde_json::from_str(a).unwrap();
         }
-    }
+    };
+    let (sid, pid) = (answer["sid"].clone(), answer["pid"].clone());
+    assert!(sid.is_string() && pid.is_string(), "{answer}");
     until("socket registered", 10, || async {
         (s.status().await["connections"]["by_transport"]["websocket"] == 1).then_some(())
     })
@@ -251,6 +253,41 @@ async fn a_socketio_client_that_stops_reading_is_closed_as_slow_consumer() {
     // the server is fine
     assert_eq!(s.publish(json!({"type": "after"})).await.status(), 200);
     drop(ws);
+
+    // The client comes back with its pid and an offset (socket.io-client sends them by
+    // itself): the same socket, and the events after the offset.
+    let st = s.status().await;
+    let (epoch, head) = (
+        st["journal"]["epoch"].as_str().unwrap().to_string(),
+        st["journal"]["head"].as_u64().unwrap(),
+    );
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", s.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let _open = ws.next().await.unwrap().unwrap();
+    let auth = json!({"pid": pid, "offset": format!("{epoch}:{}", head - 3)});
+    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+    let mut frames = Vec::new();
+    while frames.len() < 4 {
+        let m = ws.next().await.unwrap().unwrap();
+        let t = m.to_text().unwrap_or("").to_string();
+        if t != "2" {
+            frames.push(t);
+        }
+    }
+    let again: Value = serde_json::from_str(frames[0].strip_prefix("40").unwrap()).unwrap();
+    assert_eq!(again["sid"], sid, "recovered: the same socket id");
+    let offsets: Vec<String> = frames[1..]
+        .iter()
+        .map(|f| {
+            let v: Value = serde_json::from_str(f.strip_prefix("42").unwrap()).unwrap();
+            v[2].as_str().unwrap().to_string()
+        })
+        .collect();
+    let want: Vec<String> = (head - 2..=head).map(|i| format!("{epoch}:{i}")).collect();
+    assert_eq!(
+        offsets, want,
+        "the events after the offset, each with its offset"
+    );
 }
 
 #[tokio::test]

@@ -60,7 +60,7 @@ impl Default for Options {
             max_payload: 1_000_000,
             polling: true,
             websocket: true,
-            ws_read_chunk: 1024,
+            ws_read_chunk: 512,
             ws_write_batch: 16 * 1024,
             upgrade_timeout: Duration::from_secs(10),
         }
@@ -207,8 +207,13 @@ struct Query {
 }
 
 fn parse_query(q: Option<&str>, options: &Options) -> Result<Query, (HttpError, String)> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.unwrap_or(""))
-        .map_err(|_| (HttpError::BadRequest, "the query string is not readable".into()))?;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(q.unwrap_or("")).map_err(|_| {
+            (
+                HttpError::BadRequest,
+                "the query string is not readable".into(),
+            )
+        })?;
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     match get("EIO") {
         Some("4") => {}

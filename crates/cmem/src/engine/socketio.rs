@@ -194,8 +194,9 @@ pub struct SioIn<N: Namespaces> {
     sid: Arc<str>,
     transport: super::Transport,
     sockets: Vec<(String, N::Socket)>,
-    /// A binary packet waiting for its attachments.
-    partial: Option<Partial>,
+    /// A binary packet waiting for its attachments (boxed: rare, and the inbound half lives
+    /// inside every WebSocket session's task).
+    partial: Option<Box<Partial>>,
     limits: Limits,
 }
 
@@ -211,7 +212,7 @@ impl<N: Namespaces> Inbound for SioIn<N> {
                 let p = Packet::decode(&t, &self.limits).map_err(bad)?;
                 Partial::start(p, &self.limits)
             }
-            (Incoming::Binary(b), Some(partial)) => partial.push(b).map_err(bad)?,
+            (Incoming::Binary(b), Some(partial)) => (*partial).push(b).map_err(bad)?,
             (Incoming::Text(_), Some(_)) => {
                 return Err(bad("a text packet arrived while attachments were expected"));
             }
@@ -221,7 +222,7 @@ impl<N: Namespaces> Inbound for SioIn<N> {
         };
         match assembly {
             Assembly::Waiting(p) => {
-                self.partial = Some(p);
+                self.partial = Some(Box::new(p));
                 Ok(())
             }
             Assembly::Complete(p, attachments) => {
@@ -388,6 +389,10 @@ impl<T: EventStream> Outbound for SioOut<T> {
             {
                 let mut q = self.shared.lock();
                 if let Some((f, boundary)) = q.frames.pop_front() {
+                    if q.frames.is_empty() {
+                        // replies are rare: give their room back rather than keep it idle
+                        q.frames = VecDeque::new();
+                    }
                     self.boundary = boundary;
                     return Ok(f);
                 }

@@ -85,28 +85,16 @@ pub(super) fn accept<U: Upper>(
     let accept = tungstenite::handshake::derive_accept_key(&key);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade failed");
-                return;
-            }
+    // The setup (upgrade, handshake or probe) is boxed and freed once done: the task then
+    // holds only what a running session needs, for as long as the connection lasts.
+    let fut = async move {
+        let Some(started) = Box::pin(start(engine, on_upgrade, probe, parts)).await else {
+            return;
         };
-        let o = &engine.options;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(o.ws_read_chunk)
-            .write_buffer_size(o.ws_write_batch)
-            .max_message_size(Some(o.max_payload))
-            .max_frame_size(Some(o.max_payload));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
-        match probe {
-            None => fresh(engine, ws, parts).await,
-            Some(session) => upgrade(engine, ws, session).await,
-        }
-    });
+        // the session runs as a task of its own: the future that set it up is gone
+        tokio::spawn(run(started));
+    };
+    tokio::spawn(fut);
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
@@ -132,11 +120,55 @@ fn message(f: Frame) -> Message {
     }
 }
 
+/// What a running session holds.
+struct Started<U: Upper> {
+    engine: Arc<Engine<U>>,
+    ws: Ws,
+    inn: U::In,
+    out: U::Out,
+    heartbeat: Heartbeat,
+    /// Engine.IO packets the long-polling side had not sent yet.
+    control: Vec<Packet>,
+}
+
+/// Completes the HTTP upgrade and opens the session (a new one, or the upgrade of a
+/// long-polling one).
+async fn start<U: Upper>(
+    engine: Arc<Engine<U>>,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    probe: Option<Arc<Session<U>>>,
+    parts: axum::http::request::Parts,
+) -> Option<Started<U>> {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return None;
+        }
+    };
+    let o = &engine.options;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(o.ws_read_chunk)
+        .write_buffer_size(o.ws_write_batch)
+        .max_message_size(Some(o.max_payload))
+        .max_frame_size(Some(o.max_payload));
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    match probe {
+        None => fresh(engine, ws, parts).await,
+        Some(session) => upgrade(engine, ws, session).await,
+    }
+}
+
 /// A WebSocket session from the start: the handshake packet, then the session.
-async fn fresh<U: Upper>(engine: Arc<Engine<U>>, mut ws: Ws, parts: axum::http::request::Parts) {
+async fn fresh<U: Upper>(
+    engine: Arc<Engine<U>>,
+    mut ws: Ws,
+    parts: axum::http::request::Parts,
+) -> Option<Started<U>> {
     let Some(sid) = new_sid() else {
         let _ = ws.close(None).await;
-        return;
+        return None;
     };
     let (inn, out) = engine.upper.open(Opening {
         headers: parts.headers,
@@ -149,17 +181,28 @@ async fn fresh<U: Upper>(engine: Arc<Engine<U>>, mut ws: Ws, parts: axum::http::
     if ws.send(text(&open)).await.is_err() {
         let mut inn = inn;
         inn.closed("client_closed");
-        return;
+        return None;
     }
     let heartbeat = Heartbeat {
         next_ping: Instant::now() + engine.options.ping_interval,
         pong_due: None,
     };
-    run(engine, ws, inn, out, heartbeat, Vec::new()).await;
+    Some(Started {
+        engine,
+        ws,
+        inn,
+        out,
+        heartbeat,
+        control: Vec::new(),
+    })
 }
 
 /// The upgrade of a long-polling session: probe, `5`, then the session moves here.
-async fn upgrade<U: Upper>(engine: Arc<Engine<U>>, mut ws: Ws, session: Arc<Session<U>>) {
+async fn upgrade<U: Upper>(
+    engine: Arc<Engine<U>>,
+    mut ws: Ws,
+    session: Arc<Session<U>>,
+) -> Option<Started<U>> {
     let deadline = Instant::now() + engine.options.upgrade_timeout;
     let mut probed = false;
     loop {
@@ -181,8 +224,14 @@ async fn upgrade<U: Upper>(engine: Arc<Engine<U>>, mut ws: Ws, session: Arc<Sess
                     break;
                 };
                 inn.upgraded();
-                run(engine, ws, inn, out, heartbeat, control).await;
-                return;
+                return Some(Started {
+                    engine,
+                    ws,
+                    inn,
+                    out,
+                    heartbeat,
+                    control,
+                });
             }
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
             // anything else ends the probe; long-polling goes on
@@ -191,6 +240,7 @@ async fn upgrade<U: Upper>(engine: Arc<Engine<U>>, mut ws: Ws, session: Arc<Sess
     }
     session.cancel_upgrade();
     let _ = ws.close(None).await;
+    None
 }
 
 /// Why a read ended the session.
@@ -204,134 +254,140 @@ fn read_error(e: &tungstenite::Error) -> &'static str {
 }
 
 /// The session: reads, writes and the heartbeat, until one of them ends it.
-async fn run<U: Upper>(
-    engine: Arc<Engine<U>>,
-    mut ws: Ws,
-    mut inn: U::In,
-    mut out: U::Out,
-    mut heartbeat: Heartbeat,
-    control: Vec<Packet>,
-) {
-    let interval = engine.options.ping_interval;
-    let timeout = engine.options.ping_timeout;
-    drop(engine);
+///
+/// It takes the session as one value and uses its fields in place: the task's future then
+/// holds each of them once (a copy into locals would be kept beside the original).
+async fn run<U: Upper>(mut s: Started<U>) {
+    let interval = s.engine.options.ping_interval;
+    let timeout = s.engine.options.ping_timeout;
     let mut reason: Cow<'static, str> = Cow::Borrowed("client_closed");
     let mut last: Option<Frame> = None;
-    for p in control {
-        if ws.feed(text(&p.encode())).await.is_err() {
-            inn.closed("transport_error");
+    for p in std::mem::take(&mut s.control) {
+        if s.ws.feed(text(&p.encode())).await.is_err() {
+            s.inn.closed("transport_error");
             return;
         }
     }
-    let sleep = tokio::time::sleep_until(heartbeat.pong_due.unwrap_or(heartbeat.next_ping));
+    let sleep = tokio::time::sleep_until(s.heartbeat.pong_due.unwrap_or(s.heartbeat.next_ping));
     tokio::pin!(sleep);
+    // Each wakeup is turned into a small `Step` before anything else is awaited, so what the
+    // waiting held (a read's error, the pending futures) is not kept beside what handling it
+    // holds: the task stays small while it waits, which is most of its life.
+    enum Step {
+        Read(Message),
+        Send(Frame),
+        End(Cow<'static, str>, Option<Frame>),
+        Beat,
+    }
     'session: loop {
-        tokio::select! {
+        let step = tokio::select! {
             biased;
-            m = ws.next() => match m {
-                None => break 'session,
-                Some(Err(e)) => {
-                    reason = Cow::Borrowed(read_error(&e));
+            m = s.ws.next() => match m {
+                Some(Ok(m)) => Step::Read(m),
+                Some(Err(e)) => Step::End(Cow::Borrowed(read_error(&e)), None),
+                None => Step::End(Cow::Borrowed("client_closed"), None),
+            },
+            r = s.out.next() => match r {
+                Ok(f) => Step::Send(f),
+                Err(c) => Step::End(c.reason, c.last),
+            },
+            _ = &mut sleep => Step::Beat,
+        };
+        let incoming = match step {
+            Step::End(why, words) => {
+                (reason, last) = (why, words);
+                break 'session;
+            }
+            Step::Beat => {
+                if s.heartbeat.pong_due.is_some() {
+                    reason = Cow::Borrowed("heartbeat_timeout");
                     break 'session;
                 }
-                Some(Ok(Message::Text(t))) => match Packet::decode(t.as_str()) {
-                    Ok(Packet::Pong(_)) => {
-                        if heartbeat.pong_due.take().is_some() {
-                            heartbeat.next_ping = Instant::now() + interval;
-                            sleep.as_mut().reset(heartbeat.next_ping);
-                        }
-                    }
-                    Ok(Packet::Close) => break 'session,
-                    Ok(Packet::Message(s)) => {
-                        if let Err(c) = inn.message(Incoming::Text(s)).await {
-                            (reason, last) = (c.reason, c.last);
-                            break 'session;
-                        }
-                    }
-                    Ok(Packet::Binary(b)) => {
-                        if let Err(c) = inn.message(Incoming::Binary(b)).await {
-                            (reason, last) = (c.reason, c.last);
-                            break 'session;
-                        }
-                    }
-                    Ok(Packet::Open(_) | Packet::Ping(_) | Packet::Upgrade | Packet::Noop) => {}
-                    Err(_) => {
-                        reason = Cow::Borrowed("bad_packet");
-                        break 'session;
-                    }
-                },
-                Some(Ok(Message::Binary(b))) => {
-                    if let Err(c) = inn.message(Incoming::Binary(b.into())).await {
-                        (reason, last) = (c.reason, c.last);
-                        break 'session;
-                    }
+                let due = Instant::now() + timeout;
+                s.heartbeat.pong_due = Some(due);
+                sleep.as_mut().reset(due);
+                if s.ws.send(text("2")).await.is_err() {
+                    reason = Cow::Borrowed("transport_error");
+                    break 'session;
                 }
-                Some(Ok(Message::Close(_))) => break 'session,
-                // tungstenite queued the answer to a ping: send it
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                    if ws.flush().await.is_err() {
-                        reason = Cow::Borrowed("transport_error");
-                        break 'session;
-                    }
-                }
-            },
-            r = out.next() => {
+                continue;
+            }
+            Step::Send(f) => {
                 let mut end = None;
-                match r {
-                    Ok(f) => {
-                        if ws.feed(message(f)).await.is_err() {
-                            reason = Cow::Borrowed("transport_error");
-                            break 'session;
-                        }
-                        for _ in 1..MAX_FRAMES_PER_WRITE {
-                            match out.next().now_or_never() {
-                                Some(Ok(f)) => {
-                                    if ws.feed(message(f)).await.is_err() {
-                                        reason = Cow::Borrowed("transport_error");
-                                        break 'session;
-                                    }
-                                }
-                                Some(Err(c)) => {
-                                    end = Some(c);
-                                    break;
-                                }
-                                None => break,
+                if s.ws.feed(message(f)).await.is_err() {
+                    reason = Cow::Borrowed("transport_error");
+                    break 'session;
+                }
+                for _ in 1..MAX_FRAMES_PER_WRITE {
+                    match s.out.next().now_or_never() {
+                        Some(Ok(f)) => {
+                            if s.ws.feed(message(f)).await.is_err() {
+                                reason = Cow::Borrowed("transport_error");
+                                break 'session;
                             }
                         }
-                        if ws.flush().await.is_err() {
-                            reason = Cow::Borrowed("transport_error");
-                            break 'session;
+                        Some(Err(c)) => {
+                            end = Some(c);
+                            break;
                         }
+                        None => break,
                     }
-                    Err(c) => end = Some(c),
+                }
+                if s.ws.flush().await.is_err() {
+                    reason = Cow::Borrowed("transport_error");
+                    break 'session;
                 }
                 if let Some(c) = end {
                     (reason, last) = (c.reason, c.last);
                     break 'session;
                 }
-            },
-            _ = &mut sleep => {
-                if heartbeat.pong_due.is_some() {
-                    reason = Cow::Borrowed("heartbeat_timeout");
-                    break 'session;
-                }
-                let due = Instant::now() + timeout;
-                heartbeat.pong_due = Some(due);
-                sleep.as_mut().reset(due);
-                if ws.send(text("2")).await.is_err() {
-                    reason = Cow::Borrowed("transport_error");
-                    break 'session;
-                }
+                continue;
             }
+            Step::Read(m) => match m {
+                Message::Text(t) => match Packet::decode(t.as_str()) {
+                    Ok(Packet::Pong(_)) => {
+                        if s.heartbeat.pong_due.take().is_some() {
+                            s.heartbeat.next_ping = Instant::now() + interval;
+                            sleep.as_mut().reset(s.heartbeat.next_ping);
+                        }
+                        continue;
+                    }
+                    Ok(Packet::Close) => break 'session,
+                    Ok(Packet::Message(text)) => Incoming::Text(text),
+                    Ok(Packet::Binary(b)) => Incoming::Binary(b),
+                    Ok(Packet::Open(_) | Packet::Ping(_) | Packet::Upgrade | Packet::Noop) => {
+                        continue;
+                    }
+                    Err(_) => {
+                        reason = Cow::Borrowed("bad_packet");
+                        break 'session;
+                    }
+                },
+                Message::Binary(b) => Incoming::Binary(b.into()),
+                Message::Close(_) => break 'session,
+                // tungstenite queued the answer to a ping: send it
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                    if s.ws.flush().await.is_err() {
+                        reason = Cow::Borrowed("transport_error");
+                        break 'session;
+                    }
+                    continue;
+                }
+            },
+        };
+        // boxed: handlers (a CONNECT, a message to publish) are large and rare
+        if let Err(c) = Box::pin(s.inn.message(incoming)).await {
+            (reason, last) = (c.reason, c.last);
+            break 'session;
         }
     }
-    inn.closed(&reason);
+    s.inn.closed(&reason);
     // Last words, then a close frame; a client that reads nothing gets neither.
-    let _ = tokio::time::timeout(GOODBYE, async {
+    let _ = Box::pin(tokio::time::timeout(GOODBYE, async {
         if let Some(f) = last {
-            let _ = ws.send(message(f)).await;
+            let _ = s.ws.send(message(f)).await;
         }
-        let _ = ws.close(None).await;
-    })
+        let _ = s.ws.close(None).await;
+    }))
     .await;
 }

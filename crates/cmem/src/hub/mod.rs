@@ -445,16 +445,15 @@ impl Subscription {
             }
             self.read_direct();
             if self.replayed < self.replay_upto {
-                let page = self
-                    .hub
-                    .journal
-                    .read(ReadQuery {
-                        after: self.replayed,
-                        upto: self.replay_upto,
-                        scopes: Some(self.conn.scope_strings()),
-                        limit: REPLAY_PAGE,
-                    })
-                    .await?;
+                // boxed: this rare path would otherwise make every waiting subscription's
+                // future (held by each idle connection) as large as a journal read
+                let page = Box::pin(self.hub.journal.read(ReadQuery {
+                    after: self.replayed,
+                    upto: self.replay_upto,
+                    scopes: Some(self.conn.scope_strings()),
+                    limit: REPLAY_PAGE,
+                }))
+                .await?;
                 self.replayed = match page.last() {
                     Some(last) if page.len() == REPLAY_PAGE => last.id,
                     // a short page: nothing visible is left up to replay_upto

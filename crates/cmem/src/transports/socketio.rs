@@ -39,7 +39,7 @@ use crate::app::App;
 use crate::config::Transport;
 use crate::engine::socketio::{Connected, EventStream, Namespaces, Reply, SocketIo};
 use crate::engine::{self, Close, Engine, Frame, Opening};
-use crate::envelope::{Cursor, Event};
+use crate::envelope::{Cursor, Event, Scope};
 use crate::hub::registry::Conn;
 use crate::hub::{StreamEnd, Subscription};
 use crate::net::StallFlag;
@@ -281,26 +281,28 @@ pub struct Delivery {
     sub: Subscription,
 }
 
-/// `42["<type>",<envelope>,"<epoch>:<id>"]`, built once per event.
+/// `42["<type>",<envelope>,"<epoch>:<id>"]`: built once per event and shared by every
+/// receiver, except for an event addressed to one connection (built for it alone, and not
+/// kept beside the event in the journal's in-memory window).
 fn frame_of(sub: &Subscription, ev: &Event) -> Frame {
-    Frame::Message(
-        ev.frame
-            .get_or_init(|| {
-                let kind = serde_json::to_string(&ev.kind).unwrap_or_else(|_| "\"\"".into());
-                let offset = Value::String(sub.cursor_text(ev.id)).to_string();
-                let body = ev.json();
-                let mut s = String::with_capacity(kind.len() + body.len() + offset.len() + 6);
-                s.push_str("42[");
-                s.push_str(&kind);
-                s.push(',');
-                s.push_str(body);
-                s.push(',');
-                s.push_str(&offset);
-                s.push(']');
-                Bytes::from(s)
-            })
-            .clone(),
-    )
+    let build = || {
+        let kind = serde_json::to_string(&ev.kind).unwrap_or_else(|_| "\"\"".into());
+        let offset = Value::String(sub.cursor_text(ev.id)).to_string();
+        let body = ev.json();
+        let mut s = String::with_capacity(kind.len() + body.len() + offset.len() + 6);
+        s.push_str("42[");
+        s.push_str(&kind);
+        s.push(',');
+        s.push_str(body);
+        s.push(',');
+        s.push_str(&offset);
+        s.push(']');
+        Bytes::from(s)
+    };
+    Frame::Message(match ev.scope {
+        Scope::Client(_) => build(),
+        _ => ev.frame.get_or_init(build).clone(),
+    })
 }
 
 fn cmem_close(reason: &str, message: &str, last_event_id: String) -> Frame {
