@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { io } from 'socket.io-client';
 import { Socket as EioSocket } from 'engine.io-client';
+import { until } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.CONFORMANCE_BIN || path.resolve(here, '../../target/debug/examples/conformance');
@@ -189,4 +190,113 @@ test('engine.io endpoint echoes text and binary, official engine.io-client', { t
   socket.send('over polling or websocket');
   assert.equal(await echoed, 'over polling or websocket');
   socket.close();
+});
+
+const EIO = () => `${URL_}/engine.io/?EIO=4&transport=polling`;
+async function pollingSession() {
+  const res = await fetch(EIO());
+  return JSON.parse((await res.text()).slice(1)).sid;
+}
+const get = (sid, extra = '') => fetch(`${EIO()}&sid=${sid}${extra}`);
+const post = (sid, body) => fetch(`${EIO()}&sid=${sid}`, { method: 'POST', body });
+
+test('long-polling: payload framing, one GET at a time, and how each kind of close releases it', { timeout: 30000 }, async () => {
+  // packets joined by the record separator, binary as b + base64, echoed in one payload
+  let sid = await pollingSession();
+  const body = '4hello\x1e4world\x1ebAQIDBA==';
+  const pushed = await post(sid, body);
+  assert.equal(pushed.status, 200);
+  assert.equal(await pushed.text(), 'ok');
+  assert.equal(await (await get(sid)).text(), body);
+
+  // a second GET while one waits closes the session: the waiting one gets 1, the second 400
+  sid = await pollingSession();
+  const first = get(sid);
+  await new Promise((r) => setTimeout(r, 20));
+  const second = await get(sid, '&t=second');
+  assert.equal(second.status, 400);
+  const r1 = await first;
+  assert.equal(r1.status, 200);
+  assert.equal(await r1.text(), '1');
+  assert.equal((await get(sid)).status, 400);
+
+  // a close from the client releases the waiting GET with a noop
+  sid = await pollingSession();
+  const waiting = get(sid);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal((await post(sid, '1')).status, 200);
+  assert.equal(await (await waiting).text(), '6');
+  assert.equal((await get(sid)).status, 400);
+
+  // a packet that does not parse: 400, and the session is gone
+  sid = await pollingSession();
+  assert.equal((await post(sid, 'abc')).status, 400);
+  assert.equal((await get(sid)).status, 400);
+
+  // a body over maxPayload: 413, and the session is gone
+  sid = await pollingSession();
+  assert.equal((await post(sid, `4${'x'.repeat(1_000_000)}`)).status, 413);
+  assert.equal((await get(sid)).status, 400);
+
+  // errors say what was wrong, with the reference server's codes
+  const unknown = await get('no-such-session');
+  assert.equal(unknown.status, 400);
+  assert.equal((await unknown.json()).code, 1);
+  assert.equal((await fetch(`${EIO()}`, { method: 'PUT' })).status, 400);
+  assert.equal((await fetch(`${URL_}/engine.io/?EIO=3&transport=polling`)).status, 400);
+});
+
+test('heartbeat: nothing comes before the first ping is due, so data is never preceded by a 2', { timeout: 30000 }, async () => {
+  const sid = await pollingSession();
+  assert.equal((await post(sid, '4early')).status, 200);
+  assert.equal(await (await get(sid)).text(), '4early');
+  // the next GET waits for the first ping (one pingInterval after the handshake)
+  assert.equal(await (await get(sid)).text(), '2');
+  assert.equal((await post(sid, '3')).status, 200);
+
+  const ws = new WebSocket(`${WS_URL}/engine.io/?EIO=4&transport=websocket`);
+  const got = [];
+  ws.on('message', (d) => got.push(d.toString()));
+  await new Promise((r) => ws.once('open', r));
+  await until(() => got.length === 1);
+  ws.send('4first');
+  await until(() => got.length >= 2);
+  assert.deepEqual(got.slice(0, 2).map((m) => m[0]), ['0', '4'], 'the echo comes before any ping');
+  await until(() => got.includes('2'));
+  ws.close();
+});
+
+test('upgrade: probe, the waiting GET released with 6, then 5; afterwards polling and a second WebSocket are refused', { timeout: 30000 }, async () => {
+  const sid = await pollingSession();
+  const waiting = get(sid);
+  await new Promise((r) => setTimeout(r, 20));
+  const s = rawSocket(`/engine.io/?EIO=4&transport=websocket&sid=${sid}`);
+  await new Promise((r) => s.ws.once('open', r));
+  s.send('2probe');
+  assert.equal(await s.next(), '3probe');
+  assert.equal(await (await waiting).text(), '6');
+  s.send('5');
+  s.send('4over websocket');
+  assert.equal(await s.next(), '4over websocket');
+  assert.equal((await get(sid)).status, 400, 'polling after the upgrade');
+  const again = new WebSocket(`${WS_URL}/engine.io/?EIO=4&transport=websocket&sid=${sid}`);
+  const refused = await new Promise((r) => {
+    again.on('unexpected-response', (_req, res) => r(res.statusCode));
+    again.on('error', () => {});
+  });
+  assert.equal(refused, 400, 'a second WebSocket for the upgraded session');
+  s.close();
+});
+
+test('socket.io: a session that joins no namespace is closed; leaving the last one keeps the session', { timeout: 30000 }, async () => {
+  const idle = rawSocket('/socket.io/?EIO=4&transport=websocket');
+  assert.ok((await idle.next()).startsWith('0'));
+  await idle.closed; // connectTimeout (1 s in the example)
+
+  const { s } = await sioSession();
+  s.send('41');
+  s.send('40');
+  assert.ok((await s.next()).startsWith('40{"sid"'), 'the engine session is still open: CONNECT again');
+  assert.equal(await s.next(), '42["auth",{}]');
+  s.close();
 });

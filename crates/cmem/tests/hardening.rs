@@ -997,3 +997,47 @@ async fn the_server_survives_the_whole_list() {
         "resident memory grew from {before} KiB to {after} KiB"
     );
 }
+
+/// Socket.IO checks `Origin` against `cors_origins` on every request (handshake, polling,
+/// WebSocket upgrade); clients that send none (Node, native apps) are not affected.
+#[tokio::test]
+async fn socketio_refuses_origins_not_on_the_list() {
+    let s = TestServer::start_in(tempfile::tempdir().unwrap().path(), &[], &[]);
+    let c = reqwest::Client::new();
+    let url = format!("{}/socket.io/?EIO=4&transport=polling", s.url);
+    let r = c
+        .get(&url)
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("cors_origins"), "{v}");
+    let r = c
+        .get(&url)
+        .header("Origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert!(r.text().await.unwrap().starts_with("0{"));
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200, "no Origin");
+    // a WebSocket upgrade from another origin is refused before it is upgraded
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/socket.io/?EIO=4&transport=websocket", s.addr),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 403)
+        }
+        other => panic!("expected a 403, got {:?}", other.map(|_| ())),
+    }
+}

@@ -188,8 +188,8 @@ keys! {
     max_payload_bytes: u64 = 1_000_000, range 1024..=1_073_741_824;
     /// Time a client has to send a request's headers, and at most between two pieces of a body.
     request_read_timeout_ms: u64 = 20_000, range 100..=600_000;
-    /// Size of the shared fan-out window and of each Socket.IO send buffer, in events.
-    /// A connection further behind catches up from the journal.
+    /// Size of the shared fan-out window, in events. A connection further behind catches up
+    /// from the journal (no connection has a queue of its own).
     queue_bound: usize = 1024, range 16..=1_048_576;
     /// A client whose socket accepts no data this long is closed as `slow_consumer`.
     /// It resumes from its cursor.
