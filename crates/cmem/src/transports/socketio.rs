@@ -73,6 +73,10 @@ pub(crate) async fn origin_check(
     next.run(req).await
 }
 
+/// How long a session's workspaces are kept for recovery when the journal keeps events for
+/// ever (`retention_max_age_s = 0`).
+const SESSIONS_KEPT_S: u64 = 30 * 24 * 3600;
+
 /// Binary attachments one packet may announce.
 const MAX_ATTACHMENTS: usize = 4;
 
@@ -540,13 +544,26 @@ pub fn build(app: &App) -> Result<Option<Arc<IoEngine>>, std::io::Error> {
         return Ok(None);
     }
     let keys = SessionKeys::load(&c.state_dir())?;
-    // sessions older than the journal's retention can no longer be recovered
-    if c.retention_max_age_s > 0 {
-        let max_age_ms = (c.retention_max_age_s as i64).saturating_mul(1000);
-        if let Err(e) = app.teams.prune_socket_sessions(max_age_ms) {
-            tracing::warn!(error = %e, "could not prune old socket sessions");
+    // Sessions older than the journal's retention can no longer be recovered; with no age
+    // limit, a month bounds what clients that joined workspaces leave behind.
+    let max_age_s = match c.retention_max_age_s {
+        0 => SESSIONS_KEPT_S,
+        s => s,
+    };
+    let max_age_ms = (max_age_s as i64).saturating_mul(1000);
+    let (teams, shutdown) = (app.teams.clone(), app.hub.shutdown.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(e) = teams.prune_socket_sessions(max_age_ms) {
+                tracing::warn!(error = %e, "could not prune old socket sessions");
+            }
         }
-    }
+    });
     let max_payload = c.max_payload_bytes as usize;
     let io = SocketIo::new(
         Cmem {
