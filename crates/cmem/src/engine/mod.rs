@@ -159,6 +159,12 @@ pub trait Outbound: Send + 'static {
     /// The next frame to send; waits for one. Must be cancel-safe: the engine drops the
     /// future when something else happens first. An error ends the session.
     fn next(&mut self) -> impl Future<Output = Result<Frame, Close>> + Send;
+    /// Whether `next` may have a frame without waiting (false only when it surely would
+    /// wait). The engine asks before gathering more frames into one write, so a session with
+    /// nothing more to send does not set up a wait only to drop it.
+    fn more_ready(&self) -> bool {
+        true
+    }
 }
 
 /// An Engine.IO server for one path.

@@ -368,7 +368,7 @@ impl<U: Upper> Session<U> {
 /// Adds what the outbound half has ready now, without waiting, up to one answer's worth.
 async fn ready_frames<O: Outbound>(out: &mut O, frames: &mut Vec<Frame>, max_bytes: usize) {
     let mut bytes: usize = frames.iter().map(Frame::len).sum();
-    while frames.len() < MAX_FRAMES_PER_POLL && bytes < max_bytes {
+    while frames.len() < MAX_FRAMES_PER_POLL && bytes < max_bytes && out.more_ready() {
         match out.next().now_or_never() {
             Some(Ok(f)) => {
                 bytes += f.len();

@@ -59,6 +59,10 @@ pub struct Connected<S, T> {
 pub trait EventStream: Send + 'static {
     /// Must be cancel-safe (see [`Outbound::next`]). An error ends the session.
     fn next(&mut self) -> impl Future<Output = Result<Frame, Close>> + Send;
+    /// See [`Outbound::more_ready`].
+    fn more_ready(&self) -> bool {
+        true
+    }
 }
 
 /// A stream with nothing in it, for namespaces that only answer.
@@ -380,6 +384,17 @@ pub struct SioOut<T> {
 }
 
 impl<T: EventStream> Outbound for SioOut<T> {
+    fn more_ready(&self) -> bool {
+        if self.boundary {
+            return false;
+        }
+        let q = self.shared.lock();
+        !q.frames.is_empty()
+            || q.close.is_some()
+            || q.stream.is_some()
+            || self.stream.as_ref().is_some_and(EventStream::more_ready)
+    }
+
     async fn next(&mut self) -> Result<Frame, Close> {
         if std::mem::take(&mut self.boundary) {
             // ends the engine's batch (it only takes what is ready without waiting)

@@ -319,6 +319,9 @@ async fn run<U: Upper>(mut s: Started<U>) {
                     break 'session;
                 }
                 for _ in 1..MAX_FRAMES_PER_WRITE {
+                    if !s.out.more_ready() {
+                        break;
+                    }
                     match s.out.next().now_or_never() {
                         Some(Ok(f)) => {
                             if s.ws.feed(message(f)).await.is_err() {

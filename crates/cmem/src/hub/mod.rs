@@ -273,6 +273,7 @@ impl Hub {
             cursor: start_after,
             replay_upto: head.max(start_after),
             replayed: start_after,
+            seen: start_after,
         })
     }
 
@@ -356,6 +357,8 @@ pub struct Subscription {
     replay_upto: u64,
     /// Highest id read from the journal so far.
     replayed: u64,
+    /// Highest id taken from the live channel, whether this connection may see it or not.
+    seen: u64,
 }
 
 impl Subscription {
@@ -367,6 +370,17 @@ impl Subscription {
     /// The connection this subscription delivers to.
     pub fn conn(&self) -> &Arc<Conn> {
         &self.conn
+    }
+
+    /// Whether [`Subscription::next`] may have something without waiting: false only when
+    /// nothing is buffered, nothing is left to replay, nothing was addressed to this
+    /// connection, and the journal holds nothing after what it has looked at. Atomic loads
+    /// only, so a transport can ask after every event before it asks for another.
+    pub fn more_ready(&self) -> bool {
+        !self.backlog.is_empty()
+            || self.replayed < self.replay_upto
+            || self.conn.has_direct()
+            || self.cursor.max(self.replayed).max(self.seen) < self.hub.journal.head()
     }
 
     /// The next event this connection may see, in id order; waits for one.
@@ -504,6 +518,7 @@ impl Subscription {
     ) -> Result<Option<Arc<Event>>, StreamEnd> {
         match received {
             Ok(ev) => {
+                self.seen = self.seen.max(ev.id);
                 if ev.id <= self.cursor.max(self.replayed) || !self.conn.can_see(&ev.scope) {
                     return Ok(None);
                 }

@@ -190,6 +190,11 @@ impl Conn {
         self.nudge.notify_one();
     }
 
+    /// Whether an event addressed to this connection alone was committed and not read yet.
+    pub fn has_direct(&self) -> bool {
+        self.direct_from.load(Ordering::SeqCst) != u64::MAX
+    }
+
     /// Whether an id below `id` was given to [`Conn::nudge`] and not taken yet.
     pub fn has_direct_before(&self, id: u64) -> bool {
         self.direct_from.load(Ordering::SeqCst) < id

@@ -4,7 +4,7 @@
 //! route) leaves its TCP window closed. Nothing at the HTTP or Engine.IO level notices: the
 //! writer simply waits, and a closed window is kept alive by the kernel's zero-window probes
 //! indefinitely. [`StallGuard`] puts a write timeout on every accepted socket
-//! (`slow_consumer_timeout_ms`, via `tokio-io-timeout`): a write that makes no progress for that
+//! (`slow_consumer_timeout_ms`): a write that makes no progress for that
 //! long fails, the connection closes, and the transports see why through the shared
 //! [`StallFlag`], so the registry counts it as `slow_consumer` whatever the transport.
 
@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_io_timeout::TimeoutStream;
+use tokio::time::{Instant, Sleep};
 
 /// Set when a connection's writes stalled past the timeout. Cloned into every request of that
 /// connection (request extensions), so transports can name the close reason.
@@ -30,53 +30,81 @@ impl StallFlag {
 }
 
 /// An accepted stream whose writes fail with `TimedOut` after `timeout` without progress.
+///
+/// Written here rather than taken from `tokio-io-timeout`, which keeps a read and a write
+/// timer inline in every stream: most connections never wait on a write, so the one timer is
+/// made the first time a write has to wait, and kept for the next.
 pub struct StallGuard<S> {
-    inner: Pin<Box<TimeoutStream<S>>>,
+    inner: S,
+    timeout: Duration,
+    /// Armed while a write waits; `None` until the first write that had to.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
     flag: StallFlag,
 }
 
-impl<S: AsyncRead + AsyncWrite> StallGuard<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> StallGuard<S> {
     pub fn new(stream: S, timeout: Duration) -> (Self, StallFlag) {
-        let mut inner = TimeoutStream::new(stream);
-        inner.set_write_timeout(Some(timeout));
         let flag = StallFlag::default();
         (
             StallGuard {
-                inner: Box::pin(inner),
+                inner: stream,
+                timeout,
+                timer: None,
+                armed: false,
                 flag: flag.clone(),
             },
             flag,
         )
     }
 
-    fn note<T>(&self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if let Poll::Ready(Err(e)) = &r
-            && e.kind() == io::ErrorKind::TimedOut
-        {
-            self.flag.0.store(true, Ordering::Relaxed);
+    /// After a write attempt: progress disarms the timer; waiting arms it (once per wait) and
+    /// fails the write when it fires.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.armed = false;
+            return r;
         }
-        r
+        let deadline = Instant::now() + self.timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.armed = false;
+                self.flag.0.store(true, Ordering::Relaxed);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer accepted no data within the write timeout",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite> AsyncRead for StallGuard<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for StallGuard<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.inner.as_mut().poll_read(cx, buf)
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncRead + AsyncWrite> AsyncWrite for StallGuard<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = self.inner.as_mut().poll_write(cx, buf);
-        self.note(r)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
     }
 
     fn poll_write_vectored(
@@ -84,8 +112,8 @@ impl<S: AsyncRead + AsyncWrite> AsyncWrite for StallGuard<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = self.inner.as_mut().poll_write_vectored(cx, bufs);
-        self.note(r)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -93,11 +121,49 @@ impl<S: AsyncRead + AsyncWrite> AsyncWrite for StallGuard<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = self.inner.as_mut().poll_flush(cx);
-        self.note(r)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.as_mut().poll_shutdown(cx)
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_write_that_waits_too_long_fails_and_sets_the_flag() {
+        // a pipe whose other end never reads: writes wait once its buffer is full
+        let (a, _b) = tokio::io::duplex(64);
+        let (mut g, flag) = StallGuard::new(a, Duration::from_millis(50));
+        g.write_all(&[0; 32]).await.unwrap();
+        assert!(g.timer.is_none(), "no timer until a write has to wait");
+        let e = g.write_all(&[0; 1024]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(flag.is_set());
+    }
+
+    #[tokio::test]
+    async fn progress_disarms_the_timer() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let (mut g, flag) = StallGuard::new(a, Duration::from_millis(200));
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            while n < 4096 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                n += b.read(&mut buf).await.unwrap();
+            }
+        });
+        // slow but steady: 4 KiB through a 64-byte pipe takes far longer than the timeout
+        // in all, but no single wait does
+        g.write_all(&[1; 4096]).await.unwrap();
+        reader.await.unwrap();
+        assert!(!flag.is_set());
     }
 }

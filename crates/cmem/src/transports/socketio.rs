@@ -318,6 +318,10 @@ fn cmem_close(reason: &str, message: &str, last_event_id: String) -> Frame {
 }
 
 impl EventStream for Delivery {
+    fn more_ready(&self) -> bool {
+        self.sub.more_ready()
+    }
+
     async fn next(&mut self) -> Result<Frame, Close> {
         match self.sub.next().await {
             Ok(ev) => Ok(frame_of(&self.sub, &ev)),
