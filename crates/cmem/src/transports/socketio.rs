@@ -281,9 +281,17 @@ pub struct Socket {
 }
 
 /// The events one socket receives: its subscription.
-pub struct Delivery {
-    sub: Subscription,
+pub enum Delivery {
+    /// Setting up the subscription (kept across polls: the engine may drop `next` midway).
+    Starting(Starting),
+    Running(Subscription),
+    Ended,
 }
+
+/// The subscription being set up.
+type Starting = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Subscription, Close>> + Send + 'static>,
+>;
 
 /// `42["<type>",<envelope>,"<epoch>:<id>"]`: built once per event and shared by every
 /// receiver, except for an event addressed to one connection (built for it alone, and not
@@ -319,27 +327,47 @@ fn cmem_close(reason: &str, message: &str, last_event_id: String) -> Frame {
 
 impl EventStream for Delivery {
     fn more_ready(&self) -> bool {
-        self.sub.more_ready()
+        match self {
+            Delivery::Starting(_) => true,
+            Delivery::Running(sub) => sub.more_ready(),
+            Delivery::Ended => false,
+        }
     }
 
     async fn next(&mut self) -> Result<Frame, Close> {
-        match self.sub.next().await {
-            Ok(ev) => Ok(frame_of(&self.sub, &ev)),
-            Err(end) => {
-                let reason = match &end {
-                    StreamEnd::Shutdown => "server_shutdown".to_string(),
-                    other => other.reason(),
-                };
-                let last = cmem_close(
-                    &reason,
-                    &end.to_string(),
-                    self.sub.cursor_text(self.sub.conn().cursor()),
-                );
-                Err(Close {
-                    reason: reason.into(),
-                    last: Some(last),
-                })
-            }
+        loop {
+            let sub = match self {
+                Delivery::Starting(f) => match f.as_mut().await {
+                    Ok(sub) => {
+                        *self = Delivery::Running(sub);
+                        continue;
+                    }
+                    Err(c) => {
+                        *self = Delivery::Ended;
+                        return Err(c);
+                    }
+                },
+                Delivery::Running(sub) => sub,
+                Delivery::Ended => return Err(Close::new("closed")),
+            };
+            return match sub.next().await {
+                Ok(ev) => Ok(frame_of(sub, &ev)),
+                Err(end) => {
+                    let reason = match &end {
+                        StreamEnd::Shutdown => "server_shutdown".to_string(),
+                        other => other.reason(),
+                    };
+                    let last = cmem_close(
+                        &reason,
+                        &end.to_string(),
+                        sub.cursor_text(sub.conn().cursor()),
+                    );
+                    Err(Close {
+                        reason: reason.into(),
+                        last: Some(last),
+                    })
+                }
+            };
         }
     }
 }
@@ -448,22 +476,32 @@ impl Cmem {
         let conn = registry
             .register(sid.clone(), transport_of(o.transport), meta)
             .ok_or("this socket id is in use")?;
+        // The subscription starts (greeting and any resync committed) as the stream's first
+        // step, after the CONNECT answer: a client is told it is connected without waiting
+        // for the journal's fsync, and what it may send finds its registration in place.
+        let (hub, c) = (app.hub.clone(), conn.clone());
+        let starting: Starting = Box::pin(async move {
+            let sub = match start {
+                Start::Recover { cursor, .. } => hub.resume(c.clone(), cursor).await,
+                Start::Fresh { cursor } => hub.subscribe(c.clone(), cursor).await,
+                Start::Resync { requested } => {
+                    hub.subscribe_resync(c.clone(), "unknown_session", requested)
+                        .await
+                }
+            };
+            sub.map_err(|e| {
+                tracing::error!(error = %e, sid = %c.id, "could not start delivery");
+                Close {
+                    reason: "journal_error".into(),
+                    last: Some(cmem_close(
+                        "journal_error",
+                        &format!("the journal is unavailable: {e}"),
+                        hub.cursor_text(c.cursor()),
+                    )),
+                }
+            })
+        });
         let hub = &app.hub;
-        let sub = match start {
-            Start::Recover { cursor, .. } => hub.resume(conn.clone(), cursor).await,
-            Start::Fresh { cursor } => hub.subscribe(conn.clone(), cursor).await,
-            Start::Resync { requested } => {
-                hub.subscribe_resync(conn.clone(), "unknown_session", requested)
-                    .await
-            }
-        };
-        let sub = match sub {
-            Ok(s) => s,
-            Err(e) => {
-                registry.ended(&conn, "journal_error");
-                return Err(format!("the journal is unavailable: {e}"));
-            }
-        };
         let pid = self.keys.pid(hub.journal.epoch(), &sid, &user);
         Ok(Connected {
             socket: Arc::new(Socket {
@@ -473,7 +511,7 @@ impl Cmem {
                 stall: o.extensions.get::<StallFlag>().cloned(),
                 budgets: Mutex::new(None),
             }),
-            stream: Some(Delivery { sub }),
+            stream: Some(Delivery::Starting(starting)),
             sid,
             pid: Some(pid),
             then: Vec::new(),
