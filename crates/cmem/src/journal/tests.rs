@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use tokio::sync::broadcast;
 
 fn options() -> JournalOptions {
     JournalOptions {
@@ -23,7 +24,9 @@ fn open(dir: &Path, opts: JournalOptions) -> (Journal, broadcast::Receiver<Arc<E
         dir,
         opts,
         Fanout {
-            shared: tx,
+            shared: Box::new(move |e| {
+                let _ = tx.send(e);
+            }),
             direct: Box::new(|_, _| {}),
         },
     )
