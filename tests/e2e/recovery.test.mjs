@@ -143,6 +143,8 @@ test('an unknown pid gets a resync; a known pid with an offset from another tran
   const id = a.connects[0].id;
   a.socket.close();
   const sse = sseClient(s.url, { name: 'sse-offset' });
+  await sse.opened();
+  await until(() => sse.ofType('system_status').length === 1, 'the SSE stream is subscribed');
   const ids = await publishMany(s.url, 10, 'cross');
   await until(() => sse.tests('cross').length === 10, 'sse has them');
   const cursor = `${sse.tests('cross')[4].epoch}:${sse.tests('cross')[4].id}`;
