@@ -2,9 +2,8 @@
 //!
 //! Invariants (see ARCHITECTURE.md):
 //! 1. Everything a client sees was first committed to the journal by [`Hub::publish`].
-//! 2. The journal writer sends committed events to one broadcast channel, in id order (through
-//!    a relay task: see `relay`) — except those addressed to one client, which nudge that
-//!    connection to read the journal before any later event reaches the channel.
+//! 2. The journal writer sends committed events to one broadcast channel, in id order —
+//!    except those addressed to one client, which nudge that connection to read the journal.
 //! 3. A [`Subscription`] subscribes to that channel *before* it reads the journal, replays from
 //!    the journal up to the head it saw, then takes live events whose id is above the last one
 //!    it delivered — no gap, no duplicate.
@@ -120,7 +119,7 @@ impl Hub {
             &options.state_dir,
             options.journal,
             Fanout {
-                shared: relay(fanout.clone()),
+                shared: fanout.clone(),
                 direct: Box::new(move |client, id| {
                     if let Some(c) = nudged.by_address(client) {
                         c.nudge(id);
@@ -339,31 +338,6 @@ impl Hub {
             Start::Resume(c) => c,
             _ => first - 1,
         })
-    }
-}
-
-/// How committed events reach the broadcast channel: through one task of the runtime when
-/// there is one. Sending from the journal's own thread would wake every waiting connection
-/// from outside the runtime (a cross-thread schedule, often a futex wake, per connection); from
-/// a worker, the wakes go to its run queue, and the other worker steals its share.
-fn relay(fanout: broadcast::Sender<Arc<Event>>) -> crate::journal::SharedSink {
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Event>>();
-            // ends when the journal (and with it `tx`) is dropped
-            rt.spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    // no receivers is fine: nobody is connected
-                    let _ = fanout.send(ev);
-                }
-            });
-            Box::new(move |ev| {
-                let _ = tx.send(ev);
-            })
-        }
-        Err(_) => Box::new(move |ev| {
-            let _ = fanout.send(ev);
-        }),
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::envelope::{EnvelopeRef, Event, NewEvent, Scope};
 
@@ -58,13 +58,10 @@ type Recent = Arc<std::sync::RwLock<VecDeque<Arc<Event>>>>;
 /// Called for each committed event addressed to one client: its address and the event's id.
 pub type DirectSink = Box<dyn Fn(&str, u64) + Send + Sync>;
 
-/// Called for each committed event that is not addressed to one client, in id order.
-pub type SharedSink = Box<dyn Fn(Arc<Event>) + Send + Sync>;
-
-/// Where committed events go: the shared fan-out, and a nudge for the one connection a
-/// `client:<id>` event is addressed to.
+/// Where committed events go: the shared broadcast channel, and a nudge for the one
+/// connection a `client:<id>` event is addressed to.
 pub struct Fanout {
-    pub shared: SharedSink,
+    pub shared: broadcast::Sender<Arc<Event>>,
     /// Called with the client's address and the event's id, before any later event is sent.
     pub direct: DirectSink,
 }
@@ -539,7 +536,7 @@ impl Writer {
                             Scope::Client(client) => (self.fanout.direct)(client, e.id),
                             // no receivers is fine: nobody is connected
                             _ => {
-                                (self.fanout.shared)(e.clone());
+                                let _ = self.fanout.shared.send(e.clone());
                             }
                         }
                     }

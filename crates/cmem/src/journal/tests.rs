@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use tokio::sync::broadcast;
 
 fn options() -> JournalOptions {
     JournalOptions {
@@ -24,9 +23,7 @@ fn open(dir: &Path, opts: JournalOptions) -> (Journal, broadcast::Receiver<Arc<E
         dir,
         opts,
         Fanout {
-            shared: Box::new(move |e| {
-                let _ = tx.send(e);
-            }),
+            shared: tx,
             direct: Box::new(|_, _| {}),
         },
     )
