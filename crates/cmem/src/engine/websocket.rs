@@ -246,7 +246,13 @@ async fn upgrade<U: Upper>(
 /// Why a read ended the session.
 fn read_error(e: &tungstenite::Error) -> &'static str {
     match e {
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => "client_closed",
+        // a client that went away without a close frame (a process or tab ended, a network
+        // dropped) is a close, not a malformed packet
+        tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed
+        | tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => "client_closed",
         tungstenite::Error::Capacity(_) => "message_too_large",
         tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => "bad_packet",
         _ => "transport_error",
@@ -284,7 +290,10 @@ async fn run<U: Upper>(mut s: Started<U>) {
             biased;
             m = s.ws.next() => match m {
                 Some(Ok(m)) => Step::Read(m),
-                Some(Err(e)) => Step::End(Cow::Borrowed(read_error(&e)), None),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read ended the session");
+                    Step::End(Cow::Borrowed(read_error(&e)), None)
+                }
                 None => Step::End(Cow::Borrowed("client_closed"), None),
             },
             r = s.out.next() => match r {
@@ -384,6 +393,7 @@ async fn run<U: Upper>(mut s: Started<U>) {
             break 'session;
         }
     }
+    tracing::debug!(reason = %reason, "websocket session ended");
     s.inn.closed(&reason);
     // Last words, then a close frame; a client that reads nothing gets neither.
     let _ = Box::pin(tokio::time::timeout(GOODBYE, async {
