@@ -287,7 +287,10 @@ async fn sockets_dropped_right_after_connect_leave_the_registry() {
     // (sockets gone before the connect handler ran were never registered at all)
     assert!(left["connections"]["opened_since_start"].as_u64().unwrap() >= 1);
     // a socket dropped without a close frame closed; it did not send a bad packet
-    assert!(left["closes_by_reason"].get("bad_packet").is_none(), "{left}");
+    assert!(
+        left["closes_by_reason"].get("bad_packet").is_none(),
+        "{left}"
+    );
 }
 
 /// Item 4: a socket that never sent CONNECT could hold a binary packet of 10 attachments,

@@ -394,8 +394,9 @@ async fn run<U: Upper>(mut s: Started<U>) {
         }
     }
     tracing::debug!(reason = %reason, "websocket session ended");
-    s.inn.closed(&reason);
-    // Last words, then a close frame; a client that reads nothing gets neither.
+    // Last words, then a close frame (a client that reads nothing gets neither, within
+    // GOODBYE); only then is the session over for the layer above, so a server that waits for
+    // its sessions to end before it exits has sent them their last words.
     let _ = Box::pin(tokio::time::timeout(GOODBYE, async {
         if let Some(f) = last {
             let _ = s.ws.send(message(f)).await;
@@ -403,4 +404,5 @@ async fn run<U: Upper>(mut s: Started<U>) {
         let _ = s.ws.close(None).await;
     }))
     .await;
+    s.inn.closed(&reason);
 }

@@ -234,7 +234,20 @@ impl Server {
         // `cmem_close` and an Engine.IO close)
         hub.shutdown.cancel();
         let grace = Duration::from_millis(config.shutdown_grace_ms);
-        if tokio::time::timeout(grace, graceful.shutdown())
+        let deadline = tokio::time::Instant::now() + grace;
+        // Socket.IO sessions are tasks of their own, not hyper connections: give them the
+        // grace period to send `cmem_close` and close (they leave the registry once done).
+        while tokio::time::Instant::now() < deadline
+            && hub.registry.all().iter().any(|c| {
+                matches!(
+                    c.transport(),
+                    crate::config::Transport::Websocket | crate::config::Transport::Polling
+                )
+            })
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
             .is_err()
         {
