@@ -32,8 +32,24 @@ export async function until(fn, what, ms = 15000) {
   }
 }
 
-/** Starts `cmem serve` and resolves once it prints its address. */
-export async function startServer({ data = tempDir(), port = 0, args = [], env = {} } = {}) {
+/**
+ * Starts `cmem serve` and resolves once it prints its address. Wine occasionally fails to
+ * start a process (exit 1 within milliseconds, nothing printed; see scripts/wine-cmem); cmem
+ * itself never exits with an error unsaid, so such an exit is retried, at most twice.
+ */
+export async function startServer(opts = {}) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts);
+    } catch (e) {
+      if (attempt >= 3 || !e.silent) throw e;
+      console.error(`startServer: the server exited with nothing printed (attempt ${attempt}); retrying`);
+      await sleep(500);
+    }
+  }
+}
+
+async function startOnce({ data = tempDir(), port = 0, args = [], env = {} } = {}) {
   const child = spawn(CMEM_BIN, ['serve', '--data', data, '--bind', `127.0.0.1:${port}`, ...args], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', CM_SSE_RETRY_MS: '200', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -48,7 +64,12 @@ export async function startServer({ data = tempDir(), port = 0, args = [], env =
       const m = out.match(/listening on (http:\/\/[\d.:]+)/);
       if (m) { clearTimeout(timer); resolve(m[1]); }
     });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}: ${stderr}`)); });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      const e = new Error(`server exited ${code}: ${stderr}`);
+      e.silent = code === 1 && stderr.trim() === '';
+      reject(e);
+    });
   });
   const exited = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })));
   return {
