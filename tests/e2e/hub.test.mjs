@@ -204,17 +204,21 @@ test('graceful shutdown closes clients with a reason and keeps every acknowledge
   const s = await server({ data });
   const sse = sseClient(s.url, { name: 'sse-shutdown' });
   const sio = sioClient(s.url, { transports: ['websocket'], name: 'sio-shutdown' });
-  await ready([sse, sio]);
+  const polling = sioClient(s.url, { transports: ['polling'], name: 'polling-shutdown' });
+  await ready([sse, sio, polling]);
   let closeReason = null;
+  let pollingReason = null;
   sio.socket.on('cmem_close', (m) => { closeReason = m.reason; });
+  polling.socket.on('cmem_close', (m) => { pollingReason = m.reason; });
   const ids = await publishMany(s.url, 50, 'g');
-  await until(() => sse.tests('g').length === 50 && sio.tests('g').length === 50, 'delivered');
+  await until(() => [sse, sio, polling].every((c) => c.tests('g').length === 50), 'delivered');
   const res = await s.stop('SIGTERM');
   assert.equal(res.code, 0, `clean exit: ${s.stderr()}`);
   await until(() => sse.closeEvents.length >= 1, 'sse close event');
   assert.equal(sse.closeEvents[0].reason, 'server_shutdown');
   await until(() => closeReason === 'server_shutdown', 'socket.io told why before the server exited');
-  sse.close(); sio.close();
+  await until(() => pollingReason === 'server_shutdown', 'long-polling told why too');
+  sse.close(); sio.close(); polling.close();
   // the journal kept everything: a new client resumes from 0 and gets all 50
   const s2 = await server({ data });
   const late = pollClient(s2.url, { clientId: 'late', cursor: 0 });

@@ -285,14 +285,6 @@ impl<U: Upper> Engine<U> {
         })
     }
 
-    pub fn options(&self) -> &Options {
-        &self.options
-    }
-
-    pub fn upper(&self) -> &U {
-        &self.upper
-    }
-
     /// The handshake packet's JSON.
     fn handshake(&self, sid: &str, transport: Transport) -> String {
         let upgrades: &[&str] = if transport == Transport::Polling && self.options.websocket {
@@ -339,11 +331,6 @@ impl<U: Upper> Engine<U> {
         }
     }
 
-    /// Long-polling sessions open now.
-    pub fn polling_sessions(&self) -> usize {
-        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
     /// Removes long-polling sessions whose heartbeat failed or that nobody asked for, ending
     /// them. Requests check their own session on arrival; this finds the ones that stopped
     /// asking. Runs until the engine shuts down.
@@ -354,17 +341,9 @@ impl<U: Upper> Engine<U> {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = self.shutdown.cancelled() => {
-                    let all: Vec<_> = self
-                        .sessions
-                        .lock()
-                        .map(|mut m| m.drain().map(|(_, s)| s).collect())
-                        .unwrap_or_default();
-                    for s in all {
-                        s.shut(&self).await;
-                    }
-                    return;
-                }
+                // Sessions are not closed from here: each one's upper layer ends it with its
+                // own last words (cmem's `cmem_close`), which a close from here would pre-empt.
+                _ = self.shutdown.cancelled() => return,
             }
             let all: Vec<_> = self
                 .sessions

@@ -7,11 +7,12 @@
 //! - the heartbeat: the server pings one `pingInterval` after the handshake (and after each
 //!   pong); no pong within `pingTimeout` of a ping closes the session. A ping is computed when
 //!   a request arrives (a waiting GET wakes for it), so no timer is kept per session;
-//! - a close the client asks for releases a waiting GET with `6` (noop); a close for an error
-//!   with `1`; a close the server decides with its last frame and `1`, kept for the next GET
-//!   when none waits;
-//! - during an upgrade a GET is answered `6` at once, and after it the session has left the
-//!   table, so any request for it is answered 400.
+//! - a close the client asks for releases a waiting GET (or one sent with the close) with `6`
+//!   (noop); a close for an error with `1`; a close the server decides sends its last frame in
+//!   one answer and `1` in the next, as the reference server drains before it closes;
+//! - during an upgrade a waiting GET is answered `6` at once, one that arrives meanwhile after
+//!   at most 100 ms; after it the session has left the table, so any request for it is
+//!   answered 400.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -128,27 +129,38 @@ impl<U: Upper> Session<U> {
             ) {
                 return false;
             }
-            if st.get_pending {
-                st.control.push(if how == How::Client {
-                    Packet::Noop
-                } else {
-                    Packet::Close
-                });
-                if how != How::Client {
-                    st.last = c.last.clone();
-                }
-                st.phase = Phase::Closed;
-            } else if how == How::Server {
-                st.control.push(Packet::Close);
-                st.last = c.last.clone();
-                st.phase = Phase::Closing(Instant::now());
-            } else if how == How::Client {
+            let now = Instant::now();
+            match how {
                 // a GET sent together with the close may arrive just after it: it gets the
                 // `6` it would have had a moment earlier (later ones get 400)
-                st.control.push(Packet::Noop);
-                st.phase = Phase::Closing(Instant::now());
-            } else {
-                st.phase = Phase::Closed;
+                How::Client => {
+                    st.control.push(Packet::Noop);
+                    st.phase = if st.get_pending {
+                        Phase::Closed
+                    } else {
+                        Phase::Closing(now)
+                    };
+                }
+                How::Error => {
+                    if st.get_pending {
+                        st.control.push(Packet::Close);
+                    }
+                    st.phase = Phase::Closed;
+                }
+                // Last words go in an answer of their own and `1` in the next, as the reference
+                // server drains before it closes: socket.io-client handles a message it finds
+                // after a close in the same answer only after that close, and drops it.
+                How::Server => {
+                    st.last = c.last.clone();
+                    if st.last.is_none() {
+                        st.control.push(Packet::Close);
+                    }
+                    st.phase = if st.get_pending && st.last.is_none() {
+                        Phase::Closed
+                    } else {
+                        Phase::Closing(now)
+                    };
+                }
             }
             if st.phase == Phase::Closed {
                 engine.forget(&self.sid);
@@ -173,13 +185,6 @@ impl<U: Upper> Session<U> {
         if self.close_state(engine, &c, how) {
             self.finish_later(c.reason.into_owned());
         }
-    }
-
-    /// Ends the session because the server shuts down.
-    pub(super) async fn shut(self: &Arc<Self>, engine: &Engine<U>) {
-        self.close(engine, Close::new("server_shutdown"), How::Server)
-            .await;
-        engine.forget(&self.sid);
     }
 
     /// The sweeper's look: a missed heartbeat, or a close nobody came to collect.
@@ -253,6 +258,16 @@ impl<U: Upper> Session<U> {
         Some((inn, out, heartbeat, control))
     }
 
+    /// An end the outbound half reported while an answer was being gathered closes the
+    /// session after that answer: its last words and `1` go to the next GETs.
+    fn end_after_answer(self: &Arc<Self>, engine: &Engine<U>, end: Option<Close>) {
+        if let Some(c) = end
+            && self.close_state(engine, &c, How::Server)
+        {
+            self.finish_later(c.reason.into_owned());
+        }
+    }
+
     /// A GET: waits for something to send and answers with it.
     async fn get(self: &Arc<Self>, engine: &Engine<U>) -> Response {
         let Ok(mut out) = self.out.try_lock() else {
@@ -313,30 +328,32 @@ impl<U: Upper> Session<U> {
                             }
                         }
                     }
-                    let ended = matches!(st.phase, Phase::Closing(_) | Phase::Closed);
-                    if let Phase::Closing(_) = st.phase {
+                    // a session closing with last words sends them now and `1` next time
+                    let words = matches!(st.phase, Phase::Closing(_)) && st.last.is_some();
+                    let ended = !words && matches!(st.phase, Phase::Closing(_) | Phase::Closed);
+                    if ended && st.phase != Phase::Closed {
                         st.phase = Phase::Closed;
                         engine.forget(&self.sid);
                     }
                     let beat = st.heartbeat.pong_due.unwrap_or(st.heartbeat.next_ping);
                     let wait_until = hold.map_or(beat, |h| h.min(beat));
-                    Some((
-                        std::mem::take(&mut st.control),
-                        st.last.take(),
-                        wait_until,
-                        ended,
-                    ))
+                    let packets = std::mem::take(&mut st.control);
+                    if words {
+                        st.control.push(Packet::Close);
+                    }
+                    Some((packets, st.last.take(), wait_until, ended || words))
                 }
             };
-            let Some((mut packets, last, wait_until, ended)) = step else {
+            let Some((mut packets, last, wait_until, ending)) = step else {
                 self.close(engine, Close::new("heartbeat_timeout"), How::Error)
                     .await;
                 continue;
             };
-            if ended || !packets.is_empty() {
+            if ending || !packets.is_empty() {
                 let mut frames: Vec<Frame> = last.into_iter().collect();
-                if !ended && let Some(o) = out.as_mut() {
-                    ready_frames(o, &mut frames, engine.options.max_payload).await;
+                if !ending && let Some(o) = out.as_mut() {
+                    let end = ready_frames(o, &mut frames, engine.options.max_payload);
+                    self.end_after_answer(engine, end);
                 }
                 // a close goes after the data it ends
                 packets.sort_by_key(|p| *p == Packet::Close);
@@ -351,7 +368,8 @@ impl<U: Upper> Session<U> {
                 r = o.next() => match r {
                     Ok(first) => {
                         let mut frames = vec![first];
-                        ready_frames(o, &mut frames, engine.options.max_payload).await;
+                        let end = ready_frames(o, &mut frames, engine.options.max_payload);
+                        self.end_after_answer(engine, end);
                         return payload_response(&frames, &[]);
                     }
                     Err(c) => {
@@ -366,7 +384,12 @@ impl<U: Upper> Session<U> {
 }
 
 /// Adds what the outbound half has ready now, without waiting, up to one answer's worth.
-async fn ready_frames<O: Outbound>(out: &mut O, frames: &mut Vec<Frame>, max_bytes: usize) {
+/// Returns the end the outbound half reported, if it reported one (it does so once).
+fn ready_frames<O: Outbound>(
+    out: &mut O,
+    frames: &mut Vec<Frame>,
+    max_bytes: usize,
+) -> Option<Close> {
     let mut bytes: usize = frames.iter().map(Frame::len).sum();
     while frames.len() < MAX_FRAMES_PER_POLL && bytes < max_bytes && out.more_ready() {
         match out.next().now_or_never() {
@@ -374,10 +397,11 @@ async fn ready_frames<O: Outbound>(out: &mut O, frames: &mut Vec<Frame>, max_byt
                 bytes += f.len();
                 frames.push(f);
             }
-            // an end is seen again by the next request
-            Some(Err(_)) | None => break,
+            Some(Err(c)) => return Some(c),
+            None => break,
         }
     }
+    None
 }
 
 /// One GET answer: frames, then Engine.IO packets, joined by the record separator.

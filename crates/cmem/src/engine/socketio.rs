@@ -115,10 +115,6 @@ impl<N: Namespaces> SocketIo<N> {
             connect_timeout,
         }
     }
-
-    pub fn namespaces(&self) -> &Arc<N> {
-        &self.namespaces
-    }
 }
 
 struct Queue<T> {
@@ -131,7 +127,6 @@ struct Queue<T> {
     stream_gone: bool,
     /// A namespace was joined: the connect timeout no longer applies.
     joined: bool,
-    close: Option<Close>,
 }
 
 /// What the two halves share.
@@ -164,7 +159,6 @@ impl<N: Namespaces> Upper for SocketIo<N> {
                 stream: None,
                 stream_gone: false,
                 joined: false,
-                close: None,
             }),
             notify: Notify::new(),
         });
@@ -309,17 +303,17 @@ impl<N: Namespaces> SioIn<N> {
             return; // joined already
         }
         // after the first namespace, later ones see no request headers
-        let opening = match &self.opening {
-            Some(o) => o.as_ref().clone(),
-            None => Opening {
+        let opening = self.opening.take().unwrap_or_else(|| {
+            Box::new(Opening {
                 headers: Default::default(),
                 uri: Default::default(),
                 extensions: Default::default(),
                 transport: self.transport,
                 sid: self.sid.clone(),
-            },
-        };
-        match self.namespaces.connect(&opening, &p.nsp, p.data).await {
+            })
+        });
+        let result = self.namespaces.connect(&opening, &p.nsp, p.data).await;
+        match result {
             Ok(c) => {
                 let mut answer = json!({"sid": c.sid});
                 if let Some(pid) = &c.pid {
@@ -355,11 +349,15 @@ impl<N: Namespaces> SioIn<N> {
                     }
                 }
                 self.shared.notify.notify_one();
+                // what the request said is not needed any more (it can be large): `opening` is
+                // dropped here
                 self.sockets.push((p.nsp, c.socket));
-                // what the request said is not needed any more (it can be large)
-                self.opening = None;
             }
             Err(message) => {
+                // kept for the next attempt, until a namespace is joined
+                if self.sockets.is_empty() {
+                    self.opening = Some(opening);
+                }
                 let refusal = Packet {
                     kind: Kind::ConnectError,
                     nsp: p.nsp,
@@ -390,7 +388,6 @@ impl<T: EventStream> Outbound for SioOut<T> {
         }
         let q = self.shared.lock();
         !q.frames.is_empty()
-            || q.close.is_some()
             || q.stream.is_some()
             || self.stream.as_ref().is_some_and(EventStream::more_ready)
     }
@@ -410,9 +407,6 @@ impl<T: EventStream> Outbound for SioOut<T> {
                     }
                     self.boundary = boundary;
                     return Ok(f);
-                }
-                if let Some(c) = q.close.take() {
-                    return Err(c);
                 }
                 if let Some(s) = q.stream.take() {
                     self.stream = Some(s);
