@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests (real server, real sockets), then the
 # end-to-end suites with the official socket.io-client, an EventSource client and a poll
-# client, the protocol conformance suite, and the hostile-network suite (Debian's nginx as
-# the proxy, installed here when missing and apt-get can). Needs cargo and Node 20 with npm.
+# client, the protocol conformance suite, the hostile-network suite (Debian's nginx as the
+# proxy) and the client library's suites in Node and headless Chromium (Debian's chromium);
+# nginx and chromium are installed here when missing and apt-get can. Needs cargo and Node 20 with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="$PATH:/usr/sbin"
-if ! command -v nginx >/dev/null; then
+# nginx: the hostile-network suites put it between clients and the server; chromium: the browser
+# suites drive Debian's build headless (a downloaded browser is never used)
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+[ -x "${CHROMIUM_BIN:-/usr/bin/chromium}" ] || need+=(chromium)
+if ((${#need[@]})); then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "== installing nginx (the hostile-network suite puts it between clients and the server)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+    echo "== installing ${need[*]} (the end-to-end suites need them)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "error: nginx is needed by tests/e2e/hostile.test.mjs; install it (e.g. sudo apt-get install nginx)" >&2
+    echo "error: the end-to-end suites need ${need[*]}; install them (e.g. sudo apt-get install ${need[*]})" >&2
     exit 1
   fi
 fi
@@ -25,7 +31,10 @@ cargo test --locked --workspace
 
 echo "== end-to-end suites (node)"
 cd tests/e2e
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+# the client library is installed as a copy (.npmrc install-links), as from a registry: a
+# change to it needs a fresh install
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ] \
+  || [ -n "$(find ../../clients/js/src ../../clients/js/package.json -newer node_modules/.package-lock.json 2>/dev/null | head -1)" ]; then
   npm ci --no-audit --no-fund
 fi
 # bounded, so a hung client can never hold CI for long

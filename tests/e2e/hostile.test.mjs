@@ -4,112 +4,23 @@
 // still receive every event, once each, in order.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import http from 'node:http';
-import net from 'node:net';
 import zlib from 'node:zlib';
-import path from 'node:path';
 import { io } from 'socket.io-client';
 import {
-  CMEM_BIN, startServer, closeAllClients, publishMany, sioClient, sseClient, pollClient, until, exactly, tempDir,
+  CMEM_BIN, startServer, closeAllClients, publishMany, sioClient, sseClient, pollClient, until, exactly,
 } from './lib.mjs';
+import { nginx, cuttingProxy, stopProxies } from './proxies.mjs';
 
 const servers = [];
 const stoppers = [];
 after(async () => {
   await closeAllClients();
   for (const stop of stoppers) await stop();
+  await stopProxies();
   for (const s of servers) await s.stop('SIGKILL');
 });
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function accepts(port) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
-    s.on('error', () => resolve(false));
-  });
-}
-
-/** Starts nginx (its own config, not the system's) proxying to `upstream`. */
-async function nginx(upstream, { forwardUpgrade, buffering }) {
-  const dir = tempDir();
-  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(path.join(dir, d));
-  const port = await freePort();
-  const conf = path.join(dir, 'nginx.conf');
-  writeFileSync(conf, `
-daemon off;
-master_process off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 512; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  ${buffering ? 'gzip on; gzip_types text/event-stream; gzip_min_length 1; gzip_proxied any;' : ''}
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://127.0.0.1:${upstream};
-      proxy_http_version 1.1;
-      ${forwardUpgrade ? 'proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";' : '# the Upgrade header is deliberately not forwarded'}
-      proxy_buffering ${buffering ? 'on' : 'off'};
-      proxy_read_timeout 300s;
-    }
-  }
-}
-`);
-  const child = spawn('nginx', ['-c', conf, '-p', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
-  const spawned = new Promise((resolve, reject) => {
-    child.on('error', (e) => reject(new Error(`nginx could not be started (${e.message}); install it: apt-get install nginx`)));
-    child.on('spawn', resolve);
-  });
-  await spawned;
-  await until(() => accepts(port), `nginx listening (${stderr})`);
-  const exited = new Promise((r) => child.on('exit', r));
-  stoppers.push(async () => { child.kill('SIGKILL'); await exited; });
-  return `http://127.0.0.1:${port}`;
-}
-
-/** A TCP proxy that can cut every connection through it at once. */
-async function cuttingProxy(upstream) {
-  const sockets = new Set();
-  const srv = net.createServer((client) => {
-    const up = net.connect(upstream, '127.0.0.1');
-    sockets.add(client); sockets.add(up);
-    client.pipe(up); up.pipe(client);
-    const done = () => { client.destroy(); up.destroy(); sockets.delete(client); sockets.delete(up); };
-    client.on('error', done); up.on('error', done); client.on('close', done); up.on('close', done);
-  });
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  stoppers.push(() => new Promise((r) => { for (const s of sockets) s.destroy(); srv.close(() => r()); }));
-  return {
-    url: `http://127.0.0.1:${srv.address().port}`,
-    cutAll() {
-      const n = sockets.size;
-      for (const s of sockets) s.resetAndDestroy ? s.resetAndDestroy() : s.destroy();
-      sockets.clear();
-      return n;
-    },
-  };
-}
 
 test('behind a proxy that drops Upgrade, the official client stays on polling and gets every event; doctor names the cause', { timeout: 90000 }, async () => {
   const s = await startServer();

@@ -22,6 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+mod assets;
 mod guard;
 mod router;
 

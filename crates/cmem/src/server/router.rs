@@ -13,7 +13,7 @@ use axum::routing::{any, delete, get, post};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::guard;
+use super::{assets, guard};
 use crate::api::{admin, config, diagnostics, events, search, system, workspaces};
 use crate::app::App;
 use crate::config::Transport;
@@ -74,7 +74,7 @@ const ADMIN_PATHS: [&str; 5] = [
     "/config",
 ];
 
-/// Authentication for every HTTP route but `/health` (Socket.IO authenticates in its own
+/// Authentication for every HTTP route but `/health` and `/client/` (Socket.IO authenticates in its own
 /// handshake). The identity goes into the request's extensions for handlers and transports;
 /// a `?token=` is taken out of the query so no handler sees or echoes it.
 async fn authenticate(
@@ -83,7 +83,12 @@ async fn authenticate(
     next: axum::middleware::Next,
 ) -> Response {
     let path = req.uri().path();
-    if path == "/health" || path.starts_with("/socket.io") {
+    // the client library is public: a sign-in page needs it before it has a token
+    if path == "/health"
+        || path.starts_with("/socket.io")
+        || path == "/client"
+        || path.starts_with("/client/")
+    {
         return next.run(req).await;
     }
     let query = req.uri().query().map(str::to_string);
@@ -192,6 +197,9 @@ pub fn router(state: App, io: Option<Arc<transports::socketio::IoEngine>>) -> Ro
             delete(admin::remove_member),
         )
         .route("/health", get(health))
+        .route("/client", get(assets::client_index))
+        .route("/client/", get(assets::client_index))
+        .route("/client/{file}", get(assets::client_file))
         .route("/api/events", post(events::publish))
         .route("/api/websocket/status", get(diagnostics::status))
         .route("/api/websocket/errors", get(diagnostics::errors))

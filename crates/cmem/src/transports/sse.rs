@@ -4,7 +4,8 @@
 //! names the journal, so a browser `EventSource`, which sends back exactly the last `id:` it saw,
 //! resumes with the epoch and gets a `resync` if the journal was recreated or restored meanwhile
 //! (a bare id cannot tell: ids restart with a new journal). The stream opens
-//! with `retry:`; heartbeat comments keep proxies from timing it out; `X-Accel-Buffering: no`
+//! with `retry:` and the comment `connected heartbeat_ms=<n>` (the heartbeat interval, for
+//! clients that detect a silent stall); heartbeat comments keep proxies from timing it out; `X-Accel-Buffering: no`
 //! keeps nginx from buffering it. Resume: `Last-Event-ID` (sent by `EventSource` on reconnect)
 //! or `?last_event_id=`, optionally with `?epoch=`.
 //!
@@ -66,6 +67,7 @@ struct StreamState {
     sub: Subscription,
     phase: Phase,
     retry: Duration,
+    heartbeat: Duration,
     _registration: Registration,
 }
 
@@ -74,7 +76,12 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
         match st.phase {
             Phase::Retry => {
                 st.phase = Phase::Events;
-                let ev = SseEvent::default().retry(st.retry).comment("connected");
+                // clients that watch for a silent stall (the client libraries) read the
+                // heartbeat interval from this comment
+                let ev = SseEvent::default().retry(st.retry).comment(format!(
+                    "connected heartbeat_ms={}",
+                    st.heartbeat.as_millis()
+                ));
                 Some((Ok(ev), st))
             }
             Phase::Events => match st.sub.next().await {
@@ -154,6 +161,7 @@ pub async fn stream(
         sub,
         phase: Phase::Retry,
         retry: Duration::from_millis(app.config.sse_retry_ms),
+        heartbeat: Duration::from_secs(app.config.sse_heartbeat_s),
         _registration: registration,
     };
     let sse = Sse::new(events(state)).keep_alive(
