@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
@@ -133,21 +133,11 @@ pub async fn sio_connect(
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
         .await
         .context("websocket handshake")?;
-    match ws.next().await {
-        Some(Ok(Message::Text(t))) if t.starts_with('0') => {}
-        other => bail!("expected an Engine.IO open packet, got {other:?}"),
-    }
-    ws.send(Message::text(format!("40{}", auth.unwrap_or(""))))
-        .await?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.starts_with("40") => return Ok(ws),
-            Some(Ok(Message::Text(t))) if t.starts_with("44") => bail!("connect refused: {t}"),
-            Some(Ok(Message::Text(t))) if t.as_str() == "2" => ws.send(Message::text("3")).await?,
-            Some(Ok(_)) => {}
-            other => bail!("namespace connect failed: {other:?}"),
-        }
-    }
+    // the same handshake as cmem's own client library
+    cmem_client::eio::handshake(&mut ws, auth.unwrap_or(""))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(ws)
 }
 
 /// Reads a Socket.IO session until `stop`, answering pings and recording deliveries.

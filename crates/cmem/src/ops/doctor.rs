@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use cmem_client::ErrorCode;
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -240,10 +241,7 @@ async fn probe_polling(c: &reqwest::Client, base: &str) -> Probe {
 async fn probe_websocket(base: &str, token: Option<&str>) -> Probe {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let t = Instant::now();
-    let ws_url = format!(
-        "{}/socket.io/?EIO=4&transport=websocket",
-        base.replacen("http", "ws", 1)
-    );
+    let ws_url = cmem_client::eio::websocket_url(base);
     let attempt = async {
         let mut req = ws_url
             .as_str()
@@ -268,18 +266,22 @@ async fn probe_websocket(base: &str, token: Option<&str>) -> Probe {
                 other => format!("WebSocket handshake failed: {other}"),
             }
         })?;
-        match ws.next().await {
-            Some(Ok(m)) if m.to_text().is_ok_and(|t| t.starts_with("0{")) => {
-                Ok("WebSocket upgrade and Engine.IO open packet".to_string())
+        // the open packet and the namespace join, as cmem's client library does them
+        let mut auth = serde_json::Map::new();
+        if let Some(tok) = token {
+            auth.insert("token".into(), tok.into());
+        }
+        let auth = serde_json::Value::Object(auth).to_string();
+        match cmem_client::eio::handshake(&mut ws, &auth).await {
+            Ok(_) => {
+                Ok("WebSocket upgrade, Engine.IO open packet and Socket.IO connect".to_string())
             }
-            Some(Ok(m)) => Err(format!("unexpected first message: {m}")),
-            Some(Err(e)) => Err(format!(
-                "the WebSocket was cut right after the upgrade ({e}): a proxy on the way does not pass WebSocket traffic (Upgrade and Connection headers); clients fall back to polling"
-            )),
-            None => Err(
-                "the WebSocket was closed right after the upgrade: a proxy on the way does not pass WebSocket traffic (Upgrade and Connection headers); clients fall back to polling"
-                    .to_string(),
-            ),
+            Err(e) => match e.code {
+                ErrorCode::Closed | ErrorCode::Transport => Err(format!(
+                    "the WebSocket was cut right after the upgrade ({e}): a proxy on the way does not pass WebSocket traffic (Upgrade and Connection headers); clients fall back to polling"
+                )),
+                _ => Err(e.message),
+            },
         }
     };
     let (ok, detail) = match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {

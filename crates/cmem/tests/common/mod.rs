@@ -37,11 +37,12 @@ impl TestServer {
         token: Option<&str>,
     ) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cmem"));
-        cmd.arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
+        cmd.arg("serve").arg("--data").arg(data);
+        // a free port unless the test names one (a restart on the same address)
+        if !args.contains(&"--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -7,6 +7,7 @@ mod firewall;
 mod index;
 mod search;
 mod serve;
+mod tail;
 mod teams;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use doctor::DoctorArgs;
 use firewall::FirewallArgs;
 use index::IndexArgs;
 use search::SearchArgs;
+use tail::{PublishArgs, TailArgs};
 use teams::{TeamsCmd, TokenCmd, UserCmd, WorkspaceCmd};
 
 #[derive(Parser)]
@@ -47,6 +49,10 @@ enum Command {
     Firewall(FirewallArgs),
     /// Diagnose this machine and test which transports reach a running server.
     Doctor(DoctorArgs),
+    /// Print a server's events as they come, one line each; reconnects and resumes by itself.
+    Tail(TailArgs),
+    /// Publish one event (for scripts); prints its cursor.
+    Publish(PublishArgs),
     /// Manage users (once one exists, every client needs a token).
     User {
         #[command(subcommand)]
@@ -182,6 +188,8 @@ fn main() -> ExitCode {
         Command::Search(args) => search::search(args),
         Command::Firewall(a) => firewall::firewall(a),
         Command::Doctor(a) => doctor::doctor(a),
+        Command::Tail(a) => tail::tail(a),
+        Command::Publish(a) => tail::publish(a),
         Command::User { cmd, data } => teams::teams_cmd(TeamsCmd::User(cmd), &data),
         Command::Token { cmd, data } => teams::teams_cmd(TeamsCmd::Token(cmd), &data),
         Command::Workspace { cmd, data } => teams::teams_cmd(TeamsCmd::Workspace(cmd), &data),

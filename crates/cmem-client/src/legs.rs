@@ -1,0 +1,471 @@
+//! One connection over one transport (a "leg"): it connects, says when it is open, passes
+//! on each event in the order the server sent it, and ends with the reason. The state machine
+//! in `client.rs` decides what to try next; a leg never retries by itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::eio::{self, Packet};
+use crate::{Cursor, Envelope, ErrorCode, LegError, Options, Transport};
+
+/// What a leg tells the state machine.
+#[derive(Debug)]
+pub(crate) enum LegMsg {
+    Opened,
+    Event(Box<Envelope>),
+    Ended(LegError),
+}
+
+/// What every leg of one client shares.
+pub(crate) struct Ctx {
+    pub opts: Options,
+    pub http: reqwest::Client,
+    pub client_id: String,
+}
+
+impl Ctx {
+    fn base(&self) -> &str {
+        self.opts.url.trim_end_matches('/')
+    }
+
+    fn scope_query(&self, q: &mut Vec<(&'static str, String)>) {
+        if !self.opts.workspaces.is_empty() {
+            q.push(("workspaces", self.opts.workspaces.join(",")));
+        }
+    }
+}
+
+/// Aborts the leg's task when the state machine lets go of it.
+pub(crate) struct LegTask(tokio::task::JoinHandle<()>);
+
+impl LegTask {
+    pub fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) -> LegTask {
+        LegTask(tokio::spawn(fut))
+    }
+}
+
+impl Drop for LegTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts a leg; its messages arrive on the returned channel, the last one `Ended`.
+pub(crate) fn start(
+    ctx: Arc<Ctx>,
+    transport: Transport,
+    cursor: Option<Cursor>,
+) -> (LegTask, mpsc::Receiver<LegMsg>) {
+    let (tx, rx) = mpsc::channel(256);
+    let task = LegTask::spawn(async move {
+        let end = match transport {
+            Transport::Websocket => websocket(&ctx, cursor, &tx).await,
+            Transport::Sse => sse(&ctx, cursor, &tx).await,
+            Transport::Poll => poll(&ctx, cursor, &tx).await,
+        };
+        let _ = tx.send(LegMsg::Ended(end)).await;
+    });
+    (task, rx)
+}
+
+fn gone() -> LegError {
+    LegError::closed("the client stopped reading")
+}
+
+pub(crate) fn http_error(status: u16, message: &str) -> LegError {
+    let code = match status {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        _ => ErrorCode::Http,
+    };
+    let message: String = message.chars().take(200).collect();
+    LegError::new(code, format!("HTTP {status}: {message}"))
+}
+
+async fn error_of(res: reqwest::Response) -> LegError {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or(text);
+    http_error(status, &message)
+}
+
+fn network(e: &reqwest::Error) -> LegError {
+    if e.is_timeout() {
+        LegError::new(ErrorCode::Stalled, format!("no answer in time: {e}"))
+    } else {
+        LegError::transport(format!("{e}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket.IO over WebSocket
+
+async fn websocket(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> LegError {
+    let url = eio::websocket_url(ctx.base());
+    let (mut ws, _) = match tokio_tungstenite::connect_async(url).await {
+        Ok(x) => x,
+        Err(tungstenite::Error::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            return http_error(
+                resp.status().as_u16(),
+                &format!("WebSocket upgrade refused {body}"),
+            );
+        }
+        Err(e) => return LegError::transport(format!("WebSocket: {e}")),
+    };
+    let mut auth = serde_json::Map::new();
+    if let Some(t) = &ctx.opts.token {
+        auth.insert("token".into(), t.clone().into());
+    }
+    if !ctx.opts.workspaces.is_empty() {
+        auth.insert("workspaces".into(), ctx.opts.workspaces.clone().into());
+    }
+    if let Some(c) = &cursor {
+        auth.insert("last_event_id".into(), c.to_string().into());
+    }
+    let auth = serde_json::Value::Object(auth).to_string();
+    let open = match eio::handshake(&mut ws, &auth).await {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    if out.send(LegMsg::Opened).await.is_err() {
+        return gone();
+    }
+    let live = open.liveness();
+    let mut closing: Option<String> = None;
+    let closed = |closing: &Option<String>| match closing {
+        Some(r) => LegError::new(
+            ErrorCode::Closed,
+            format!("the server closed the connection: {r}"),
+        ),
+        None => LegError::closed("the WebSocket closed"),
+    };
+    loop {
+        let msg = match timeout(live, ws.next()).await {
+            Err(_) => {
+                return LegError::new(
+                    ErrorCode::Stalled,
+                    format!(
+                        "nothing from the server for {} ms: connection presumed dead",
+                        live.as_millis()
+                    ),
+                );
+            }
+            Ok(None) => return closed(&closing),
+            Ok(Some(Err(e))) => return LegError::transport(format!("WebSocket: {e}")),
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Text(t) => match eio::parse(&t) {
+                Packet::Ping => {
+                    if let Err(e) = ws.send(Message::text("3")).await {
+                        return LegError::transport(format!("WebSocket: {e}"));
+                    }
+                }
+                Packet::Event(e) => {
+                    if out.send(LegMsg::Event(e)).await.is_err() {
+                        return gone();
+                    }
+                }
+                Packet::Closing(r) => closing = Some(r),
+                Packet::Closed => return closed(&closing),
+                Packet::Other => {}
+            },
+            Message::Close(_) => return closed(&closing),
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-Sent Events
+
+/// One item of an event stream.
+#[derive(Debug, PartialEq)]
+pub(crate) enum SseItem {
+    Comment(String),
+    Event { event: String, data: String },
+}
+
+/// An incremental `text/event-stream` parser (lines end with LF, CRLF or CR).
+#[derive(Default)]
+pub(crate) struct SseParser {
+    buf: Vec<u8>,
+    event: String,
+    data: Vec<String>,
+    // a CR ended the last chunk: an LF starting the next one belongs to it
+    after_cr: bool,
+}
+
+impl SseParser {
+    pub fn feed(&mut self, chunk: &[u8], items: &mut Vec<SseItem>) {
+        for &b in chunk {
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    let line = String::from_utf8_lossy(&self.buf).into_owned();
+                    self.buf.clear();
+                    self.line(line, items);
+                }
+                _ => self.buf.push(b),
+            }
+        }
+    }
+
+    fn line(&mut self, line: String, items: &mut Vec<SseItem>) {
+        if line.is_empty() {
+            if !self.data.is_empty() {
+                let event = std::mem::take(&mut self.event);
+                items.push(SseItem::Event {
+                    event: if event.is_empty() {
+                        "message".into()
+                    } else {
+                        event
+                    },
+                    data: self.data.join("\n"),
+                });
+                self.data.clear();
+            }
+            self.event.clear();
+            return;
+        }
+        if let Some(c) = line.strip_prefix(':') {
+            items.push(SseItem::Comment(c.trim().to_string()));
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line.as_str(), ""),
+        };
+        match field {
+            "data" => self.data.push(value.to_string()),
+            "event" => self.event = value.to_string(),
+            _ => {}
+        }
+    }
+}
+
+/// The heartbeat interval in `connected heartbeat_ms=<n>`, if the comment is that.
+fn announced_heartbeat(comment: &str) -> Option<Duration> {
+    let n = comment.split("heartbeat_ms=").nth(1)?;
+    let n: u64 = n
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(n))
+}
+
+async fn sse(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> LegError {
+    let mut q = Vec::new();
+    ctx.scope_query(&mut q);
+    if let Some(c) = &cursor {
+        q.push(("last_event_id", c.to_string()));
+    }
+    let res = match ctx
+        .http
+        .get(format!("{}/api/events/stream", ctx.base()))
+        .query(&q)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return network(&e),
+    };
+    if !res.status().is_success() {
+        return error_of(res).await;
+    }
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !ct.starts_with("text/event-stream") {
+        return LegError::new(
+            ErrorCode::Protocol,
+            format!("not an event stream (content-type {ct:?})"),
+        );
+    }
+    let mut body = res.bytes_stream();
+    let mut parser = SseParser::default();
+    let mut items = Vec::new();
+    let mut opened = false;
+    // until the server announces its heartbeat: three times the default one
+    let mut live = Duration::from_secs(45);
+    loop {
+        let chunk = match timeout(live, body.next()).await {
+            Err(_) => {
+                return LegError::new(
+                    ErrorCode::Stalled,
+                    format!(
+                        "nothing on the event stream for {} ms: presumed dead (or held by a proxy)",
+                        live.as_millis()
+                    ),
+                );
+            }
+            Ok(None) => return LegError::closed("the event stream ended"),
+            Ok(Some(Err(e))) => return network(&e),
+            Ok(Some(Ok(c))) => c,
+        };
+        parser.feed(&chunk, &mut items);
+        for item in items.drain(..) {
+            match item {
+                SseItem::Comment(c) => {
+                    if let Some(hb) = announced_heartbeat(&c) {
+                        live = hb + (hb / 2).max(Duration::from_secs(5));
+                    }
+                }
+                SseItem::Event { event, data } if event == "close" => {
+                    let reason = serde_json::from_str::<serde_json::Value>(&data)
+                        .ok()
+                        .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_string))
+                        .unwrap_or_else(|| "closed".into());
+                    return LegError::closed(format!("the server closed the stream: {reason}"));
+                }
+                SseItem::Event { data, .. } => {
+                    let Ok(env) = serde_json::from_str::<Envelope>(&data) else {
+                        continue;
+                    };
+                    if !opened {
+                        opened = true;
+                        if out.send(LegMsg::Opened).await.is_err() {
+                            return gone();
+                        }
+                    }
+                    if out.send(LegMsg::Event(Box::new(env))).await.is_err() {
+                        return gone();
+                    }
+                }
+            }
+            if !opened {
+                opened = true;
+                if out.send(LegMsg::Opened).await.is_err() {
+                    return gone();
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain polling
+
+#[derive(serde::Deserialize)]
+struct PollAnswer {
+    events: Vec<Envelope>,
+    next_cursor: Option<String>,
+}
+
+async fn poll(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> LegError {
+    let mut after = cursor.map(|c| c.to_string());
+    let mut wait = Duration::ZERO;
+    let mut opened = false;
+    loop {
+        let mut q = vec![
+            ("client_id", ctx.client_id.clone()),
+            ("limit", "1000".to_string()),
+            ("wait", wait.as_secs().to_string()),
+        ];
+        if let Some(a) = &after {
+            q.push(("after", a.clone()));
+        }
+        ctx.scope_query(&mut q);
+        let allowance = if opened {
+            Duration::from_secs(10)
+        } else {
+            ctx.opts.connect_timeout
+        };
+        let res = match ctx
+            .http
+            .get(format!("{}/api/events/poll", ctx.base()))
+            .query(&q)
+            .timeout(wait + allowance)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return network(&e),
+        };
+        if !res.status().is_success() {
+            return error_of(res).await;
+        }
+        let answer: PollAnswer = match res.json().await {
+            Ok(a) => a,
+            Err(e) if e.is_timeout() => return network(&e),
+            Err(e) => {
+                return LegError::new(ErrorCode::Protocol, format!("not a poll answer: {e}"));
+            }
+        };
+        if !opened {
+            opened = true;
+            if out.send(LegMsg::Opened).await.is_err() {
+                return gone();
+            }
+        }
+        for env in answer.events {
+            if out.send(LegMsg::Event(Box::new(env))).await.is_err() {
+                return gone();
+            }
+        }
+        if let Some(n) = answer.next_cursor {
+            after = Some(n);
+        }
+        wait = ctx.opts.poll_wait;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_parser_handles_any_line_ending_and_split_chunks() {
+        let mut p = SseParser::default();
+        let mut items = Vec::new();
+        let stream = b"retry: 200\r\n: connected heartbeat_ms=15000\r\n\r\nid: e:1\nevent: note\ndata: {\"a\":\ndata: 1}\n\n: heartbeat\r\revent: close\rdata: {}\r\r";
+        // fed one byte at a time: a CRLF split across chunks is one line end
+        for b in stream.chunks(1) {
+            p.feed(b, &mut items);
+        }
+        assert_eq!(
+            items,
+            vec![
+                SseItem::Comment("connected heartbeat_ms=15000".into()),
+                SseItem::Event {
+                    event: "note".into(),
+                    data: "{\"a\":\n1}".into()
+                },
+                SseItem::Comment("heartbeat".into()),
+                SseItem::Event {
+                    event: "close".into(),
+                    data: "{}".into()
+                },
+            ]
+        );
+        assert_eq!(
+            announced_heartbeat("connected heartbeat_ms=15000"),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(announced_heartbeat("heartbeat"), None);
+    }
+}

@@ -1,0 +1,419 @@
+//! Client for Collective Memory (cmem): receive every event once, in order, whatever the
+//! network does.
+//!
+//! The same state machine as the JavaScript client (`clients/js`), on tokio:
+//! - **Fallback.** Transports are tried in order (default: Socket.IO over WebSocket, SSE, plain
+//!   poll). One that cannot connect within `connect_timeout`, or is cut again and again before
+//!   it has been up `stable_after`, is abandoned for the next; the list wraps around.
+//! - **Backoff.** Delays between attempts are random in `[0, min(max, initial × factor^n))`
+//!   ("full jitter"; 500 ms, ×2, 30 s by default), reset once a connection has been stable.
+//!   It never gives up.
+//! - **Liveness.** A connection silent for longer than the server's announced heartbeat allows
+//!   is presumed dead and replaced.
+//! - **Moving up.** While on a lesser transport, better ones are tried every `probe_interval`;
+//!   the client switches when one connects.
+//! - **Exactly once.** One cursor across transports and reconnects. Each connection starts
+//!   from it, only the connection in use delivers, and ids at or below the cursor are dropped.
+//!   A cursor the server cannot honour yields a `resync` event, which is delivered like any
+//!   other.
+//!
+//! Start reading at [`Client::connect`]; the state machine is `client.rs`, one connection per
+//! transport is `legs.rs`, and the Socket.IO handshake (shared with the load generator) is
+//! [`eio`].
+//!
+//! ```no_run
+//! # async fn run() {
+//! use cmem_client::{Client, Options, Update};
+//! let mut c = Client::connect(Options::new("http://127.0.0.1:8000")).unwrap();
+//! while let Some(update) = c.next().await {
+//!     match update {
+//!         Update::Event(e) => println!("{} {}", e.id, e.kind),
+//!         Update::State(s) => eprintln!("{s}"),
+//!     }
+//! }
+//! # }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod client;
+pub mod eio;
+mod legs;
+
+pub use client::Client;
+
+/// One journal event, as every transport delivers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: u64,
+    pub epoch: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub scope: String,
+    pub ts: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    /// Who published it (events published over the API), as the server saw the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<serde_json::Value>,
+}
+
+/// A position in a journal: the last event seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The journal's epoch; `None` for a bare id (which cannot detect a new journal).
+    pub epoch: Option<String>,
+    pub id: u64,
+}
+
+impl Cursor {
+    /// `"<epoch>:<id>"` or a bare id.
+    pub fn parse(s: &str) -> Result<Cursor, ClientError> {
+        let bad = || ClientError::Cursor(s.to_string());
+        let (epoch, id) = match s.rsplit_once(':') {
+            Some((e, id)) if !e.is_empty() => (Some(e.to_string()), id),
+            Some(_) => return Err(bad()),
+            None => (None, s),
+        };
+        let id = id.parse::<u64>().map_err(|_| bad())?;
+        Ok(Cursor { epoch, id })
+    }
+
+    /// Whether `env` comes after this cursor (a new epoch always does).
+    pub fn is_before(&self, env: &Envelope) -> bool {
+        match &self.epoch {
+            Some(e) if *e != env.epoch => true,
+            _ => env.id > self.id,
+        }
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.epoch {
+            Some(e) => write!(f, "{e}:{}", self.id),
+            None => write!(f, "{}", self.id),
+        }
+    }
+}
+
+/// The transports, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Socket.IO over a WebSocket (`/socket.io/`).
+    Websocket,
+    /// Server-Sent Events (`/api/events/stream`).
+    Sse,
+    /// Plain HTTP polling (`/api/events/poll`).
+    Poll,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Websocket, Transport::Sse, Transport::Poll];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::Poll => "poll",
+        }
+    }
+
+    /// `websocket`, `sse` or `poll`. (Engine.IO long-polling is left to the JavaScript client:
+    /// a program can use SSE or poll behind a proxy that drops `Upgrade`.)
+    pub fn parse(s: &str) -> Result<Transport, ClientError> {
+        match s.trim() {
+            "websocket" => Ok(Transport::Websocket),
+            "sse" => Ok(Transport::Sse),
+            "poll" => Ok(Transport::Poll),
+            other => Err(ClientError::Transport(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub factor: u32,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(500),
+            factor: 2,
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The bound for attempt `n` (0-based): `min(max, initial × factor^n)`.
+    pub fn bound(&self, attempt: u32) -> Duration {
+        let mult = (self.factor.max(1) as u64)
+            .checked_pow(attempt.min(63))
+            .unwrap_or(u64::MAX);
+        let ms = (self.initial.as_millis() as u64).saturating_mul(mult);
+        Duration::from_millis(ms).min(self.max)
+    }
+
+    /// A delay uniformly random in `[0, bound(attempt))`; `unit` is a random number in [0, 1).
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        self.bound(attempt).mul_f64(unit.clamp(0.0, 0.999_999))
+    }
+}
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The server, `http(s)://host:port`.
+    pub url: String,
+    /// Bearer token; none on an open loopback server.
+    pub token: Option<String>,
+    /// Workspaces to receive; all of the user's when empty.
+    pub workspaces: Vec<String>,
+    /// Transports in order of preference.
+    pub transports: Vec<Transport>,
+    /// Start after this cursor (default: from now).
+    pub from: Option<Cursor>,
+    pub connect_timeout: Duration,
+    pub backoff: Backoff,
+    /// A connection up this long resets the backoff; one cut sooner counts as a failure of its
+    /// transport.
+    pub stable_after: Duration,
+    /// Failures of one transport in a row before the next one is tried.
+    pub failures_before_fallback: u32,
+    /// While on a lesser transport, how often better ones are tried.
+    pub probe_interval: Duration,
+    /// The poll transport's long-poll wait.
+    pub poll_wait: Duration,
+    /// The poll transport's client id (default: random).
+    pub client_id: Option<String>,
+}
+
+impl Options {
+    pub fn new(url: impl Into<String>) -> Options {
+        Options {
+            url: url.into(),
+            token: None,
+            workspaces: Vec::new(),
+            transports: Transport::ALL.to_vec(),
+            from: None,
+            connect_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            stable_after: Duration::from_secs(10),
+            failures_before_fallback: 2,
+            probe_interval: Duration::from_secs(60),
+            poll_wait: Duration::from_secs(25),
+            client_id: None,
+        }
+    }
+}
+
+/// Why a connection failed or ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No token, an unknown one or a revoked one.
+    Unauthorized,
+    /// Not allowed (a workspace the user is not a member of, or a proxy that refuses).
+    Forbidden,
+    /// The server refused the connection for another reason.
+    Refused,
+    /// The transport did not connect in time.
+    Timeout,
+    /// Nothing arrived within the heartbeat interval: presumed dead.
+    Stalled,
+    /// The server (or something on the way) closed it.
+    Closed,
+    /// Network or protocol failure.
+    Transport,
+    /// Something that is not the protocol came back (a proxy's page, a broken packet).
+    Protocol,
+    /// Another HTTP status.
+    Http,
+}
+
+/// A failed or ended connection: what, and a message that says why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LegError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl LegError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> LegError {
+        LegError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn transport(message: impl Into<String>) -> LegError {
+        LegError::new(ErrorCode::Transport, message)
+    }
+
+    pub(crate) fn closed(message: impl Into<String>) -> LegError {
+        LegError::new(ErrorCode::Closed, message)
+    }
+}
+
+impl fmt::Display for LegError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Where the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Connecting,
+    Connected,
+    Reconnecting,
+}
+
+/// A change of the connection, with what the next step is.
+#[derive(Debug, Clone, Serialize)]
+pub struct State {
+    pub state: Phase,
+    /// The transport in use, or the one the next attempt uses.
+    pub transport: Transport,
+    /// Attempts since the last stable connection.
+    pub attempt: u32,
+    /// Delay before the next attempt (`reconnecting`).
+    #[serde(rename = "delay_ms", serialize_with = "millis")]
+    pub delay: Duration,
+    /// Why the last connection ended, and on which transport.
+    pub error: Option<(Transport, LegError)>,
+    /// Set when the client moved up from this transport.
+    pub upgraded_from: Option<Transport>,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.state {
+            Phase::Connecting => write!(f, "connecting via {}", self.transport),
+            Phase::Connected => match self.upgraded_from {
+                Some(from) => write!(f, "connected via {} (moved up from {from})", self.transport),
+                None => write!(f, "connected via {}", self.transport),
+            },
+            Phase::Reconnecting => {
+                if let Some((t, e)) = &self.error {
+                    write!(f, "{t}: {e}; ")?;
+                }
+                write!(
+                    f,
+                    "reconnecting via {} in {:.1} s (attempt {})",
+                    self.transport,
+                    self.delay.as_secs_f64(),
+                    self.attempt
+                )
+            }
+        }
+    }
+}
+
+/// What [`Client::next`] yields.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// The next event, in id order, once.
+    Event(Box<Envelope>),
+    /// The connection changed.
+    State(State),
+}
+
+/// A client that cannot be made as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("not a cursor: {0:?} (expected <epoch>:<id> or an id)")]
+    Cursor(String),
+    #[error("unknown transport {0:?}: use websocket, sse or poll")]
+    Transport(String),
+    #[error("the URL must start with http:// or https://: {0:?}")]
+    Url(String),
+    #[error("no transports to try")]
+    NoTransports,
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// Publishes one event with `POST /api/events` and returns the server's answer (`{ids, epoch,
+/// count}`).
+pub async fn publish(
+    url: &str,
+    token: Option<&str>,
+    kind: &str,
+    scope: &str,
+    data: serde_json::Value,
+) -> Result<serde_json::Value, LegError> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| LegError::transport(format!("HTTP client: {e}")))?;
+    let mut req = http
+        .post(format!("{}/api/events", url.trim_end_matches('/')))
+        .json(&serde_json::json!({"type": kind, "scope": scope, "data": data}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req
+        .send()
+        .await
+        .map_err(|e| LegError::transport(format!("{url}: {e}")))?;
+    let status = res.status();
+    let body: serde_json::Value = res.json().await.unwrap_or(serde_json::Value::Null);
+    if status.is_success() {
+        return Ok(body.get("data").cloned().unwrap_or(body));
+    }
+    let message = body
+        .get("error")
+        .and_then(|e| e.as_str())
+        .unwrap_or("no message")
+        .to_string();
+    Err(legs::http_error(status.as_u16(), &message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors() {
+        let c = Cursor::parse("18ec:41").unwrap();
+        assert_eq!((c.epoch.as_deref(), c.id), (Some("18ec"), 41));
+        assert_eq!(c.to_string(), "18ec:41");
+        assert_eq!(Cursor::parse("7").unwrap().epoch, None);
+        assert!(Cursor::parse(":7").is_err());
+        assert!(Cursor::parse("e:x").is_err());
+        assert!(Cursor::parse("-1").is_err());
+    }
+
+    #[test]
+    fn backoff_bounds_grow_and_cap() {
+        let b = Backoff::default();
+        let ms = |n| b.bound(n).as_millis();
+        assert_eq!((ms(0), ms(1), ms(2), ms(5)), (500, 1000, 2000, 16000));
+        assert_eq!(ms(6), 30000);
+        assert_eq!(ms(1000), 30000);
+        assert!(b.delay(3, 0.999_999_9) < b.bound(3));
+        assert_eq!(b.delay(3, 0.5), Duration::from_millis(2000));
+        assert_eq!(b.delay(3, 0.0), Duration::ZERO);
+    }
+}

@@ -1,0 +1,469 @@
+//! The Rust client library (`cmem-client`) and `cmem tail` / `cmem publish` against the real
+//! server: every transport, falling back when one is disabled, a TCP proxy that cuts every
+//! connection again and again, the server killed and restarted, moving back up when a blocking
+//! proxy gives way. Each must deliver every event exactly once, in order.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cmem_client::{Backoff, Client, Envelope, Options, Phase, State, Transport, Update};
+use common::{TestServer, until};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, mpsc};
+
+/// Reads a client into shared vectors in the background.
+struct Reader {
+    events: Arc<Mutex<Vec<Envelope>>>,
+    states: Arc<Mutex<Vec<State>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn read(mut c: Client) -> Reader {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let states = Arc::new(Mutex::new(Vec::new()));
+    let (e, s) = (events.clone(), states.clone());
+    let task = tokio::spawn(async move {
+        while let Some(u) = c.next().await {
+            match u {
+                Update::Event(env) => e.lock().await.push(*env),
+                Update::State(st) => s.lock().await.push(st),
+            }
+        }
+    });
+    Reader {
+        events,
+        states,
+        _task: task,
+    }
+}
+
+impl Reader {
+    async fn tagged(&self, tag: &str) -> Vec<u64> {
+        self.events
+            .lock()
+            .await
+            .iter()
+            .filter(|e| e.kind == "test_event" && e.data["tag"] == tag)
+            .map(|e| e.id)
+            .collect()
+    }
+
+    async fn wait(&self, tag: &str, n: usize, secs: u64) -> Vec<u64> {
+        until(&format!("{n} events tagged {tag}"), secs, || async {
+            let got = self.tagged(tag).await;
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+
+    async fn connected_via(&self) -> Option<Transport> {
+        let s = self.states.lock().await;
+        s.last()
+            .filter(|s| s.state == Phase::Connected)
+            .map(|s| s.transport)
+    }
+
+    /// Every delivered id is larger than the one before: no repeat, no reordering.
+    async fn assert_in_order(&self) {
+        let ev = self.events.lock().await;
+        for w in ev.windows(2) {
+            assert!(w[1].id > w[0].id, "{} after {}", w[1].id, w[0].id);
+        }
+    }
+}
+
+async fn publish_tagged(url: &str, n: usize, tag: &str, gap: Duration) -> Vec<u64> {
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5) {
+        let events: Vec<_> = chunk
+            .iter()
+            .map(|i| json!({"type": "test_event", "data": {"tag": tag, "seq": i}}))
+            .collect();
+        let r: serde_json::Value = http
+            .post(format!("{url}/api/events"))
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .expect("publish")
+            .json()
+            .await
+            .expect("publish answer");
+        ids.extend(
+            r["data"]["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_u64().expect("id")),
+        );
+        tokio::time::sleep(gap).await;
+    }
+    ids
+}
+
+fn opts(url: &str, transports: &[Transport]) -> Options {
+    let mut o = Options::new(url);
+    o.transports = transports.to_vec();
+    o.connect_timeout = Duration::from_secs(3);
+    o.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        factor: 2,
+        max: Duration::from_secs(1),
+    };
+    o
+}
+
+/// A TCP proxy that can cut every connection through it, and refuse connections whose first
+/// request is for `/socket.io/` (a proxy that blocks Socket.IO).
+struct Proxy {
+    url: String,
+    cut: mpsc::UnboundedSender<()>,
+    block_socketio: Arc<AtomicBool>,
+}
+
+async fn proxy(upstream: String) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let block = Arc::new(AtomicBool::new(false));
+    let (cut_tx, mut cut_rx) = mpsc::unbounded_channel::<()>();
+    let generation = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let g = generation.clone();
+    tokio::spawn(async move {
+        while cut_rx.recv().await.is_some() {
+            g.send_modify(|n| *n += 1);
+        }
+    });
+    let b = block.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let block = b.clone();
+            let mut cut = generation.subscribe();
+            tokio::spawn(async move {
+                let mut first = vec![0u8; 4096];
+                let n = match client.read(&mut first).await {
+                    Ok(n) if n > 0 => n,
+                    _ => return,
+                };
+                let head = String::from_utf8_lossy(&first[..n]);
+                if block.load(Ordering::SeqCst) && head.contains(" /socket.io/") {
+                    return; // dropped: the client sees the connection closed
+                }
+                let Ok(mut up) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                use tokio::io::AsyncWriteExt;
+                if up.write_all(&first[..n]).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut up) => {}
+                    _ = cut.changed() => {}
+                }
+            });
+        }
+    });
+    Proxy {
+        url,
+        cut: cut_tx,
+        block_socketio: block,
+    }
+}
+
+#[tokio::test]
+async fn every_transport_delivers_each_event_once_in_order() {
+    let s = TestServer::start(&[]);
+    for t in Transport::ALL {
+        let r = read(Client::connect(opts(&s.url, &[t])).expect("client"));
+        until("connected", 10, || async { r.connected_via().await }).await;
+        let tag = format!("alone-{t}");
+        let ids = publish_tagged(&s.url, 60, &tag, Duration::ZERO).await;
+        assert_eq!(r.wait(&tag, 60, 15).await, ids, "{t}");
+        r.assert_in_order().await;
+    }
+}
+
+#[tokio::test]
+async fn falls_back_past_a_disabled_transport_and_resumes_from_a_cursor() {
+    let s = TestServer::start(&["--transports", "sse,poll"]);
+    let r = read(Client::connect(opts(&s.url, &Transport::ALL)).expect("client"));
+    let via = until("connected", 20, || async { r.connected_via().await }).await;
+    assert_eq!(via, Transport::Sse);
+    let failed = r
+        .states
+        .lock()
+        .await
+        .iter()
+        .filter_map(|s| s.error.clone())
+        .collect::<Vec<_>>();
+    assert!(
+        failed
+            .iter()
+            .all(|(t, e)| *t == Transport::Websocket && e.message.contains("404")),
+        "{failed:?}"
+    );
+    let ids = publish_tagged(&s.url, 30, "fb", Duration::ZERO).await;
+    assert_eq!(r.wait("fb", 30, 15).await, ids);
+
+    // a new client from the cursor of the 10th event gets the 20 after it, and nothing else
+    let from = r
+        .events
+        .lock()
+        .await
+        .iter()
+        .find(|e| e.id == ids[9])
+        .cloned()
+        .expect("10th");
+    let mut o = opts(&s.url, &[Transport::Poll]);
+    o.from = Some(cmem_client::Cursor {
+        epoch: Some(from.epoch),
+        id: from.id,
+    });
+    let r2 = read(Client::connect(o).expect("client"));
+    assert_eq!(r2.wait("fb", 20, 15).await, ids[10..].to_vec());
+}
+
+#[tokio::test]
+async fn a_proxy_cutting_every_connection_loses_and_doubles_nothing() {
+    let s = TestServer::start(&[]);
+    let p = proxy(s.addr.clone()).await;
+    let mut readers = Vec::new();
+    for ts in [
+        &Transport::ALL[..],
+        &[Transport::Websocket],
+        &[Transport::Sse],
+        &[Transport::Poll],
+    ] {
+        let mut o = opts(&p.url, ts);
+        o.stable_after = Duration::from_millis(500);
+        readers.push(read(Client::connect(o).expect("client")));
+    }
+    for r in &readers {
+        until("connected", 10, || async { r.connected_via().await }).await;
+    }
+    let cut = p.cut.clone();
+    let cutter = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if cut.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let ids = publish_tagged(&s.url, 300, "cut", Duration::from_millis(60)).await;
+    for r in &readers {
+        assert_eq!(r.wait("cut", 300, 60).await, ids);
+        r.assert_in_order().await;
+        let reconnects = r
+            .states
+            .lock()
+            .await
+            .iter()
+            .filter(|s| s.error.is_some())
+            .count();
+        assert!(reconnects >= 2, "was cut and came back ({reconnects})");
+    }
+    cutter.abort();
+}
+
+#[tokio::test]
+async fn moves_back_up_to_websocket_when_the_proxy_stops_blocking() {
+    let s = TestServer::start(&[]);
+    let p = proxy(s.addr.clone()).await;
+    p.block_socketio.store(true, Ordering::SeqCst);
+    let mut o = opts(&p.url, &Transport::ALL);
+    o.probe_interval = Duration::from_millis(1000);
+    let r = read(Client::connect(o).expect("client"));
+    let via = until("connected", 20, || async { r.connected_via().await }).await;
+    assert_eq!(via, Transport::Sse);
+    let url = s.url.clone();
+    let publishing =
+        tokio::spawn(
+            async move { publish_tagged(&url, 200, "up", Duration::from_millis(80)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.block_socketio.store(false, Ordering::SeqCst);
+    let ids = publishing.await.expect("publisher");
+    assert_eq!(r.wait("up", 200, 30).await, ids);
+    r.assert_in_order().await;
+    let states = r.states.lock().await;
+    assert!(
+        states.iter().any(|s| s.upgraded_from == Some(Transport::Sse) && s.transport == Transport::Websocket),
+        "{states:?}"
+    );
+}
+
+#[tokio::test]
+async fn survives_a_killed_server_with_a_jittered_capped_schedule() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut s = TestServer::start_in(data.path(), &[], &[]);
+    let addr = s.addr.clone();
+    let mut o = opts(&s.url, &[Transport::Websocket, Transport::Sse]);
+    o.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        factor: 2,
+        max: Duration::from_millis(800),
+    };
+    let r = read(Client::connect(o.clone()).expect("client"));
+    until("connected", 10, || async { r.connected_via().await }).await;
+    let before = publish_tagged(&s.url, 20, "kill", Duration::ZERO).await;
+    r.wait("kill", 20, 10).await;
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s2 = TestServer::start_in(data.path(), &["--bind", &addr], &[]);
+    let during = publish_tagged(&s2.url, 20, "kill", Duration::ZERO).await;
+    let got = r.wait("kill", 40, 20).await;
+    assert_eq!(got, [before, during].concat());
+    r.assert_in_order().await;
+    let states = r.states.lock().await;
+    let attempts: Vec<_> = states
+        .iter()
+        .filter(|s| s.state == Phase::Reconnecting && s.error.is_some())
+        .collect();
+    assert!(attempts.len() >= 5, "{} attempts in 5 s", attempts.len());
+    for a in &attempts {
+        let bound = o.backoff.bound(a.attempt.saturating_sub(1));
+        assert!(
+            a.delay < bound,
+            "attempt {}: {:?} not below {:?}",
+            a.attempt,
+            a.delay,
+            bound
+        );
+    }
+    assert!(
+        attempts
+            .iter()
+            .any(|a| o.backoff.bound(a.attempt - 1) == o.backoff.max),
+        "reached the cap"
+    );
+}
+
+#[tokio::test]
+async fn cmem_tail_prints_resumes_across_a_restart_and_exits_0_on_ctrl_c() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut s = TestServer::start_in(data.path(), &[], &[]);
+    let addr = s.addr.clone();
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(["tail", "--url", &s.url, "--json", "--types", "test_event"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tail");
+    let (line_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    let stdout = tail.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(l);
+        }
+    });
+    let stderr = tail.stderr.take().expect("stderr");
+    let (err_tx, mut errs) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(l);
+        }
+    });
+    let mut err_text = String::new();
+    until("tail connected", 10, || {
+        while let Ok(l) = errs.try_recv() {
+            err_text.push_str(&l);
+            err_text.push('\n');
+        }
+        let ok = err_text.contains("connected via websocket");
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let mut want = publish_tagged(&s.url, 10, "tail", Duration::ZERO).await;
+    // `cmem publish` too, for a script's view
+    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args([
+            "publish",
+            "test_event",
+            "--data",
+            r#"{"tag":"tail"}"#,
+            "--url",
+            &s.url,
+        ])
+        .output()
+        .expect("publish");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let id: u64 = printed
+        .rsplit(':')
+        .next()
+        .and_then(|x| x.parse().ok())
+        .expect("epoch:id printed");
+    want.push(id);
+
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s2 = TestServer::start_in(data.path(), &["--bind", &addr], &[]);
+    want.extend(publish_tagged(&s2.url, 10, "tail", Duration::ZERO).await);
+
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let l = tokio::time::timeout(Duration::from_secs(20), lines.recv())
+            .await
+            .expect("a line in time")
+            .expect("tail still running");
+        let env: serde_json::Value = serde_json::from_str(&l).expect("one JSON envelope per line");
+        assert_eq!(env["type"], "test_event");
+        got.push(env["id"].as_u64().expect("id"));
+    }
+    assert_eq!(got, want);
+    #[cfg(unix)]
+    {
+        let _ = Command::new("kill")
+            .args(["-INT", &tail.id().to_string()])
+            .status();
+        let status = tail.wait().expect("wait tail");
+        assert_eq!(status.code(), Some(0));
+        while let Some(l) = errs.recv().await {
+            err_text.push_str(&l);
+            err_text.push('\n');
+        }
+        assert!(err_text.contains("reconnecting via"), "{err_text}");
+        assert!(err_text.contains("resume with --from"), "{err_text}");
+    }
+    #[cfg(not(unix))]
+    let _ = tail.kill();
+}
+
+#[test]
+fn cmem_publish_says_what_is_wrong() {
+    let s = TestServer::start(&[]);
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+            .args(args)
+            .args(["--url", &s.url])
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["publish", "note", "--data", "{oops"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--data is not JSON"), "{err}");
+    let (code, err) = run(&["publish", "resync"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("emitted by the server only"), "{err}");
+    let (code, err) = run(&["tail", "--transports", "carrier-pigeon"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown transport"), "{err}");
+}
