@@ -97,6 +97,15 @@ async fn error_of(res: reqwest::Response) -> LegError {
     http_error(status, &message)
 }
 
+/// Sends `req`; a network failure or a status other than 2xx is the leg's end.
+async fn fetch(req: reqwest::RequestBuilder) -> Result<reqwest::Response, LegError> {
+    let res = req.send().await.map_err(|e| network(&e))?;
+    if !res.status().is_success() {
+        return Err(error_of(res).await);
+    }
+    Ok(res)
+}
+
 fn network(e: &reqwest::Error) -> LegError {
     if e.is_timeout() {
         LegError::new(ErrorCode::Stalled, format!("no answer in time: {e}"))
@@ -280,20 +289,15 @@ async fn sse(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> L
     if let Some(c) = &cursor {
         q.push(("last_event_id", c.to_string()));
     }
-    let res = match ctx
+    let req = ctx
         .http
         .get(format!("{}/api/events/stream", ctx.base()))
         .query(&q)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-    {
+        .header("accept", "text/event-stream");
+    let res = match fetch(req).await {
         Ok(r) => r,
-        Err(e) => return network(&e),
+        Err(e) => return e,
     };
-    if !res.status().is_success() {
-        return error_of(res).await;
-    }
     let ct = res
         .headers()
         .get("content-type")
@@ -395,20 +399,15 @@ async fn poll(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> 
         } else {
             ctx.opts.connect_timeout
         };
-        let res = match ctx
+        let req = ctx
             .http
             .get(format!("{}/api/events/poll", ctx.base()))
             .query(&q)
-            .timeout(wait + allowance)
-            .send()
-            .await
-        {
+            .timeout(wait + allowance);
+        let res = match fetch(req).await {
             Ok(r) => r,
-            Err(e) => return network(&e),
+            Err(e) => return e,
         };
-        if !res.status().is_success() {
-            return error_of(res).await;
-        }
         let answer: PollAnswer = match res.json().await {
             Ok(a) => a,
             Err(e) if e.is_timeout() => return network(&e),

@@ -479,13 +479,16 @@ impl Cmem {
         // The subscription starts (greeting and any resync committed) as the stream's first
         // step, after the CONNECT answer: a client is told it is connected without waiting
         // for the journal's fsync, and what it may send finds its registration in place.
+        // A new client's "from now" is now, when it is told it is connected, not when the
+        // subscription starts: what others commit in between is its too.
+        let since = app.hub.journal.head();
         let (hub, c) = (app.hub.clone(), conn.clone());
         let starting: Starting = Box::pin(async move {
             let sub = match start {
                 Start::Recover { cursor, .. } => hub.resume(c.clone(), cursor).await,
-                Start::Fresh { cursor } => hub.subscribe(c.clone(), cursor).await,
+                Start::Fresh { cursor } => hub.subscribe_since(c.clone(), cursor, since).await,
                 Start::Resync { requested } => {
-                    hub.subscribe_resync(c.clone(), "unknown_session", requested)
+                    hub.subscribe_resync(c.clone(), "unknown_session", requested, since)
                         .await
                 }
             };
