@@ -265,3 +265,28 @@ test('with users: /client/ is public, tokens work on every transport, a bad one 
     'every transport reports the bad token', 30000);
   assert.notEqual(bad.state, 'connected');
 });
+
+test('in Node the cursor and the last good transport persist in a file: the next run resumes there', { timeout: 60000 }, async () => {
+  const s = await startServer();
+  servers.push(s);
+  const proxy = await rulesProxy(s.port, { blockSocketIo: true });
+  const file = path.join(tempDir(), 'cursor.json');
+  const a = client(proxy.url, { ...quick, storage: file });
+  await until(() => a.state === 'connected', 'first run connected', 30000);
+  assert.equal(a.transport, 'sse');
+  const first = await publishMany(s.url, 10, 'file-1');
+  await until(() => a.tests('file-1').length === 10, 'first run receives');
+  a.close();
+  const saved = JSON.parse(readFileSync(file, 'utf8'));
+  const last = a.events.at(-1);
+  assert.deepEqual(saved, { cursor: `${last.epoch}:${last.id}`, transport: 'sse' });
+  exactlyOnce(a, first, 'file-1');
+
+  const missed = await publishMany(s.url, 10, 'file-2');
+  const b = client(proxy.url, { ...quick, storage: file });
+  await until(() => b.tests('file-2').length === 10, 'the next run gets what it missed');
+  assert.equal(b.states[0].transport, 'sse', 'the stored transport is tried first');
+  assert.ok(b.states.every((x) => !x.error), 'no failed attempt on the way');
+  assert.equal(b.tests('file-1').length, 0, 'nothing from the first run again');
+  exactlyOnce(b, missed, 'file-2');
+});

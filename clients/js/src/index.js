@@ -436,9 +436,9 @@ function httpError(res, text) {
   return new TransportError(`HTTP ${res.status}: ${String(message).slice(0, 200)}`, code);
 }
 
+// the token goes in the Authorization header (fetch can set it), never in a URL that proxies log
 function scopeQuery(client, params) {
   if (client.opts.workspaces?.length) params.set('workspaces', client.opts.workspaces.join(','));
-  if (client.opts.token) params.set('token', client.opts.token);
 }
 
 class SseLeg extends Leg {

@@ -345,11 +345,16 @@ impl Hub {
             }
             opening.push(NewEvent::new("system_status", scope, status));
         }
-        if !opening.is_empty() {
-            self.journal.append(opening).await?;
-        }
-        Ok(match start {
-            Start::Resume(c) => c,
+        let first = if opening.is_empty() {
+            None
+        } else {
+            self.journal.append(opening).await?.first().map(|e| e.id)
+        };
+        Ok(match (start, first) {
+            (Start::Resume(c), _) => c,
+            // a resync comes first: it tells the client to reload its state, which covers
+            // whatever was committed before it
+            (Start::Resync { .. }, Some(resync)) => resync - 1,
             _ => now,
         })
     }

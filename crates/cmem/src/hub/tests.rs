@@ -170,6 +170,19 @@ async fn a_new_client_starts_from_when_it_was_told_it_is_connected() {
     let c = conn(&hub, "b", &[]);
     let mut sub = hub.subscribe(c, None).await.unwrap();
     assert_eq!(kinds(&drain(&mut sub).await), ["system_status"]);
+    // a resync still comes first: the client reloads its state, which covers what came before
+    let told = hub.journal.head();
+    publish(&hub, vec![Scope::Global]).await;
+    let c = conn(&hub, "c", &[]);
+    let requested = Cursor {
+        id: 1,
+        epoch: Some("another".into()),
+    };
+    let mut sub = hub
+        .subscribe_resync(c, "unknown_session", requested, told)
+        .await
+        .unwrap();
+    assert_eq!(kinds(&drain(&mut sub).await), ["resync", "system_status"]);
 }
 
 #[tokio::test]
