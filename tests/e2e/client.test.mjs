@@ -290,3 +290,21 @@ test('in Node the cursor and the last good transport persist in a file: the next
   assert.equal(b.tests('file-1').length, 0, 'nothing from the first run again');
   exactlyOnce(b, missed, 'file-2');
 });
+
+test('a connection that goes silent (frozen by the network, never closed) is presumed dead and replaced', { timeout: 60000 }, async () => {
+  const s = await startServer({ args: ['--ping-interval-ms', '1000', '--ping-timeout-ms', '1000', '--sse-heartbeat-s', '1'] });
+  servers.push(s);
+  const net = await cuttingProxy(s.port);
+  const cs = ['websocket', 'polling', 'sse', 'poll'].map((t) => client(net.url, { ...quick, transports: [t], pollWaitS: 1 }));
+  await until(() => cs.every((c) => c.state === 'connected'), 'all connected');
+  const before = await publishMany(s.url, 10, 'frozen');
+  await until(() => cs.every((c) => c.tests('frozen').length === 10), 'events before the freeze');
+  assert.ok(net.freezeAll() >= 4, 'connections frozen');
+  const during = await publishMany(s.url, 10, 'frozen');
+  await until(() => cs.every((c) => c.tests('frozen').length === 20), 'events published while frozen, on a new connection', 40000);
+  for (const c of cs) {
+    const stalled = c.states.find((x) => x.error?.code === 'stalled');
+    assert.ok(stalled, `${c.transport}: the silence was noticed (${JSON.stringify(c.states.map((x) => x.error?.code))})`);
+    exactlyOnce(c, [...before, ...during], 'frozen');
+  }
+});

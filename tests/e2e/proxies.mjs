@@ -83,21 +83,45 @@ http {
 /** A TCP proxy that can cut every connection through it at once. */
 export async function cuttingProxy(upstream) {
   const sockets = new Set();
+  const pairs = new Set();
+  const frozen = new Set();
   const srv = net.createServer((client) => {
     const up = net.connect(upstream, '127.0.0.1');
     sockets.add(client); sockets.add(up);
+    const pair = { client, up };
+    pairs.add(pair);
     client.pipe(up); up.pipe(client);
-    const done = () => { client.destroy(); up.destroy(); sockets.delete(client); sockets.delete(up); };
+    const done = () => { client.destroy(); up.destroy(); sockets.delete(client); sockets.delete(up); pairs.delete(pair); };
     client.on('error', done); up.on('error', done); client.on('close', done); up.on('close', done);
   });
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  stoppers.push(() => new Promise((r) => { for (const s of sockets) s.destroy(); srv.close(() => r()); }));
+  stoppers.push(() => new Promise((r) => {
+    for (const s of sockets) s.destroy();
+    for (const s of frozen) s.destroy();
+    srv.close(() => r());
+  }));
   return {
     url: `http://127.0.0.1:${srv.address().port}`,
     cutAll() {
       const n = sockets.size;
       for (const s of sockets) s.resetAndDestroy ? s.resetAndDestroy() : s.destroy();
       sockets.clear();
+      return n;
+    },
+    /**
+     * Stops every connection through the proxy without closing it, as a network change does
+     * (a VPN switch, a sleeping laptop): both ends keep an open socket that carries nothing.
+     * New connections pass.
+     */
+    freezeAll() {
+      for (const { client, up } of pairs) {
+        client.unpipe(up); up.unpipe(client);
+        client.pause(); up.pause();
+        frozen.add(client); frozen.add(up);
+        sockets.delete(client); sockets.delete(up);
+      }
+      const n = pairs.size;
+      pairs.clear();
       return n;
     },
   };

@@ -125,6 +125,8 @@ fn opts(url: &str, transports: &[Transport]) -> Options {
 struct Proxy {
     url: String,
     cut: mpsc::UnboundedSender<()>,
+    /// Stops every connection open now without closing it (a network change).
+    freeze: Arc<tokio::sync::watch::Sender<u64>>,
     block_socketio: Arc<AtomicBool>,
 }
 
@@ -140,12 +142,15 @@ async fn proxy(upstream: String) -> Proxy {
             g.send_modify(|n| *n += 1);
         }
     });
+    let freeze = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let f = freeze.clone();
     let b = block.clone();
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
             let upstream = upstream.clone();
             let block = b.clone();
             let mut cut = generation.subscribe();
+            let mut frozen = f.subscribe();
             tokio::spawn(async move {
                 let mut first = vec![0u8; 4096];
                 let n = match client.read(&mut first).await {
@@ -166,6 +171,8 @@ async fn proxy(upstream: String) -> Proxy {
                 tokio::select! {
                     _ = tokio::io::copy_bidirectional(&mut client, &mut up) => {}
                     _ = cut.changed() => {}
+                    // frozen: both sockets stay open and carry nothing until the end
+                    _ = frozen.changed() => { let _ = cut.changed().await; }
                 }
             });
         }
@@ -173,6 +180,7 @@ async fn proxy(upstream: String) -> Proxy {
     Proxy {
         url,
         cut: cut_tx,
+        freeze,
         block_socketio: block,
     }
 }
@@ -466,4 +474,47 @@ fn cmem_publish_says_what_is_wrong() {
     let (code, err) = run(&["tail", "--transports", "carrier-pigeon"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("unknown transport"), "{err}");
+}
+
+#[tokio::test]
+async fn a_connection_gone_silent_is_presumed_dead_and_replaced() {
+    let s = TestServer::start(&[
+        "--ping-interval-ms",
+        "1000",
+        "--ping-timeout-ms",
+        "1000",
+        "--sse-heartbeat-s",
+        "1",
+    ]);
+    let p = proxy(s.addr.clone()).await;
+    let mut readers = Vec::new();
+    for t in Transport::ALL {
+        let mut o = opts(&p.url, &[t]);
+        o.poll_wait = Duration::from_secs(1);
+        readers.push((t, read(Client::connect(o).expect("client"))));
+    }
+    for (_, r) in &readers {
+        until("connected", 10, || async { r.connected_via().await }).await;
+    }
+    let before = publish_tagged(&s.url, 10, "silent", Duration::ZERO).await;
+    for (_, r) in &readers {
+        r.wait("silent", 10, 10).await;
+    }
+    p.freeze.send_modify(|n| *n += 1);
+    let during = publish_tagged(&s.url, 10, "silent", Duration::ZERO).await;
+    for (t, r) in &readers {
+        assert_eq!(
+            r.wait("silent", 20, 40).await,
+            [before.clone(), during.clone()].concat(),
+            "{t}"
+        );
+        let states = r.states.lock().await;
+        assert!(
+            states.iter().any(|s| s
+                .error
+                .as_ref()
+                .is_some_and(|(_, e)| e.code == cmem_client::ErrorCode::Stalled)),
+            "{t}: the silence was noticed: {states:?}"
+        );
+    }
 }
