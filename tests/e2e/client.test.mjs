@@ -187,8 +187,12 @@ test('server killed for 20 s: jittered, growing, capped attempts, then resume wi
     assert.ok(a.delay_ms >= 0 && a.delay_ms < bound, `attempt ${a.attempt}: ${a.delay_ms} ms, bound ${bound}`);
   }
   assert.ok(attempts.some((a) => a.attempt >= 6), 'attempts reached the cap');
-  const distinct = new Set(attempts.map((a) => a.delay_ms));
-  assert.ok(distinct.size >= attempts.length - 1, 'delays are jittered');
+  // a move to the next transport is tried at once; a retry of the same one waits a random delay
+  for (const a of attempts.filter((x) => x.transport !== x.error.transport)) assert.equal(a.delay_ms, 0);
+  const retries = attempts.filter((x) => x.transport === x.error.transport);
+  assert.ok(retries.length >= 4, `${retries.length} retries of one transport`);
+  const distinct = new Set(retries.map((a) => a.delay_ms));
+  assert.ok(distinct.size >= retries.length - 1, 'delays are jittered');
   // it never gave up: attempts kept coming until the end of the outage
   const last = attempts.at(-1);
   assert.ok(last.at >= downAt + 20000 - backoff.maxMs - 2500, 'still trying at the end of the outage');

@@ -57,7 +57,7 @@ export interface Options {
   backoff?: { initialMs?: number; factor?: number; maxMs?: number };
   /** A connection up this long resets the backoff; one cut sooner counts as a failure of its transport (default 10000). */
   stableAfterMs?: number;
-  /** Failures of one transport in a row before the next is tried (default 2). */
+  /** Failures of one transport in a row before the next is tried (default 2; one timeout is enough). */
   failuresBeforeFallback?: number;
   /** While on a lesser transport, how often better ones are tried (default 60000). */
   probeIntervalMs?: number;

@@ -670,8 +670,11 @@ export class Client extends Emitter {
     this.probe?.close();
     this.probe = null;
     const lived = leg.isOpen ? Date.now() - leg.openedAt : 0;
+    const before = this._index;
     if (lived < this.opts.stableAfterMs) {
-      this.failures += 1;
+      // a timeout costs connectTimeoutMs each time: one is enough to move on (a proxy holding
+      // the response), where a quick failure may be passing (a server restarting)
+      this.failures += err.code === 'timeout' ? this.opts.failuresBeforeFallback : 1;
       if (this.failures >= this.opts.failuresBeforeFallback) {
         this.failures = 0;
         this._index = (this._index + 1) % this.transports.length;
@@ -681,7 +684,9 @@ export class Client extends Emitter {
       this.attempt = 0;
     }
     if (this.state === 'offline') return;
-    const delay = backoffDelay(this.attempt, this.opts.backoff);
+    // moving on to another transport is not retrying what just failed: it is tried at once
+    // (a proxy that blocks two transports then costs no delay), the count still grows
+    const delay = this._index !== before ? 0 : backoffDelay(this.attempt, this.opts.backoff);
     this.attempt += 1;
     this._setState('reconnecting', {
       transport: this.transports[this._index], attempt: this.attempt, delay_ms: delay,

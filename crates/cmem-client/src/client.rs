@@ -213,8 +213,15 @@ impl Machine {
                         None => return,
                     },
                 };
+            let before = self.idx;
             if lived < self.ctx.opts.stable_after {
-                self.failures += 1;
+                // a timeout costs `connect_timeout` each time: one is enough to move on (a
+                // proxy holding the response), where a quick failure may be passing
+                self.failures += if err.code == ErrorCode::Timeout {
+                    self.ctx.opts.failures_before_fallback
+                } else {
+                    1
+                };
                 if self.failures >= self.ctx.opts.failures_before_fallback {
                     self.failures = 0;
                     self.idx = (self.idx + 1) % self.transports().len();
@@ -223,7 +230,13 @@ impl Machine {
                 self.failures = 0;
                 self.attempt = 0;
             }
-            let delay = self.ctx.opts.backoff.delay(self.attempt, random_unit());
+            // moving on to another transport is not retrying what just failed: it is tried at
+            // once (a proxy that blocks one costs no delay); the count still grows
+            let delay = if self.idx != before {
+                Duration::ZERO
+            } else {
+                self.ctx.opts.backoff.delay(self.attempt, random_unit())
+            };
             self.attempt = self.attempt.saturating_add(1);
             let next = self.transports()[self.idx];
             if !self

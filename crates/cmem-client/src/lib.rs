@@ -193,7 +193,8 @@ pub struct Options {
     /// A connection up this long resets the backoff; one cut sooner counts as a failure of its
     /// transport.
     pub stable_after: Duration,
-    /// Failures of one transport in a row before the next one is tried.
+    /// Failures of one transport in a row before the next one is tried (one timeout is
+    /// enough).
     pub failures_before_fallback: u32,
     /// While on a lesser transport, how often better ones are tried.
     pub probe_interval: Duration,
