@@ -785,7 +785,8 @@ export class Client extends Emitter {
           return await this._sendOnce(type, msg, options);
         } catch (e) {
           if (!e.retry || this.closed) throw e;
-          await new Promise((r) => this._timer(r, e.code === 'rate_limited' ? 1000 : backoffDelay(attempt, this.opts.backoff)));
+          // a plain timer, not one `close()` clears: after it, `whenConnected` rejects a closed client
+          await new Promise((r) => setTimeout(r, e.code === 'rate_limited' ? 1000 : backoffDelay(attempt, this.opts.backoff)));
         }
       }
     }
