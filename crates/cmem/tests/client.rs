@@ -448,7 +448,10 @@ async fn cmem_tail_prints_resumes_across_a_restart_and_exits_0_on_ctrl_c() {
         assert!(err_text.contains("resume with --from"), "{err_text}");
     }
     #[cfg(not(unix))]
-    let _ = tail.kill();
+    {
+        let _ = tail.kill();
+        let _ = tail.wait();
+    }
 }
 
 #[test]
