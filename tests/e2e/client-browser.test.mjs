@@ -61,6 +61,7 @@ test('offline pauses the client; online reconnects within a second and nothing i
   const back = rec.states.slice(offAt).find((x) => x.state === 'connected');
   assert.equal(rec.online.length, 1, 'the page saw `online`');
   assert.ok(back.at - rec.online[0] < 1000, `reconnected ${back.at - rec.online[0]} ms after online`);
+  console.log(`reconnected ${back.at - rec.online[0]} ms after online, over ${back.transport}`);
   // nothing was attempted while offline
   const between = rec.states.slice(offAt + 1, rec.states.indexOf(back));
   assert.ok(between.every((x) => x.at >= rec.online[0]), `no attempt while offline: ${JSON.stringify(between)}`);
