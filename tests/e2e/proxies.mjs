@@ -34,7 +34,7 @@ export async function accepts(port) {
 }
 
 /** Starts nginx (its own config, not the system's) proxying to `upstream`. */
-export async function nginx(upstream, { forwardUpgrade, buffering }) {
+export async function nginx(upstream, { forwardUpgrade, buffering, keepHost = false }) {
   const dir = tempDir();
   for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(path.join(dir, d));
   const port = await freePort();
@@ -59,6 +59,7 @@ http {
     location / {
       proxy_pass http://127.0.0.1:${upstream};
       proxy_http_version 1.1;
+      ${keepHost ? 'proxy_set_header Host $http_host;  # as a reverse proxy in front of a web app does' : ''}
       ${forwardUpgrade ? 'proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";' : '# the Upgrade header is deliberately not forwarded'}
       proxy_buffering ${buffering ? 'on' : 'off'};
       proxy_read_timeout 300s;

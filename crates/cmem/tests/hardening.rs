@@ -1003,8 +1003,9 @@ async fn the_server_survives_the_whole_list() {
     );
 }
 
-/// Socket.IO checks `Origin` against `cors_origins` on every request (handshake, polling,
-/// WebSocket upgrade); clients that send none (Node, native apps) are not affected.
+/// Socket.IO checks `Origin` against `cors_origins` (or the `Host` the request was sent to) on
+/// every request (handshake, polling, WebSocket upgrade); clients that send none (Node, native
+/// apps) are not affected.
 #[tokio::test]
 async fn socketio_refuses_origins_not_on_the_list() {
     let s = TestServer::start_in(tempfile::tempdir().unwrap().path(), &[], &[]);
@@ -1032,6 +1033,25 @@ async fn socketio_refuses_origins_not_on_the_list() {
     );
     assert!(r.text().await.unwrap().starts_with("0{"));
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200, "no Origin");
+    // a page served by this server through a reverse proxy that keeps `Host` (another port):
+    // its origin is the Host the request was sent to
+    let r = c
+        .get(&url)
+        .header("Host", "127.0.0.1:9")
+        .header("Origin", "http://127.0.0.1:9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "same-host origin");
+    // ...which a rebound name cannot use: the guard refuses its Host on an open server
+    let r = c
+        .get(&url)
+        .header("Host", "evil.example")
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "rebound host");
     // a WebSocket upgrade from another origin is refused before it is upgraded
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         format!("ws://{}/socket.io/?EIO=4&transport=websocket", s.addr),

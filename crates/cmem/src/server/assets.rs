@@ -1,11 +1,13 @@
-//! Files the server hands out as they are: the JavaScript client library
-//! (`clients/js/src`, package `@collective-memory/client`) at `/client/`, so a page imports it
-//! with `import { connect } from '/client/index.js'` and no build step. The files are compiled
-//! into the binary, so what a server serves always matches the protocol it speaks.
+//! Files the server hands out as they are: the web app (`web/`) at `/` and `/app/`, and the
+//! JavaScript client library (`clients/js/src`, package `@collective-memory/client`) at
+//! `/client/`, so a page imports it with `import { connect } from '/client/index.js'` and no
+//! build step. The files are compiled into the binary, so what a server serves always matches
+//! the protocol it speaks, and a server needs nothing beside its binary to offer the app.
 //!
-//! They are public (no token): a sign-in page needs the client before it has a token, and the
+//! They are public (no token): the sign-in page needs them before it has a token, and the
 //! files hold no data. Each answer carries a strong `ETag`, so a browser revalidates with a
-//! `304` instead of downloading again.
+//! `304` instead of downloading again; the app's page carries a Content-Security-Policy that
+//! allows only the server's own scripts, styles and connections.
 
 use std::sync::LazyLock;
 
@@ -59,6 +61,16 @@ static CLIENT: [Asset; 2] = [
     ),
 ];
 
+static APP: [Asset; 3] = [
+    asset!("index.html", "text/html; charset=utf-8", "web/index.html"),
+    asset!("app.js", "text/javascript; charset=utf-8", "web/app.js"),
+    asset!("app.css", "text/css; charset=utf-8", "web/app.css"),
+];
+
+/// Only the server's own scripts, styles and connections (WebSocket included); nothing inline,
+/// no frames. What the server sends is put in the page as text, and this is the second line.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
 fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
     let etag = &*asset.etag;
     let fresh = headers
@@ -77,7 +89,34 @@ fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if asset.content_type.starts_with("text/html") {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
     resp
+}
+
+/// `GET /`: the web app's page.
+pub async fn app_index(headers: HeaderMap) -> Response {
+    serve(&APP[0], &headers)
+}
+
+/// `GET /app/{file}`: the app's script and stylesheet.
+pub async fn app_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    match APP[1..].iter().find(|a| a.name == file) {
+        Some(a) => serve(a, &headers),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no file {file:?} under /app/; there are: app.js, app.css"),
+        )
+        .into_response(),
+    }
 }
 
 /// `GET /client/`: the library itself (as `/client/index.js`).

@@ -74,7 +74,7 @@ const ADMIN_PATHS: [&str; 5] = [
     "/config",
 ];
 
-/// Authentication for every HTTP route but `/health` and `/client/` (Socket.IO authenticates in its own
+/// Authentication for every HTTP route but `/health`, the app (`/`, `/app/`) and `/client/` (Socket.IO authenticates in its own
 /// handshake). The identity goes into the request's extensions for handlers and transports;
 /// a `?token=` is taken out of the query so no handler sees or echoes it.
 async fn authenticate(
@@ -83,9 +83,12 @@ async fn authenticate(
     next: axum::middleware::Next,
 ) -> Response {
     let path = req.uri().path();
-    // the client library is public: a sign-in page needs it before it has a token
+    // the app and the client library are public: the sign-in page needs them before it has
+    // a token (they hold no data)
     if path == "/health"
         || path.starts_with("/socket.io")
+        || path == "/"
+        || path.starts_with("/app/")
         || path == "/client"
         || path.starts_with("/client/")
     {
@@ -197,6 +200,8 @@ pub fn router(state: App, io: Option<Arc<transports::socketio::IoEngine>>) -> Ro
             delete(admin::remove_member),
         )
         .route("/health", get(health))
+        .route("/", get(assets::app_index))
+        .route("/app/{file}", get(assets::app_file))
         .route("/client", get(assets::client_index))
         .route("/client/", get(assets::client_index))
         .route("/client/{file}", get(assets::client_file))

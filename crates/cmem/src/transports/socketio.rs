@@ -48,7 +48,10 @@ use crate::teams::auth::{Identity, identify, token_from};
 use crate::teams::messages::RateLimit;
 
 /// Browsers send `Origin` on WebSocket upgrades and cross-origin polling; refuse origins that
-/// are not on the allow-list. Non-browser clients send none and are not affected.
+/// are not on the allow-list, the server's own, or the origin of the `Host` the request was
+/// sent to (a page served by this server through a reverse proxy that keeps `Host`; the guard
+/// has already refused rebound host names). Non-browser clients send none and are not
+/// affected.
 pub(crate) async fn origin_check(
     axum::extract::State(app): axum::extract::State<App>,
     req: axum::extract::Request,
@@ -56,9 +59,18 @@ pub(crate) async fn origin_check(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     if let Some(origin) = req.headers().get(axum::http::header::ORIGIN) {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
         let allowed = origin
             .to_str()
-            .map(|o| app.config.origin_allowed(o))
+            .map(|o| {
+                let same_host = host.is_some_and(|h| {
+                    o.strip_prefix("http://") == Some(h) || o.strip_prefix("https://") == Some(h)
+                });
+                same_host || app.config.origin_allowed(o)
+            })
             .unwrap_or(false);
         if !allowed {
             return crate::http::ApiError::new(

@@ -1,0 +1,416 @@
+// The Collective Memory web app: plain ES modules, no framework, served by cmem itself at `/`.
+// It reaches the server through the client library (`/client/index.js`), so it stays live
+// behind the same proxies and network changes as any client: one connection, every event once.
+//
+// Pages are functions of the hash route (`#/search`, `#/activity`, `#/connection`); each
+// renders into <main> and returns a cleanup. Everything a page shows from the server is put in
+// the DOM as text, never as HTML (search snippets are split on their <b> marks).
+import { connect } from '/client/index.js';
+
+const TOKEN_KEY = 'cmem-token';
+const FEED_MAX = 10000;
+
+const app = {
+  token: localStorage.getItem(TOKEN_KEY),
+  client: null,
+  feed: [],
+  feedListeners: new Set(),
+  stateListeners: new Set(),
+  cleanup: null,
+};
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/** Creates an element: `h('a', {href: '#'}, 'text', child)`; strings become text nodes. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === false || v === null || v === undefined) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, { method = 'GET', body, signal } = {}) {
+  const headers = {};
+  if (app.token) headers.authorization = `Bearer ${app.token}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(path, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
+  let json = null;
+  try { json = await res.json(); } catch { /* not JSON */ }
+  if (!res.ok) throw new ApiError(res.status, json?.error || `HTTP ${res.status}`);
+  return json?.data ?? json;
+}
+
+function debounce(fn, ms) {
+  let t;
+  return (...a) => { clearTimeout(t); t = setTimeout(() => fn(...a), ms); };
+}
+
+function time(ts) {
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime()) ? '' : d.toLocaleTimeString();
+}
+
+/** Tantivy snippets are escaped text with <b> around matches: rebuilt as nodes, never parsed as HTML. */
+function snippet(html) {
+  const decode = (s) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
+  const out = [];
+  let bold = false;
+  for (const part of String(html).split(/(<b>|<\/b>)/)) {
+    if (part === '<b>') bold = true;
+    else if (part === '</b>') bold = false;
+    else if (part) out.push(bold ? h('mark', {}, decode(part)) : decode(part));
+  }
+  return out;
+}
+
+/** One line saying what an event is about. */
+function summary(e) {
+  const d = e.data || {};
+  switch (e.type) {
+    case 'file_changed': return `${d.kind ?? 'changed'}: ${d.path ?? ''}`;
+    case 'search_started': return d.query === null ? 'a search' : `“${d.query ?? ''}”`;
+    case 'search_completed': {
+      const n = d.results_count ?? 0;
+      return `${d.query === null ? 'a search' : `“${d.query ?? ''}”`}: ${n} result${n === 1 ? '' : 's'} in ${Math.round((d.search_time_ms ?? 0) * 10) / 10} ms`;
+    }
+    case 'team_message': return `${d.user ?? '?'} in ${d.workspace ?? '?'}: ${d.text ?? ''}`;
+    case 'team_notification': return `${d.workspace ?? '?'}: ${d.title ?? ''}${d.body ? ` — ${d.body}` : ''}`;
+    case 'member_joined': case 'member_left': return `${d.user ?? '?'} ${e.type === 'member_joined' ? 'joined' : 'left'} ${d.workspace ?? ''}`;
+    case 'indexing_started': return `${d.path || 'the data folder'}: ${d.total_files ?? '?'} files`;
+    case 'indexing_progress': return `${d.processed_files ?? '?'} of ${d.total_files ?? '?'} files${d.current_file ? ` · ${d.current_file}` : ''}`;
+    case 'indexing_completed': return `${d.indexed ?? 0} indexed, ${d.unchanged ?? 0} unchanged, ${d.removed ?? 0} removed, ${d.skipped ?? 0} skipped`;
+    case 'system_status': return `cpu ${Math.round(d.cpu_usage ?? 0)}% · memory ${Math.round(d.memory_usage ?? 0)}% · ${d.connected_clients ?? '?'} clients`;
+    case 'resync': return `resync: ${d.reason}`;
+    default: {
+      const s = JSON.stringify(d);
+      return s.length > 160 ? `${s.slice(0, 160)}…` : s;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sign-in and the connection
+
+/** The status of an authenticated request made with `token` (or none). */
+async function probe(token) {
+  const res = await fetch('/system/indexing', { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  return res.status;
+}
+
+function signOut(message) {
+  app.client?.close();
+  app.client = null;
+  app.token = null;
+  localStorage.removeItem(TOKEN_KEY);
+  document.getElementById('signout').hidden = true;
+  signInPage(message);
+}
+
+function signInPage(message) {
+  app.cleanup?.();
+  app.cleanup = null;
+  const main = document.getElementById('main');
+  const error = h('p', { class: 'error', role: 'alert', id: 'signin-error' }, message || '');
+  const input = h('input', { id: 'token', type: 'password', name: 'token', autocomplete: 'current-password', required: true, 'aria-describedby': 'signin-help signin-error' });
+  const form = h('form', {
+    class: 'card signin',
+    'aria-labelledby': 'signin-title',
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      app.token = input.value.trim();
+      try {
+        await api('/system/indexing');
+      } catch (e) {
+        app.token = null;
+        error.textContent = e.status === 401 ? `That token was not accepted: ${e.message}` : e.message;
+        input.focus();
+        return;
+      }
+      localStorage.setItem(TOKEN_KEY, app.token);
+      startApp();
+    },
+  },
+  h('h1', { id: 'signin-title' }, 'Sign in'),
+  h('p', { id: 'signin-help', class: 'muted' }, 'Paste a token (cm_…). An admin makes one with ', h('code', {}, 'cmem token create <user>'), '.'),
+  h('label', { for: 'token' }, 'Token'),
+  input,
+  h('button', { type: 'submit' }, 'Sign in'),
+  error);
+  main.replaceChildren(form);
+  setConn('signed out');
+  input.focus();
+}
+
+function setConn(text, tone = 'idle') {
+  const el = document.getElementById('conn');
+  el.textContent = text;
+  el.dataset.tone = tone;
+}
+
+async function startApp() {
+  document.getElementById('signout').hidden = !app.token;
+  // the feed opens with the last 200 events, then goes live
+  let from = null;
+  try {
+    const health = await api('/health');
+    const head = health.journal.head;
+    from = `${health.journal.epoch}:${Math.max(0, head - 200)}`;
+  } catch { /* from now */ }
+  const client = connect(location.origin, { token: app.token, from });
+  app.client = client;
+  client.on('event', (e) => {
+    app.feed.push(e);
+    if (app.feed.length > FEED_MAX) app.feed.splice(0, app.feed.length - FEED_MAX);
+    indexing(e);
+    for (const fn of app.feedListeners) fn(e);
+  });
+  client.on('state', (s) => {
+    const labels = { connecting: 'connecting', connected: 'live', reconnecting: 'reconnecting', offline: 'offline', closed: 'closed' };
+    const tone = s.state === 'connected' ? 'ok' : s.state === 'offline' ? 'bad' : 'warn';
+    setConn(`${labels[s.state] ?? s.state} · ${s.transport ?? ''}`, tone);
+    for (const fn of app.stateListeners) fn(s);
+    const code = s.error?.code;
+    if (app.token && (code === 'unauthorized' || code === 'token_revoked' || code === 'user_removed')) {
+      signOut(`You were signed out: ${code === 'unauthorized' ? 'the token is no longer valid' : code.replace('_', ' ')}.`);
+    }
+  });
+  route();
+}
+
+function indexing(e) {
+  const box = document.getElementById('indexing');
+  const bar = document.getElementById('indexing-bar');
+  const text = document.getElementById('indexing-text');
+  const d = e.data || {};
+  if (e.type === 'indexing_started') { box.hidden = false; bar.removeAttribute('value'); text.textContent = 'starting…'; }
+  if (e.type === 'indexing_progress') {
+    const done = d.processed_files ?? 0;
+    const total = d.total_files ?? 0;
+    box.hidden = false;
+    if (total) { bar.max = total; bar.value = done; }
+    text.textContent = total ? `${done} of ${total} files` : `${done} files`;
+  }
+  if (e.type === 'indexing_completed') box.hidden = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// pages
+
+function searchPage(main) {
+  const params = new URLSearchParams(location.hash.split('?')[1] || '');
+  const q = h('input', { type: 'search', id: 'q', name: 'q', 'aria-label': 'Search', placeholder: 'Search the memory…', autocomplete: 'off', value: params.get('q') || '' });
+  // suggestions as buttons (a `list` attribute would turn the searchbox into a combobox)
+  const suggestions = h('div', { class: 'suggestions', role: 'group', 'aria-label': 'Suggestions' });
+  const ext = h('input', { id: 'ext', name: 'extensions', placeholder: 'md, txt', size: 10 });
+  const prefix = h('input', { id: 'prefix', name: 'path_prefix', placeholder: 'notes/', size: 14 });
+  const meta = h('p', { class: 'meta', 'aria-live': 'polite' });
+  const results = h('ol', { class: 'results', 'aria-label': 'Results' });
+  const prev = h('button', { type: 'button', class: 'quiet', disabled: true }, '← Previous');
+  const next = h('button', { type: 'button', class: 'quiet', disabled: true }, 'Next →');
+  const LIMIT = 20;
+  let offset = 0;
+  let inflight = null;
+
+  async function run() {
+    const text = q.value.trim();
+    history.replaceState(null, '', text ? `#/search?q=${encodeURIComponent(text)}` : '#/search');
+    inflight?.abort();
+    if (!text) { results.replaceChildren(); meta.textContent = ''; prev.disabled = next.disabled = true; return; }
+    inflight = new AbortController();
+    const p = new URLSearchParams({ q: text, limit: String(LIMIT), offset: String(offset) });
+    if (ext.value.trim()) p.set('extensions', ext.value.replace(/\s+/g, ''));
+    if (prefix.value.trim()) p.set('path_prefix', prefix.value.trim());
+    try {
+      const r = await api(`/api/search?${p}`, { signal: inflight.signal });
+      meta.textContent = `${r.total} result${r.total === 1 ? '' : 's'} · ${Math.round(r.searchTime ?? 0)} ms`;
+      results.replaceChildren(...r.results.map((x) => h('li', { class: 'result' },
+        h('h2', {}, x.title || x.filename),
+        h('div', { class: 'path' }, x.path),
+        h('p', { class: 'snippet' }, snippet(x.snippet || '')))));
+      prev.disabled = offset === 0;
+      next.disabled = offset + LIMIT >= r.total;
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      meta.textContent = e.message;
+      results.replaceChildren();
+    }
+  }
+  const later = debounce(() => { offset = 0; run(); }, 200);
+  const suggest = debounce(async () => {
+    const word = q.value.trim().split(/\s+/).pop();
+    if (!word || word.length < 2) return;
+    try {
+      const s = await api(`/search/suggestions?q=${encodeURIComponent(word)}&limit=8`);
+      const items = (s.suggestions || s || []).map((x) => (typeof x === 'string' ? x : x.term)).filter((t) => t !== word);
+      const head = q.value.trim().split(/\s+/).slice(0, -1).join(' ');
+      suggestions.replaceChildren(...items.slice(0, 6).map((t) => h('button', {
+        type: 'button',
+        class: 'chip',
+        onclick: () => { q.value = head ? `${head} ${t}` : t; suggestions.replaceChildren(); offset = 0; run(); q.focus(); },
+      }, t)));
+    } catch { /* suggestions are a nicety */ }
+  }, 150);
+  q.addEventListener('input', () => { later(); suggest(); });
+  ext.addEventListener('input', later);
+  prefix.addEventListener('input', later);
+  prev.addEventListener('click', () => { offset = Math.max(0, offset - LIMIT); run(); });
+  next.addEventListener('click', () => { offset += LIMIT; run(); });
+
+  main.replaceChildren(
+    h('form', { role: 'search', class: 'search', onsubmit: (e) => { e.preventDefault(); offset = 0; run(); } },
+      q, suggestions,
+      h('div', { class: 'filters' },
+        h('label', { for: 'ext' }, 'Extensions'), ext,
+        h('label', { for: 'prefix' }, 'Path prefix'), prefix)),
+    meta, results,
+    h('nav', { class: 'paging', 'aria-label': 'Result pages' }, prev, next));
+  q.focus();
+  if (q.value) run();
+  return () => inflight?.abort();
+}
+
+function activityPage(main) {
+  const ROW = 30;
+  let paused = false;
+  let shown = [];
+  const typeSel = h('select', { id: 'type' }, h('option', { value: '' }, 'All types'));
+  const wsInput = h('input', { id: 'ws', placeholder: 'any', size: 10 });
+  const pause = h('button', { type: 'button', 'aria-pressed': 'false' }, 'Pause');
+  const count = h('span', { class: 'muted', 'aria-live': 'off' });
+  const spacer = h('div', { class: 'spacer' });
+  const viewport = h('div', { class: 'viewport', tabindex: '0', 'aria-label': 'Events, newest first' }, spacer);
+  const types = new Set();
+
+  function matches(e) {
+    if (typeSel.value && e.type !== typeSel.value) return false;
+    const ws = wsInput.value.trim();
+    if (ws && e.scope !== `workspace:${ws}`) return false;
+    return true;
+  }
+  function refreshTypes() {
+    let added = false;
+    for (const e of app.feed) if (!types.has(e.type)) { types.add(e.type); added = true; }
+    if (!added) return;
+    const current = typeSel.value;
+    typeSel.replaceChildren(h('option', { value: '' }, 'All types'), ...[...types].sort().map((t) => h('option', { value: t }, t)));
+    typeSel.value = current;
+  }
+  function filter() {
+    shown = app.feed.filter(matches).reverse();
+    spacer.style.height = `${shown.length * ROW}px`;
+    count.textContent = `${shown.length} of ${app.feed.length} events${paused ? ' · paused' : ''}`;
+    draw();
+  }
+  // only the rows in view exist in the DOM: 10,000 entries cost what 30 do
+  function draw() {
+    const first = Math.max(0, Math.floor(viewport.scrollTop / ROW) - 5);
+    const last = Math.min(shown.length, first + Math.ceil(viewport.clientHeight / ROW) + 10);
+    const rows = [];
+    for (let i = first; i < last; i++) {
+      const e = shown[i];
+      rows.push(h('div', { class: 'row', style: `top:${i * ROW}px`, role: 'listitem' },
+        h('span', { class: 'when' }, time(e.ts)),
+        h('span', { class: `type t-${e.type.split('_')[0]}` }, e.type),
+        h('span', { class: 'scope' }, e.scope),
+        h('span', { class: 'what' }, summary(e))));
+    }
+    const list = h('div', { role: 'list', class: 'rows' }, rows);
+    spacer.replaceChildren(list);
+  }
+  let frame = 0;
+  const onEvent = () => {
+    if (paused || frame) return;
+    frame = requestAnimationFrame(() => { frame = 0; refreshTypes(); filter(); });
+  };
+  app.feedListeners.add(onEvent);
+  viewport.addEventListener('scroll', () => requestAnimationFrame(draw));
+  typeSel.addEventListener('change', filter);
+  wsInput.addEventListener('input', filter);
+  pause.addEventListener('click', () => {
+    paused = !paused;
+    pause.setAttribute('aria-pressed', String(paused));
+    pause.textContent = paused ? 'Resume' : 'Pause';
+    refreshTypes();
+    filter();
+  });
+  main.replaceChildren(h('section', { class: 'activity', 'aria-label': 'Activity' },
+    h('div', { class: 'toolbar' },
+      h('label', { for: 'type' }, 'Type'), typeSel,
+      h('label', { for: 'ws' }, 'Workspace'), wsInput,
+      pause, count),
+    viewport));
+  refreshTypes();
+  filter();
+  return () => { app.feedListeners.delete(onEvent); cancelAnimationFrame(frame); };
+}
+
+function connectionPage(main) {
+  const facts = h('dl', { class: 'facts' });
+  const rows = h('tbody');
+  function render() {
+    const c = app.client;
+    if (!c) return;
+    const cur = c.cursor;
+    facts.replaceChildren(
+      h('dt', {}, 'State'), h('dd', {}, c.state),
+      h('dt', {}, 'Transport'), h('dd', {}, c.transport),
+      h('dt', {}, 'Cursor'), h('dd', { class: 'mono' }, cur ? `${cur.epoch}:${cur.id}` : '—'),
+      h('dt', {}, 'Events received'), h('dd', {}, String(app.feed.length)));
+    rows.replaceChildren(...[...c.history].reverse().map((s) => h('tr', {},
+      h('td', {}, new Date(s.at).toLocaleTimeString()),
+      h('td', {}, s.state),
+      h('td', {}, s.transport ?? ''),
+      h('td', {}, s.delay_ms ? `${s.delay_ms} ms` : ''),
+      h('td', {}, s.upgraded_from ? `moved up from ${s.upgraded_from}` : s.error ? `${s.error.transport}: ${s.error.message}` : ''))));
+  }
+  app.stateListeners.add(render);
+  main.replaceChildren(h('section', { class: 'card', 'aria-labelledby': 'conn-title' },
+    h('h1', { id: 'conn-title' }, 'This tab’s connection'),
+    facts,
+    h('h2', {}, 'Fallback and reconnect history'),
+    h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'State'), h('th', {}, 'Transport'), h('th', {}, 'Delay'), h('th', {}, 'Why'))), rows)));
+  render();
+  return () => app.stateListeners.delete(render);
+}
+
+const PAGES = { search: searchPage, activity: activityPage, connection: connectionPage };
+
+function route() {
+  if (!app.client) return;
+  const name = (location.hash.match(/^#\/(\w+)/) || [])[1] || 'search';
+  const page = PAGES[name] || searchPage;
+  for (const a of document.querySelectorAll('nav a[data-page]')) {
+    if (a.dataset.page === name) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  app.cleanup?.();
+  const main = document.getElementById('main');
+  app.cleanup = page(main) || null;
+}
+
+window.addEventListener('hashchange', route);
+document.getElementById('signout').addEventListener('click', () => signOut('Signed out.'));
+
+(async () => {
+  try {
+    // an open server (no users) answers without a token: nothing to ask
+    if ((await probe(null)) !== 401) {
+      app.token = null;
+      return startApp();
+    }
+    if (!app.token) return signInPage();
+    if ((await probe(app.token)) === 401) return signOut('Your saved token is no longer valid. Sign in again.');
+    return startApp();
+  } catch (e) {
+    document.getElementById('main').replaceChildren(h('p', { class: 'error', role: 'alert' }, `The server could not be reached: ${e.message}`));
+  }
+})();
