@@ -166,7 +166,14 @@ async function startApp() {
     const head = health.journal.head;
     from = `${health.journal.epoch}:${Math.max(0, head - 200)}`;
   } catch { /* from now */ }
-  const client = connect(location.origin, { token: app.token, from });
+  try {
+    app.me = await api('/api/me');
+  } catch {
+    app.me = { user: null, admin: false, workspaces: [], open: false };
+  }
+  document.getElementById('admin-link').hidden = !app.me.admin;
+  // an open server has no memberships: the tab subscribes to every workspace there is
+  const client = connect(location.origin, { token: app.token, from, workspaces: app.me.open && app.me.workspaces.length ? app.me.workspaces : null });
   app.client = client;
   client.on('event', (e) => {
     app.feed.push(e);
@@ -383,7 +390,242 @@ function connectionPage(main) {
   return () => app.stateListeners.delete(render);
 }
 
-const PAGES = { search: searchPage, activity: activityPage, connection: connectionPage };
+
+function teamPage(main) {
+  const me = app.me || { workspaces: [] };
+  const params = new URLSearchParams(location.hash.split('?')[1] || '');
+  const workspaces = me.workspaces || [];
+  let ws = params.get('ws') || localStorage.getItem('cmem-workspace') || workspaces[0] || (me.open ? 'general' : '');
+  if (!me.open && !workspaces.includes(ws)) ws = workspaces[0] || '';
+  if (!ws) {
+    main.replaceChildren(h('section', { class: 'card' }, h('h1', {}, 'Team'),
+      h('p', {}, 'You are in no workspace yet. An admin adds you with ', h('code', {}, 'cmem workspace add-member <workspace> <user>'), '.')));
+    return null;
+  }
+  localStorage.setItem('cmem-workspace', ws);
+  const picker = me.open
+    ? h('input', { id: 'workspace', value: ws, size: 14, list: undefined })
+    : h('select', { id: 'workspace' }, workspaces.map((w) => h('option', { value: w, selected: w === ws }, w)));
+  const log = h('ol', { class: 'chat', 'aria-label': 'Messages', 'aria-live': 'polite' });
+  const earlier = h('button', { type: 'button', class: 'quiet', hidden: true }, 'Load earlier messages');
+  const text = h('input', { id: 'message', 'aria-label': 'Message', placeholder: `Message ${ws}`, autocomplete: 'off', maxlength: 4000 });
+  const online = h('ul', { class: 'people', 'aria-label': 'Online' });
+  const notes = h('ol', { class: 'notes', 'aria-label': 'Notifications' });
+  const shown = new Map(); // message id or client_msg_id → row
+  let before = null;
+
+  function row(m, status) {
+    const mine = m.user === me.user || (me.open && !m.user);
+    const el = h('li', { class: `msg${mine ? ' mine' : ''}` },
+      h('div', { class: 'who' }, m.user || 'local', h('span', { class: 'muted' }, ` · ${time(m.ts)}`)),
+      h('div', { class: 'text' }, m.text),
+      h('div', { class: 'status', 'data-status': status || 'sent' }, status || ''));
+    return el;
+  }
+  function add(m, { atTop = false, status = '' } = {}) {
+    const key = m.client_msg_id || `id:${m.id}`;
+    const existing = shown.get(key) || shown.get(`id:${m.id}`);
+    if (existing) {
+      // the server's copy of a message sent from here: it is sent
+      const st = existing.querySelector('.status');
+      st.dataset.status = 'sent';
+      st.textContent = 'sent';
+      if (m.id) shown.set(`id:${m.id}`, existing);
+      return existing;
+    }
+    const el = row(m, status);
+    shown.set(key, el);
+    if (m.id) shown.set(`id:${m.id}`, el);
+    if (atTop) log.prepend(el); else log.append(el);
+    if (!atTop) el.scrollIntoView?.({ block: 'nearest' });
+    return el;
+  }
+  async function load() {
+    try {
+      const q = new URLSearchParams({ limit: '50' });
+      if (before) q.set('before', String(before));
+      const page = await api(`/api/workspaces/${encodeURIComponent(ws)}/messages?${q}`);
+      for (const m of page.messages) add(m, { atTop: true });
+      before = page.next_before;
+      earlier.hidden = !before;
+    } catch (e) {
+      log.prepend(h('li', { class: 'error' }, e.message));
+    }
+  }
+  async function presence() {
+    try {
+      const p = await api(`/api/workspaces/${encodeURIComponent(ws)}/presence`);
+      const people = (p.online || []).map((o) => o.user ?? o.name ?? o);
+      online.replaceChildren(...(people.length ? people.map((u) => h('li', {}, h('span', { class: 'dot', 'aria-hidden': 'true' }, '●'), ` ${u}`)) : [h('li', { class: 'muted' }, me.open ? 'presence needs users' : 'nobody')]));
+    } catch { /* the list stays as it was */ }
+  }
+  async function send(m) {
+    const el = add(m, { status: 'sending' });
+    const st = el.querySelector('.status');
+    st.dataset.status = 'sending';
+    st.textContent = 'sending…';
+    try {
+      const ack = await app.client.send('team_message', { workspace: ws, text: m.text, client_msg_id: m.client_msg_id });
+      if (ack.message?.id) shown.set(`id:${ack.message.id}`, el);
+      st.dataset.status = 'sent';
+      st.textContent = 'sent';
+    } catch (e) {
+      st.dataset.status = 'failed';
+      st.replaceChildren(`failed: ${e.message} `, h('button', { type: 'button', class: 'quiet', onclick: () => send(m) }, 'Retry'));
+    }
+  }
+  const onEvent = (e) => {
+    if (e.scope !== `workspace:${ws}`) return;
+    if (e.type === 'team_message') add(e.data);
+    if (e.type === 'member_joined' || e.type === 'member_left') presence();
+    if (e.type === 'team_notification') {
+      const d = e.data;
+      notes.prepend(h('li', { class: `note ${d.level || 'info'}` }, h('strong', {}, d.title), d.body ? ` — ${d.body}` : '', h('span', { class: 'muted' }, ` · ${time(e.ts)}`)));
+      toast(`${d.title}${d.body ? ` — ${d.body}` : ''}`, d.level);
+    }
+  };
+  app.feedListeners.add(onEvent);
+  picker.addEventListener('change', () => { location.hash = `#/team?ws=${encodeURIComponent(picker.value.trim())}`; });
+  earlier.addEventListener('click', load);
+  const form = h('form', {
+    class: 'composer',
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      const t = text.value.trim();
+      if (!t) return;
+      text.value = '';
+      send({ workspace: ws, text: t, user: me.user, ts: new Date().toISOString(), client_msg_id: `web-${crypto.randomUUID()}` });
+    },
+  }, text, h('button', { type: 'submit' }, 'Send'));
+  const notify = h('form', {
+    class: 'notify',
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      const title = ev.target.elements.title.value.trim();
+      if (!title) return;
+      try {
+        await app.client.send('team_notification', { workspace: ws, title, level: ev.target.elements.level.value });
+        ev.target.reset();
+      } catch (e) { toast(e.message, 'error'); }
+    },
+  }, h('label', { for: 'note-title' }, 'Notify the workspace'),
+  h('input', { id: 'note-title', name: 'title', placeholder: 'Title' }),
+  h('select', { name: 'level', 'aria-label': 'Level' }, ['info', 'success', 'warning', 'error'].map((l) => h('option', { value: l }, l))),
+  h('button', { type: 'submit', class: 'quiet' }, 'Notify'));
+  main.replaceChildren(h('div', { class: 'team' },
+    h('section', { class: 'card room', 'aria-labelledby': 'team-title' },
+      h('div', { class: 'roomhead' }, h('h1', { id: 'team-title' }, 'Team'), h('label', { for: 'workspace' }, 'Workspace'), picker),
+      earlier, log, form),
+    h('aside', { class: 'side' },
+      h('section', { class: 'card', 'aria-labelledby': 'online-title' }, h('h2', { id: 'online-title' }, 'Online'), online),
+      h('section', { class: 'card', 'aria-labelledby': 'notes-title' }, h('h2', { id: 'notes-title' }, 'Notifications'), notify, notes))));
+  // on an open server the tab may not be subscribed to this workspace yet
+  if (me.open && !(me.workspaces || []).includes(ws)) app.client.send('join_workspace', { workspace: ws }).catch(() => {});
+  load();
+  presence();
+  return () => app.feedListeners.delete(onEvent);
+}
+
+/** A short-lived message in the corner (notifications, errors). */
+function toast(message, level = 'info') {
+  let box = document.getElementById('toasts');
+  if (!box) {
+    box = h('div', { id: 'toasts', class: 'toasts', role: 'status', 'aria-label': 'Notifications', 'aria-live': 'polite' });
+    document.body.append(box);
+  }
+  const t = h('div', { class: `toast ${level}` }, message);
+  box.append(t);
+  setTimeout(() => t.remove(), 6000);
+}
+
+function adminPage(main) {
+  if (!app.me?.admin) {
+    main.replaceChildren(h('section', { class: 'card' }, h('h1', {}, 'Admin'), h('p', {}, 'Only admins manage the team.')));
+    return null;
+  }
+  const out = h('div', { class: 'admin' });
+  const flash = h('div', { class: 'flash', role: 'status', 'aria-live': 'polite' });
+  const fail = (e) => { flash.replaceChildren(h('span', { class: 'error' }, e.message)); };
+
+  function secretBox(t) {
+    const field = h('input', { id: 'new-secret', readonly: true, value: t.token, class: 'mono', size: 40, 'aria-label': `New token for ${t.user}` });
+    return h('div', { class: 'secret' },
+      h('p', {}, h('strong', {}, `Token for ${t.user}`), ' — copy it now; it is not shown again.'),
+      field,
+      h('button', { type: 'button', onclick: async () => {
+        try { await navigator.clipboard.writeText(t.token); flash.textContent = 'Copied.'; } catch { field.select(); flash.textContent = 'Select and copy it (the clipboard is not available here).'; }
+      } }, 'Copy'));
+  }
+
+  async function render() {
+    let users; let tokens; let workspaces; let config;
+    try {
+      [users, tokens, workspaces, config] = await Promise.all([api('/api/admin/users'), api('/api/admin/tokens'), api('/api/admin/workspaces'), api('/config')]);
+    } catch (e) { return fail(e); }
+    const userForm = h('form', { class: 'inline', onsubmit: async (ev) => {
+      ev.preventDefault();
+      const f = ev.target.elements;
+      try {
+        const r = await api('/api/admin/users', { method: 'POST', body: { name: f.name.value.trim(), admin: f.admin.checked, create_token: true } });
+        flash.replaceChildren(secretBox({ ...r.token, user: r.user.name }));
+        render();
+      } catch (e) { fail(e); }
+    } },
+    h('label', { for: 'new-user' }, 'New user'), h('input', { id: 'new-user', name: 'name', required: true, size: 12 }),
+    h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'admin' }), ' admin'),
+    h('button', { type: 'submit' }, 'Add user and token'));
+    const usersTable = h('table', {}, h('caption', {}, 'Users'),
+      h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Role'), h('th', {}, 'Workspaces'), h('th', {}, 'Actions'))),
+      h('tbody', {}, users.map((u) => h('tr', {},
+        h('td', {}, u.name), h('td', {}, u.admin ? 'admin' : 'member'), h('td', {}, (u.workspaces || []).join(', ')),
+        h('td', {},
+          h('button', { type: 'button', class: 'quiet', onclick: async () => {
+            try { const t = await api(`/api/admin/users/${encodeURIComponent(u.name)}/tokens`, { method: 'POST', body: {} }); flash.replaceChildren(secretBox(t)); render(); } catch (e) { fail(e); }
+          } }, `New token for ${u.name}`),
+          u.name === app.me.user ? null : h('button', { type: 'button', class: 'quiet danger', onclick: async () => {
+            if (!confirm(`Remove ${u.name}? Their connections close and their tokens stop working.`)) return;
+            try { await api(`/api/admin/users/${encodeURIComponent(u.name)}`, { method: 'DELETE' }); render(); } catch (e) { fail(e); }
+          } }, `Remove ${u.name}`))))));
+    const tokensTable = h('table', {}, h('caption', {}, 'Tokens'),
+      h('thead', {}, h('tr', {}, h('th', {}, 'Id'), h('th', {}, 'User'), h('th', {}, 'Created'), h('th', {}, 'Last used'), h('th', {}, 'State'))),
+      h('tbody', {}, tokens.map((t) => h('tr', {},
+        h('td', { class: 'mono' }, t.id), h('td', {}, t.user), h('td', {}, t.created_at), h('td', {}, t.last_used_at || '—'),
+        h('td', {}, t.revoked_at ? `revoked ${t.revoked_at}` : h('button', { type: 'button', class: 'quiet danger', onclick: async () => {
+          try { await api(`/api/admin/tokens/${encodeURIComponent(t.id)}/revoke`, { method: 'POST' }); render(); } catch (e) { fail(e); }
+        } }, `Revoke ${t.id}`))))));
+    const wsForm = h('form', { class: 'inline', onsubmit: async (ev) => {
+      ev.preventDefault();
+      try { await api('/api/admin/workspaces', { method: 'POST', body: { name: ev.target.elements.name.value.trim() } }); render(); } catch (e) { fail(e); }
+    } }, h('label', { for: 'new-ws' }, 'New workspace'), h('input', { id: 'new-ws', name: 'name', required: true, size: 12 }), h('button', { type: 'submit' }, 'Create'));
+    const wsTable = h('table', {}, h('caption', {}, 'Workspaces'),
+      h('thead', {}, h('tr', {}, h('th', {}, 'Workspace'), h('th', {}, 'Members'), h('th', {}, 'Add a member'))),
+      h('tbody', {}, workspaces.map((w) => h('tr', {},
+        h('td', {}, w.name),
+        h('td', {}, w.members.map((m) => h('span', { class: 'member' }, m, h('button', { type: 'button', class: 'x', 'aria-label': `Remove ${m} from ${w.name}`, onclick: async () => {
+          try { await api(`/api/admin/workspaces/${encodeURIComponent(w.name)}/members/${encodeURIComponent(m)}`, { method: 'DELETE' }); render(); } catch (e) { fail(e); }
+        } }, '×')))),
+        h('td', {}, h('form', { class: 'inline', onsubmit: async (ev) => {
+          ev.preventDefault();
+          try { await api(`/api/admin/workspaces/${encodeURIComponent(w.name)}/members`, { method: 'POST', body: { user: ev.target.elements.user.value } }); render(); } catch (e) { fail(e); }
+        } }, h('select', { name: 'user', 'aria-label': `User to add to ${w.name}` }, users.filter((u) => !w.members.includes(u.name)).map((u) => h('option', { value: u.name }, u.name))),
+        h('button', { type: 'submit', class: 'quiet' }, 'Add')))))));
+    const cfg = config.config || {};
+    const cfgTable = h('table', {}, h('caption', {}, `Configuration (profile ${config.profile}; file ${config.config_file})`),
+      h('thead', {}, h('tr', {}, h('th', {}, 'Key'), h('th', {}, 'Value'), h('th', {}, 'Source'))),
+      h('tbody', {}, Object.keys(config.sources || {}).sort().map((k) => h('tr', {},
+        h('td', { class: 'mono' }, k), h('td', { class: 'mono' }, JSON.stringify(cfg[k])), h('td', {}, config.sources[k])))));
+    out.replaceChildren(
+      h('section', { class: 'card' }, userForm, usersTable),
+      h('section', { class: 'card' }, tokensTable),
+      h('section', { class: 'card' }, wsForm, wsTable),
+      h('section', { class: 'card' }, cfgTable));
+  }
+  main.replaceChildren(h('h1', { class: 'pagetitle' }, 'Admin'), flash, out);
+  render();
+  return null;
+}
+
+const PAGES = { search: searchPage, activity: activityPage, team: teamPage, connection: connectionPage, admin: adminPage };
 
 function route() {
   if (!app.client) return;

@@ -173,3 +173,90 @@ test('with users: sign in with a token; a wrong one is refused; a revoked one si
   await page.getByLabel('Token').waitFor();
   await context.close();
 });
+
+test('two people chat in a workspace and see each other online; a notification shows as a toast', { timeout: 90000 }, async () => {
+  const data = folder();
+  const cmem = (...args) => execFileSync(CMEM_BIN, [...args, '--data', data], { env: { ...process.env, RUST_LOG: 'warn' } }).toString();
+  cmem('workspace', 'create', 'eng');
+  const tokens = {};
+  for (const u of ['alice', 'bob']) {
+    cmem('user', 'add', u);
+    cmem('workspace', 'add-member', 'eng', u);
+    tokens[u] = JSON.parse(cmem('token', 'create', u, '--json')).token;
+  }
+  const s = await serve({ data });
+  const pages = {};
+  for (const u of ['alice', 'bob']) {
+    const context = await browser.newContext({ viewport: SIZES.laptop, bypassCSP: true });
+    const page = await context.newPage();
+    await page.goto(s.url);
+    await page.getByLabel('Token').fill(tokens[u]);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('status', { name: 'Connection' }).getByText(/live/).waitFor();
+    await page.getByRole('link', { name: 'Team' }).click();
+    pages[u] = page;
+  }
+  const { alice, bob } = pages;
+  // presence: each sees the other
+  await alice.getByRole('list', { name: 'Online' }).getByText('bob').waitFor();
+  await bob.getByRole('list', { name: 'Online' }).getByText('alice').waitFor();
+  await alice.getByRole('textbox', { name: 'Message' }).fill('hello bob, the harbor plan moved');
+  await alice.getByRole('textbox', { name: 'Message' }).press('Enter');
+  await bob.getByRole('list', { name: 'Messages' }).getByText('hello bob, the harbor plan moved').waitFor();
+  const mine = alice.locator('.msg.mine').filter({ hasText: 'hello bob' });
+  await mine.locator('.status[data-status="sent"]').waitFor();
+  assert.equal(await alice.locator('.msg').filter({ hasText: 'hello bob' }).count(), 1, 'shown once to its sender');
+  await bob.getByRole('textbox', { name: 'Message' }).fill('thanks alice');
+  await bob.getByRole('button', { name: 'Send' }).click();
+  await alice.getByRole('list', { name: 'Messages' }).getByText('thanks alice').waitFor();
+  // a notification: a toast for the others, and the list
+  await bob.getByLabel('Notify the workspace').fill('Deploy at 5');
+  await bob.getByRole('button', { name: 'Notify' }).click();
+  await alice.getByRole('status', { name: 'Notifications' }).getByText('Deploy at 5').waitFor();
+  await alice.getByRole('list', { name: 'Notifications' }).getByText('Deploy at 5').waitFor();
+  await axeCheck(alice, 'team');
+  await shoot(alice, 'team');
+  // history survives a reload
+  await bob.reload();
+  await bob.getByRole('list', { name: 'Messages' }).getByText('hello bob, the harbor plan moved').waitFor();
+  for (const p of Object.values(pages)) await p.context().close();
+});
+
+test('an admin creates a user, a workspace membership and a token; the new user signs in with it', { timeout: 90000 }, async () => {
+  const data = folder();
+  const cmem = (...args) => execFileSync(CMEM_BIN, [...args, '--data', data], { env: { ...process.env, RUST_LOG: 'warn' } }).toString();
+  cmem('user', 'add', 'root', '--admin');
+  cmem('workspace', 'create', 'ops');
+  const admin = JSON.parse(cmem('token', 'create', 'root', '--json')).token;
+  const s = await serve({ data });
+  const context = await browser.newContext({ viewport: SIZES.laptop, bypassCSP: true });
+  const page = await context.newPage();
+  await page.goto(s.url);
+  await page.getByLabel('Token').fill(admin);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('link', { name: 'Admin' }).click();
+  await page.getByLabel('New user').fill('carol');
+  await page.getByRole('button', { name: 'Add user and token' }).click();
+  const secret = await page.getByLabel('New token for carol').inputValue();
+  assert.match(secret, /^cm_/);
+  await page.getByRole('table', { name: 'Users' }).getByRole('cell', { name: 'carol', exact: true }).waitFor();
+  await page.getByLabel('User to add to ops').selectOption('carol');
+  await page.getByRole('table', { name: 'Workspaces' }).getByRole('button', { name: 'Add' }).click();
+  await page.getByRole('button', { name: 'Remove carol from ops' }).waitFor();
+  await page.getByRole('table', { name: /Configuration/ }).getByRole('cell', { name: 'ping_interval_ms' }).waitFor();
+  await axeCheck(page, 'admin');
+  await shoot(page, 'admin');
+
+  // carol, in a browser of her own
+  const other = await browser.newContext({ viewport: SIZES.laptop });
+  const carol = await other.newPage();
+  await carol.goto(s.url);
+  await carol.getByLabel('Token').fill(secret);
+  await carol.getByRole('button', { name: 'Sign in' }).click();
+  await carol.getByRole('status', { name: 'Connection' }).getByText(/live/).waitFor();
+  assert.equal(await carol.getByRole('link', { name: 'Admin' }).isVisible(), false, 'no Admin link for a member');
+  await carol.getByRole('link', { name: 'Team' }).click();
+  await carol.getByLabel('Workspace').getByRole('option', { name: 'ops' }).waitFor({ state: 'attached' });
+  await other.close();
+  await context.close();
+});

@@ -319,3 +319,35 @@ async fn workspace_events_reach_members_only_and_revocation_cuts_streams() {
     let (code, _) = get_as(&format!("{}/api/search?q=x", s2.url), Some(&root)).await;
     assert_eq!(code, 200);
 }
+
+/// `GET /api/me` tells a client (the web app) who it is: name, role and workspaces; on an open
+/// server, the local user who may do everything.
+#[tokio::test]
+async fn me_says_who_the_caller_is() {
+    let open = TestServer::start(&[]);
+    let (code, v) = get_as(&format!("{}/api/me", open.url), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        v["data"],
+        json!({"user": null, "admin": true, "workspaces": [], "open": true})
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, bob, _carol) = team(tmp.path());
+    let s = TestServer::start_authed(tmp.path(), &[], &[], Some(&alice));
+    let me = |t: Option<String>| {
+        let url = format!("{}/api/me", s.url);
+        async move { get_as(&url, t.as_deref()).await }
+    };
+    assert_eq!(me(None).await.0, 401);
+    let (_, v) = me(Some(alice)).await;
+    assert_eq!(
+        v["data"],
+        json!({"user": "alice", "admin": true, "workspaces": ["eng"], "open": false})
+    );
+    let (_, v) = me(Some(bob)).await;
+    assert_eq!(
+        v["data"],
+        json!({"user": "bob", "admin": false, "workspaces": ["ops"], "open": false})
+    );
+}

@@ -1,6 +1,6 @@
 //! `/api/workspaces/{ws}/…`: a workspace's message history (paged), sending a message from a
 //! client that has no Socket.IO connection (SSE and poll clients), and who is online. Members
-//! only; anyone on an open server.
+//! only; anyone on an open server. Also `/api/me`: the caller's name, role and workspaces.
 
 use std::collections::HashMap;
 
@@ -173,4 +173,30 @@ pub async fn online(
     Ok(ok(
         json!({"workspace": ws, "online": presence::online(&app.hub, &ws)}),
     ))
+}
+
+/// `GET /api/me`: who the caller is, for a client deciding what to show: `{user, admin,
+/// workspaces, open}`. On an open server (no users) the one local user may do everything:
+/// `user` is null, `admin` true, and `workspaces` lists every workspace that exists.
+pub async fn me(
+    State(app): State<App>,
+    Extension(identity): Extension<Identity>,
+) -> Result<Response, ApiError> {
+    Ok(ok(match &identity {
+        Identity::Open => {
+            let all: Vec<String> = app
+                .teams
+                .workspaces()?
+                .into_iter()
+                .map(|w| w.name)
+                .collect();
+            json!({"user": null, "admin": true, "workspaces": all, "open": true})
+        }
+        Identity::User { user, .. } => json!({
+            "user": user.name,
+            "admin": user.admin,
+            "workspaces": user.workspaces,
+            "open": false,
+        }),
+    }))
 }

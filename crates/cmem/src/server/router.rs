@@ -182,6 +182,7 @@ pub fn router(state: App, io: Option<Arc<transports::socketio::IoEngine>>) -> Ro
             post(workspaces::notify),
         )
         .route("/api/notifications", get(workspaces::notifications))
+        .route("/api/me", get(workspaces::me))
         .route("/api/admin/users", get(admin::users).post(admin::add_user))
         .route("/api/admin/users/{name}", delete(admin::remove_user))
         .route("/api/admin/users/{name}/tokens", post(admin::create_token))
