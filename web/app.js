@@ -222,6 +222,7 @@ function searchPage(main) {
   const prefix = h('input', { id: 'prefix', name: 'path_prefix', placeholder: 'notes/', size: 14 });
   const meta = h('p', { class: 'meta', 'aria-live': 'polite' });
   const results = h('ol', { class: 'results', 'aria-label': 'Results' });
+  const exportButton = h('button', { type: 'button', class: 'quiet', disabled: true }, 'Export as Markdown');
   const prev = h('button', { type: 'button', class: 'quiet', disabled: true }, '← Previous');
   const next = h('button', { type: 'button', class: 'quiet', disabled: true }, 'Next →');
   const LIMIT = 20;
@@ -241,9 +242,10 @@ function searchPage(main) {
       const r = await api(`/api/search?${p}`, { signal: inflight.signal });
       meta.textContent = `${r.total} result${r.total === 1 ? '' : 's'} · ${Math.round(r.searchTime ?? 0)} ms`;
       results.replaceChildren(...r.results.map((x) => h('li', { class: 'result' },
-        h('h2', {}, x.title || x.filename),
+        h('h2', {}, h('a', { href: `#/doc?path=${encodeURIComponent(x.path)}&q=${encodeURIComponent(text)}` }, x.title || x.filename)),
         h('div', { class: 'path' }, x.path),
         h('p', { class: 'snippet' }, snippet(x.snippet || '')))));
+      exportButton.disabled = r.total === 0;
       prev.disabled = offset === 0;
       next.disabled = offset + LIMIT >= r.total;
     } catch (e) {
@@ -270,6 +272,19 @@ function searchPage(main) {
   q.addEventListener('input', () => { later(); suggest(); });
   ext.addEventListener('input', later);
   prefix.addEventListener('input', later);
+  exportButton.addEventListener('click', async () => {
+    const body = { query: q.value.trim(), format: 'markdown', limit: 200 };
+    if (ext.value.trim()) body.extensions = ext.value.split(',').map((x) => x.trim()).filter(Boolean);
+    if (prefix.value.trim()) body.path_prefix = prefix.value.trim();
+    const res = await fetch('/search/export', { method: 'POST', headers: { 'content-type': 'application/json', ...(app.token ? { authorization: `Bearer ${app.token}` } : {}) }, body: JSON.stringify(body) });
+    if (!res.ok) { meta.textContent = `Export failed: HTTP ${res.status}`; return; }
+    const url = URL.createObjectURL(await res.blob());
+    const a = h('a', { href: url, download: 'search-results.md' });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  });
   prev.addEventListener('click', () => { offset = Math.max(0, offset - LIMIT); run(); });
   next.addEventListener('click', () => { offset += LIMIT; run(); });
 
@@ -279,7 +294,7 @@ function searchPage(main) {
       h('div', { class: 'filters' },
         h('label', { for: 'ext' }, 'Extensions'), ext,
         h('label', { for: 'prefix' }, 'Path prefix'), prefix)),
-    meta, results,
+    h('div', { class: 'metarow' }, meta, exportButton), results,
     h('nav', { class: 'paging', 'aria-label': 'Result pages' }, prev, next));
   q.focus();
   if (q.value) run();
@@ -625,7 +640,39 @@ function adminPage(main) {
   return null;
 }
 
-const PAGES = { search: searchPage, activity: activityPage, team: teamPage, connection: connectionPage, admin: adminPage };
+/** The words of a query worth marking in a document: no operators, fields or quotes. */
+function queryWords(q) {
+  return (q || '').split(/\s+/)
+    .map((w) => w.replace(/^[-+]/, '').replace(/^\w+:/, '').replace(/["()*]/g, ''))
+    .filter((w) => w.length > 1 && !['AND', 'OR', 'NOT'].includes(w));
+}
+
+function docPage(main) {
+  const params = new URLSearchParams(location.hash.split('?')[1] || '');
+  const path = params.get('path') || '';
+  const q = params.get('q') || '';
+  const back = h('a', { href: q ? `#/search?q=${encodeURIComponent(q)}` : '#/search' }, '← Back to results');
+  const head = h('div', { class: 'dochead' }, back);
+  const body = h('pre', { class: 'doc', tabindex: '0', 'aria-label': `Contents of ${path}` }, 'Loading…');
+  main.replaceChildren(h('article', { class: 'card reader', 'aria-labelledby': 'doc-title' }, head, h('h1', { id: 'doc-title', class: 'mono' }, path), body));
+  (async () => {
+    try {
+      const d = await api(`/api/document?path=${encodeURIComponent(path)}`);
+      head.append(h('span', { class: 'muted' }, ` · ${d.size} bytes · modified ${d.lastModified ? new Date(d.lastModified).toLocaleString() : '?'}`));
+      const words = queryWords(q);
+      if (!words.length) { body.textContent = d.text; return; }
+      const re = new RegExp(`(${words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`, 'gi');
+      const parts = d.text.split(re);
+      body.replaceChildren(...parts.map((p, i) => (i % 2 ? h('mark', {}, p) : p)));
+      body.querySelector('mark')?.scrollIntoView({ block: 'center' });
+    } catch (e) {
+      body.replaceChildren(h('span', { class: 'error', role: 'alert' }, e.message));
+    }
+  })();
+  return null;
+}
+
+const PAGES = { doc: docPage, search: searchPage, activity: activityPage, team: teamPage, connection: connectionPage, admin: adminPage };
 
 function route() {
   if (!app.client) return;

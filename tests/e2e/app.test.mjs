@@ -82,6 +82,16 @@ test('search finds the planted document; an edit on disk shows in Activity and a
   await axeCheck(page, 'search');
   await shoot(page, 'search');
 
+  // open the result: the document, with the searched word marked
+  await result.getByRole('link', { name: 'Harbor plan' }).click();
+  await page.getByRole('heading', { name: 'notes/harbor.md' }).waitFor();
+  await page.locator('pre.doc mark').first().waitFor();
+  assert.equal(await page.locator('pre.doc mark').first().textContent(), 'quokkaphonic');
+  await axeCheck(page, 'document');
+  await shoot(page, 'document');
+  await page.getByRole('link', { name: '← Back to results' }).click();
+  await page.locator('.result').filter({ hasText: 'notes/harbor.md' }).waitFor();
+
   // an edit on disk: Activity shows file_changed, a fresh search finds the new words
   await page.getByRole('link', { name: 'Activity' }).click();
   const feed = page.getByRole('region', { name: 'Activity' });

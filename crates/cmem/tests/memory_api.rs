@@ -398,3 +398,56 @@ async fn watcher_honours_nested_gitignore_files() {
     .await;
     assert_eq!(paths(&v), vec!["team/final.md", "y.tmp"], "{v}");
 }
+
+/// `GET /api/document?path=` serves the data folder's own text files and nothing else: no `..`,
+/// no absolute path, no hidden file (the server's state included), no link out.
+#[tokio::test]
+async fn documents_are_read_within_the_data_folder_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "notes/a.md", "# A\nhello there\n");
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "secret.txt", "do not serve");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        tmp.path().join("link.txt"),
+    )
+    .unwrap();
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+    let read = |p: &str| get(format!("{}/api/document?path={}", s.url, urlencode(p)));
+    let (code, v) = read("notes/a.md").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["text"], "# A\nhello there\n");
+    assert_eq!(v["data"]["path"], "notes/a.md");
+    assert!(v["data"]["lastModified"].is_string());
+    for (p, status, says) in [
+        ("../../etc/passwd", 400, "`..`"),
+        ("/etc/passwd", 400, "relative"),
+        (".collective-memory/journal.sqlite3", 400, "hidden"),
+        ("notes/none.md", 404, "no file"),
+        ("", 400, "required"),
+    ] {
+        let (code, v) = read(p).await;
+        assert_eq!(code, status, "{p}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{p}: {v}");
+    }
+    #[cfg(unix)]
+    {
+        let (code, v) = read("link.txt").await;
+        assert_eq!(code, 403, "{v}");
+        assert!(!v.to_string().contains("do not serve"));
+    }
+    let (code, v) = get(format!("{}/api/document?path=notes/a.md&extra=1", s.url)).await;
+    assert_eq!(code, 400, "{v}");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,4 +1,5 @@
-//! Search endpoints: search (GET and POST), suggestions, export, and similar earlier queries.
+//! Search endpoints: search (GET and POST), suggestions, export, similar earlier queries, and
+//! reading one document (`/api/document`).
 //! Each search publishes `search_started` and `search_completed` through the hub, is timed for
 //! `GET /metrics` and is kept in the searches history.
 
@@ -377,6 +378,34 @@ pub async fn similar(
         "history_shared": shared,
         "similar": found,
     })))
+}
+
+/// `GET /api/document?path=`: one text file of the data folder (confined as the index is: no
+/// `..`, no absolute path, nothing hidden, no symbolic link at any level).
+pub async fn document(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use crate::memory::reader::{self, ReadError};
+    only_params(&q, &["path"])?;
+    let rel = q.get("path").cloned().unwrap_or_default();
+    let root = app.memory.root.clone();
+    let max = app.memory.max_file_bytes;
+    let doc = tokio::task::spawn_blocking(move || reader::read(&root, &rel, max))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            let status = match &e {
+                ReadError::BadPath(_) => StatusCode::BAD_REQUEST,
+                ReadError::NotFound(_) => StatusCode::NOT_FOUND,
+                ReadError::Linked(_) => StatusCode::FORBIDDEN,
+                ReadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ReadError::NotText(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ReadError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            ApiError::new(status, e.to_string())
+        })?;
+    Ok(ok(doc))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 pub mod confined;
 pub mod history;
 pub mod indexer;
+pub mod reader;
 pub mod search;
 pub mod watcher;
 

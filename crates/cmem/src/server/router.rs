@@ -160,6 +160,7 @@ pub fn router(state: App, io: Option<Arc<transports::socketio::IoEngine>>) -> Ro
         )
         .route("/search", get(search::search_get))
         .route("/search/suggestions", get(search::suggestions))
+        .route("/api/document", get(search::document))
         .route("/search/export", post(search::export))
         .route("/prompts/similar", get(search::similar))
         .route("/system/indexing", get(system::indexing))
