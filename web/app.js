@@ -672,7 +672,87 @@ function docPage(main) {
   return null;
 }
 
-const PAGES = { doc: docPage, search: searchPage, activity: activityPage, team: teamPage, connection: connectionPage, admin: adminPage };
+/** A small line chart of the last values, with its reading as its name. */
+function sparkline(values, { max = null, label }) {
+  const W = 240; const H = 48;
+  if (values.length === 1) values = [values[0], values[0]];
+  const top = max ?? Math.max(1, ...values);
+  const pts = values.map((v, i) => `${(i / Math.max(1, values.length - 1)) * W},${H - 2 - (Math.min(v, top) / top) * (H - 4)}`).join(' ');
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.setAttribute('class', 'spark');
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', label);
+  const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+  line.setAttribute('points', pts);
+  svg.append(line);
+  return svg;
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return '?';
+  const u = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  return `${v.toFixed(v < 10 && i ? 1 : 0)} ${u[i]}`;
+}
+
+function systemPage(main) {
+  const KEEP = 60;
+  const series = { cpu: [], mem: [], disk: [], conns: [], rate: [] };
+  let last = null;
+  let retention = null;
+  const tiles = h('div', { class: 'tiles' });
+  const facts = h('dl', { class: 'facts' });
+  const push = (k, v) => { series[k].push(v); if (series[k].length > KEEP) series[k].shift(); };
+  function tile(title, value, chart) {
+    return h('section', { class: 'card tile', 'aria-label': title }, h('h2', {}, title), h('div', { class: 'big' }, value), chart);
+  }
+  async function sample() {
+    let st;
+    try { st = await api('/system/status'); } catch (e) { facts.replaceChildren(h('dt', {}, 'Error'), h('dd', { class: 'error' }, e.message)); return; }
+    const now = Date.now();
+    const head = st.journal?.head ?? 0;
+    const rate = last ? Math.max(0, (head - last.head) / ((now - last.at) / 1000)) : 0;
+    last = { head, at: now };
+    push('cpu', st.cpu_usage ?? 0);
+    push('mem', st.memory_usage ?? 0);
+    push('disk', st.disk_usage ?? 0);
+    push('conns', st.connected_clients ?? 0);
+    push('rate', rate);
+    const latencies = app.feed.filter((e) => e.type === 'search_completed').slice(-KEEP).map((e) => e.data.search_time_ms ?? 0);
+    const byTransport = Object.entries(st.connections_by_transport || {}).filter(([, n]) => n > 0).map(([t, n]) => `${t} ${n}`).join(' · ') || 'none';
+    const pct = (v) => `${Math.round(v ?? 0)}%`;
+    tiles.replaceChildren(
+      tile('CPU', pct(st.cpu_usage), sparkline(series.cpu, { max: 100, label: `CPU ${pct(st.cpu_usage)}` })),
+      tile('Memory', `${pct(st.memory_usage)} · cmem ${bytes(st.process_memory_bytes)}`, sparkline(series.mem, { max: 100, label: `Memory ${pct(st.memory_usage)}` })),
+      tile('Disk', `${pct(st.disk_usage)} · ${bytes(st.disk_available_bytes)} free`, sparkline(series.disk, { max: 100, label: `Disk ${pct(st.disk_usage)}` })),
+      tile('Connections', `${st.connected_clients ?? 0} (${byTransport})`, sparkline(series.conns, { label: `${st.connected_clients ?? 0} connections` })),
+      tile('Events/s', rate.toFixed(1), sparkline(series.rate, { label: `${rate.toFixed(1)} events per second` })),
+      tile('Search latency', latencies.length ? `${Math.round(latencies.at(-1) * 10) / 10} ms` : 'no searches yet', sparkline(latencies.length ? latencies : [0], { label: latencies.length ? `last search ${latencies.at(-1)} ms` : 'no searches yet' })));
+    const idx = st.indexing || {};
+    facts.replaceChildren(
+      h('dt', {}, 'Indexing'), h('dd', {}, idx.running ? `running (${idx.processed_files ?? '?'} of ${idx.total_files ?? '?'} files)` : `idle${idx.finished_at ? `, last run finished ${new Date(idx.finished_at).toLocaleString()}` : ''}`),
+      h('dt', {}, 'Index'), h('dd', {}, `${st.index_docs ?? '?'} documents, ${bytes(st.index_bytes)}`),
+      h('dt', {}, 'Journal'), h('dd', { class: 'mono' }, `epoch ${st.journal?.epoch ?? '?'} · head ${head} · oldest ${st.journal?.oldest ?? '?'}`),
+      h('dt', {}, 'Retention'), h('dd', {}, retention ?? 'shown to admins'),
+      h('dt', {}, 'Events published'), h('dd', {}, String(st.events_published ?? '?')),
+      h('dt', {}, 'Uptime'), h('dd', {}, `${Math.floor((st.uptime_s ?? 0) / 3600)} h ${Math.floor(((st.uptime_s ?? 0) % 3600) / 60)} min`));
+  }
+  main.replaceChildren(h('h1', { class: 'pagetitle' }, 'System'), tiles, h('section', { class: 'card', 'aria-label': 'State' }, facts));
+  if (app.me?.admin) {
+    api('/config').then((c) => {
+      const n = c.config.retention_max_events; const a = c.config.retention_max_age_s;
+      retention = `${n ? `${n} events` : 'any number of events'}, ${a ? `${Math.round(a / 86400 * 10) / 10} days` : 'for ever'}`;
+    }).catch(() => {});
+  }
+  sample();
+  const timer = setInterval(sample, 2000);
+  return () => clearInterval(timer);
+}
+
+const PAGES = { system: systemPage, doc: docPage, search: searchPage, activity: activityPage, team: teamPage, connection: connectionPage, admin: adminPage };
 
 function route() {
   if (!app.client) return;

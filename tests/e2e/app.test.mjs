@@ -104,6 +104,15 @@ test('search finds the planted document; an edit on disk shows in Activity and a
   await page.getByRole('searchbox', { name: 'Search' }).fill('zeppelinous');
   await page.locator('.result').filter({ hasText: 'notes/harbor.md' }).waitFor();
 
+  // System: live tiles from /system/status, the journal and the index
+  await page.getByRole('link', { name: 'System' }).click();
+  await page.getByRole('region', { name: 'CPU' }).waitFor();
+  await page.getByRole('region', { name: 'Connections' }).getByText(/websocket 1/).waitFor();
+  await page.getByRole('region', { name: 'Search latency' }).getByText(/ms/).waitFor();
+  await page.getByRole('region', { name: 'State' }).getByText(/head \d+/).waitFor();
+  await axeCheck(page, 'system');
+  await shoot(page, 'system');
+
   await page.getByRole('link', { name: 'Connection' }).click();
   await page.getByText('This tab’s connection').waitFor();
   await axeCheck(page, 'connection');
