@@ -396,13 +396,33 @@ function connectionPage(main) {
       h('td', {}, s.upgraded_from ? `moved up from ${s.upgraded_from}` : s.error ? `${s.error.transport}: ${s.error.message}` : ''))));
   }
   app.stateListeners.add(render);
+  const server = h('div', { class: 'admin' });
   main.replaceChildren(h('section', { class: 'card', 'aria-labelledby': 'conn-title' },
     h('h1', { id: 'conn-title' }, 'This tab’s connection'),
     facts,
     h('h2', {}, 'Fallback and reconnect history'),
-    h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'State'), h('th', {}, 'Transport'), h('th', {}, 'Delay'), h('th', {}, 'Why'))), rows)));
+    h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'State'), h('th', {}, 'Transport'), h('th', {}, 'Delay'), h('th', {}, 'Why'))), rows)),
+  server);
   render();
-  return () => app.stateListeners.delete(render);
+  // admins also see the server's side: every connection, and the transport errors it logged
+  async function serverSide() {
+    let st; let er;
+    try { [st, er] = await Promise.all([api('/api/websocket/status'), api('/api/websocket/errors')]); } catch (e) { server.replaceChildren(h('p', { class: 'error' }, e.message)); return; }
+    server.replaceChildren(
+      h('section', { class: 'card' }, h('table', {}, h('caption', {}, `Server connections (${st.connections.total})`),
+        h('thead', {}, h('tr', {}, h('th', {}, 'Id'), h('th', {}, 'Transport'), h('th', {}, 'User'), h('th', {}, 'Since'), h('th', {}, 'Cursor'), h('th', {}, 'From'))),
+        h('tbody', {}, st.connections.clients.map((c) => h('tr', {},
+          h('td', { class: 'mono' }, c.id), h('td', {}, c.transport), h('td', {}, c.user ?? '—'),
+          h('td', {}, new Date(c.connected_at).toLocaleTimeString()), h('td', {}, String(c.cursor)), h('td', { class: 'mono' }, c.remote_addr)))))),
+      h('section', { class: 'card' }, h('table', {}, h('caption', {}, `Transport errors (${er.count}; ${er.total_since_start} since start)`),
+        h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'Transport'), h('th', {}, 'Class'), h('th', {}, 'Cause'), h('th', {}, 'Fix'))),
+        h('tbody', {}, er.errors.length ? [...er.errors].reverse().slice(0, 100).map((e) => h('tr', {},
+          h('td', {}, new Date(e.ts).toLocaleTimeString()), h('td', {}, e.transport), h('td', {}, e.class),
+          h('td', {}, e.cause ?? e.message), h('td', {}, e.fix ?? '—'))) : [h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'none'))]))));
+  }
+  let timer = null;
+  if (app.me?.admin) { serverSide(); timer = setInterval(serverSide, 5000); }
+  return () => { app.stateListeners.delete(render); clearInterval(timer); };
 }
 
 

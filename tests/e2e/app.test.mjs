@@ -115,6 +115,9 @@ test('search finds the planted document; an edit on disk shows in Activity and a
 
   await page.getByRole('link', { name: 'Connection' }).click();
   await page.getByText('This tab’s connection').waitFor();
+  // the open server's local user is an admin: the server's side shows too
+  await page.getByRole('table', { name: /Server connections/ }).getByRole('cell', { name: 'websocket' }).first().waitFor();
+  await page.getByRole('table', { name: /Transport errors/ }).waitFor();
   await axeCheck(page, 'connection');
   await shoot(page, 'connection');
   assert.deepEqual(errors, [], 'no script errors');
