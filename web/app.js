@@ -29,6 +29,8 @@ function h(tag, attrs = {}, ...children) {
     if (v === false || v === null || v === undefined) continue;
     if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
+    // through the CSSOM: the page's policy forbids inline style attributes
+    else if (k === 'style') el.style.cssText = v;
     else el.setAttribute(k, v === true ? '' : String(v));
   }
   for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c instanceof Node ? c : String(c));
@@ -172,8 +174,10 @@ async function startApp() {
     app.me = { user: null, admin: false, workspaces: [], open: false };
   }
   document.getElementById('admin-link').hidden = !app.me.admin;
-  // an open server has no memberships: the tab subscribes to every workspace there is
-  const client = connect(location.origin, { token: app.token, from, workspaces: app.me.open && app.me.workspaces.length ? app.me.workspaces : null });
+  // an open server has no memberships: the tab subscribes to every workspace there is, and to
+  // those it opens later (kept for every reconnection)
+  app.subscribed = new Set(app.me.open ? app.me.workspaces : []);
+  const client = connect(location.origin, { token: app.token, from, workspaces: app.subscribed.size ? [...app.subscribed] : null });
   app.client = client;
   client.on('event', (e) => {
     app.feed.push(e);
@@ -426,21 +430,39 @@ function connectionPage(main) {
 }
 
 
-function teamPage(main) {
+/**
+ * The workspace a page shows (from the route, else the last one used, else the first) and a
+ * control to change it; null (with a message in `main`) when the user has none.
+ */
+function workspaceChoice(main, title, page) {
   const me = app.me || { workspaces: [] };
   const params = new URLSearchParams(location.hash.split('?')[1] || '');
   const workspaces = me.workspaces || [];
   let ws = params.get('ws') || localStorage.getItem('cmem-workspace') || workspaces[0] || (me.open ? 'general' : '');
   if (!me.open && !workspaces.includes(ws)) ws = workspaces[0] || '';
   if (!ws) {
-    main.replaceChildren(h('section', { class: 'card' }, h('h1', {}, 'Team'),
+    main.replaceChildren(h('section', { class: 'card' }, h('h1', {}, title),
       h('p', {}, 'You are in no workspace yet. An admin adds you with ', h('code', {}, 'cmem workspace add-member <workspace> <user>'), '.')));
     return null;
   }
   localStorage.setItem('cmem-workspace', ws);
   const picker = me.open
-    ? h('input', { id: 'workspace', value: ws, size: 14, list: undefined })
+    ? h('input', { id: 'workspace', value: ws, size: 14 })
     : h('select', { id: 'workspace' }, workspaces.map((w) => h('option', { value: w, selected: w === ws }, w)));
+  picker.addEventListener('change', () => { location.hash = `#/${page}?ws=${encodeURIComponent(picker.value.trim())}`; });
+  // on an open server the tab may not be subscribed to this workspace yet
+  if (me.open && !app.subscribed.has(ws)) {
+    app.subscribed.add(ws);
+    app.client.setWorkspaces([...app.subscribed]);
+    app.client.send('join_workspace', { workspace: ws }).catch(() => {});
+  }
+  return { ws, picker, params, me };
+}
+
+function teamPage(main) {
+  const choice = workspaceChoice(main, 'Team', 'team');
+  if (!choice) return null;
+  const { ws, picker, me } = choice;
   const log = h('ol', { class: 'chat', 'aria-label': 'Messages', 'aria-live': 'polite' });
   const earlier = h('button', { type: 'button', class: 'quiet', hidden: true }, 'Load earlier messages');
   const text = h('input', { id: 'message', 'aria-label': 'Message', placeholder: `Message ${ws}`, autocomplete: 'off', maxlength: 4000 });
@@ -520,7 +542,6 @@ function teamPage(main) {
     }
   };
   app.feedListeners.add(onEvent);
-  picker.addEventListener('change', () => { location.hash = `#/team?ws=${encodeURIComponent(picker.value.trim())}`; });
   earlier.addEventListener('click', load);
   const form = h('form', {
     class: 'composer',
@@ -554,8 +575,6 @@ function teamPage(main) {
     h('aside', { class: 'side' },
       h('section', { class: 'card', 'aria-labelledby': 'online-title' }, h('h2', { id: 'online-title' }, 'Online'), online),
       h('section', { class: 'card', 'aria-labelledby': 'notes-title' }, h('h2', { id: 'notes-title' }, 'Notifications'), notify, notes))));
-  // on an open server the tab may not be subscribed to this workspace yet
-  if (me.open && !(me.workspaces || []).includes(ws)) app.client.send('join_workspace', { workspace: ws }).catch(() => {});
   load();
   presence();
   return () => app.feedListeners.delete(onEvent);
@@ -772,7 +791,51 @@ function systemPage(main) {
   return () => clearInterval(timer);
 }
 
-const PAGES = { system: systemPage, doc: docPage, search: searchPage, activity: activityPage, team: teamPage, connection: connectionPage, admin: adminPage };
+function documentsPage(main) {
+  const choice = workspaceChoice(main, 'Documents', 'documents');
+  if (!choice) return null;
+  const { ws, picker, params } = choice;
+  const name = params.get('doc');
+  const list = h('ul', { class: 'doclist', 'aria-label': 'Documents' });
+  const status = h('span', { class: 'muted', role: 'status', 'aria-label': 'Saving' });
+  const editor = h('div', { class: 'editor' });
+  const create = h('form', {
+    class: 'inline',
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      const n = ev.target.elements.name.value.trim();
+      if (n) location.hash = `#/documents?ws=${encodeURIComponent(ws)}&doc=${encodeURIComponent(n)}`;
+    },
+  }, h('label', { for: 'new-doc' }, 'New document'), h('input', { id: 'new-doc', name: 'name', size: 14, placeholder: 'plan', pattern: '[A-Za-z0-9._\\-]+', title: 'letters, digits, dot, dash and underscore' }), h('button', { type: 'submit', class: 'quiet' }, 'Open'));
+  main.replaceChildren(h('div', { class: 'docs' },
+    h('aside', { class: 'card' }, h('div', { class: 'roomhead' }, h('h1', {}, 'Documents'), h('label', { for: 'workspace' }, 'Workspace'), picker), list, create),
+    h('section', { class: 'card', 'aria-label': name ? `Document ${name}` : 'No document open' },
+      name ? h('div', { class: 'roomhead' }, h('h2', { class: 'mono' }, name), status) : h('p', { class: 'muted' }, 'Open a document, or make a new one: everyone in the workspace edits it together, live.'),
+      editor)));
+  api(`/api/workspaces/${encodeURIComponent(ws)}/documents`).then((r) => {
+    const names = r.documents.includes(name) || !name ? r.documents : [name, ...r.documents];
+    list.replaceChildren(...(names.length ? names.map((d) => h('li', {}, h('a', {
+      href: `#/documents?ws=${encodeURIComponent(ws)}&doc=${encodeURIComponent(d)}`,
+      'aria-current': d === name ? 'page' : false,
+    }, d))) : [h('li', { class: 'muted' }, 'none yet')]));
+  }).catch((e) => list.replaceChildren(h('li', { class: 'error' }, e.message)));
+  if (!name) return null;
+  let unmount = null;
+  let gone = false;
+  import('/app/docs.js').then((mod) => {
+    if (gone) return;
+    if (!mod.available) { editor.replaceChildren(h('p', { class: 'error', role: 'alert' }, mod.reason)); return; }
+    unmount = mod.mount(editor, {
+      client: app.client,
+      workspace: ws,
+      doc: name,
+      onStatus: (text) => { status.textContent = text; },
+    });
+  }).catch((e) => editor.replaceChildren(h('p', { class: 'error', role: 'alert' }, `The editor could not be loaded: ${e.message}`)));
+  return () => { gone = true; unmount?.(); };
+}
+
+const PAGES = { documents: documentsPage, system: systemPage, doc: docPage, search: searchPage, activity: activityPage, team: teamPage, connection: connectionPage, admin: adminPage };
 
 function route() {
   if (!app.client) return;

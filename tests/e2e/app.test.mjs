@@ -282,3 +282,50 @@ test('an admin creates a user, a workspace membership and a token; the new user 
   await other.close();
   await context.close();
 });
+
+test('two people edit one document together and converge; it survives a reload and a restart', { timeout: 120000 }, async () => {
+  const s = await serve();
+  const url = `${s.url}/#/documents?ws=eng&doc=plan`;
+  // no bypassCSP here: the editor must work under the page's own policy
+  const [a, b] = await Promise.all([0, 1].map(async () => (await browser.newContext({ viewport: SIZES.laptop })).newPage()));
+  const errors = [];
+  for (const p of [a, b]) { p.on('pageerror', (e) => errors.push(e.message)); await p.goto(url); }
+  const editor = (p) => p.getByRole('textbox', { name: 'Document', exact: true });
+  const text = (p) => editor(p).textContent();
+  await editor(a).click();
+  await a.keyboard.type('Harbor plan: ship on Friday.');
+  await editor(b).getByText('Harbor plan: ship on Friday.').waitFor();
+  await editor(b).click();
+  await b.keyboard.press('Control+End');
+  await b.keyboard.type(' Bob agrees.');
+  await a.keyboard.press('Control+Home');
+  await a.keyboard.type('[draft] ');
+  const both = async () => {
+    const [ta, tb] = await Promise.all([text(a), text(b)]);
+    return ta === tb && ta.includes('[draft]') && ta.includes('Bob agrees.') ? ta : null;
+  };
+  let converged = null;
+  for (let i = 0; i < 200 && !converged; i++) { converged = await both(); if (!converged) await a.waitForTimeout(50); }
+  assert.ok(converged, `converged: "${await text(a)}" vs "${await text(b)}"`);
+  await a.getByRole('status', { name: 'Saving' }).getByText('saved').waitFor();
+  await b.getByRole('list', { name: 'Documents' }).getByRole('link', { name: 'plan' }).waitFor();
+
+  // a reload keeps it
+  await b.reload();
+  await editor(b).getByText('Bob agrees.').waitFor();
+  assert.equal(await text(b), converged);
+  // so does a restart of the server
+  await s.stop();
+  const s2 = await serve({ data: s.data, port: s.port });
+  await a.goto('about:blank');
+  await a.goto(url);
+  await editor(a).getByText('Bob agrees.').waitFor({ timeout: 20000 });
+  assert.equal(await text(a), converged);
+  assert.deepEqual(errors, []);
+  const shotPage = await (await browser.newContext({ viewport: SIZES.laptop, bypassCSP: true })).newPage();
+  await shotPage.goto(url.replace(s.url, s2.url));
+  await editor(shotPage).getByText('Bob agrees.').waitFor();
+  await axeCheck(shotPage, 'documents');
+  await shoot(shotPage, 'documents');
+  for (const p of [a, b, shotPage]) await p.context().close();
+});

@@ -91,6 +91,8 @@ export declare class Client {
   on(name: string, fn: (envelope: Envelope) => void): this;
   once(name: string, fn: (arg: any) => void): this;
   off(name: string, fn: (arg: any) => void): this;
+  /** The workspaces later connections ask for (null: all of the user's); the current one is not changed. */
+  setWorkspaces(list: string[] | null): void;
   whenConnected(): Promise<void>;
   send(type: string, data?: Record<string, any>, options?: { scope?: string }): Promise<SendAck>;
   close(): void;

@@ -758,6 +758,14 @@ export class Client extends Emitter {
     this._setState('offline');
   }
 
+  /**
+   * The workspaces every later connection asks for (`null`: all of the user's). The current
+   * connection is not changed: send `join_workspace` / `leave_workspace` for that.
+   */
+  setWorkspaces(list) {
+    this.opts.workspaces = list ? [...list] : null;
+  }
+
   /** Resolves when connected (at once if connected now). */
   whenConnected() {
     if (this.state === 'connected') return Promise.resolve();

@@ -175,6 +175,22 @@ pub async fn online(
     ))
 }
 
+/// `GET /api/workspaces/{ws}/documents`: the workspace's shared documents, most recently
+/// edited first. Members only.
+pub async fn documents(
+    State(app): State<App>,
+    Extension(identity): Extension<Identity>,
+    Path(ws): Path<String>,
+) -> Result<Response, ApiError> {
+    messages::check_access(&app.teams, &identity, &ws)?;
+    let teams = app.teams.clone();
+    let w = ws.clone();
+    let names = tokio::task::spawn_blocking(move || teams.doc_names(&w))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(ok(json!({"workspace": ws, "documents": names})))
+}
+
 /// `GET /api/me`: who the caller is, for a client deciding what to show: `{user, admin,
 /// workspaces, open}`. On an open server (no users) the one local user may do everything:
 /// `user` is null, `admin` true, and `workspaces` lists every workspace that exists.

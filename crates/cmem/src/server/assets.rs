@@ -67,6 +67,15 @@ static APP: [Asset; 3] = [
     asset!("app.css", "text/css; charset=utf-8", "web/app.css"),
 ];
 
+/// The shared-document editor, bundled from npm packages by `build.rs` (or a module saying how
+/// to get it, when Node was missing at build time). Loaded only by the Documents page.
+static DOCS: LazyLock<Asset> = LazyLock::new(|| Asset {
+    name: "docs.js",
+    content_type: "text/javascript; charset=utf-8",
+    body: include_str!(concat!(env!("OUT_DIR"), "/docs.js")),
+    etag: LazyLock::new(|| etag(include_str!(concat!(env!("OUT_DIR"), "/docs.js")))),
+});
+
 /// Only the server's own scripts, styles and connections (WebSocket included); nothing inline,
 /// no frames. What the server sends is put in the page as text, and this is the second line.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -109,11 +118,14 @@ pub async fn app_index(headers: HeaderMap) -> Response {
 
 /// `GET /app/{file}`: the app's script and stylesheet.
 pub async fn app_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    if file == DOCS.name {
+        return serve(&DOCS, &headers);
+    }
     match APP[1..].iter().find(|a| a.name == file) {
         Some(a) => serve(a, &headers),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no file {file:?} under /app/; there are: app.js, app.css"),
+            format!("no file {file:?} under /app/; there are: app.js, app.css, docs.js"),
         )
         .into_response(),
     }

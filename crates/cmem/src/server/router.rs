@@ -178,6 +178,7 @@ pub fn router(state: App, io: Option<Arc<transports::socketio::IoEngine>>) -> Ro
             get(workspaces::history).post(workspaces::send),
         )
         .route("/api/workspaces/{ws}/presence", get(workspaces::online))
+        .route("/api/workspaces/{ws}/documents", get(workspaces::documents))
         .route(
             "/api/workspaces/{ws}/notifications",
             post(workspaces::notify),

@@ -203,6 +203,18 @@ impl Teams {
         Ok(doc)
     }
 
+    /// The shared documents of `workspace`, most recently edited first (at most 1,000).
+    pub fn doc_names(&self, workspace: &str) -> Result<Vec<String>, TeamsError> {
+        let db = self.db()?;
+        let mut q = db.prepare(
+            "SELECT doc FROM doc_updates WHERE workspace = ?1 GROUP BY doc ORDER BY MAX(seq) DESC LIMIT 1000",
+        )?;
+        let names = q
+            .query_map(rusqlite::params![workspace], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(names)
+    }
+
     /// What a client with state vector `sv` lacks, and the server's state vector.
     pub fn doc_sync(
         &self,
