@@ -216,21 +216,7 @@ impl Hub {
         conn: Arc<Conn>,
         cursor: Option<Cursor>,
     ) -> Result<Subscription, PublishError> {
-        self.subscription(conn, cursor, true, None, None).await
-    }
-
-    /// As [`Hub::subscribe`], for a transport that told its client it was connected before
-    /// subscribing (Socket.IO answers CONNECT first): a client without a usable cursor starts
-    /// after `since`, the journal head when it was told, so nothing committed between that
-    /// answer and this call is missed.
-    pub async fn subscribe_since(
-        self: &Arc<Self>,
-        conn: Arc<Conn>,
-        cursor: Option<Cursor>,
-        since: u64,
-    ) -> Result<Subscription, PublishError> {
-        self.subscription(conn, cursor, true, None, Some(since))
-            .await
+        self.subscription(conn, cursor, true, None).await
     }
 
     /// Whether a connection presenting `cursor` would resume from it (rather than get a
@@ -242,16 +228,13 @@ impl Hub {
     /// Starts delivering to `conn` whose client presented something the transport cannot
     /// honour (`reason`, such as a session it does not know) along with `requested`: it gets
     /// a `resync` saying so, `system_status`, and the events from now on.
-    /// `since` is the journal head when the client was told it is connected, as in
-    /// [`Hub::subscribe_since`].
     pub async fn subscribe_resync(
         self: &Arc<Self>,
         conn: Arc<Conn>,
         reason: &'static str,
         requested: Cursor,
-        since: u64,
     ) -> Result<Subscription, PublishError> {
-        self.subscription(conn, Some(requested), true, Some(reason), Some(since))
+        self.subscription(conn, Some(requested), true, Some(reason))
             .await
     }
 
@@ -263,8 +246,7 @@ impl Hub {
         conn: Arc<Conn>,
         cursor: Cursor,
     ) -> Result<Subscription, PublishError> {
-        self.subscription(conn, Some(cursor), false, None, None)
-            .await
+        self.subscription(conn, Some(cursor), false, None).await
     }
 
     async fn subscription(
@@ -273,17 +255,12 @@ impl Hub {
         cursor: Option<Cursor>,
         greet: bool,
         forced: Option<&'static str>,
-        since: Option<u64>,
     ) -> Result<Subscription, PublishError> {
         // Subscribe first: anything committed from now on reaches `rx`.
         let rx = self.fanout.subscribe();
         // What was addressed to this connection before now is read from the journal below.
         conn.take_direct();
-        // "From now" is the head before the opening events are committed (or earlier, when
-        // the client was told it is connected earlier): events committed meanwhile by others
-        // are the client's too
-        let now = since.unwrap_or_else(|| self.journal.head());
-        let start_after = self.position(&conn, cursor, greet, forced, now).await?;
+        let start_after = self.position(&conn, cursor, greet, forced).await?;
         let head = self.journal.head();
         conn.set_cursor(start_after);
         let closed = Box::pin(conn.closer.clone().cancelled_owned());
@@ -312,7 +289,6 @@ impl Hub {
         cursor: Option<Cursor>,
         greet: bool,
         forced: Option<&'static str>,
-        now: u64,
     ) -> Result<u64, PublishError> {
         let scope = Scope::Client(conn.address.clone());
         let start = match (forced, cursor) {
@@ -345,17 +321,22 @@ impl Hub {
             }
             opening.push(NewEvent::new("system_status", scope, status));
         }
-        let first = if opening.is_empty() {
-            None
-        } else {
-            self.journal.append(opening).await?.first().map(|e| e.id)
-        };
-        Ok(match (start, first) {
-            (Start::Resume(c), _) => c,
-            // a resync comes first: it tells the client to reload its state, which covers
-            // whatever was committed before it
-            (Start::Resync { .. }, Some(resync)) => resync - 1,
-            _ => now,
+        if opening.is_empty() {
+            return Ok(match start {
+                Start::Resume(c) => c,
+                _ => self.journal.head(),
+            });
+        }
+        let first = self
+            .journal
+            .append(opening)
+            .await?
+            .first()
+            .map(|e| e.id)
+            .ok_or_else(|| PublishError::Invalid("opening events were not committed".into()))?;
+        Ok(match start {
+            Start::Resume(c) => c,
+            _ => first - 1,
         })
     }
 }

@@ -154,38 +154,6 @@ async fn a_resync_is_one_event_addressed_to_the_client_then_the_stream_goes_on()
 }
 
 #[tokio::test]
-async fn a_new_client_starts_from_when_it_was_told_it_is_connected() {
-    let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::open(options(dir.path(), 64)).unwrap();
-    publish(&hub, vec![Scope::Global; 2]).await;
-    // Socket.IO answers CONNECT, then subscribes; someone publishes in between
-    let told = hub.journal.head();
-    let between = publish(&hub, vec![Scope::Global]).await;
-    let c = conn(&hub, "a", &[]);
-    let mut sub = hub.subscribe_since(c, None, told).await.unwrap();
-    let got = drain(&mut sub).await;
-    assert_eq!(kinds(&got), ["test", "system_status"]);
-    assert_eq!(got[0].id, between[0]);
-    // a plain subscribe starts from the head it finds (before its greeting)
-    let c = conn(&hub, "b", &[]);
-    let mut sub = hub.subscribe(c, None).await.unwrap();
-    assert_eq!(kinds(&drain(&mut sub).await), ["system_status"]);
-    // a resync still comes first: the client reloads its state, which covers what came before
-    let told = hub.journal.head();
-    publish(&hub, vec![Scope::Global]).await;
-    let c = conn(&hub, "c", &[]);
-    let requested = Cursor {
-        id: 1,
-        epoch: Some("another".into()),
-    };
-    let mut sub = hub
-        .subscribe_resync(c, "unknown_session", requested, told)
-        .await
-        .unwrap();
-    assert_eq!(kinds(&drain(&mut sub).await), ["resync", "system_status"]);
-}
-
-#[tokio::test]
 async fn a_resumed_subscription_replays_what_was_missed_then_goes_live_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::open(options(dir.path(), 64)).unwrap();

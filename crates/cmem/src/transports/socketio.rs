@@ -293,17 +293,7 @@ pub struct Socket {
 }
 
 /// The events one socket receives: its subscription.
-pub enum Delivery {
-    /// Setting up the subscription (kept across polls: the engine may drop `next` midway).
-    Starting(Starting),
-    Running(Subscription),
-    Ended,
-}
-
-/// The subscription being set up.
-type Starting = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Subscription, Close>> + Send + 'static>,
->;
+pub struct Delivery(Subscription);
 
 /// `42["<type>",<envelope>,"<epoch>:<id>"]`: built once per event and shared by every
 /// receiver, except for an event addressed to one connection (built for it alone, and not
@@ -339,47 +329,28 @@ fn cmem_close(reason: &str, message: &str, last_event_id: String) -> Frame {
 
 impl EventStream for Delivery {
     fn more_ready(&self) -> bool {
-        match self {
-            Delivery::Starting(_) => true,
-            Delivery::Running(sub) => sub.more_ready(),
-            Delivery::Ended => false,
-        }
+        self.0.more_ready()
     }
 
     async fn next(&mut self) -> Result<Frame, Close> {
-        loop {
-            let sub = match self {
-                Delivery::Starting(f) => match f.as_mut().await {
-                    Ok(sub) => {
-                        *self = Delivery::Running(sub);
-                        continue;
-                    }
-                    Err(c) => {
-                        *self = Delivery::Ended;
-                        return Err(c);
-                    }
-                },
-                Delivery::Running(sub) => sub,
-                Delivery::Ended => return Err(Close::new("closed")),
-            };
-            return match sub.next().await {
-                Ok(ev) => Ok(frame_of(sub, &ev)),
-                Err(end) => {
-                    let reason = match &end {
-                        StreamEnd::Shutdown => "server_shutdown".to_string(),
-                        other => other.reason(),
-                    };
-                    let last = cmem_close(
-                        &reason,
-                        &end.to_string(),
-                        sub.cursor_text(sub.conn().cursor()),
-                    );
-                    Err(Close {
-                        reason: reason.into(),
-                        last: Some(last),
-                    })
-                }
-            };
+        let Delivery(sub) = self;
+        match sub.next().await {
+            Ok(ev) => Ok(frame_of(sub, &ev)),
+            Err(end) => {
+                let reason = match &end {
+                    StreamEnd::Shutdown => "server_shutdown".to_string(),
+                    other => other.reason(),
+                };
+                let last = cmem_close(
+                    &reason,
+                    &end.to_string(),
+                    sub.cursor_text(sub.conn().cursor()),
+                );
+                Err(Close {
+                    reason: reason.into(),
+                    last: Some(last),
+                })
+            }
         }
     }
 }
@@ -488,34 +459,27 @@ impl Cmem {
         let conn = registry
             .register(sid.clone(), transport_of(o.transport), meta)
             .ok_or("this socket id is in use")?;
-        // The subscription starts (greeting and any resync committed) as the stream's first
-        // step, after the CONNECT answer: a client is told it is connected without waiting
-        // for the journal's fsync, and what it may send finds its registration in place.
-        // A new client's "from now" is now, when it is told it is connected, not when the
-        // subscription starts: what others commit in between is its too.
-        let since = app.hub.journal.head();
-        let (hub, c) = (app.hub.clone(), conn.clone());
-        let starting: Starting = Box::pin(async move {
-            let sub = match start {
-                Start::Recover { cursor, .. } => hub.resume(c.clone(), cursor).await,
-                Start::Fresh { cursor } => hub.subscribe_since(c.clone(), cursor, since).await,
-                Start::Resync { requested } => {
-                    hub.subscribe_resync(c.clone(), "unknown_session", requested, since)
-                        .await
-                }
-            };
-            sub.map_err(|e| {
-                tracing::error!(error = %e, sid = %c.id, "could not start delivery");
-                Close {
-                    reason: "journal_error".into(),
-                    last: Some(cmem_close(
-                        "journal_error",
-                        &format!("the journal is unavailable: {e}"),
-                        hub.cursor_text(c.cursor()),
-                    )),
-                }
-            })
-        });
+        // The subscription starts (greeting and any resync committed) before the CONNECT
+        // answer: a client learns it is connected only once its position is fixed, so nothing
+        // another client publishes after that moment can fall before it, and its greeting is
+        // the first event it receives.
+        let sub = match start {
+            Start::Recover { cursor, .. } => app.hub.resume(conn.clone(), cursor).await,
+            Start::Fresh { cursor } => app.hub.subscribe(conn.clone(), cursor).await,
+            Start::Resync { requested } => {
+                app.hub
+                    .subscribe_resync(conn.clone(), "unknown_session", requested)
+                    .await
+            }
+        };
+        let sub = match sub {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::error!(error = %e, sid = %conn.id, "could not start delivery");
+                registry.ended(&conn, "journal_error");
+                return Err(format!("the journal is unavailable: {e}"));
+            }
+        };
         let hub = &app.hub;
         let pid = self.keys.pid(hub.journal.epoch(), &sid, &user);
         Ok(Connected {
@@ -526,7 +490,7 @@ impl Cmem {
                 stall: o.extensions.get::<StallFlag>().cloned(),
                 budgets: Mutex::new(None),
             }),
-            stream: Some(Delivery::Starting(starting)),
+            stream: Some(Delivery(sub)),
             sid,
             pid: Some(pid),
             then: Vec::new(),
