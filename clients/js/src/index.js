@@ -647,8 +647,13 @@ export class Client extends Emitter {
     this._clearTimer(leg.connectTimer);
     if (leg === this.probe) return this._adoptProbe(leg);
     if (leg !== this.leg) return leg.close();
+    this._connected(leg, {});
+  }
+
+  /** `leg` is the connection in use from now on. */
+  _connected(leg, extra) {
     this.everConnected = true;
-    this._setState('connected', { transport: leg.transport });
+    this._setState('connected', { transport: leg.transport, ...extra });
     this._save();
     this._clearTimer(this._stableTimer);
     this._stableTimer = this._timer(() => {
@@ -724,12 +729,7 @@ export class Client extends Emitter {
     this._index = this.transports.indexOf(probe.transport);
     old?.close();
     this.failures = 0;
-    this.everConnected = true;
-    this._setState('connected', { transport: probe.transport, upgraded_from: old?.transport });
-    this._save();
-    this._clearTimer(this._stableTimer);
-    this._stableTimer = this._timer(() => { if (this.leg === probe && !probe.ended) { this.attempt = 0; } }, this.opts.stableAfterMs);
-    this._scheduleProbe();
+    this._connected(probe, { upgraded_from: old?.transport });
   }
 
   _deliver(env, leg) {

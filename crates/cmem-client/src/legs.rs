@@ -333,6 +333,13 @@ async fn sse(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> L
         };
         parser.feed(&chunk, &mut items);
         for item in items.drain(..) {
+            // the stream is open once anything of it arrives (the server's first comment)
+            if !opened {
+                opened = true;
+                if out.send(LegMsg::Opened).await.is_err() {
+                    return gone();
+                }
+            }
             match item {
                 SseItem::Comment(c) => {
                     if let Some(hb) = announced_heartbeat(&c) {
@@ -350,21 +357,9 @@ async fn sse(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> L
                     let Ok(env) = serde_json::from_str::<Envelope>(&data) else {
                         continue;
                     };
-                    if !opened {
-                        opened = true;
-                        if out.send(LegMsg::Opened).await.is_err() {
-                            return gone();
-                        }
-                    }
                     if out.send(LegMsg::Event(Box::new(env))).await.is_err() {
                         return gone();
                     }
-                }
-            }
-            if !opened {
-                opened = true;
-                if out.send(LegMsg::Opened).await.is_err() {
-                    return gone();
                 }
             }
         }

@@ -120,6 +120,17 @@ impl Config {
             || self.own_origins().iter().any(|o| o == origin)
     }
 
+    /// Whether a browser request with `origin`, sent to `host` (its `Host` header), may act:
+    /// an origin [`Config::origin_allowed`], or the origin of that very host (a page this
+    /// server served, also through a reverse proxy that keeps `Host`; rebound host names are
+    /// refused before this, by the server's guard).
+    pub fn origin_allowed_for(&self, origin: &str, host: Option<&str>) -> bool {
+        let same_host = host.is_some_and(|h| {
+            origin.strip_prefix("http://") == Some(h) || origin.strip_prefix("https://") == Some(h)
+        });
+        same_host || self.origin_allowed(origin)
+    }
+
     /// Range and enum checks that serde cannot express.
     fn validate(&self, sources: &Sources) -> Result<(), ConfigError> {
         let bad = |key: &'static str, value: String, allowed: &str| ConfigError::Invalid {

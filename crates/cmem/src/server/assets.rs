@@ -9,7 +9,7 @@
 //! `304` instead of downloading again; the app's page carries a Content-Security-Policy that
 //! allows only the server's own scripts, styles and connections.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -22,66 +22,75 @@ struct Asset {
     name: &'static str,
     content_type: &'static str,
     body: &'static str,
-    etag: LazyLock<HeaderValue>,
+    etag: OnceLock<HeaderValue>,
 }
 
-macro_rules! asset {
-    ($name:literal, $type:literal, $path:literal) => {
+impl Asset {
+    const fn new(name: &'static str, content_type: &'static str, body: &'static str) -> Asset {
         Asset {
-            name: $name,
-            content_type: $type,
-            body: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../", $path)),
-            etag: LazyLock::new(|| {
-                etag(include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../",
-                    $path
-                )))
-            }),
+            name,
+            content_type,
+            body,
+            etag: OnceLock::new(),
         }
+    }
+
+    /// A strong validator made from the content, once.
+    fn etag(&self) -> &HeaderValue {
+        self.etag.get_or_init(|| {
+            let digest = Sha256::digest(self.body.as_bytes());
+            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+            HeaderValue::from_str(&format!("\"{hex}\""))
+                .unwrap_or(HeaderValue::from_static("\"0\""))
+        })
+    }
+}
+
+macro_rules! repo_file {
+    ($path:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../", $path))
     };
 }
 
-fn etag(body: &str) -> HeaderValue {
-    let digest = Sha256::digest(body.as_bytes());
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
-}
+const JS: &str = "text/javascript; charset=utf-8";
 
 static CLIENT: [Asset; 2] = [
-    asset!(
-        "index.js",
-        "text/javascript; charset=utf-8",
-        "clients/js/src/index.js"
-    ),
-    asset!(
+    Asset::new("index.js", JS, repo_file!("clients/js/src/index.js")),
+    Asset::new(
         "index.d.ts",
         "application/typescript; charset=utf-8",
-        "clients/js/src/index.d.ts"
+        repo_file!("clients/js/src/index.d.ts"),
     ),
 ];
 
 static APP: [Asset; 3] = [
-    asset!("index.html", "text/html; charset=utf-8", "web/index.html"),
-    asset!("app.js", "text/javascript; charset=utf-8", "web/app.js"),
-    asset!("app.css", "text/css; charset=utf-8", "web/app.css"),
+    Asset::new(
+        "index.html",
+        "text/html; charset=utf-8",
+        repo_file!("web/index.html"),
+    ),
+    Asset::new("app.js", JS, repo_file!("web/app.js")),
+    Asset::new(
+        "app.css",
+        "text/css; charset=utf-8",
+        repo_file!("web/app.css"),
+    ),
 ];
 
 /// The shared-document editor, bundled from npm packages by `build.rs` (or a module saying how
 /// to get it, when Node was missing at build time). Loaded only by the Documents page.
-static DOCS: LazyLock<Asset> = LazyLock::new(|| Asset {
-    name: "docs.js",
-    content_type: "text/javascript; charset=utf-8",
-    body: include_str!(concat!(env!("OUT_DIR"), "/docs.js")),
-    etag: LazyLock::new(|| etag(include_str!(concat!(env!("OUT_DIR"), "/docs.js")))),
-});
+static DOCS: Asset = Asset::new(
+    "docs.js",
+    JS,
+    include_str!(concat!(env!("OUT_DIR"), "/docs.js")),
+);
 
 /// Only the server's own scripts, styles and connections (WebSocket included); nothing inline,
 /// no frames. What the server sends is put in the page as text, and this is the second line.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
-    let etag = &*asset.etag;
+    let etag = asset.etag();
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .is_some_and(|v| v.as_bytes() == etag.as_bytes());

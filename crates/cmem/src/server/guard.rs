@@ -105,10 +105,7 @@ pub async fn check(State(app): State<App>, req: Request, next: Next) -> Response
         && let Some(origin) = req.headers().get(header::ORIGIN)
     {
         let origin = origin.to_str().unwrap_or("");
-        let same_host = host.as_deref().is_some_and(|h| {
-            origin.strip_prefix("http://") == Some(h) || origin.strip_prefix("https://") == Some(h)
-        });
-        if !same_host && !app.config.origin_allowed(origin) {
+        if !app.config.origin_allowed_for(origin, host.as_deref()) {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(

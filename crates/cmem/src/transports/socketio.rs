@@ -47,10 +47,9 @@ use crate::protocol::sio::Limits;
 use crate::teams::auth::{Identity, identify, token_from};
 use crate::teams::messages::RateLimit;
 
-/// Browsers send `Origin` on WebSocket upgrades and cross-origin polling; refuse origins that
-/// are not on the allow-list, the server's own, or the origin of the `Host` the request was
-/// sent to (a page served by this server through a reverse proxy that keeps `Host`; the guard
-/// has already refused rebound host names). Non-browser clients send none and are not
+/// Browsers send `Origin` on WebSocket upgrades and cross-origin polling; refuse origins the
+/// rule the guard applies to state-changing requests does not allow
+/// ([`crate::config::Config::origin_allowed_for`]). Non-browser clients send none and are not
 /// affected.
 pub(crate) async fn origin_check(
     axum::extract::State(app): axum::extract::State<App>,
@@ -65,13 +64,7 @@ pub(crate) async fn origin_check(
             .and_then(|h| h.to_str().ok());
         let allowed = origin
             .to_str()
-            .map(|o| {
-                let same_host = host.is_some_and(|h| {
-                    o.strip_prefix("http://") == Some(h) || o.strip_prefix("https://") == Some(h)
-                });
-                same_host || app.config.origin_allowed(o)
-            })
-            .unwrap_or(false);
+            .is_ok_and(|o| app.config.origin_allowed_for(o, host));
         if !allowed {
             return crate::http::ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
