@@ -23,6 +23,7 @@ pub mod fuzzing;
 pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod journal;
+pub mod mcp;
 pub mod memory;
 pub(crate) mod metrics;
 pub(crate) mod monitor;

@@ -45,6 +45,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "app", "clock", "config", "envelope", "http", "hub", "memory", "metrics", "teams",
         ],
     ),
+    (
+        "mcp",
+        &[
+            "api", "app", "clock", "config", "envelope", "http", "journal", "memory", "teams",
+        ],
+    ),
     ("ops", &["clock", "config", "journal", "net"]),
     (
         "server",
@@ -55,6 +61,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "http",
             "hub",
             "journal",
+            "mcp",
             "memory",
             "metrics",
             "monitor",

@@ -66,7 +66,7 @@ struct Request {
 }
 
 /// The query text, trimmed; empty or too long is a 400.
-fn query_text(q: &str, name: &str) -> Result<String, ApiError> {
+pub(crate) fn query_text(q: &str, name: &str) -> Result<String, ApiError> {
     let q = q.trim();
     if q.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -79,7 +79,7 @@ fn query_text(q: &str, name: &str) -> Result<String, ApiError> {
 }
 
 /// `path_prefix`: relative to the data folder, `/`-separated, no `..`.
-fn path_prefix(p: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn path_prefix(p: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(raw) = p else { return Ok(None) };
     let p = raw.replace('\\', "/");
     let p = p.trim_start_matches("./");
@@ -94,6 +94,11 @@ fn path_prefix(p: Option<String>) -> Result<Option<String>, ApiError> {
         )));
     }
     Ok(Some(p.to_string()).filter(|p| !p.is_empty()))
+}
+
+/// `extensions` as a list, checked as [`extensions`] does.
+pub(crate) fn extension_list(e: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    extensions(e.map(Extensions::List))
 }
 
 /// `extensions`: up to 50, letters and digits (a leading dot is dropped), lowercased.
@@ -172,13 +177,19 @@ impl Request {
 /// Runs a validated search: publishes `search_started` while it searches and records the
 /// search in the history on a blocking thread, times it, then publishes `search_completed`
 /// (after `search_started` is committed, so the two stay in order).
-async fn execute(app: &AppState, identity: &Identity, req: Request) -> Result<Answer, ApiError> {
+/// `via` says which front end asked (`api` or `mcp`), in both events.
+async fn execute(
+    app: &AppState,
+    identity: &Identity,
+    req: Request,
+    via: &'static str,
+) -> Result<Answer, ApiError> {
     let owner = identity.user_name().unwrap_or_default().to_string();
     let shown = app.config.search_publish_query.then(|| req.q.clone());
     let started = app.hub.publish(vec![NewEvent::new(
         "search_started",
         Scope::Global,
-        json!({"query": shown}),
+        json!({"query": shown, "via": via}),
     )]);
     let memory = app.memory.clone();
     let searching = tokio::task::spawn_blocking(move || {
@@ -210,10 +221,37 @@ async fn execute(app: &AppState, identity: &Identity, req: Request) -> Result<An
     app.hub.publish(vec![NewEvent::new(
         "search_completed",
         Scope::Global,
-        json!({"query": shown, "results_count": answer.total, "search_time_ms": answer.search_time}),
+        json!({"query": shown, "results_count": answer.total, "search_time_ms": answer.search_time, "via": via}),
     )])
     .await?;
     Ok(answer)
+}
+
+/// What another front end (the MCP server) asks for: a search validated and run exactly as
+/// the endpoints run one, published with `via` set to `mcp`.
+pub struct Asked {
+    pub query: String,
+    pub limit: Option<usize>,
+    pub path_prefix: Option<String>,
+    pub extensions: Option<Vec<String>>,
+}
+
+/// Runs an [`Asked`] search (`query` is the parameter named in errors).
+pub async fn run_for_mcp(
+    app: &AppState,
+    identity: &Identity,
+    asked: Asked,
+) -> Result<Answer, ApiError> {
+    let body = SearchBody {
+        q: asked.query,
+        limit: asked.limit,
+        offset: None,
+        path_prefix: asked.path_prefix,
+        extensions: asked.extensions.map(Extensions::List),
+        session: Some("mcp".into()),
+    };
+    let req = Request::validate(body, "query")?;
+    execute(app, identity, req, "mcp").await
 }
 
 /// `GET /api/search?q=&limit=&offset=&path_prefix=&extensions=md,txt` and `GET /search`
@@ -223,7 +261,7 @@ pub async fn search_get(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let req = Request::from_query(q)?;
-    Ok(ok(execute(&app, &identity, req).await?))
+    Ok(ok(execute(&app, &identity, req, "api").await?))
 }
 
 /// `POST /api/search {q, limit?, offset?, path_prefix?, extensions?, session?}`
@@ -233,7 +271,7 @@ pub async fn search_post(
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Response, ApiError> {
     let req = Request::validate(body, "q")?;
-    Ok(ok(execute(&app, &identity, req).await?))
+    Ok(ok(execute(&app, &identity, req, "api").await?))
 }
 
 /// `GET /search/suggestions?q=&limit=`: index terms that start with `q`.
@@ -330,7 +368,7 @@ pub async fn export(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let req = Request::validate(search, "query")?;
     let q = req.q.clone();
-    let answer = execute(&app, &identity, req).await?;
+    let answer = execute(&app, &identity, req, "api").await?;
     Ok((
         [
             (header::CONTENT_TYPE, mime.to_string()),
@@ -357,6 +395,17 @@ pub async fn similar(
     if limit == 0 || limit > 100 {
         return Err(ApiError::bad_request("limit must be from 1 to 100"));
     }
+    Ok(ok(similar_to(&app, &identity, text, limit).await?))
+}
+
+/// Earlier searches resembling `text` that `identity` may be offered, as `GET /prompts/similar`
+/// answers them (`limit` already checked).
+pub async fn similar_to(
+    app: &AppState,
+    identity: &Identity,
+    text: String,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
     let memory = app.memory.clone();
     let t = text.clone();
     let shared = app.config.search_history_shared;
@@ -372,12 +421,12 @@ pub async fn similar(
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(ok(json!({
+    Ok(json!({
         "query": text,
         "history_enabled": app.memory.history.enabled(),
         "history_shared": shared,
         "similar": found,
-    })))
+    }))
 }
 
 /// `GET /api/document?path=`: one text file of the data folder (confined as the index is: no

@@ -242,6 +242,11 @@ keys! {
     docs_cached_max: u64 = 256, range 1..=1_000_000;
     /// Shared documents one workspace may hold.
     docs_per_workspace_max: u64 = 1000, range 1..=10_000_000;
+    /// Serve the MCP server for AI assistants at `/mcp` (streamable HTTP).
+    mcp_enabled: bool = true;
+    /// MCP sessions open at once; more are refused with 503 until some end.
+    /// An idle session closes after 5 minutes.
+    mcp_max_sessions: usize = 256, range 1..=100_000;
     /// TCP keepalive on accepted sockets.
     /// Peers that vanished without closing are then dropped by the kernel.
     tcp_keepalive: bool = false;

@@ -138,6 +138,14 @@ impl Hub {
         }))
     }
 
+    /// Every event committed from now on to the shared channel (not those addressed to one
+    /// connection), for a feature inside the server that follows the journal without being a
+    /// connection: the MCP server's resource notifications. A receiver that falls more than
+    /// `queue_bound` behind gets `Lagged` and must assume it missed something.
+    pub fn tap(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.fanout.subscribe()
+    }
+
     pub fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()
     }

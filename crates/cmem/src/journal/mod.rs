@@ -124,6 +124,71 @@ pub struct ReadQuery {
     pub limit: usize,
 }
 
+/// The newest events a reader may see, for a summary of what happened (the MCP server's
+/// `recent_activity`): ids above `after` (the oldest first), or without `after` the `limit`
+/// newest (returned oldest first too). Only the listed scopes; only the listed types when
+/// `types` is given.
+#[derive(Debug, Clone)]
+pub struct ActivityQuery {
+    pub after: Option<u64>,
+    pub scopes: Vec<String>,
+    pub types: Option<Vec<String>>,
+    /// Types left out (when `types` is not given): the periodic ones that say nothing new.
+    pub exclude: Vec<String>,
+    pub limit: usize,
+}
+
+/// Runs an [`ActivityQuery`] on a journal file without starting a writer (read-only; safe
+/// beside a running server).
+pub fn activity_in(path: &Path, q: &ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    activity_rows(&conn, q)
+}
+
+fn activity_rows(conn: &Connection, q: &ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+    if q.scopes.is_empty() || q.types.as_ref().is_some_and(|t| t.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let list = |items: &[String], args: &mut Vec<rusqlite::types::Value>| {
+        let marks: Vec<String> = items
+            .iter()
+            .map(|s| {
+                args.push(s.clone().into());
+                format!("?{}", args.len())
+            })
+            .collect();
+        marks.join(",")
+    };
+    let mut sql = format!(
+        "SELECT id, type, scope, body FROM events WHERE scope IN ({})",
+        list(&q.scopes, &mut args)
+    );
+    if let Some(types) = &q.types {
+        sql.push_str(&format!(" AND type IN ({})", list(types, &mut args)));
+    } else if !q.exclude.is_empty() {
+        sql.push_str(&format!(
+            " AND type NOT IN ({})",
+            list(&q.exclude, &mut args)
+        ));
+    }
+    let limit = q.limit.max(1);
+    match q.after {
+        Some(after) => {
+            args.push((after.min(i64::MAX as u64) as i64).into());
+            sql.push_str(&format!(
+                " AND id > ?{} ORDER BY id LIMIT {limit}",
+                args.len()
+            ));
+        }
+        None => sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}")),
+    }
+    let mut out = rows_to_events(conn, &sql, args)?;
+    out.sort_by_key(|e| e.id);
+    Ok(out)
+}
+
 fn open_connection(path: &Path, full_sync: bool) -> Result<Connection, JournalError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -354,6 +419,14 @@ impl Journal {
         .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
     }
 
+    /// Runs an [`ActivityQuery`] on a read connection (the blocking pool).
+    pub async fn activity(&self, q: ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || activity_in(&path, &q))
+            .await
+            .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
+    }
+
     /// Serves `q` from the in-memory window if the window covers everything after `q.after`.
     fn read_recent(&self, q: &ReadQuery) -> Option<Vec<Arc<Event>>> {
         let r = self.recent.read().ok()?;
@@ -417,7 +490,16 @@ fn read_rows(conn: &Connection, q: &ReadQuery) -> Result<Vec<Arc<Event>>, Journa
         sql.push(')');
     }
     sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.max(1)));
-    let mut stmt = conn.prepare_cached(&sql)?;
+    rows_to_events(conn, &sql, args)
+}
+
+/// Runs a `SELECT id, type, scope, body` and builds the events.
+fn rows_to_events(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<rusqlite::types::Value>,
+) -> Result<Vec<Arc<Event>>, JournalError> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(params_from_iter(args), |r| {
         Ok((
             r.get::<_, i64>(0)?,

@@ -44,7 +44,7 @@ pub enum ReadError {
 
 /// Checks a client's relative path: the reasons are the ones `POST /system/reindex` gives, plus
 /// hidden files.
-fn check(rel: &str) -> Result<(), ReadError> {
+pub fn check(rel: &str) -> Result<(), ReadError> {
     let bad = |why: &str| Err(ReadError::BadPath(format!("path `{rel}` {why}")));
     if rel.is_empty() {
         return Err(ReadError::BadPath(

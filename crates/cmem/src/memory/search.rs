@@ -445,3 +445,100 @@ mod tests {
         }
     }
 }
+
+/// One indexed document, as a listing shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Listed {
+    pub path: String,
+    pub size: u64,
+    #[serde(rename = "lastModified")]
+    pub last_modified: String,
+}
+
+/// Indexed documents whose path starts with `prefix`, in path order, after the path `after`
+/// (for the next page): at most `limit`, and how many match in all. Reads the `path` term
+/// dictionary and two fast fields, never a stored document, so a listing of a large index
+/// costs one pass over its paths.
+pub fn list(
+    m: &Memory,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<Listed>, usize), SearchError> {
+    use std::collections::BTreeMap;
+    use tantivy::DocSet;
+    use tantivy::schema::IndexRecordOption;
+    let io = |e: std::io::Error| SearchError::Index(e.into());
+    let limit = limit.max(1);
+    let searcher = m.reader.searcher();
+    let mut page: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut total = 0usize;
+    let start = match after {
+        Some(a) if a >= prefix => a,
+        _ => prefix,
+    };
+    for seg in searcher.segment_readers() {
+        let inverted = seg.inverted_index(m.fields.path)?;
+        let fast = seg.fast_fields();
+        let modified = fast.u64("modified")?;
+        let size = fast.u64("size")?;
+        let mut terms = inverted
+            .terms()
+            .range()
+            .ge(prefix.as_bytes())
+            .into_stream()
+            .map_err(io)?;
+        while terms.advance() {
+            let key = terms.key();
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let mut postings = inverted
+                .read_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)
+                .map_err(io)?;
+            let mut alive = None;
+            while postings.doc() != tantivy::TERMINATED {
+                if !seg.is_deleted(postings.doc()) {
+                    alive = Some(postings.doc());
+                    break;
+                }
+                postings.advance();
+            }
+            let Some(doc) = alive else { continue };
+            total += 1;
+            let Ok(path) = std::str::from_utf8(key) else {
+                continue;
+            };
+            if after.is_some() && path <= start {
+                continue;
+            }
+            if page.len() < limit
+                || page
+                    .last_key_value()
+                    .is_some_and(|(k, _)| path < k.as_str())
+            {
+                page.insert(
+                    path.to_string(),
+                    (
+                        size.first(doc).unwrap_or_default(),
+                        modified.first(doc).unwrap_or_default(),
+                    ),
+                );
+                if page.len() > limit {
+                    page.pop_last();
+                }
+            }
+        }
+    }
+    let listed = page
+        .into_iter()
+        .map(|(path, (size, modified))| Listed {
+            path,
+            size,
+            last_modified: chrono::DateTime::from_timestamp_millis(modified as i64)
+                .map(crate::clock::rfc3339)
+                .unwrap_or_default(),
+        })
+        .collect();
+    Ok((listed, total))
+}

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
 use notify_debouncer_full::notify::{self, EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, NoCache, new_debouncer_opt};
 use serde_json::json;
@@ -25,10 +28,21 @@ fn kind_name(k: &EventKind) -> Option<&'static str> {
     }
 }
 
-/// Starts watching the data folder; runs until shutdown. Failures are logged, not fatal: the
-/// server still serves and a re-index still works without a watcher.
-pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(PathBuf, &'static str)>>(64);
+/// One change the watcher saw, relative to the data folder.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// `/`-separated, relative to the data folder.
+    pub rel: String,
+    pub full: PathBuf,
+    /// `created`, `modified` or `deleted` (a path gone by the time it is reported is `deleted`).
+    pub kind: &'static str,
+}
+
+/// Watches the folder `root` (canonical) until `stop`: batches of changes, debounced 300 ms,
+/// the last kind per path winning, without the places the index never looks (hidden names,
+/// the skipped folders). `None` when the OS gives no watcher (logged).
+pub fn watch(root: &Path, stop: CancellationToken) -> Option<mpsc::Receiver<Vec<Change>>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<(PathBuf, &'static str)>>(64);
     // No file-id cache: on Windows and macOS the recommended one opens every file it hears
     // about to read its id, including the index's own segment files while tantivy is writing
     // them, which then fail with "access denied". We re-index by path, so ids (used only to
@@ -63,52 +77,76 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "file watcher unavailable; changes are picked up by re-indexing");
-            return;
+            return None;
         }
     };
-    if let Err(e) = debouncer.watch(&m.root, RecursiveMode::Recursive) {
-        tracing::warn!(error = %e, root = %m.root.display(), "cannot watch the data folder");
-        return;
+    if let Err(e) = debouncer.watch(root, RecursiveMode::Recursive) {
+        tracing::warn!(error = %e, root = %root.display(), "cannot watch the data folder");
+        return None;
     }
+    let (out, changes) = mpsc::channel::<Vec<Change>>(64);
+    let root = root.to_path_buf();
     tokio::spawn(async move {
         let _keep = debouncer; // dropping it stops the watcher
         loop {
             let batch = tokio::select! {
-                _ = hub.shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 b = rx.recv() => match b { Some(b) => b, None => return },
             };
-            // last kind per path wins within a batch
-            let mut changes: BTreeMap<String, (PathBuf, &'static str)> = BTreeMap::new();
+            let mut last: BTreeMap<String, (PathBuf, &'static str)> = BTreeMap::new();
             for (p, k) in batch {
-                if let Some(rel) = watched_rel(&m.root, &p) {
-                    changes.insert(rel, (p, k));
+                if let Some(rel) = watched_rel(&root, &p) {
+                    last.insert(rel, (p, k));
                 }
             }
-            if changes.is_empty() {
+            if last.is_empty() {
                 continue;
             }
+            let list = last
+                .into_iter()
+                .map(|(rel, (full, k))| {
+                    let kind = if k != "deleted" && !full.exists() {
+                        "deleted"
+                    } else {
+                        k
+                    };
+                    Change { rel, full, kind }
+                })
+                .collect();
+            if out.send(list).await.is_err() {
+                return;
+            }
+        }
+    });
+    Some(changes)
+}
+
+/// Starts watching the data folder; runs until shutdown. Each batch of changes is indexed,
+/// then published as `file_changed {path, kind}`. Failures are logged, not fatal: the server
+/// still serves and a re-index still works without a watcher.
+pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
+    let Some(mut changes) = watch(&m.root, hub.shutdown.clone()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while let Some(batch) = changes.recv().await {
             let m2 = m.clone();
-            let list: Vec<(String, PathBuf)> = changes
+            let list: Vec<(String, PathBuf)> = batch
                 .iter()
-                .map(|(r, (p, _))| (r.clone(), p.clone()))
+                .map(|c| (c.rel.clone(), c.full.clone()))
                 .collect();
             match tokio::task::spawn_blocking(move || indexer::update_files(&m2, &list)).await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "could not update the index"),
                 Err(e) => tracing::warn!(error = %e, "index update task failed"),
                 Ok(Ok(())) => {}
             }
-            let events = changes
+            let events = batch
                 .into_iter()
-                .map(|(rel, (p, k))| {
-                    let kind = if k != "deleted" && !p.exists() {
-                        "deleted"
-                    } else {
-                        k
-                    };
+                .map(|c| {
                     NewEvent::new(
                         "file_changed",
                         Scope::Global,
-                        json!({"path": rel, "kind": kind}),
+                        json!({"path": c.rel, "kind": c.kind}),
                     )
                 })
                 .collect();

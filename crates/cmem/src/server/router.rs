@@ -144,7 +144,10 @@ fn cors(app: &App) -> CorsLayer {
             axum::http::header::CONTENT_TYPE,
             axum::http::header::AUTHORIZATION,
             axum::http::HeaderName::from_static("last-event-id"),
+            axum::http::HeaderName::from_static("mcp-session-id"),
+            axum::http::HeaderName::from_static("mcp-protocol-version"),
         ])
+        .expose_headers([axum::http::HeaderName::from_static("mcp-session-id")])
 }
 
 async fn socketio(State(io): State<Arc<transports::socketio::IoEngine>>, req: Request) -> Response {
@@ -215,6 +218,16 @@ pub fn router(state: App, io: Option<Arc<transports::socketio::IoEngine>>) -> Ro
             "/api/websocket/clear-errors",
             post(diagnostics::clear_errors),
         );
+    if state.config.mcp_enabled {
+        let mcp = crate::mcp::http::McpHttp::new(state.clone());
+        app = app.route(
+            "/mcp",
+            any(move |req: Request| {
+                let mcp = mcp.clone();
+                async move { mcp.handle(req).await }
+            }),
+        );
+    }
     if state.config.transport_enabled(Transport::Sse) {
         app = app.route("/api/events/stream", get(transports::sse::stream));
     }

@@ -5,6 +5,7 @@ mod backup;
 mod doctor;
 mod firewall;
 mod index;
+mod mcp;
 mod search;
 mod serve;
 mod tail;
@@ -20,6 +21,7 @@ use cmem::config::{self, Overrides};
 use doctor::DoctorArgs;
 use firewall::FirewallArgs;
 use index::IndexArgs;
+use mcp::McpArgs;
 use search::SearchArgs;
 use tail::{PublishArgs, TailArgs};
 use teams::{TeamsCmd, TokenCmd, UserCmd, WorkspaceCmd};
@@ -53,6 +55,8 @@ enum Command {
     Tail(TailArgs),
     /// Publish one event (for scripts); prints its cursor.
     Publish(PublishArgs),
+    /// Serve the MCP server on stdin/stdout, for an AI assistant that starts a local process.
+    Mcp(McpArgs),
     /// Manage users (once one exists, every client needs a token).
     User {
         #[command(subcommand)]
@@ -190,6 +194,7 @@ fn main() -> ExitCode {
         Command::Doctor(a) => doctor::doctor(a),
         Command::Tail(a) => tail::tail(a),
         Command::Publish(a) => tail::publish(a),
+        Command::Mcp(a) => mcp::mcp(a),
         Command::User { cmd, data } => teams::teams_cmd(TeamsCmd::User(cmd), &data),
         Command::Token { cmd, data } => teams::teams_cmd(TeamsCmd::Token(cmd), &data),
         Command::Workspace { cmd, data } => teams::teams_cmd(TeamsCmd::Workspace(cmd), &data),

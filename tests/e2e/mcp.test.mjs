@@ -1,0 +1,280 @@
+// The MCP server, driven by the official MCP TypeScript SDK client over streamable HTTP (`/mcp`
+// on the server's port) and over stdio (`cmem mcp`): tools, resources and prompts are listed;
+// search finds a planted document and the search is published to the journal; read_document
+// returns lines and refuses `..`, absolute paths and a symbolic link out; a server with users
+// wants a token (401) and a non-member's recent_activity holds nothing of another workspace;
+// a subscribed document edited on disk brings `notifications/resources/updated`.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync, appendFileSync, symlinkSync, unlinkSync } from 'node:fs';
+import path from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import {
+  ResourceUpdatedNotificationSchema,
+  ResourceListChangedNotificationSchema,
+} from '@modelcontextprotocol/sdk/types.js';
+import { CMEM_BIN, startServer, tempDir, until } from './lib.mjs';
+
+const servers = [];
+const clients = [];
+after(async () => {
+  for (const c of clients) await c.close().catch(() => {});
+  for (const s of servers) await s.stop('SIGKILL');
+});
+
+const TOOLS = ['list_documents', 'list_workspaces', 'notify', 'post_message', 'read_document',
+  'recent_activity', 'search_memory', 'similar_searches'];
+
+/** A data folder with a planted document, and a secret outside it reachable by a link. */
+function folder() {
+  const data = tempDir();
+  mkdirSync(path.join(data, 'notes'));
+  writeFileSync(path.join(data, 'notes', 'harbor.md'),
+    '# Harbor plan\nline two\nThe quokkaphonic release ships on Friday.\nline four\nline five\n');
+  writeFileSync(path.join(data, 'readme.txt'), 'nothing to see here\n');
+  const outside = tempDir();
+  writeFileSync(path.join(outside, 'secret.txt'), 'the vault code is 4711 quokkaphonic\n');
+  try {
+    symlinkSync(path.join(outside, 'secret.txt'), path.join(data, 'notes', 'leak.md'));
+  } catch {
+    // no symlinks here (Windows without the privilege): the link case is then not tested
+  }
+  return data;
+}
+
+function cmem(data, ...args) {
+  return execFileSync(CMEM_BIN, [...args, '--data', data], { env: { ...process.env, RUST_LOG: 'warn' } }).toString();
+}
+
+async function serve(opts) {
+  const s = await startServer(opts);
+  servers.push(s);
+  // the start-up indexing run is over once the planted document can be found
+  await until(async () => {
+    const r = await fetch(`${s.url}/api/search?q=quokkaphonic`, { headers: opts?.token ? { authorization: `Bearer ${opts.token}` } : {} });
+    return r.ok && (await r.json()).data.total >= 1;
+  }, 'the start-up index');
+  return s;
+}
+
+async function overHttp(url, token) {
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const client = new Client({ name: 'cmem-e2e', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers } }));
+  clients.push(client);
+  return client;
+}
+
+async function overStdio(data, { url, token } = {}) {
+  const env = { ...process.env, RUST_LOG: 'warn' };
+  delete env.CM_TOKEN;
+  if (token) env.CM_TOKEN = token;
+  const args = ['mcp', '--data', data];
+  if (url) args.push('--url', url);
+  const transport = new StdioClientTransport({ command: CMEM_BIN, args, env, stderr: 'pipe' });
+  const client = new Client({ name: 'cmem-e2e-stdio', version: '1.0.0' });
+  await client.connect(transport);
+  clients.push(client);
+  return client;
+}
+
+const text = (r) => r.content.map((c) => c.text).join('\n');
+async function tool(client, name, args = {}) {
+  const r = await client.callTool({ name, arguments: args });
+  return { error: r.isError === true, text: text(r) };
+}
+
+/** What every transport must show: the catalogue, search, reading, refusals, a prompt. */
+async function catalogueAndTools(client) {
+  const tools = (await client.listTools()).tools;
+  assert.deepEqual(tools.map((t) => t.name).sort(), TOOLS);
+  for (const t of tools) {
+    assert.equal(t.inputSchema.type, 'object', t.name);
+    assert.ok(t.description.length > 40, t.name);
+  }
+  const resources = (await client.listResources()).resources;
+  assert.ok(resources.some((r) => r.uri === 'cmem://doc/notes/harbor.md' && r.mimeType === 'text/markdown'),
+    JSON.stringify(resources));
+  assert.ok(!resources.some((r) => r.uri.includes('leak')), 'a link is never indexed');
+  const templates = (await client.listResourceTemplates()).resourceTemplates;
+  assert.equal(templates[0].uriTemplate, 'cmem://doc/{path}');
+  const prompts = (await client.listPrompts()).prompts.map((p) => p.name).sort();
+  assert.deepEqual(prompts, ['what_changed', 'what_we_know']);
+
+  const found = await tool(client, 'search_memory', { query: 'quokkaphonic' });
+  assert.equal(found.error, false, found.text);
+  assert.match(found.text, /notes\/harbor\.md/);
+  assert.match(found.text, /\*\*quokkaphonic\*\*/);
+  assert.doesNotMatch(found.text, /leak|vault/);
+  const none = await tool(client, 'search_memory', { query: 'zebracornflakes' });
+  assert.match(none.text, /No document matches/);
+  const bad = await tool(client, 'search_memory', { query: 'x', limt: 3 });
+  assert.equal(bad.error, true);
+  assert.match(bad.text, /unknown field `limt`/);
+  const syntax = await tool(client, 'search_memory', { query: '(((' });
+  assert.equal(syntax.error, true);
+
+  const lines = await tool(client, 'read_document', { path: 'notes/harbor.md', start_line: 2, end_line: 3 });
+  assert.equal(lines.error, false, lines.text);
+  assert.match(lines.text, /lines 2-3 of 5/);
+  assert.match(lines.text, /line two\nThe quokkaphonic release ships on Friday\.\n$/);
+  const past = await tool(client, 'read_document', { path: 'notes/harbor.md', start_line: 9 });
+  assert.equal(past.error, true);
+  assert.match(past.text, /has 5 lines/);
+  for (const [p, why] of [
+    ['../secret.txt', /may not contain `\.\.`/],
+    ['notes/../../x', /may not contain `\.\.`/],
+    ['/etc/passwd', /relative to the data folder/],
+    ['C:\\Windows\\win.ini', /relative to the data folder/],
+    ['.collective-memory/journal.sqlite3', /hidden/],
+    ['notes/nothere.md', /no file/],
+  ]) {
+    const r = await tool(client, 'read_document', { path: p });
+    assert.equal(r.error, true, p);
+    assert.match(r.text, why, p);
+  }
+  const link = await tool(client, 'read_document', { path: 'notes/leak.md' });
+  assert.equal(link.error, true);
+  assert.doesNotMatch(link.text, /4711/);
+  await assert.rejects(client.readResource({ uri: 'cmem://doc/../secret.txt' }), /\.\./);
+  const res = await client.readResource({ uri: 'cmem://doc/notes/harbor.md' });
+  assert.match(res.contents[0].text, /quokkaphonic/);
+
+  const listed = await tool(client, 'list_documents', { path_prefix: 'notes/' });
+  assert.match(listed.text, /notes\/harbor\.md/);
+  assert.doesNotMatch(listed.text, /readme/);
+
+  const prompt = await client.getPrompt({ name: 'what_we_know', arguments: { topic: 'quokkaphonic' } });
+  assert.match(prompt.messages[0].content.text, /notes\/harbor\.md/);
+  const changed = await client.getPrompt({ name: 'what_changed', arguments: { since: '1h' } });
+  assert.match(changed.messages[0].content.text, /since/);
+  await assert.rejects(client.getPrompt({ name: 'what_changed', arguments: { since: 'yesterday' } }), /neither a duration/);
+}
+
+/** Subscribes to a document, edits it on disk, waits for the update; a new file lists. */
+async function subscriptions(client, data) {
+  const updated = [];
+  let listChanged = 0;
+  client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => { updated.push(n.params.uri); });
+  client.setNotificationHandler(ResourceListChangedNotificationSchema, () => { listChanged++; });
+  await client.subscribeResource({ uri: 'cmem://doc/notes/harbor.md' });
+  await assert.rejects(client.subscribeResource({ uri: 'cmem://doc/../x' }), /\.\./);
+  appendFileSync(path.join(data, 'notes', 'harbor.md'), 'an added line about otters\n');
+  await until(() => updated.includes('cmem://doc/notes/harbor.md'), 'resources/updated for the edited document', 20000);
+  writeFileSync(path.join(data, 'notes', 'new.md'), 'a new note\n');
+  await until(() => listChanged > 0, 'resources/list_changed for a new document', 20000);
+  // an unrelated, unsubscribed document changing does not notify this one
+  const before = updated.length;
+  await client.unsubscribeResource({ uri: 'cmem://doc/notes/harbor.md' });
+  appendFileSync(path.join(data, 'notes', 'harbor.md'), 'after unsubscribing\n');
+  unlinkSync(path.join(data, 'notes', 'new.md'));
+  const lists = listChanged;
+  await until(() => listChanged > lists, 'resources/list_changed for the removed document', 20000);
+  assert.equal(updated.length, before, 'no update after unsubscribing');
+}
+
+test('over streamable HTTP: catalogue, search, reading with refusals, prompts, and the search in the journal', { timeout: 90000 }, async () => {
+  const data = folder();
+  const s = await serve({ data });
+  const client = await overHttp(s.url);
+  await catalogueAndTools(client);
+  // the search was published like any other, marked as coming from MCP
+  const activity = await tool(client, 'recent_activity', { types: ['search_completed'] });
+  assert.match(activity.text, /search_completed \[global\] .*"query":"quokkaphonic".*"via":"mcp"/);
+  const similar = await tool(client, 'similar_searches', { query: 'quokkaphonic' });
+  assert.match(similar.text, /`quokkaphonic` — 1 result/);
+  await subscriptions(client, data);
+  // a session ends with DELETE; the transport is then closed
+  await client.transport.terminateSession();
+});
+
+test('with users: no token is a 401; members only see their workspaces; posting and notifying as oneself; search_publish_query is honoured', { timeout: 90000 }, async () => {
+  const data = folder();
+  cmem(data, 'user', 'add', 'alice', '--admin');
+  cmem(data, 'workspace', 'create', 'eng');
+  cmem(data, 'user', 'add', 'carol');
+  cmem(data, 'workspace', 'add-member', 'eng', 'alice');
+  const alice = JSON.parse(cmem(data, 'token', 'create', 'alice', '--json')).token;
+  const carol = JSON.parse(cmem(data, 'token', 'create', 'carol', '--json')).token;
+  const s = await serve({ data, token: alice, env: { CM_SEARCH_PUBLISH_QUERY: 'false' } });
+
+  const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } };
+  const raw = await fetch(`${s.url}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify(init) });
+  assert.equal(raw.status, 401);
+  assert.equal(raw.headers.get('www-authenticate'), 'Bearer');
+  await assert.rejects(overHttp(s.url, 'cm_0000_forged'));
+
+  const a = await overHttp(s.url, alice);
+  const posted = await tool(a, 'post_message', { workspace: 'eng', text: 'ship the quokkaphonic build' });
+  assert.equal(posted.error, false, posted.text);
+  assert.match(posted.text, /Posted to `eng` as `alice`/);
+  const noted = await tool(a, 'notify', { workspace: 'eng', title: 'Build green', level: 'success' });
+  assert.match(noted.text, /Notified `eng` \(success\): Build green/);
+  const badLevel = await tool(a, 'notify', { workspace: 'eng', title: 'x', level: 'shouting' });
+  assert.equal(badLevel.error, true);
+  assert.match(badLevel.text, /level `shouting`/);
+  const history = await (await fetch(`${s.url}/api/workspaces/eng/messages`, { headers: { authorization: `Bearer ${alice}` } })).json();
+  assert.equal(history.data.messages[0].text, 'ship the quokkaphonic build');
+  assert.equal(history.data.messages[0].user, 'alice');
+  const mine = await tool(a, 'recent_activity', { workspace: 'eng' });
+  assert.match(mine.text, /team_message \[workspace:eng\].*quokkaphonic build/);
+  assert.match(mine.text, /team_notification \[workspace:eng\]/);
+  assert.match((await tool(a, 'list_workspaces')).text, /eng {2}\(members: alice\)/);
+
+  const c = await overHttp(s.url, carol);
+  await tool(c, 'search_memory', { query: 'quokkaphonic' });
+  const theirs = await tool(c, 'recent_activity', { limit: 500 });
+  assert.doesNotMatch(theirs.text, /workspace:eng|quokkaphonic build|Build green/);
+  // the searches are there, without their text (search_publish_query = false)
+  assert.match(theirs.text, /search_completed \[global\] \{"query":null/);
+  const refused = await tool(c, 'recent_activity', { workspace: 'eng' });
+  assert.equal(refused.error, true);
+  assert.match(refused.text, /`carol` is not a member of workspace `eng`/);
+  const post = await tool(c, 'post_message', { workspace: 'eng', text: 'let me in' });
+  assert.equal(post.error, true);
+  assert.match(post.text, /not a member/);
+  assert.match((await tool(c, 'list_workspaces')).text, /a member of no workspace/);
+
+  // a revoked token stops working at its next request
+  const tokens = await (await fetch(`${s.url}/api/admin/tokens`, { headers: { authorization: `Bearer ${alice}` } })).json();
+  const carolId = tokens.data.find((t) => t.user === 'carol').id;
+  assert.equal((await fetch(`${s.url}/api/admin/tokens/${carolId}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${alice}` } })).status, 200);
+  await assert.rejects(c.callTool({ name: 'list_workspaces', arguments: {} }), /401|revoked|not valid/i);
+});
+
+test('over stdio (cmem mcp): beside a running server, then without one', { timeout: 120000 }, async () => {
+  const data = folder();
+  cmem(data, 'user', 'add', 'alice');
+  cmem(data, 'workspace', 'create', 'eng');
+  cmem(data, 'workspace', 'add-member', 'eng', 'alice');
+  const alice = JSON.parse(cmem(data, 'token', 'create', 'alice', '--json')).token;
+  const s = await serve({ data, token: alice });
+
+  // without a token the folder's users refuse it
+  const refused = new StdioClientTransport({ command: CMEM_BIN, args: ['mcp', '--data', data], env: { ...process.env, CM_TOKEN: '' }, stderr: 'pipe' });
+  let stderr = '';
+  refused.stderr.on('data', (d) => { stderr += d; });
+  await assert.rejects(new Client({ name: 'x', version: '1' }).connect(refused));
+  await until(() => /needs one's token/.test(stderr), 'the refusal on stderr');
+
+  const client = await overStdio(data, { url: s.url, token: alice });
+  await catalogueAndTools(client);
+  // through the running server: the search is in its journal, the message in its team room
+  const posted = await tool(client, 'post_message', { workspace: 'eng', text: 'from the stdio assistant' });
+  assert.match(posted.text, /Posted to `eng` as `alice`/);
+  const activity = await tool(client, 'recent_activity', {});
+  assert.match(activity.text, /search_completed \[global\] .*"query":"quokkaphonic"/);
+  assert.match(activity.text, /team_message \[workspace:eng\].*from the stdio assistant/);
+  await subscriptions(client, data);
+
+  // the server stops: reads still answer from the folder, writes say what to do
+  await s.stop();
+  const found = await tool(client, 'search_memory', { query: 'quokkaphonic' });
+  assert.match(found.text, /notes\/harbor\.md/);
+  const offline = await tool(client, 'post_message', { workspace: 'eng', text: 'anyone?' });
+  assert.equal(offline.error, true);
+  assert.match(offline.text, /no cmem server is running/);
+});
