@@ -278,3 +278,59 @@ test('over stdio (cmem mcp): beside a running server, then without one', { timeo
   assert.equal(offline.error, true);
   assert.match(offline.text, /no cmem server is running/);
 });
+
+test('hostile requests to /mcp get a 4xx that says why, sessions are bounded, and the server keeps serving', { timeout: 90000 }, async () => {
+  const data = folder();
+  const s = await serve({ data, env: { CM_MCP_MAX_SESSIONS: '2', CM_MAX_PAYLOAD_BYTES: '65536' } });
+  const post = (body, headers = {}) => fetch(`${s.url}/mcp`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    body,
+  });
+  const init = (id = 1) => JSON.stringify({ jsonrpc: '2.0', id, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+
+  let r = await post('{"jsonrpc":"2.0","id":1,"method":');
+  assert.ok(r.status >= 400 && r.status < 500, `truncated JSON: ${r.status}`);
+  r = await post('['.repeat(100000) + ']'.repeat(100000));
+  assert.ok(r.status >= 400 && r.status < 500, `deep nesting: ${r.status}`);
+  r = await post(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', pad: 'x'.repeat(200000) }));
+  assert.equal(r.status, 413, 'a body above max_payload_bytes');
+  r = await post(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }), { 'mcp-session-id': 'no-such-session' });
+  assert.ok(r.status === 404 || r.status === 400, `unknown session: ${r.status}`);
+  r = await post(init(), { origin: 'http://evil.example' });
+  assert.equal(r.status, 403, 'a foreign Origin');
+
+  // two sessions fill the bound; a third is refused with the reason; ending one frees a place
+  const a = await overHttp(s.url);
+  const b = await overHttp(s.url);
+  r = await post(init());
+  assert.equal(r.status, 503);
+  assert.match((await r.json()).error, /too many MCP sessions .*mcp_max_sessions = 2/);
+  await a.transport.terminateSession();
+  await a.close();
+  const c = await overHttp(s.url);
+  assert.match((await tool(c, 'search_memory', { query: 'quokkaphonic' })).text, /notes\/harbor\.md/);
+  // hostile tool arguments are tool errors, not crashes
+  for (const [name, args, why] of [
+    ['search_memory', { query: '('.repeat(5000) }, /query/],
+    ['search_memory', { query: 'x', limit: 100000 }, /limit must be from 1 to 200/],
+    ['search_memory', { query: 'x', extensions: Array(60).fill('md') }, /at most 50/],
+    ['read_document', { path: 'x'.repeat(10000) }, /not a usable path/],
+    ['read_document', { path: 'notes/harbor.md', start_line: 0 }, /counts from 1/],
+    ['read_document', { path: 'notes/harbor.md', start_line: 3, end_line: 2 }, /before start_line/],
+    ['recent_activity', { types: ['a b'] }, /not an event type/],
+    ['recent_activity', { limit: 0 }, /limit must be from 1 to 500/],
+    ['list_documents', { path_prefix: '../' }, /may not contain `\.\.`/],
+    ['post_message', { workspace: 'no such!', text: 'x' }, /workspace/],
+    ['post_message', { workspace: 'eng' }, /missing field `text`/],
+    ['similar_searches', { query: '' }, /query is required/],
+  ]) {
+    const out = await tool(c, name, args);
+    assert.equal(out.error, true, `${name} ${JSON.stringify(args).slice(0, 80)}`);
+    assert.match(out.text, why, name);
+  }
+  await assert.rejects(c.callTool({ name: 'drop_tables', arguments: {} }), /no tool `drop_tables`/);
+  await b.close();
+  const health = await (await fetch(`${s.url}/health`)).json();
+  assert.equal(health.data.status, 'ok');
+});

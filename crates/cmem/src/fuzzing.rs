@@ -47,6 +47,12 @@ pub fn search_query(q: &str) {
     }
 }
 
+/// What an MCP client sends that the MCP server parses itself: document URIs, a prompt's
+/// `since`, tool arguments (`mcp::fuzz_input` says what acceptance promises).
+pub fn mcp_input(text: &str) {
+    crate::mcp::fuzz_input(text);
+}
+
 /// A `POST /api/events` body. Whatever is accepted is publishable and forges nothing.
 pub fn publish_body(bytes: &[u8]) {
     let Ok(v) = serde_json::from_slice::<Value>(bytes) else {

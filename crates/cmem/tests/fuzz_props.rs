@@ -87,6 +87,11 @@ proptest! {
     }
 
     #[test]
+    fn mcp_inputs(s in "(cmem://doc/|%[0-9A-Fa-f]{0,2}|\\.\\.|/|[a-z.]{0,6}|[0-9]{0,20}[mhdw]?|[-+:TZ]|\\{\"(query|path|limit|start_line|types)\":|\\}|\\[|\\]|,|\"|\\PC){0,12}") {
+        fuzzing::mcp_input(&s);
+    }
+
+    #[test]
     fn query_strings(s in "((client_id|after|epoch|wait|limit|workspaces|token|_|x)=([a-z0-9:,.%+ ]|%[0-9A-F]{2}|\\PC){0,12}&?){0,8}") {
         fuzzing::query_string(&s);
     }

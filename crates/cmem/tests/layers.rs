@@ -78,6 +78,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "envelope",
             "http",
             "hub",
+            "mcp",
             "memory",
             "protocol",
             "teams",

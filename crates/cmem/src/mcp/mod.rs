@@ -255,11 +255,8 @@ impl Mcp {
             let mut tick = tokio::time::interval(Duration::from_secs(15));
             loop {
                 let change = tokio::select! {
-                    c = rx.recv() => c,
-                    _ = tick.tick() => {
-                        if peer.is_transport_closed() { return; }
-                        continue;
-                    }
+                    c = rx.recv() => Some(c),
+                    _ = tick.tick() => None,
                 };
                 if peer.is_transport_closed() {
                     return;
@@ -267,9 +264,12 @@ impl Mcp {
                 if let Some(id) = &token_id
                     && !matches!(teams.token_holder(id), Ok(TokenHolder::Active(_)))
                 {
-                    tracing::info!("MCP session's token is no longer valid; notifications stop");
+                    tracing::info!(
+                        "an MCP session's token is no longer valid; its notifications stop"
+                    );
                     return;
                 }
+                let Some(change) = change else { continue };
                 let (updated, listed): (Vec<String>, bool) = match change {
                     Ok(c) if c.kind == "unknown" => (all(&subscribed), true),
                     Ok(c) => {
@@ -491,6 +491,20 @@ impl ServerHandler for Mcp {
         let args = request.arguments.unwrap_or_default();
         let result = prompts::get(&self.shared, &identity, &request.name, args).await?;
         Ok(result.into())
+    }
+}
+
+/// Every parser of this module a client reaches, for [`crate::fuzzing`]: a document URI, a
+/// prompt's `since`, and a tool's arguments for each tool. An accepted URI names a checked
+/// relative path that round-trips.
+pub(crate) fn fuzz_input(text: &str) {
+    if let Ok(path) = doc_path(text) {
+        assert!(reader::check(&path).is_ok(), "accepted `{path}`");
+        assert_eq!(doc_path(&doc_uri(&path)).as_deref(), Ok(path.as_str()));
+    }
+    let _ = prompts::since_time(text);
+    if let Ok(Value::Object(args)) = serde_json::from_str::<Value>(text) {
+        tools::parse_each(args);
     }
 }
 

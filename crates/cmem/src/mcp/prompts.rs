@@ -43,7 +43,7 @@ fn arg(args: &JsonObject, name: &str) -> Option<String> {
 }
 
 /// `30m`, `6h`, `2d`, `1w` back from now, or an RFC 3339 time; as RFC 3339 in UTC.
-pub fn since_time(s: &str) -> Result<String, String> {
+pub(crate) fn since_time(s: &str) -> Result<String, String> {
     let bad = || {
         format!(
             "since `{s}` is neither a duration (30m, 6h, 2d, 1w) nor a time like 2026-11-28T09:00:00Z"
@@ -52,13 +52,13 @@ pub fn since_time(s: &str) -> Result<String, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(crate::clock::rfc3339(t.with_timezone(&chrono::Utc)));
     }
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = n.parse().map_err(|_| bad())?;
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     let secs = match unit {
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
         _ => return Err(bad()),
     };
     let back =
@@ -170,7 +170,16 @@ mod tests {
         for ok in ["30m", "6h", "2d", "1w", "0h"] {
             assert!(since_time(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "h", "-2h", "2y", "99999999999999999d", "yesterday"] {
+        for bad in [
+            "",
+            "h",
+            "-2h",
+            "2y",
+            "99999999999999999d",
+            "yesterday",
+            "2ਯ",
+            "ਯ",
+        ] {
             assert!(since_time(bad).is_err(), "{bad}");
         }
     }

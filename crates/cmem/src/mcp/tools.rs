@@ -195,6 +195,18 @@ fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, String>
         .map_err(|e| format!("{tool}: {e} (tools/list gives each tool's arguments)"))
 }
 
+/// Parses `args` as each tool's arguments (for the fuzzers).
+pub(super) fn parse_each(args: JsonObject) {
+    let _ = parse::<SearchMemory>("", args.clone());
+    let _ = parse::<ReadDocument>("", args.clone());
+    let _ = parse::<ListDocuments>("", args.clone());
+    let _ = parse::<RecentActivity>("", args.clone());
+    let _ = parse::<ListWorkspaces>("", args.clone());
+    let _ = parse::<PostMessage>("", args.clone());
+    let _ = parse::<Notify>("", args.clone());
+    let _ = parse::<SimilarSearches>("", args);
+}
+
 /// Runs a tool: `Err` only for a tool that does not exist.
 pub async fn call(
     shared: &Shared,
