@@ -57,4 +57,4 @@ echo "== Windows: end-to-end suites against cmem.exe under Wine"
 cd tests/e2e
 CMEM_BIN="$root/scripts/wine-cmem" CMEM_GRACEFUL_SIGNAL=SIGINT \
   timeout 1200 node --test --test-concurrency=1 --test-reporter=spec \
-  hub.test.mjs memory.test.mjs teams.test.mjs
+  hub.test.mjs memory.test.mjs teams.test.mjs mcp.test.mjs

@@ -18,6 +18,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { CMEM_BIN, startServer, tempDir, until } from './lib.mjs';
 
+const UNDER_WINE = /wine/.test(CMEM_BIN);
 const servers = [];
 const clients = [];
 after(async () => {
@@ -37,11 +38,9 @@ function folder() {
   writeFileSync(path.join(data, 'readme.txt'), 'nothing to see here\n');
   const outside = tempDir();
   writeFileSync(path.join(outside, 'secret.txt'), 'the vault code is 4711 quokkaphonic\n');
-  try {
-    symlinkSync(path.join(outside, 'secret.txt'), path.join(data, 'notes', 'leak.md'));
-  } catch {
-    // no symlinks here (Windows without the privilege): the link case is then not tested
-  }
+  // Wine shows a Unix link to a Windows program as the file itself (no reparse point), so the
+  // link case is tested on Linux only; Windows' links are the Rust suite's
+  if (!UNDER_WINE) symlinkSync(path.join(outside, 'secret.txt'), path.join(data, 'notes', 'leak.md'));
   return data;
 }
 
@@ -136,9 +135,12 @@ async function catalogueAndTools(client) {
     assert.equal(r.error, true, p);
     assert.match(r.text, why, p);
   }
-  const link = await tool(client, 'read_document', { path: 'notes/leak.md' });
-  assert.equal(link.error, true);
-  assert.doesNotMatch(link.text, /4711/);
+  if (!UNDER_WINE) {
+    const link = await tool(client, 'read_document', { path: 'notes/leak.md' });
+    assert.equal(link.error, true);
+    assert.match(link.text, /symbolic link/);
+    assert.doesNotMatch(link.text, /4711/);
+  }
   await assert.rejects(client.readResource({ uri: 'cmem://doc/../secret.txt' }), /\.\./);
   const res = await client.readResource({ uri: 'cmem://doc/notes/harbor.md' });
   assert.match(res.contents[0].text, /quokkaphonic/);
