@@ -4,6 +4,7 @@
 //! `GET /metrics` and is kept in the searches history.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -15,6 +16,7 @@ use serde_json::json;
 use crate::app::{App, AppState};
 use crate::envelope::{NewEvent, Scope};
 use crate::http::{ApiError, ApiJson, number_param, ok, only_params};
+use crate::memory::Memory;
 use crate::memory::history::Whose;
 use crate::memory::search::{Answer, Filters, MAX_LIMIT, SearchError, check_shape, snippet_text};
 use crate::teams::auth::Identity;
@@ -395,20 +397,23 @@ pub async fn similar(
     if limit == 0 || limit > 100 {
         return Err(ApiError::bad_request("limit must be from 1 to 100"));
     }
-    Ok(ok(similar_to(&app, &identity, text, limit).await?))
+    let shared = app.config.search_history_shared;
+    Ok(ok(
+        similar_to(&app.memory, shared, &identity, text, limit).await?
+    ))
 }
 
 /// Earlier searches resembling `text` that `identity` may be offered, as `GET /prompts/similar`
-/// answers them (`limit` already checked).
+/// answers them (`limit` already checked); `shared` is `search_history_shared`.
 pub async fn similar_to(
-    app: &AppState,
+    memory: &Arc<Memory>,
+    shared: bool,
     identity: &Identity,
     text: String,
     limit: usize,
 ) -> Result<serde_json::Value, ApiError> {
-    let memory = app.memory.clone();
+    let history = memory.clone();
     let t = text.clone();
-    let shared = app.config.search_history_shared;
     let owner = identity.user_name().unwrap_or_default().to_string();
     let found = tokio::task::spawn_blocking(move || {
         let whose = if shared {
@@ -416,14 +421,14 @@ pub async fn similar_to(
         } else {
             Whose::Owner(&owner)
         };
-        memory.history.similar(&t, limit, whose)
+        history.history.similar(&t, limit, whose)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(json!({
         "query": text,
-        "history_enabled": app.memory.history.enabled(),
+        "history_enabled": memory.history.enabled(),
         "history_shared": shared,
         "similar": found,
     }))

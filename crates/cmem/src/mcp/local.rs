@@ -19,7 +19,6 @@ use super::{FileChange, Shared};
 use crate::api::search::{self as api_search, Asked};
 use crate::config::{Config, STATE_DIR};
 use crate::journal::{self, ActivityQuery};
-use crate::memory::history::Whose;
 use crate::memory::search::{self, Filters, MAX_LIMIT};
 use crate::memory::{Memory, OpenOptions, watcher};
 use crate::teams::Teams;
@@ -51,7 +50,8 @@ const SERVER_CHECK_EVERY: Duration = Duration::from_secs(5);
 pub(crate) struct Local {
     data_dir: PathBuf,
     journal: PathBuf,
-    history_shared: bool,
+    /// `search_history_shared` in the folder's configuration.
+    pub(super) history_shared: bool,
     /// Where this folder's server would listen (`--url`, else the configured `bind`).
     server_url: Option<String>,
     token: Option<String>,
@@ -309,36 +309,5 @@ impl Local {
         })
         .await
         .map_err(|e| e.to_string())?
-    }
-
-    /// Earlier searches, from the history on disk.
-    pub async fn similar(
-        &self,
-        shared: &Shared,
-        who: &Identity,
-        text: String,
-        limit: usize,
-    ) -> Result<Value, String> {
-        let memory = shared.memory.clone();
-        let shared_history = self.history_shared;
-        let owner = who.user_name().unwrap_or_default().to_string();
-        let t = text.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            let whose = if shared_history {
-                Whose::Everyone
-            } else {
-                Whose::Owner(&owner)
-            };
-            memory.history.similar(&t, limit, whose)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        Ok(json!({
-            "query": text,
-            "history_enabled": shared.memory.history.enabled(),
-            "history_shared": shared_history,
-            "similar": found,
-        }))
     }
 }

@@ -683,12 +683,13 @@ async fn similar_searches(
         return Err("limit must be from 1 to 100".into());
     }
     let text = api_search::query_text(&a.query, "query").map_err(|e| e.message)?;
-    let found = match &shared.backend {
-        Backend::Server(app) => api_search::similar_to(app, who, text.clone(), limit)
-            .await
-            .map_err(|e| e.message)?,
-        Backend::Local(local) => local.similar(shared, who, text.clone(), limit).await?,
+    let history_shared = match &shared.backend {
+        Backend::Server(app) => app.config.search_history_shared,
+        Backend::Local(local) => local.history_shared,
     };
+    let found = api_search::similar_to(&shared.memory, history_shared, who, text.clone(), limit)
+        .await
+        .map_err(|e| e.message)?;
     let list = found["similar"].as_array().cloned().unwrap_or_default();
     if found["history_enabled"] == json!(false) {
         return Ok("The searches history is off on this server (search_history_max = 0).".into());
