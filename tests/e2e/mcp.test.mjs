@@ -268,7 +268,7 @@ test('over stdio (cmem mcp): beside a running server, then without one', { timeo
   const posted = await tool(client, 'post_message', { workspace: 'eng', text: 'from the stdio assistant' });
   assert.match(posted.text, /Posted to `eng` as `alice`/);
   const activity = await tool(client, 'recent_activity', {});
-  assert.match(activity.text, /search_completed \[global\] .*"query":"quokkaphonic"/);
+  assert.match(activity.text, /search_completed \[global\] .*"query":"quokkaphonic".*"via":"mcp"/);
   assert.match(activity.text, /team_message \[workspace:eng\].*from the stdio assistant/);
   await subscriptions(client, data);
 

@@ -39,6 +39,10 @@ pub struct SearchBody {
     /// Who searched, for the history (any short string the client chooses).
     #[serde(default)]
     session: Option<String>,
+    /// Which front end asked: `api` (the default) or `mcp` (`cmem mcp` searching through the
+    /// server says so); published in the search events.
+    #[serde(default)]
+    via: Option<String>,
 }
 
 /// `["md", "txt"]` in JSON, `md,txt` in a query string.
@@ -65,6 +69,7 @@ struct Request {
     offset: usize,
     filters: Filters,
     session: Option<String>,
+    via: &'static str,
 }
 
 /// The query text, trimmed; empty or too long is a 400.
@@ -140,7 +145,17 @@ impl Request {
         if session.as_ref().is_some_and(|s| s.len() > 128) {
             return Err(ApiError::bad_request("session is longer than 128 bytes"));
         }
+        let via = match body.via.as_deref() {
+            None | Some("api") => "api",
+            Some("mcp") => "mcp",
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "via `{other}` is not api or mcp"
+                )));
+            }
+        };
         Ok(Request {
+            via,
             q: query_text(&body.q, name)?,
             limit,
             offset,
@@ -162,6 +177,7 @@ impl Request {
                 "path_prefix",
                 "extensions",
                 "session",
+                "via",
             ],
         )?;
         let body = SearchBody {
@@ -171,6 +187,7 @@ impl Request {
             path_prefix: q.get("path_prefix").cloned(),
             extensions: q.get("extensions").cloned().map(Extensions::Joined),
             session: q.get("session").cloned(),
+            via: q.get("via").cloned(),
         };
         Request::validate(body, "q")
     }
@@ -179,13 +196,9 @@ impl Request {
 /// Runs a validated search: publishes `search_started` while it searches and records the
 /// search in the history on a blocking thread, times it, then publishes `search_completed`
 /// (after `search_started` is committed, so the two stay in order).
-/// `via` says which front end asked (`api` or `mcp`), in both events.
-async fn execute(
-    app: &AppState,
-    identity: &Identity,
-    req: Request,
-    via: &'static str,
-) -> Result<Answer, ApiError> {
+/// Both events say which front end asked (`via`).
+async fn execute(app: &AppState, identity: &Identity, req: Request) -> Result<Answer, ApiError> {
+    let via = req.via;
     let owner = identity.user_name().unwrap_or_default().to_string();
     let shown = app.config.search_publish_query.then(|| req.q.clone());
     let started = app.hub.publish(vec![NewEvent::new(
@@ -251,9 +264,10 @@ pub async fn run_for_mcp(
         path_prefix: asked.path_prefix,
         extensions: asked.extensions.map(Extensions::List),
         session: Some("mcp".into()),
+        via: Some("mcp".into()),
     };
     let req = Request::validate(body, "query")?;
-    execute(app, identity, req, "mcp").await
+    execute(app, identity, req).await
 }
 
 /// `GET /api/search?q=&limit=&offset=&path_prefix=&extensions=md,txt` and `GET /search`
@@ -263,17 +277,17 @@ pub async fn search_get(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let req = Request::from_query(q)?;
-    Ok(ok(execute(&app, &identity, req, "api").await?))
+    Ok(ok(execute(&app, &identity, req).await?))
 }
 
-/// `POST /api/search {q, limit?, offset?, path_prefix?, extensions?, session?}`
+/// `POST /api/search {q, limit?, offset?, path_prefix?, extensions?, session?, via?}`
 pub async fn search_post(
     State(app): State<App>,
     Extension(identity): Extension<Identity>,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Response, ApiError> {
     let req = Request::validate(body, "q")?;
-    Ok(ok(execute(&app, &identity, req, "api").await?))
+    Ok(ok(execute(&app, &identity, req).await?))
 }
 
 /// `GET /search/suggestions?q=&limit=`: index terms that start with `q`.
@@ -370,7 +384,7 @@ pub async fn export(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let req = Request::validate(search, "query")?;
     let q = req.q.clone();
-    let answer = execute(&app, &identity, req, "api").await?;
+    let answer = execute(&app, &identity, req).await?;
     Ok((
         [
             (header::CONTENT_TYPE, mime.to_string()),

@@ -267,6 +267,7 @@ impl Local {
                         "path_prefix": asked.path_prefix,
                         "extensions": asked.extensions,
                         "session": "mcp",
+                        "via": "mcp",
                     }),
                 )
                 .await;
