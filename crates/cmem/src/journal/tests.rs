@@ -177,3 +177,93 @@ async fn retention_by_count_keeps_the_newest_events() {
     assert_eq!(read_all(&j, 0).await, (41..=50).collect::<Vec<_>>());
     assert_eq!(j.info().oldest, 41);
 }
+
+#[tokio::test]
+async fn activity_reads_the_newest_or_after_an_id_by_scope_and_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _rx) = open(dir.path(), options());
+    let mut batch = Vec::new();
+    for i in 0..10u64 {
+        let scope = if i % 2 == 0 {
+            Scope::Global
+        } else {
+            Scope::Workspace("eng".into())
+        };
+        let kind = if i % 3 == 0 { "system_status" } else { "note" };
+        batch.push(NewEvent::new(kind, scope, json!({ "i": i })));
+    }
+    batch.push(NewEvent::new("note", Scope::Client("c1".into()), json!({})));
+    j.append(batch).await.unwrap();
+    let ids = |v: Vec<Arc<Event>>| v.iter().map(|e| e.id).collect::<Vec<_>>();
+    let q =
+        |after, scopes: &[&str], types: Option<&[&str]>, exclude: &[&str], limit| ActivityQuery {
+            after,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            limit,
+        };
+    // the newest three a global reader may see, oldest first
+    assert_eq!(
+        ids(j
+            .activity(q(None, &["global"], None, &[], 3))
+            .await
+            .unwrap()),
+        [5, 7, 9]
+    );
+    // after an id: the next ones, oldest first
+    assert_eq!(
+        ids(j
+            .activity(q(Some(2), &["global", "workspace:eng"], None, &[], 3))
+            .await
+            .unwrap()),
+        [3, 4, 5]
+    );
+    // excluded types go; named types are all that come
+    assert_eq!(
+        ids(j
+            .activity(q(None, &["workspace:eng"], None, &["system_status"], 10))
+            .await
+            .unwrap()),
+        [2, 6, 8]
+    );
+    assert_eq!(
+        ids(j
+            .activity(q(
+                None,
+                &["global", "workspace:eng"],
+                Some(&["system_status"]),
+                &[],
+                10
+            ))
+            .await
+            .unwrap()),
+        [1, 4, 7, 10]
+    );
+    // no scope, or an empty type list, reads nothing; a client's own events are never included
+    assert!(
+        j.activity(q(None, &[], None, &[], 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        j.activity(q(None, &["global"], Some(&[]), &[], 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let all = j
+        .activity(q(None, &["global", "workspace:eng"], None, &[], 100))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 10);
+    // the same query on the file, without a writer
+    let file = activity_in(
+        &dir.path().join("journal.sqlite3"),
+        &q(None, &["global"], None, &[], 3),
+    )
+    .unwrap();
+    assert_eq!(ids(file), [5, 7, 9]);
+    j.close().await;
+}

@@ -343,6 +343,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn listings_page_by_path_and_skip_removed_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        for p in ["a/2.md", "a/1.md", "ab/x.md", "b/3.md"] {
+            let full = dir.path().join(p);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, "words\n").unwrap();
+        }
+        let m = Memory::open(dir.path(), &super::super::OpenOptions::default()).unwrap();
+        let mut sink = |_: &str, _: serde_json::Value| {};
+        super::super::indexer::run_blocking(&m, None, &mut sink).unwrap();
+        let paths = |l: Vec<Listed>| l.into_iter().map(|d| d.path).collect::<Vec<_>>();
+        let (all, total) = list(&m, "", None, 10).unwrap();
+        assert_eq!(total, 4);
+        assert_eq!(paths(all), ["a/1.md", "a/2.md", "ab/x.md", "b/3.md"]);
+        let (page, total) = list(&m, "a/", None, 1).unwrap();
+        assert_eq!((paths(page), total), (vec!["a/1.md".to_string()], 2));
+        let (page, _) = list(&m, "a/", Some("a/1.md"), 1).unwrap();
+        assert_eq!(paths(page), ["a/2.md"]);
+        let (page, _) = list(&m, "a/", Some("a/2.md"), 5).unwrap();
+        assert!(page.is_empty());
+        // a removed file's term stays in the dictionary until a merge; its document is gone
+        std::fs::remove_file(dir.path().join("a/1.md")).unwrap();
+        super::super::indexer::run_blocking(&m, None, &mut sink).unwrap();
+        m.reader.reload().unwrap();
+        let (page, total) = list(&m, "a", None, 10).unwrap();
+        assert_eq!(
+            (paths(page), total),
+            (vec!["a/2.md".into(), "ab/x.md".into()], 2)
+        );
+    }
+
+    #[test]
     fn snippets_become_text() {
         assert_eq!(
             snippet_text("a <b>hit</b> &amp; &lt;tag&gt;\n next", "**"),
