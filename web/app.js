@@ -779,7 +779,7 @@ function systemPage(main) {
       h('dt', {}, 'Events published'), h('dd', {}, String(st.events_published ?? '?')),
       h('dt', {}, 'Uptime'), h('dd', {}, `${Math.floor((st.uptime_s ?? 0) / 3600)} h ${Math.floor(((st.uptime_s ?? 0) % 3600) / 60)} min`));
   }
-  main.replaceChildren(h('h1', { class: 'pagetitle' }, 'System'), tiles, h('section', { class: 'card', 'aria-label': 'State' }, facts));
+  main.replaceChildren(h('h1', { class: 'pagetitle' }, 'System'), tiles, h('section', { class: 'card', 'aria-label': 'State' }, facts), assistantCard());
   if (app.me?.admin) {
     api('/config').then((c) => {
       const n = c.config.retention_max_events; const a = c.config.retention_max_age_s;
@@ -789,6 +789,20 @@ function systemPage(main) {
   sample();
   const timer = setInterval(sample, 2000);
   return () => clearInterval(timer);
+}
+
+/** How to give an AI assistant this memory: the MCP server at /mcp (README: AI assistants). */
+function assistantCard() {
+  const entry = { type: 'http', url: `${location.origin}/mcp` };
+  if (!app.me?.open) entry.headers = { Authorization: 'Bearer <your token>' };
+  const json = JSON.stringify({ mcpServers: { 'team-memory': entry } }, null, 2);
+  return h('section', { class: 'card assistant', 'aria-labelledby': 'mcp-title' },
+    h('h2', { id: 'mcp-title' }, 'Connect an AI assistant'),
+    h('p', {}, 'This server is an MCP server: an assistant that reads an mcp.json (Claude, Cursor, VS Code) can search these documents, read them, follow what changed and post to your workspaces, as you. Add:'),
+    h('pre', { class: 'mono', tabindex: '0', 'aria-label': 'mcp.json entry' }, json),
+    h('p', { class: 'muted' }, app.me?.open
+      ? 'For an assistant that starts a local process instead: cmem mcp --data <this folder>.'
+      : 'Use a token of your own (an admin makes one with cmem token create). For an assistant that starts a local process: cmem mcp --data <the folder>, with CM_TOKEN set.'));
 }
 
 function documentsPage(main) {

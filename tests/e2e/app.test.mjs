@@ -110,6 +110,10 @@ test('search finds the planted document; an edit on disk shows in Activity and a
   await page.getByRole('region', { name: 'Connections' }).getByText(/websocket 1/).waitFor();
   await page.getByRole('region', { name: 'Search latency' }).getByText(/ms/).waitFor();
   await page.getByRole('region', { name: 'State' }).getByText(/head \d+/).waitFor();
+  // how to connect an assistant: this server's /mcp, no token on an open server
+  const mcp = await page.getByLabel('mcp.json entry').textContent();
+  assert.equal(JSON.parse(mcp).mcpServers['team-memory'].url, `${s.url}/mcp`);
+  assert.equal(JSON.parse(mcp).mcpServers['team-memory'].headers, undefined);
   await axeCheck(page, 'system');
   await shoot(page, 'system');
 
