@@ -737,7 +737,10 @@ async fn doctor_and_firewall() {
         .iter()
         .map(|p| p["transport"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["http", "websocket", "polling", "sse", "poll"]);
+    assert_eq!(
+        names,
+        ["http", "websocket", "polling", "sse", "poll", "mcp"]
+    );
     assert!(probes.iter().all(|p| p["ok"] == true), "{report}");
     assert_eq!(report["platform"]["os"], std::env::consts::OS);
     assert!(report["config"].as_str().unwrap().contains("bind = "));

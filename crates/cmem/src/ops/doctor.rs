@@ -370,6 +370,55 @@ async fn probe_poll(c: &reqwest::Client, base: &str) -> Probe {
     }
 }
 
+/// The MCP endpoint: a session opens (`initialize` answered with an `Mcp-Session-Id`) and is
+/// ended again.
+async fn probe_mcp(c: &reqwest::Client, base: &str) -> Probe {
+    let t = Instant::now();
+    let init = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "cmem-doctor", "version": env!("CARGO_PKG_VERSION")}},
+    });
+    let sent = c
+        .post(format!("{base}/mcp"))
+        .header(
+            reqwest::header::ACCEPT,
+            "application/json, text/event-stream",
+        )
+        .json(&init)
+        .send()
+        .await;
+    let (ok, detail) = match sent {
+        Ok(r) if r.status().is_success() => match r.headers().get("mcp-session-id").cloned() {
+            Some(id) => {
+                drop(r);
+                let _ = c
+                    .delete(format!("{base}/mcp"))
+                    .header("mcp-session-id", id)
+                    .send()
+                    .await;
+                (true, "an MCP session opens".to_string())
+            }
+            None => (
+                false,
+                "initialize answered without a session id".to_string(),
+            ),
+        },
+        Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => (
+            true,
+            "the MCP server is off here (mcp_enabled = false)".to_string(),
+        ),
+        Ok(r) => (false, format!("HTTP {} for an MCP initialize", r.status())),
+        Err(e) => (false, http_failure(&e)),
+    };
+    Probe {
+        transport: "mcp",
+        ok,
+        detail,
+        ms: elapsed(t),
+    }
+}
+
 /// Tries every transport against `base`.
 pub async fn selftest(base: &str, token: Option<&str>) -> Vec<Probe> {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -399,6 +448,7 @@ pub async fn selftest(base: &str, token: Option<&str>) -> Vec<Probe> {
         probe_polling(&client, base).await,
         probe_sse(&client, base).await,
         probe_poll(&client, base).await,
+        probe_mcp(&client, base).await,
     ]
 }
 
