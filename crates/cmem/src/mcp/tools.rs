@@ -265,6 +265,12 @@ async fn search_memory(
         },
     )
     .await?;
+    if answer["total"] == json!(0) && shared.memory.doc_count() == 0 {
+        return Ok(
+            "Nothing is indexed in this folder yet: `cmem serve` indexes it at start (or run `cmem index DIR`)."
+                .into(),
+        );
+    }
     Ok(format_answer(&query, &answer))
 }
 
@@ -557,6 +563,12 @@ fn list_workspaces(shared: &Shared, who: &Identity, args: JsonObject) -> Result<
             if user.admin { " (admin)" } else { "" }
         ),
     };
+    if mine.is_empty() && *who == Identity::Open {
+        return Ok(
+            "No workspace exists yet; `cmem workspace create NAME` makes one (on an open server every workspace is yours)."
+                .into(),
+        );
+    }
     if mine.is_empty() {
         return Ok(format!(
             "You are {me}, and a member of no workspace. An admin adds members with `cmem workspace add-member`."
