@@ -281,6 +281,22 @@ test('over stdio (cmem mcp): beside a running server, then without one', { timeo
   assert.match(offline.text, /no cmem server is running/);
 });
 
+test('over stdio on a folder no server ever ran on: cmem mcp indexes it and keeps it current, and gives the index up to a server started later', { timeout: 120000 }, async () => {
+  const data = folder();
+  const client = await overStdio(data, { url: 'http://127.0.0.1:9' });
+  await until(async () => /notes\/harbor\.md/.test((await tool(client, 'search_memory', { query: 'quokkaphonic' })).text),
+    'the catch-up run finds the planted document', 30000);
+  writeFileSync(path.join(data, 'notes', 'later.md'), 'a zanzibarite note written while the assistant runs\n');
+  await until(async () => /notes\/later\.md/.test((await tool(client, 'search_memory', { query: 'zanzibarite' })).text),
+    'the watcher indexes a new file', 30000);
+  // a server starting now takes the index over, and finds what cmem mcp indexed
+  const s = await serve({ data });
+  const r = await (await fetch(`${s.url}/api/search?q=zanzibarite`)).json();
+  assert.equal(r.data.results[0].path, 'notes/later.md');
+  const through = await overStdio(data, { url: s.url });
+  assert.match((await tool(through, 'search_memory', { query: 'zanzibarite' })).text, /notes\/later\.md/);
+});
+
 test('hostile requests to /mcp get a 4xx that says why, sessions are bounded, and the server keeps serving', { timeout: 90000 }, async () => {
   const data = folder();
   const s = await serve({ data, env: { CM_MCP_MAX_SESSIONS: '2', CM_MAX_PAYLOAD_BYTES: '65536' } });

@@ -5,7 +5,8 @@
 //! only the server may write the journal (it owns the id counter and the fan-out): searches
 //! (published and recorded there, as from any client), messages and notifications. Without a
 //! server, searches still answer from the index on disk and messages are refused with a
-//! message that says to start one. Resource notifications come from a watcher of its own.
+//! message that says to start one. Resource notifications come from a watcher of its own, which
+//! also keeps the index current while no server does ([`Upkeep`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use crate::api::search::{self as api_search, Asked};
 use crate::config::{Config, STATE_DIR};
 use crate::journal::{self, ActivityQuery};
 use crate::memory::search::{self, Filters, MAX_LIMIT};
-use crate::memory::{Memory, OpenOptions, watcher};
+use crate::memory::{Memory, MemoryError, OpenOptions, indexer, watcher};
 use crate::teams::Teams;
 use crate::teams::auth::{self, AuthError, Identity};
 
@@ -90,15 +91,13 @@ pub async fn serve_stdio(opts: LocalOptions) -> Result<(), LocalError> {
 /// caller is (the token's user, or the local user when no users exist).
 fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
     let state = opts.data_dir.join(STATE_DIR);
-    let memory = Memory::open(
-        &opts.data_dir,
-        &OpenOptions {
-            max_file_bytes: opts.config.index_max_file_bytes,
-            history_max: opts.config.search_history_max,
-            threads: 1,
-            read_only: true,
-        },
-    )?;
+    let read_only = OpenOptions {
+        max_file_bytes: opts.config.index_max_file_bytes,
+        history_max: opts.config.search_history_max,
+        threads: 1,
+        read_only: true,
+    };
+    let memory = Memory::open(&opts.data_dir, &read_only)?;
     let teams = Arc::new(Teams::open(&state)?);
     let identity = auth::identify(&teams, opts.token.as_deref()).map_err(|e| match e {
         AuthError::Missing => LocalError::TokenNeeded,
@@ -106,10 +105,25 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
     })?;
     let (changes, _) = broadcast::channel(1024);
     let stop = CancellationToken::new();
+    let upkeep = Upkeep {
+        data_dir: opts.data_dir.clone(),
+        options: OpenOptions {
+            read_only: false,
+            ..read_only.clone()
+        },
+    };
+    let first = upkeep.clone();
+    tokio::task::spawn_blocking(move || first.catch_up());
     if let Some(mut batches) = watcher::watch(&memory.root, stop.clone()) {
         let tx = changes.clone();
         tokio::spawn(async move {
             while let Some(batch) = batches.recv().await {
+                let files: Vec<(String, PathBuf)> = batch
+                    .iter()
+                    .map(|c| (c.rel.clone(), c.full.clone()))
+                    .collect();
+                let u = upkeep.clone();
+                let _ = tokio::task::spawn_blocking(move || u.update(&files)).await;
                 for c in batch {
                     let _ = tx.send(FileChange {
                         path: c.rel,
@@ -159,6 +173,44 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         backend: super::Backend::Local(local),
     });
     Ok((shared, identity))
+}
+
+/// Keeps the folder's index current while no server does: the index's writer is taken only for
+/// a catch-up run at start and for each batch of changes, and given back at once, so a server
+/// started later gets it (it waits a few seconds for it, `server::Server::bind`). While a
+/// server (or `cmem index`) holds it, that one indexes and this does nothing.
+#[derive(Clone)]
+struct Upkeep {
+    data_dir: PathBuf,
+    options: OpenOptions,
+}
+
+impl Upkeep {
+    fn with_writer(&self, what: &str, f: impl FnOnce(&Memory) -> Result<(), MemoryError>) {
+        match Memory::open(&self.data_dir, &self.options) {
+            Ok(m) => {
+                if let Err(e) = f(&m) {
+                    tracing::warn!(error = %e, "cmem mcp could not {what}");
+                }
+            }
+            Err(MemoryError::Locked(_)) => {
+                tracing::debug!("the index is kept by another process; it indexes");
+            }
+            Err(e) => tracing::warn!(error = %e, "cmem mcp could not {what}"),
+        }
+    }
+
+    /// An incremental run over the folder (only what changed since the last one).
+    fn catch_up(&self) {
+        self.with_writer("index the folder", |m| {
+            indexer::run_blocking(m, None, &mut |_: &str, _: Value| {})
+        });
+    }
+
+    /// The files the watcher reported.
+    fn update(&self, files: &[(String, PathBuf)]) {
+        self.with_writer("update the index", |m| indexer::update_files(m, files));
+    }
 }
 
 impl Local {

@@ -41,7 +41,7 @@ pub enum MemoryError {
     #[error("an indexing run is already in progress")]
     Busy,
     #[error(
-        "the index in {} is in use by another process (is `cmem serve` running on this folder? then use POST /system/reindex)",
+        "the index in {} is in use by another process (is `cmem serve` or `cmem index` running on this folder? a running server re-indexes with POST /system/reindex)",
         .0.display()
     )]
     Locked(PathBuf),

@@ -73,6 +73,9 @@ pub struct Server {
     addr: SocketAddr,
 }
 
+/// How long a starting server waits for an index another process holds.
+const INDEX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Server {
     /// Binds the listener (trying up to `port_fallback` further ports if the port is taken
     /// or refused), then opens the index, the teams database and the journal.
@@ -83,14 +86,22 @@ impl Server {
         });
         let mut config = loaded.config;
         let addr = config.bind;
-        let memory = Memory::open(
-            &config.data_dir,
-            &OpenOptions {
-                max_file_bytes: config.index_max_file_bytes,
-                history_max: config.search_history_max,
-                ..OpenOptions::default()
-            },
-        )?;
+        let options = OpenOptions {
+            max_file_bytes: config.index_max_file_bytes,
+            history_max: config.search_history_max,
+            ..OpenOptions::default()
+        };
+        // `cmem mcp` takes the index's writer for moments while no server runs: wait that out
+        let mut waited = std::time::Duration::ZERO;
+        let memory = loop {
+            match Memory::open(&config.data_dir, &options) {
+                Err(crate::memory::MemoryError::Locked(_)) if waited < INDEX_LOCK_WAIT => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    waited += std::time::Duration::from_millis(250);
+                }
+                other => break other?,
+            }
+        };
         let teams = crate::teams::Teams::open(&config.state_dir())?;
         teams.limit_docs(
             config.docs_cached_max as usize,
