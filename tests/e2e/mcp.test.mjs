@@ -279,6 +279,10 @@ test('over stdio (cmem mcp): beside a running server, then without one', { timeo
   const offline = await tool(client, 'post_message', { workspace: 'eng', text: 'anyone?' });
   assert.equal(offline.error, true);
   assert.match(offline.text, /no cmem server is running/);
+  // a revoked token stops cmem mcp too, at its next request
+  const id = JSON.parse(cmem(data, 'token', 'list', '--json')).find((t) => t.user === 'alice').id;
+  cmem(data, 'token', 'revoke', id);
+  await assert.rejects(client.callTool({ name: 'list_workspaces', arguments: {} }), /revoked/);
 });
 
 test('over stdio on a folder no server ever ran on: cmem mcp indexes it and keeps it current, and gives the index up to a server started later', { timeout: 120000 }, async () => {

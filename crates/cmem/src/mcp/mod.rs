@@ -172,7 +172,21 @@ impl Mcp {
 
     fn identity(&self, ext: &rmcp::model::Extensions) -> Result<Identity, McpError> {
         if let Some(i) = &self.fixed {
-            return Ok(i.clone());
+            // a token is looked at again on every request, as the HTTP side does
+            let Some(id) = i.token_id() else {
+                return Ok(i.clone());
+            };
+            return match self.shared.teams.token_holder(id) {
+                Ok(TokenHolder::Active(user)) => Ok(Identity::User {
+                    user,
+                    token_id: id.to_string(),
+                }),
+                Ok(_) => Err(McpError::invalid_request(
+                    "the token cmem mcp was started with has been revoked (or its user removed); start it again with a valid one",
+                    None,
+                )),
+                Err(e) => Err(McpError::internal_error(e.to_string(), None)),
+            };
         }
         ext.get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<Identity>())
