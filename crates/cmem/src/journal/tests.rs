@@ -1,12 +1,233 @@
-//! The journal beside its algorithm: group commit, ids that never repeat (across restarts and
-//! after retention empties the table), the in-memory window agreeing with SQLite, and retention
-//! by count and by age.
+//! The journal beside its algorithm. [`conformance`] is what every engine must do — dense ids in
+//! one order, fan-out in that order before `append` returns, an addressed event only to its
+//! connection, reads and activity by scope and type, ids and epoch kept across a reopen — and
+//! runs here on the SQLite engine; an engine added later runs the same functions. Then what is
+//! SQLite's own: group commit, the in-memory window agreeing with the file, retention by count
+//! and by age.
 
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::*;
+use crate::envelope::Scope;
+
+/// The suite every engine passes, on a journal it opened (and can open again on the same store).
+pub(crate) mod conformance {
+    use super::*;
+
+    /// Ids are dense and unique, each publisher's batch contiguous, and the fan-out sees them in
+    /// id order, each before its `append` returned; an event addressed to one client reaches
+    /// only the direct sink.
+    pub async fn ids_and_fanout(
+        j: Arc<Journal>,
+        mut rx: broadcast::Receiver<Arc<Event>>,
+        direct: Arc<Mutex<Vec<(String, u64)>>>,
+    ) {
+        let start = j.head();
+        let first = j.append(events(10)).await.unwrap();
+        assert_eq!(
+            first.iter().map(|e| e.id).collect::<Vec<_>>(),
+            ((start + 1)..=(start + 10)).collect::<Vec<_>>()
+        );
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let j = j.clone();
+                tokio::spawn(async move { j.append(events(2)).await.unwrap() })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            let batch = t.await.unwrap();
+            assert_eq!(batch[1].id, batch[0].id + 1, "a batch is contiguous");
+            ids.extend(batch.iter().map(|e| e.id));
+        }
+        ids.sort();
+        assert_eq!(
+            ids,
+            ((start + 11)..=(start + 110)).collect::<Vec<_>>(),
+            "dense, unique ids"
+        );
+        let addressed = j
+            .append(vec![NewEvent::new(
+                "note",
+                Scope::Client("c1".into()),
+                json!({}),
+            )])
+            .await
+            .unwrap();
+        let last = j.append(events(1)).await.unwrap()[0].id;
+        let mut seen = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            seen.push(e.id);
+        }
+        let mut want: Vec<u64> = ((start + 1)..=(start + 110)).collect();
+        want.push(last);
+        assert_eq!(
+            seen, want,
+            "shared fan-out in id order, without the addressed event"
+        );
+        assert_eq!(
+            direct.lock().unwrap().clone(),
+            [("c1".to_string(), addressed[0].id)],
+            "the addressed event went to its connection"
+        );
+        assert_eq!(j.head(), last);
+    }
+
+    /// Reads come in id order, bounded by `upto` and `limit`, only the scopes asked for.
+    pub async fn reads(j: &Journal) {
+        let start = j.head();
+        let mut batch = Vec::new();
+        for i in 0..20u64 {
+            let scope = if i % 2 == 0 {
+                Scope::Global
+            } else {
+                Scope::Workspace("x".into())
+            };
+            batch.push(NewEvent::new("test", scope, json!({ "i": i })));
+        }
+        j.append(batch).await.unwrap();
+        assert_eq!(
+            read_all(j, start).await,
+            ((start + 1)..=(start + 20)).collect::<Vec<_>>()
+        );
+        let q = |after, upto, scopes: Option<Vec<String>>, limit| ReadQuery {
+            after,
+            upto,
+            scopes,
+            limit,
+        };
+        let page = j
+            .read(q(start, start + 20, Some(vec!["workspace:x".into()]), 3))
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [start + 2, start + 4, start + 6]
+        );
+        let page = j.read(q(start + 5, start + 8, None, 100)).await.unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [start + 6, start + 7, start + 8]
+        );
+        assert!(
+            j.read(q(start, start + 20, Some(vec!["workspace:y".into()]), 5))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // every envelope names this store's epoch and its own id
+        for e in j.read(q(start, start + 20, None, 100)).await.unwrap() {
+            let v: serde_json::Value = serde_json::from_str(e.json()).unwrap();
+            assert_eq!(v["id"], e.id);
+            assert_eq!(v["epoch"], j.epoch());
+        }
+    }
+
+    /// `activity`: the newest or those after an id, by scope, named and excluded types, never a
+    /// client's own events. Expects an empty journal.
+    pub async fn activity(j: &Journal) {
+        assert_eq!(j.head(), 0, "activity runs on a fresh store");
+        let mut batch = Vec::new();
+        for i in 0..10u64 {
+            let scope = if i % 2 == 0 {
+                Scope::Global
+            } else {
+                Scope::Workspace("eng".into())
+            };
+            let kind = if i % 3 == 0 { "system_status" } else { "note" };
+            batch.push(NewEvent::new(kind, scope, json!({ "i": i })));
+        }
+        batch.push(NewEvent::new("note", Scope::Client("c1".into()), json!({})));
+        j.append(batch).await.unwrap();
+        let ids = |v: Vec<Arc<Event>>| v.iter().map(|e| e.id).collect::<Vec<_>>();
+        let q = |after, scopes: &[&str], types: Option<&[&str]>, exclude: &[&str], limit| {
+            ActivityQuery {
+                after,
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
+                exclude: exclude.iter().map(|s| s.to_string()).collect(),
+                limit,
+            }
+        };
+        // the newest three a global reader may see, oldest first
+        assert_eq!(
+            ids(j
+                .activity(q(None, &["global"], None, &[], 3))
+                .await
+                .unwrap()),
+            [5, 7, 9]
+        );
+        // after an id: the next ones, oldest first
+        assert_eq!(
+            ids(j
+                .activity(q(Some(2), &["global", "workspace:eng"], None, &[], 3))
+                .await
+                .unwrap()),
+            [3, 4, 5]
+        );
+        // excluded types go; named types are all that come
+        assert_eq!(
+            ids(j
+                .activity(q(None, &["workspace:eng"], None, &["system_status"], 10))
+                .await
+                .unwrap()),
+            [2, 6, 8]
+        );
+        assert_eq!(
+            ids(j
+                .activity(q(
+                    None,
+                    &["global", "workspace:eng"],
+                    Some(&["system_status"]),
+                    &[],
+                    10
+                ))
+                .await
+                .unwrap()),
+            [1, 4, 7, 10]
+        );
+        // no scope, or an empty type list, reads nothing; a client's own events never come
+        assert!(
+            j.activity(q(None, &[], None, &[], 10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            j.activity(q(None, &["global"], Some(&[]), &[], 10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let all = j
+            .activity(q(None, &["global", "workspace:eng"], None, &[], 100))
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 10);
+    }
+
+    /// Closed and opened again on the same store: the same epoch, the same head, the next id
+    /// after the last one given.
+    pub async fn reopen(first: Journal, open_again: impl FnOnce() -> Journal) {
+        first.append(events(5)).await.unwrap();
+        let (epoch, head) = (first.epoch().to_string(), first.head());
+        first.close().await;
+        assert!(
+            first.append(events(1)).await.is_err(),
+            "a closed journal refuses appends"
+        );
+        drop(first);
+        let j = open_again();
+        assert_eq!(j.epoch(), epoch, "same store, same epoch");
+        assert_eq!(j.head(), head);
+        assert_eq!(j.append(events(1)).await.unwrap()[0].id, head + 1);
+        j.close().await;
+    }
+}
 
 fn options() -> JournalOptions {
     JournalOptions {
@@ -18,17 +239,44 @@ fn options() -> JournalOptions {
 }
 
 fn open(dir: &Path, opts: JournalOptions) -> (Journal, broadcast::Receiver<Arc<Event>>) {
+    let (j, rx, _) = open_with_direct(dir, opts);
+    (j, rx)
+}
+
+type Direct = Arc<Mutex<Vec<(String, u64)>>>;
+
+fn open_with_direct(
+    dir: &Path,
+    opts: JournalOptions,
+) -> (Journal, broadcast::Receiver<Arc<Event>>, Direct) {
     let (tx, rx) = broadcast::channel(1 << 16);
+    let direct: Direct = Default::default();
+    let d = direct.clone();
     let j = Journal::open(
         dir,
         opts,
         Fanout {
             shared: tx,
-            direct: Box::new(|_, _| {}),
+            direct: Box::new(move |client, id| d.lock().unwrap().push((client.to_string(), id))),
         },
     )
     .unwrap();
-    (j, rx)
+    (j, rx, direct)
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _rx) = open(dir.path(), options());
+    conformance::activity(&j).await;
+    conformance::reads(&j).await;
+    j.close().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (j, rx, direct) = open_with_direct(dir.path(), options());
+    conformance::ids_and_fanout(Arc::new(j), rx, direct).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _rx) = open(dir.path(), options());
+    conformance::reopen(j, || open(dir.path(), options()).0).await;
 }
 
 fn events(n: usize) -> Vec<NewEvent> {
@@ -65,12 +313,8 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 #[tokio::test]
 async fn a_batch_is_one_commit_and_concurrent_publishers_share_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let (j, mut rx) = open(dir.path(), options());
-    let out = j.append(events(10)).await.unwrap();
-    assert_eq!(
-        out.iter().map(|e| e.id).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<_>>()
-    );
+    let (j, _rx) = open(dir.path(), options());
+    j.append(events(10)).await.unwrap();
     assert_eq!(j.info().commits_since_start, 1);
     let j = Arc::new(j);
     let tasks: Vec<_> = (0..50)
@@ -79,38 +323,19 @@ async fn a_batch_is_one_commit_and_concurrent_publishers_share_commits() {
             tokio::spawn(async move { j.append(events(2)).await.unwrap() })
         })
         .collect();
-    let mut ids = Vec::new();
     for t in tasks {
-        let batch = t.await.unwrap();
-        // each publisher's events are contiguous
-        assert_eq!(batch[1].id, batch[0].id + 1);
-        ids.extend(batch.iter().map(|e| e.id));
+        t.await.unwrap();
     }
-    ids.sort();
-    assert_eq!(ids, (11..=110).collect::<Vec<_>>(), "dense, unique ids");
     let info = j.info();
     assert_eq!(info.appended_since_start, 110);
     assert!(info.commits_since_start <= 51);
-    // fan-out is in id order
-    let mut seen = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        seen.push(e.id);
-    }
-    assert_eq!(seen, (1..=110).collect::<Vec<_>>());
 }
 
 #[tokio::test]
 async fn ids_continue_across_a_restart_and_after_retention_empties_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let (j, _rx) = open(dir.path(), options());
-    j.append(events(5)).await.unwrap();
-    let epoch = j.epoch().to_string();
-    j.close().await;
-    drop(j);
-    let (j, _rx) = open(dir.path(), options());
-    assert_eq!(j.epoch(), epoch, "same journal, same epoch");
-    assert_eq!(j.head(), 5);
-    assert_eq!(j.append(events(1)).await.unwrap()[0].id, 6);
+    j.append(events(6)).await.unwrap();
     j.close().await;
     drop(j);
 
@@ -179,91 +404,18 @@ async fn retention_by_count_keeps_the_newest_events() {
 }
 
 #[tokio::test]
-async fn activity_reads_the_newest_or_after_an_id_by_scope_and_type() {
+async fn activity_reads_the_file_without_a_writer() {
     let dir = tempfile::tempdir().unwrap();
     let (j, _rx) = open(dir.path(), options());
-    let mut batch = Vec::new();
-    for i in 0..10u64 {
-        let scope = if i % 2 == 0 {
-            Scope::Global
-        } else {
-            Scope::Workspace("eng".into())
-        };
-        let kind = if i % 3 == 0 { "system_status" } else { "note" };
-        batch.push(NewEvent::new(kind, scope, json!({ "i": i })));
-    }
-    batch.push(NewEvent::new("note", Scope::Client("c1".into()), json!({})));
-    j.append(batch).await.unwrap();
-    let ids = |v: Vec<Arc<Event>>| v.iter().map(|e| e.id).collect::<Vec<_>>();
-    let q =
-        |after, scopes: &[&str], types: Option<&[&str]>, exclude: &[&str], limit| ActivityQuery {
-            after,
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
-            exclude: exclude.iter().map(|s| s.to_string()).collect(),
-            limit,
-        };
-    // the newest three a global reader may see, oldest first
-    assert_eq!(
-        ids(j
-            .activity(q(None, &["global"], None, &[], 3))
-            .await
-            .unwrap()),
-        [5, 7, 9]
-    );
-    // after an id: the next ones, oldest first
-    assert_eq!(
-        ids(j
-            .activity(q(Some(2), &["global", "workspace:eng"], None, &[], 3))
-            .await
-            .unwrap()),
-        [3, 4, 5]
-    );
-    // excluded types go; named types are all that come
-    assert_eq!(
-        ids(j
-            .activity(q(None, &["workspace:eng"], None, &["system_status"], 10))
-            .await
-            .unwrap()),
-        [2, 6, 8]
-    );
-    assert_eq!(
-        ids(j
-            .activity(q(
-                None,
-                &["global", "workspace:eng"],
-                Some(&["system_status"]),
-                &[],
-                10
-            ))
-            .await
-            .unwrap()),
-        [1, 4, 7, 10]
-    );
-    // no scope, or an empty type list, reads nothing; a client's own events are never included
-    assert!(
-        j.activity(q(None, &[], None, &[], 10))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        j.activity(q(None, &["global"], Some(&[]), &[], 10))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let all = j
-        .activity(q(None, &["global", "workspace:eng"], None, &[], 100))
-        .await
-        .unwrap();
-    assert_eq!(all.len(), 10);
-    // the same query on the file, without a writer
-    let file = activity_in(
-        &dir.path().join("journal.sqlite3"),
-        &q(None, &["global"], None, &[], 3),
-    )
-    .unwrap();
-    assert_eq!(ids(file), [5, 7, 9]);
+    conformance::activity(&j).await;
+    let q = ActivityQuery {
+        after: None,
+        scopes: vec!["global".into()],
+        types: None,
+        exclude: vec![],
+        limit: 3,
+    };
+    let file = activity_in(&dir.path().join("journal.sqlite3"), &q).unwrap();
+    assert_eq!(file.iter().map(|e| e.id).collect::<Vec<_>>(), [5, 7, 9]);
     j.close().await;
 }

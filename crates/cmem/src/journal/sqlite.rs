@@ -1,0 +1,710 @@
+//! The SQLite engine of the journal (the default, one node): every event is appended to SQLite
+//! (WAL) before anyone sees it.
+//!
+//! Why it looks like this:
+//! - **One writer thread** owns the write connection. Publishers send batches over a bounded
+//!   channel; the writer drains whatever is queued (up to `journal_batch_max` events) and commits
+//!   it in one transaction — a group commit, so one fsync covers many publishers.
+//! - **Ids are assigned by the writer**, from a head counter stored in the `meta` table inside the
+//!   same transaction, so they increase monotonically across restarts even when retention has
+//!   deleted every row.
+//! - **Fan-out happens after commit**, in id order, from the writer thread: an event a client
+//!   receives live is always already on disk, so it can always be replayed. Events addressed to
+//!   one client (`client:<id>`) do not go to the shared channel — that would wake every
+//!   connection for each one; the [`Fanout`] sink nudges that one connection instead, which
+//!   then reads them from the journal.
+//! - **The epoch** is created with the database; a recreated journal has a new epoch, which tells
+//!   clients that their cursors mean nothing here.
+//! - The newest events (up to [`RECENT_CAPACITY`]) are also kept in memory, in id order, so
+//!   that the common reads — a new client's first events, a poll, a resume after a short
+//!   absence — never touch SQLite. Older ranges go through a small pool of read connections on
+//!   the blocking pool; WAL lets them run beside the writer.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    ActivityQuery, Engine, Fanout, JournalError, JournalInfo, JournalOptions, RECENT_CAPACITY,
+    ReadQuery,
+};
+use crate::envelope::{EnvelopeRef, Event, NewEvent, Scope};
+use futures::future::BoxFuture;
+
+/// The newest committed events, contiguous in id, oldest first.
+type Recent = Arc<std::sync::RwLock<VecDeque<Arc<Event>>>>;
+
+/// Counters shared between the writer and everyone else.
+#[derive(Debug)]
+struct Shared {
+    epoch: Arc<str>,
+    head: AtomicU64,
+    oldest: AtomicU64,
+    appended: AtomicU64,
+    commits: AtomicU64,
+}
+
+enum Msg {
+    Write {
+        events: Vec<NewEvent>,
+        reply: oneshot::Sender<Result<Vec<Arc<Event>>, JournalError>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The SQLite engine: a writer thread and a few readers.
+pub struct SqliteJournal {
+    shared: Arc<Shared>,
+    recent: Recent,
+    tx: mpsc::Sender<Msg>,
+    path: PathBuf,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// Runs an [`ActivityQuery`] on a journal file without starting a writer (read-only; safe
+/// beside a running server).
+pub fn activity_in(path: &Path, q: &ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    activity_rows(&conn, q)
+}
+
+fn activity_rows(conn: &Connection, q: &ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+    if q.scopes.is_empty() || q.types.as_ref().is_some_and(|t| t.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let list = |items: &[String], args: &mut Vec<rusqlite::types::Value>| {
+        let marks: Vec<String> = items
+            .iter()
+            .map(|s| {
+                args.push(s.clone().into());
+                format!("?{}", args.len())
+            })
+            .collect();
+        marks.join(",")
+    };
+    let mut sql = format!(
+        "SELECT id, type, scope, body FROM events WHERE scope IN ({})",
+        list(&q.scopes, &mut args)
+    );
+    if let Some(types) = &q.types {
+        sql.push_str(&format!(" AND type IN ({})", list(types, &mut args)));
+    } else if !q.exclude.is_empty() {
+        sql.push_str(&format!(
+            " AND type NOT IN ({})",
+            list(&q.exclude, &mut args)
+        ));
+    }
+    let limit = q.limit.max(1);
+    match q.after {
+        Some(after) => {
+            args.push((after.min(i64::MAX as u64) as i64).into());
+            sql.push_str(&format!(
+                " AND id > ?{} ORDER BY id LIMIT {limit}",
+                args.len()
+            ));
+        }
+        None => sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}")),
+    }
+    let mut out = rows_to_events(conn, &sql, args)?;
+    out.sort_by_key(|e| e.id);
+    Ok(out)
+}
+
+fn open_connection(path: &Path, full_sync: bool) -> Result<Connection, JournalError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if full_sync { "FULL" } else { "NORMAL" },
+    )?;
+    Ok(conn)
+}
+
+fn new_epoch() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:04x}", nanos as u64, std::process::id() & 0xffff)
+}
+
+/// What a journal file holds, read without starting a writer: its epoch and head.
+pub fn describe(path: &Path) -> Result<(String, u64), JournalError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let epoch: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok((epoch.unwrap_or_default(), head_and_oldest(&conn)?.0))
+}
+
+/// The head (the last id given, kept in `meta` so retention cannot make ids repeat) and the
+/// oldest id still stored (head + 1 when none is).
+fn head_and_oldest(conn: &Connection) -> Result<(u64, u64), JournalError> {
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let stored = stored.and_then(|h| h.parse::<u64>().ok()).unwrap_or(0);
+    let (max_id, min_id): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT MAX(id), MIN(id) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let head = stored.max(max_id.unwrap_or(0) as u64);
+    Ok((head, min_id.map(|m| m as u64).unwrap_or(head + 1)))
+}
+
+/// Gives a journal file (not in use by a server) a new epoch, also in the envelopes it holds.
+/// A restored journal needs one: ids after its last event will be given again to different
+/// events, so every cursor read from the journal before the restore must get a `resync`, and
+/// replayed envelopes must name the epoch the clients will resume with. Returns the new epoch.
+pub fn renew_epoch(path: &Path) -> Result<String, JournalError> {
+    let mut conn = open_connection(path, true)?;
+    let epoch = new_epoch();
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [&epoch],
+    )?;
+    // json_set rewrites only the envelope's own top-level `epoch`, never one inside `data`
+    tx.execute(
+        "UPDATE events SET body = json_set(body, '$.epoch', ?1)",
+        [&epoch],
+    )?;
+    tx.commit()?;
+    Ok(epoch)
+}
+
+impl SqliteJournal {
+    /// Opens (or creates) the journal at `<state_dir>/journal.sqlite3` and starts the writer.
+    /// Committed events are handed to `fanout` in id order.
+    pub fn open(
+        state_dir: &Path,
+        opts: JournalOptions,
+        fanout: Fanout,
+    ) -> Result<SqliteJournal, JournalError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| JournalError::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join("journal.sqlite3");
+        let conn = open_connection(&path, opts.full_sync)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS events (
+                 id INTEGER PRIMARY KEY,
+                 type TEXT NOT NULL,
+                 scope TEXT NOT NULL,
+                 ts_ms INTEGER NOT NULL,
+                 body TEXT NOT NULL
+             );
+             -- age-based retention deletes by time; without this it would scan the table
+             CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);",
+        )?;
+        let epoch: String = match conn
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+        {
+            Some(e) => e,
+            None => {
+                let e = new_epoch();
+                conn.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?1)", [&e])?;
+                e
+            }
+        };
+        let (head, oldest) = head_and_oldest(&conn)?;
+        let shared = Arc::new(Shared {
+            epoch: epoch.into(),
+            head: AtomicU64::new(head),
+            oldest: AtomicU64::new(oldest),
+            appended: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+        });
+        // Warm the in-memory window with the newest stored events, so a resume right after a
+        // restart is served from memory too.
+        let recent: Recent = Arc::new(std::sync::RwLock::new(VecDeque::with_capacity(1024)));
+        {
+            let from = head
+                .saturating_sub(RECENT_CAPACITY as u64)
+                .max(oldest.saturating_sub(1));
+            let rows = read_rows(
+                &conn,
+                &ReadQuery {
+                    after: from,
+                    upto: head,
+                    scopes: None,
+                    limit: RECENT_CAPACITY,
+                },
+            )?;
+            // keep only a contiguous tail (retention may have left holes only below `oldest`)
+            if let Ok(mut r) = recent.write() {
+                r.extend(rows);
+            }
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        let writer = Writer {
+            conn,
+            recent: recent.clone(),
+            shared: shared.clone(),
+            fanout,
+            opts,
+            // `None`: prune at the first chance. (Never `Instant::now() - d`: on Windows an
+            // `Instant` counts from boot, so that panics early after boot.)
+            last_prune: None,
+        };
+        let rt = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("cmem-journal".into())
+            .spawn(move || writer.run(rx, rt))
+            .map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(SqliteJournal {
+            shared,
+            recent,
+            tx,
+            path,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// The epoch of this journal.
+    pub fn epoch(&self) -> &str {
+        &self.shared.epoch
+    }
+
+    /// Id of the newest committed event (0 if none ever).
+    pub fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// Lowest id still stored (`head + 1` when empty).
+    pub fn oldest(&self) -> u64 {
+        self.shared.oldest.load(Ordering::Acquire)
+    }
+
+    pub fn info(&self) -> JournalInfo {
+        JournalInfo {
+            epoch: self.epoch().to_string(),
+            head: self.head(),
+            oldest: self.oldest(),
+            appended_since_start: self.shared.appended.load(Ordering::Relaxed),
+            commits_since_start: self.shared.commits.load(Ordering::Relaxed),
+            path: self.path.display().to_string(),
+        }
+    }
+
+    /// Appends events durably; returns them with their ids once committed (and fanned out).
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Write { events, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Reads committed events in id order: from memory when the range is recent, else SQLite.
+    pub async fn read(&self, q: ReadQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+        if let Some(hit) = self.read_recent(&q) {
+            return Ok(hit);
+        }
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers.lock().map(|mut v| v.pop()) {
+                Ok(Some(c)) => c,
+                _ => {
+                    let c = Connection::open(&path)?;
+                    c.busy_timeout(Duration::from_secs(10))?;
+                    c
+                }
+            };
+            let out = read_rows(&conn, &q);
+            if let Ok(mut v) = readers.lock()
+                && v.len() < 4
+            {
+                v.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
+    }
+
+    /// Runs an [`ActivityQuery`] on a read connection (the blocking pool).
+    pub async fn activity(&self, q: ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || activity_in(&path, &q))
+            .await
+            .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
+    }
+
+    /// Serves `q` from the in-memory window if the window covers everything after `q.after`.
+    fn read_recent(&self, q: &ReadQuery) -> Option<Vec<Arc<Event>>> {
+        let r = self.recent.read().ok()?;
+        let front = r.front()?.id;
+        if q.after + 1 < front {
+            return None;
+        }
+        let start = (q.after + 1 - front) as usize;
+        let out = r
+            .range(start.min(r.len())..)
+            .take_while(|e| e.id <= q.upto)
+            .filter(|e| match &q.scopes {
+                None => true,
+                Some(list) => list.iter().any(|s| e.scope.is(s)),
+            })
+            .take(q.limit.max(1))
+            .cloned()
+            .collect();
+        Some(out)
+    }
+
+    /// Empties the in-memory window of recent events; reads go to SQLite until new commits
+    /// refill it. Returns how many events it held.
+    pub fn clear_cache(&self) -> usize {
+        self.recent
+            .write()
+            .map(|mut r| {
+                let n = r.len();
+                r.clear();
+                r.shrink_to_fit();
+                n
+            })
+            .unwrap_or(0)
+    }
+
+    /// Commits everything queued, then stops the writer. Later appends fail with `Closed`.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn read_rows(conn: &Connection, q: &ReadQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+    let mut sql =
+        String::from("SELECT id, type, scope, body FROM events WHERE id > ?1 AND id <= ?2");
+    let mut args: Vec<rusqlite::types::Value> = vec![
+        (q.after.min(i64::MAX as u64) as i64).into(),
+        (q.upto.min(i64::MAX as u64) as i64).into(),
+    ];
+    if let Some(scopes) = &q.scopes {
+        sql.push_str(" AND scope IN (");
+        for (i, s) in scopes.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("?{}", i + 3));
+            args.push(s.clone().into());
+        }
+        sql.push(')');
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.max(1)));
+    rows_to_events(conn, &sql, args)
+}
+
+/// Runs a `SELECT id, type, scope, body` and builds the events.
+fn rows_to_events(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<rusqlite::types::Value>,
+) -> Result<Vec<Arc<Event>>, JournalError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, kind, scope, body) = row?;
+        let id = id as u64;
+        let scope =
+            Scope::parse(&scope).map_err(|message| JournalError::Corrupt { id, message })?;
+        let body = RawValue::from_string(body).map_err(|e| JournalError::Corrupt {
+            id,
+            message: e.to_string(),
+        })?;
+        out.push(Arc::new(Event {
+            id,
+            kind,
+            scope,
+            body,
+            frame: Default::default(),
+        }));
+    }
+    Ok(out)
+}
+
+struct Writer {
+    conn: Connection,
+    recent: Recent,
+    shared: Arc<Shared>,
+    fanout: Fanout,
+    opts: JournalOptions,
+    /// When retention last ran; `None` before the first run.
+    last_prune: Option<Instant>,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Arc<Event>>, JournalError>>;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>, rt: tokio::runtime::Handle) {
+        loop {
+            let received = rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), rx.recv()).await });
+            let first = match received {
+                // idle: a good moment to apply age-based retention
+                Err(_elapsed) => {
+                    self.maybe_prune();
+                    continue;
+                }
+                // every handle is gone
+                Ok(None) => return,
+                Ok(Some(m)) => m,
+            };
+            let mut batch: Vec<(Vec<NewEvent>, Reply)> = Vec::new();
+            let mut shutdown = None;
+            let mut count = 0usize;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Write { events, reply } => {
+                        count += events.len();
+                        batch.push((events, reply));
+                    }
+                    Msg::Shutdown(done) => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                }
+                if count >= self.opts.batch_max {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.commit(batch);
+            }
+            if let Some(done) = shutdown {
+                self.prune_now();
+                rx.close();
+                tracing::info!(
+                    head = self.shared.head.load(Ordering::Acquire),
+                    "journal flushed and closed"
+                );
+                let _ = done.send(());
+                return;
+            }
+            self.maybe_prune();
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<(Vec<NewEvent>, Reply)>) {
+        let head = self.shared.head.load(Ordering::Acquire);
+        match self.write_batch(head, &batch) {
+            Ok((new_head, events)) => {
+                // The window first, then the head: a reader that sees the new head finds the
+                // events in the window. `oldest` needs no update: an empty journal already
+                // reports `head + 1`, which is the first id of this batch.
+                if let Ok(mut r) = self.recent.write() {
+                    r.extend(events.iter().cloned());
+                    let excess = r.len().saturating_sub(RECENT_CAPACITY);
+                    r.drain(..excess);
+                }
+                self.shared.head.store(new_head, Ordering::Release);
+                self.shared
+                    .appended
+                    .fetch_add(new_head - head, Ordering::Relaxed);
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                let mut events = events.into_iter();
+                for (evs, reply) in batch {
+                    let mine: Vec<Arc<Event>> = events.by_ref().take(evs.len()).collect();
+                    for e in &mine {
+                        match &e.scope {
+                            Scope::Client(client) => (self.fanout.direct)(client, e.id),
+                            // no receivers is fine: nobody is connected
+                            _ => {
+                                let _ = self.fanout.shared.send(e.clone());
+                            }
+                        }
+                    }
+                    let _ = reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal commit failed");
+                let msg = e.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(JournalError::Write(msg.clone())));
+                }
+            }
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        head: u64,
+        batch: &[(Vec<NewEvent>, Reply)],
+    ) -> Result<(u64, Vec<Arc<Event>>), JournalError> {
+        let now = chrono::Utc::now();
+        let ts = crate::clock::rfc3339(now);
+        let ts_ms = now.timestamp_millis();
+        let tx = self.conn.transaction()?;
+        let mut id = head;
+        let mut out = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (id, type, scope, ts_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (evs, _) in batch {
+                for ev in evs {
+                    id += 1;
+                    let scope = ev.scope.to_string();
+                    let body = serde_json::to_string(&EnvelopeRef {
+                        id,
+                        epoch: &self.shared.epoch,
+                        kind: &ev.kind,
+                        scope: scope.clone(),
+                        ts: &ts,
+                        data: &ev.data,
+                        publisher: ev.publisher.as_ref(),
+                    })
+                    .map_err(|e| JournalError::Write(e.to_string()))?;
+                    stmt.execute(params![id as i64, ev.kind, scope, ts_ms, body])?;
+                    let body = RawValue::from_string(body)
+                        .map_err(|e| JournalError::Write(e.to_string()))?;
+                    out.push(Arc::new(Event {
+                        id,
+                        kind: ev.kind.clone(),
+                        scope: ev.scope.clone(),
+                        body,
+                        frame: Default::default(),
+                    }));
+                }
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('head', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [id.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        Ok((id, out))
+    }
+
+    fn maybe_prune(&mut self) {
+        if self
+            .last_prune
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.prune_now();
+        }
+    }
+
+    /// Applies retention by count and by age, then refreshes `oldest`.
+    fn prune_now(&mut self) {
+        self.last_prune = Some(Instant::now());
+        let head = self.shared.head.load(Ordering::Acquire);
+        let mut deleted = 0usize;
+        if self.opts.retention_max_events > 0 && head > self.opts.retention_max_events {
+            let keep_from = head - self.opts.retention_max_events;
+            match self
+                .conn
+                .execute("DELETE FROM events WHERE id <= ?1", [keep_from as i64])
+            {
+                Ok(n) => deleted += n,
+                Err(e) => tracing::warn!(error = %e, "journal retention (count) failed"),
+            }
+        }
+        if self.opts.retention_max_age_s > 0 {
+            let cutoff = chrono::Utc::now().timestamp_millis()
+                - (self.opts.retention_max_age_s as i64).saturating_mul(1000);
+            match self
+                .conn
+                .execute("DELETE FROM events WHERE ts_ms < ?1", [cutoff])
+            {
+                Ok(n) => deleted += n,
+                Err(e) => tracing::warn!(error = %e, "journal retention (age) failed"),
+            }
+        }
+        if deleted > 0 {
+            let min: Result<Option<i64>, _> =
+                self.conn
+                    .query_row("SELECT MIN(id) FROM events", [], |r| r.get(0));
+            if let Ok(min) = min {
+                let oldest = min.map(|m| m as u64).unwrap_or(head + 1);
+                self.shared.oldest.store(oldest, Ordering::Release);
+                if let Ok(mut r) = self.recent.write() {
+                    while r.front().is_some_and(|e| e.id < oldest) {
+                        r.pop_front();
+                    }
+                }
+            }
+            tracing::debug!(deleted, "journal retention applied");
+        }
+    }
+}
+
+impl Engine for SqliteJournal {
+    fn epoch(&self) -> &str {
+        SqliteJournal::epoch(self)
+    }
+
+    fn head(&self) -> u64 {
+        SqliteJournal::head(self)
+    }
+
+    fn oldest(&self) -> u64 {
+        SqliteJournal::oldest(self)
+    }
+
+    fn info(&self) -> JournalInfo {
+        SqliteJournal::info(self)
+    }
+
+    fn append(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Event>>, JournalError>> {
+        Box::pin(SqliteJournal::append(self, events))
+    }
+
+    fn read(&self, q: ReadQuery) -> BoxFuture<'_, Result<Vec<Arc<Event>>, JournalError>> {
+        Box::pin(SqliteJournal::read(self, q))
+    }
+
+    fn activity(&self, q: ActivityQuery) -> BoxFuture<'_, Result<Vec<Arc<Event>>, JournalError>> {
+        Box::pin(SqliteJournal::activity(self, q))
+    }
+
+    fn clear_cache(&self) -> usize {
+        SqliteJournal::clear_cache(self)
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(SqliteJournal::close(self))
+    }
+}
