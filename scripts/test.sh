@@ -3,7 +3,8 @@
 # end-to-end suites with the official socket.io-client, an EventSource client and a poll
 # client, the protocol conformance suite, the hostile-network suite (Debian's nginx as the
 # proxy) and the client library's suites in Node and headless Chromium (Debian's chromium);
-# nginx and chromium are installed here when missing and apt-get can. Needs cargo and Node 20 with npm.
+# nginx, chromium and nats-server (the JetStream journal's tests) are installed here when missing
+# and apt-get can. Needs cargo and Node 20 with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,12 +14,13 @@ export PATH="$PATH:/usr/sbin"
 need=()
 command -v nginx >/dev/null || need+=(nginx)
 [ -x "${CHROMIUM_BIN:-/usr/bin/chromium}" ] || need+=(chromium)
+command -v nats-server >/dev/null || need+=(nats-server)
 if ((${#need[@]})); then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "== installing ${need[*]} (the end-to-end suites need them)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "error: the end-to-end suites need ${need[*]}; install them (e.g. sudo apt-get install ${need[*]})" >&2
+    echo "error: the tests need ${need[*]}; install them (e.g. sudo apt-get install ${need[*]})" >&2
     exit 1
   fi
 fi

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::config::{Config, JournalSync, PlatformProfile, Sources};
 use crate::hub::{Hub, HubOptions};
 use crate::journal::JournalOptions;
+use crate::journal::jetstream::JetStreamOptions;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
@@ -53,5 +54,12 @@ pub fn hub_options(config: &Config) -> HubOptions {
             retention_max_events: config.retention_max_events,
             retention_max_age_s: config.retention_max_age_s,
         },
+        cluster: (!config.cluster_nats_url.trim().is_empty()).then(|| JetStreamOptions {
+            url: config.cluster_nats_url.trim().to_string(),
+            stream: config.cluster_stream.clone(),
+            replicas: config.cluster_replicas,
+            retention_max_events: config.retention_max_events,
+            retention_max_age_s: config.retention_max_age_s,
+        }),
     }
 }

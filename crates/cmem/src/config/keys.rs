@@ -242,6 +242,16 @@ keys! {
     docs_cached_max: u64 = 256, range 1..=1_000_000;
     /// Shared documents one workspace may hold.
     docs_per_workspace_max: u64 = 1000, range 1..=10_000_000;
+    /// Cluster mode: NATS server URLs, comma-separated (`nats://host:4222,…`). Set, the journal
+    /// is a JetStream stream every node shares instead of the local SQLite file.
+    /// Empty (the default), one node keeps its own journal.
+    cluster_nats_url: String = String::new();
+    /// Cluster mode: the JetStream stream that holds the journal (its subjects are its name in
+    /// lower case). Every node of one cluster names the same stream.
+    cluster_stream: String = "CMEM".to_string();
+    /// Cluster mode: copies of the journal stream in the NATS cluster (3 recommended).
+    /// An event is acknowledged once a majority of them stored it.
+    cluster_replicas: usize = 1, range 1..=5;
     /// Serve the MCP server for AI assistants at `/mcp` (streamable HTTP).
     mcp_enabled: bool = true;
     /// MCP sessions open at once; more are refused with 503 until some end.

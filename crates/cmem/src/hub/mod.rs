@@ -29,6 +29,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::envelope::{Cursor, Event, NewEvent, Scope};
+use crate::journal::jetstream::{JetStreamJournal, JetStreamOptions};
 use crate::journal::{Fanout, Journal, JournalError, JournalOptions, ReadQuery};
 use registry::{Conn, Registry};
 
@@ -45,6 +46,8 @@ pub struct HubOptions {
     /// catches up from the journal.
     pub queue_bound: usize,
     pub journal: JournalOptions,
+    /// Cluster mode: the JetStream stream that is the journal (`None`: the SQLite file).
+    pub cluster: Option<JetStreamOptions>,
 }
 
 /// The event core: the journal, the registry of connections, fan-out and shutdown.
@@ -108,34 +111,70 @@ enum Start {
     },
 }
 
-impl Hub {
-    /// Opens the journal in the state folder and builds the hub.
-    pub fn open(options: HubOptions) -> Result<Arc<Hub>, JournalError> {
-        let (fanout, _) = broadcast::channel(options.queue_bound.max(1));
+/// What a hub is built from before its journal exists: the fan-out channel and the registry
+/// the journal's fan-out nudges.
+struct Parts {
+    fanout: broadcast::Sender<Arc<Event>>,
+    shutdown: CancellationToken,
+    registry: Arc<Registry>,
+}
+
+impl Parts {
+    fn new(queue_bound: usize) -> Parts {
+        let (fanout, _) = broadcast::channel(queue_bound.max(1));
         let shutdown = CancellationToken::new();
         let registry = Arc::new(Registry::new(shutdown.clone()));
-        let nudged = registry.clone();
-        let journal = Journal::open(
-            &options.state_dir,
-            options.journal,
-            Fanout {
-                shared: fanout.clone(),
-                direct: Box::new(move |client, id| {
-                    if let Some(c) = nudged.by_address(client) {
-                        c.nudge(id);
-                    }
-                }),
-            },
-        )?;
-        Ok(Arc::new(Hub {
-            journal,
-            registry,
+        Parts {
             fanout,
             shutdown,
+            registry,
+        }
+    }
+
+    /// Where the journal hands committed events: the shared channel, and a nudge for the one
+    /// connection an addressed event is for.
+    fn fanout(&self) -> Fanout {
+        let nudged = self.registry.clone();
+        Fanout {
+            shared: self.fanout.clone(),
+            direct: Box::new(move |client, id| {
+                if let Some(c) = nudged.by_address(client) {
+                    c.nudge(id);
+                }
+            }),
+        }
+    }
+
+    fn hub(self, journal: Journal) -> Arc<Hub> {
+        Arc::new(Hub {
+            journal,
+            registry: self.registry,
+            fanout: self.fanout,
+            shutdown: self.shutdown,
             started: Instant::now(),
             published: AtomicU64::new(0),
             catch_ups: AtomicU64::new(0),
-        }))
+        })
+    }
+}
+
+impl Hub {
+    /// Opens the journal in the state folder and builds the hub.
+    pub fn open(options: HubOptions) -> Result<Arc<Hub>, JournalError> {
+        let parts = Parts::new(options.queue_bound);
+        let journal = Journal::open(&options.state_dir, options.journal, parts.fanout())?;
+        Ok(parts.hub(journal))
+    }
+
+    /// Builds the hub on the journal `options` name: the SQLite file of the state folder, or in
+    /// cluster mode the JetStream stream every node shares.
+    pub async fn open_configured(options: HubOptions) -> Result<Arc<Hub>, JournalError> {
+        let Some(cluster) = options.cluster.clone() else {
+            return Hub::open(options);
+        };
+        let parts = Parts::new(options.queue_bound);
+        let engine = JetStreamJournal::open(cluster, parts.fanout()).await?;
+        Ok(parts.hub(Journal::with_engine(Box::new(engine))))
     }
 
     /// Every event committed from now on to the shared channel (not those addressed to one

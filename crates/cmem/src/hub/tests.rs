@@ -24,6 +24,7 @@ fn options(dir: &std::path::Path, queue_bound: usize) -> HubOptions {
             retention_max_events: 0,
             retention_max_age_s: 0,
         },
+        cluster: None,
     }
 }
 

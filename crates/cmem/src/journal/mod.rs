@@ -15,6 +15,7 @@
 //!
 //! The suite every engine must pass is `tests.rs` (`conformance`).
 
+pub mod jetstream;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -102,6 +103,31 @@ pub struct ActivityQuery {
     /// Types left out (when `types` is not given): the periodic ones that say nothing new.
     pub exclude: Vec<String>,
     pub limit: usize,
+}
+
+/// The newest committed events an engine keeps in memory, contiguous in id, oldest first.
+pub(crate) type Recent = Arc<std::sync::RwLock<std::collections::VecDeque<Arc<Event>>>>;
+
+/// Serves `q` from an engine's in-memory window if the window covers everything after
+/// `q.after`.
+fn read_window(recent: &Recent, q: &ReadQuery) -> Option<Vec<Arc<Event>>> {
+    let r = recent.read().ok()?;
+    let front = r.front()?.id;
+    if q.after + 1 < front {
+        return None;
+    }
+    let start = (q.after + 1 - front) as usize;
+    let out = r
+        .range(start.min(r.len())..)
+        .take_while(|e| e.id <= q.upto)
+        .filter(|e| match &q.scopes {
+            None => true,
+            Some(list) => list.iter().any(|s| e.scope.is(s)),
+        })
+        .take(q.limit.max(1))
+        .cloned()
+        .collect();
+    Some(out)
 }
 
 /// A storage engine of the journal (see the module's documentation for what each promises).

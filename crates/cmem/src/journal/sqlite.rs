@@ -32,13 +32,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     ActivityQuery, Engine, Fanout, JournalError, JournalInfo, JournalOptions, RECENT_CAPACITY,
-    ReadQuery,
+    ReadQuery, Recent,
 };
 use crate::envelope::{EnvelopeRef, Event, NewEvent, Scope};
 use futures::future::BoxFuture;
-
-/// The newest committed events, contiguous in id, oldest first.
-type Recent = Arc<std::sync::RwLock<VecDeque<Arc<Event>>>>;
 
 /// Counters shared between the writer and everyone else.
 #[derive(Debug)]
@@ -322,7 +319,7 @@ impl SqliteJournal {
 
     /// Reads committed events in id order: from memory when the range is recent, else SQLite.
     pub async fn read(&self, q: ReadQuery) -> Result<Vec<Arc<Event>>, JournalError> {
-        if let Some(hit) = self.read_recent(&q) {
+        if let Some(hit) = super::read_window(&self.recent, &q) {
             return Ok(hit);
         }
         let readers = self.readers.clone();
@@ -354,27 +351,6 @@ impl SqliteJournal {
         tokio::task::spawn_blocking(move || activity_in(&path, &q))
             .await
             .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
-    }
-
-    /// Serves `q` from the in-memory window if the window covers everything after `q.after`.
-    fn read_recent(&self, q: &ReadQuery) -> Option<Vec<Arc<Event>>> {
-        let r = self.recent.read().ok()?;
-        let front = r.front()?.id;
-        if q.after + 1 < front {
-            return None;
-        }
-        let start = (q.after + 1 - front) as usize;
-        let out = r
-            .range(start.min(r.len())..)
-            .take_while(|e| e.id <= q.upto)
-            .filter(|e| match &q.scopes {
-                None => true,
-                Some(list) => list.iter().any(|s| e.scope.is(s)),
-            })
-            .take(q.limit.max(1))
-            .cloned()
-            .collect();
-        Some(out)
     }
 
     /// Empties the in-memory window of recent events; reads go to SQLite until new commits

@@ -120,7 +120,7 @@ impl Server {
             source,
         })?;
         config.bind = bound; // the origin clients see, and what diagnostics report
-        let hub = Hub::open(hub_options(&config))?;
+        let hub = Hub::open_configured(hub_options(&config)).await?;
         teams.limit_messages(config.team_message_max_chars);
         let teams = Arc::new(teams);
         let monitor = Monitor::new(hub.clone(), memory.clone(), config.status_interval_s);

@@ -1,0 +1,565 @@
+//! The NATS JetStream engine of the journal (cluster mode): several cmem nodes share one
+//! replicated stream, and the stream is the journal.
+//!
+//! Why it looks like this:
+//! - **The event id is the stream sequence.** JetStream gives every stored message the next
+//!   sequence of the stream, dense and totally ordered, stored on a quorum of the stream's
+//!   replicas before the publish is acknowledged; `append` returns after that acknowledgement,
+//!   so an id given to a publisher is durable as on one node.
+//! - **The stored message is the envelope without its id and epoch** (`{type, scope, ts, data,
+//!   publisher?}`): the id is only known once stored. Each node adds both when it reads the
+//!   message, the same bytes on every node.
+//! - **The epoch is the stream's creation time**: a stream made anew (deleted, restored) has a
+//!   new one, so every cursor into the old stream gets a `resync`.
+//! - **Scopes are subjects** (`<prefix>.g`, `<prefix>.w.<workspace>`, `<prefix>.c.<client>`).
+//! - **Fan-out** comes from one ordered consumer per node that reads the stream from where the
+//!   node started: every node hands every event to its hub in id order, whichever node stored
+//!   it. `append` waits until this node's consumer has passed its events, so an event is fanned
+//!   out locally before `append` returns, as on one node.
+//! - **Retention** is the stream's own limits (`max_msgs`, `max_age`).
+//!
+//! What differs from the SQLite engine: a batch is not atomic across nodes. The events of one
+//! `append` get increasing ids, contiguous unless another node publishes at the same moment,
+//! and a failure halfway leaves the first ones stored (each was acknowledged on its own).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ActivityQuery, Engine, Fanout, JournalError, JournalInfo, RECENT_CAPACITY, ReadQuery, Recent,
+    read_window,
+};
+use crate::envelope::{EnvelopeRef, Event, NewEvent, Scope};
+
+/// Where the stream is and how it is kept.
+#[derive(Debug, Clone)]
+pub struct JetStreamOptions {
+    /// NATS server URLs, comma-separated (`nats://127.0.0.1:4222,nats://…`).
+    pub url: String,
+    /// The stream's name; its subjects are `<name lowercased>.>`.
+    pub stream: String,
+    /// Copies of the stream in the NATS cluster (1 on a single server; 3 recommended).
+    pub replicas: usize,
+    pub retention_max_events: u64,
+    pub retention_max_age_s: u64,
+}
+
+/// What is stored per event: the envelope without `id` and `epoch`.
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    scope: String,
+    ts: String,
+    data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    publisher: Option<serde_json::Value>,
+}
+
+/// How long a read waits for the stream to hand over a message it says it holds.
+const READ_WAIT: Duration = Duration::from_secs(10);
+
+/// A subject token for a name: what NATS reserves (`.`, `*`, `>`, whitespace) and `%`
+/// percent-encoded.
+fn token(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '.' | '*' | '>' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if c.is_whitespace() => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The subject an event of `scope` is stored under.
+fn subject(prefix: &str, scope: &Scope) -> String {
+    match scope {
+        Scope::Global => format!("{prefix}.g"),
+        Scope::Workspace(w) => format!("{prefix}.w.{}", token(w)),
+        Scope::Client(c) => format!("{prefix}.c.{}", token(c)),
+    }
+}
+
+fn nats_error(what: &str, e: impl std::fmt::Display) -> JournalError {
+    JournalError::Write(format!("{what}: {e}"))
+}
+
+/// The event a stored message is, with its id.
+fn event_from(epoch: &str, id: u64, payload: &[u8]) -> Result<Arc<Event>, JournalError> {
+    let corrupt = |message: String| JournalError::Corrupt { id, message };
+    let stored: Stored<'_> = serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
+    let scope = Scope::parse(&stored.scope).map_err(corrupt)?;
+    let body = serde_json::to_string(&EnvelopeRef {
+        id,
+        epoch,
+        kind: stored.kind,
+        scope: stored.scope.clone(),
+        ts: &stored.ts,
+        data: &stored.data,
+        publisher: stored.publisher.as_ref(),
+    })
+    .map_err(|e| corrupt(e.to_string()))?;
+    Ok(Arc::new(Event {
+        id,
+        kind: stored.kind.to_string(),
+        scope,
+        body: RawValue::from_string(body).map_err(|e| corrupt(e.to_string()))?,
+        frame: Default::default(),
+    }))
+}
+
+/// The JetStream engine: a publisher, this node's ordered consumer, the newest events in
+/// memory.
+pub struct JetStreamJournal {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    name: String,
+    prefix: String,
+    url: String,
+    epoch: Arc<str>,
+    /// The last id this node has fanned out.
+    head: Arc<AtomicU64>,
+    oldest: Arc<AtomicU64>,
+    recent: Recent,
+    delivered: watch::Receiver<u64>,
+    /// Held while a batch is sent, so one node's batches are not interleaved with each other.
+    sending: Mutex<()>,
+    appended: AtomicU64,
+    commits: AtomicU64,
+    closed: AtomicBool,
+    stop: CancellationToken,
+}
+
+impl JetStreamJournal {
+    /// Connects, makes the stream if it does not exist (or updates its limits), and starts this
+    /// node's consumer at the stream's current end.
+    pub async fn open(
+        opts: JetStreamOptions,
+        fanout: Fanout,
+    ) -> Result<JetStreamJournal, JournalError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("cmem")
+            .connect(opts.url.as_str())
+            .await
+            .map_err(|e| nats_error(&format!("cannot reach NATS at {}", opts.url), e))?;
+        let js = jetstream::new(client);
+        let prefix = opts.stream.to_lowercase();
+        let config = stream::Config {
+            name: opts.stream.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            max_messages: if opts.retention_max_events == 0 {
+                -1
+            } else {
+                opts.retention_max_events.min(i64::MAX as u64) as i64
+            },
+            max_age: Duration::from_secs(opts.retention_max_age_s),
+            num_replicas: opts.replicas.max(1),
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        };
+        let mut stream = js
+            .get_or_create_stream(config.clone())
+            .await
+            .map_err(|e| nats_error("cannot open the JetStream stream", e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| nats_error("cannot read the stream's state", e))?
+            .clone();
+        if info.config.max_messages != config.max_messages || info.config.max_age != config.max_age
+        {
+            js.update_stream(config)
+                .await
+                .map_err(|e| nats_error("cannot apply the retention limits", e))?;
+        }
+        let epoch: Arc<str> = format!(
+            "{:x}",
+            info.created.timestamp_nanos_opt().unwrap_or_default()
+        )
+        .into();
+        let head = info.state.last_sequence;
+        let oldest = if info.state.messages == 0 {
+            head + 1
+        } else {
+            info.state.first_sequence
+        };
+        let recent: Recent = Arc::new(std::sync::RwLock::new(VecDeque::with_capacity(1024)));
+        let (tx, delivered) = watch::channel(head);
+        let journal = JetStreamJournal {
+            js,
+            stream,
+            name: opts.stream.clone(),
+            prefix,
+            url: opts.url.clone(),
+            epoch,
+            head: Arc::new(AtomicU64::new(head)),
+            oldest: Arc::new(AtomicU64::new(oldest)),
+            recent,
+            delivered,
+            sending: Mutex::new(()),
+            appended: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+        };
+        // warm the window with the newest stored events, as the SQLite engine does
+        let from = head
+            .saturating_sub(RECENT_CAPACITY as u64)
+            .max(oldest.saturating_sub(1));
+        let warm = journal
+            .read_stored(from, head, None, RECENT_CAPACITY)
+            .await?;
+        if let Ok(mut r) = journal.recent.write() {
+            r.extend(warm);
+        }
+        journal.follow(tx, fanout).await?;
+        Ok(journal)
+    }
+
+    /// This node's consumer: every message after the head, in order, to the window and the
+    /// fan-out.
+    async fn follow(&self, tx: watch::Sender<u64>, fanout: Fanout) -> Result<(), JournalError> {
+        let start = self.head.load(Ordering::Acquire) + 1;
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_error("cannot follow the stream", e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| nats_error("cannot follow the stream", e))?;
+        let epoch = self.epoch.clone();
+        let head = self.head.clone();
+        let oldest = self.oldest.clone();
+        let recent = self.recent.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    m = messages.next() => m,
+                };
+                let msg = match next {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "the JetStream consumer failed; it resumes");
+                        continue;
+                    }
+                    None => return,
+                };
+                let Ok(info) = msg.info() else { continue };
+                let id = info.stream_sequence;
+                let event = match event_from(&epoch, id, &msg.payload) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a stored event cannot be read; it is skipped");
+                        head.store(id, Ordering::Release);
+                        let _ = tx.send(id);
+                        continue;
+                    }
+                };
+                if let Ok(mut r) = recent.write() {
+                    // the window stays contiguous: a gap (retention) restarts it
+                    if r.back().is_some_and(|b| b.id + 1 != id) {
+                        r.clear();
+                    }
+                    if r.len() >= RECENT_CAPACITY {
+                        r.pop_front();
+                    }
+                    r.push_back(event.clone());
+                    if let Some(front) = r.front() {
+                        oldest.fetch_max(front.id.min(id), Ordering::AcqRel);
+                    }
+                }
+                head.store(id, Ordering::Release);
+                match &event.scope {
+                    Scope::Client(addr) => (fanout.direct)(addr, id),
+                    _ => {
+                        let _ = fanout.shared.send(event);
+                    }
+                }
+                let _ = tx.send(id);
+            }
+        });
+        Ok(())
+    }
+
+    /// Stored events in `(after, upto]` from the stream (only `scopes`), at most `limit`.
+    async fn read_stored(
+        &self,
+        after: u64,
+        upto: u64,
+        scopes: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, JournalError> {
+        let mut out = Vec::new();
+        if upto <= after {
+            return Ok(out);
+        }
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_error("cannot read the stream", e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| nats_error("cannot read the stream", e))?;
+        loop {
+            let next = tokio::time::timeout(READ_WAIT, messages.next())
+                .await
+                .map_err(|_| JournalError::Write("the stream stopped answering a read".into()))?;
+            let Some(msg) = next else { break };
+            let msg = msg.map_err(|e| nats_error("cannot read the stream", e))?;
+            let id = msg
+                .info()
+                .map_err(|e| nats_error("a message without its sequence", e))?
+                .stream_sequence;
+            if id > upto {
+                break;
+            }
+            let event = event_from(&self.epoch, id, &msg.payload)?;
+            if scopes.is_none_or(|list| list.iter().any(|s| event.scope.is(s))) {
+                out.push(event);
+                if out.len() >= limit.max(1) {
+                    break;
+                }
+            }
+            if id == upto {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, JournalError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(JournalError::Closed);
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ts = crate::clock::now_rfc3339();
+        let mut pending = Vec::with_capacity(events.len());
+        {
+            let _one_batch_at_a_time = self.sending.lock().await;
+            for ev in &events {
+                let payload = serde_json::to_vec(&Stored {
+                    kind: &ev.kind,
+                    scope: ev.scope.to_string(),
+                    ts: ts.clone(),
+                    data: ev.data.clone(),
+                    publisher: ev.publisher.clone(),
+                })
+                .map_err(|e| JournalError::Write(e.to_string()))?;
+                let ack = self
+                    .js
+                    .publish(subject(&self.prefix, &ev.scope), payload.into())
+                    .await
+                    .map_err(|e| nats_error("cannot publish to JetStream", e))?;
+                pending.push(ack);
+            }
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for (ev, ack) in events.iter().zip(pending) {
+            let ack = ack
+                .await
+                .map_err(|e| nats_error("JetStream did not acknowledge an event", e))?;
+            let payload = serde_json::to_vec(&Stored {
+                kind: &ev.kind,
+                scope: ev.scope.to_string(),
+                ts: ts.clone(),
+                data: ev.data.clone(),
+                publisher: ev.publisher.clone(),
+            })
+            .map_err(|e| JournalError::Write(e.to_string()))?;
+            out.push(event_from(&self.epoch, ack.sequence, &payload)?);
+        }
+        self.appended.fetch_add(out.len() as u64, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        // fanned out here before the publisher hears back, as on one node
+        let last = out.iter().map(|e| e.id).max().unwrap_or(0);
+        let mut delivered = self.delivered.clone();
+        tokio::select! {
+            r = delivered.wait_for(|d| *d >= last) => { r.map_err(|_| JournalError::Closed)?; }
+            _ = self.stop.cancelled() => return Err(JournalError::Closed),
+        }
+        Ok(out)
+    }
+
+    async fn read_events(&self, q: ReadQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+        if let Some(hit) = read_window(&self.recent, &q) {
+            return Ok(hit);
+        }
+        self.read_stored(q.after, q.upto, q.scopes.as_deref(), q.limit)
+            .await
+    }
+
+    async fn activity_events(&self, q: ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+        if q.scopes.is_empty() || q.types.as_ref().is_some_and(|t| t.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let wanted = |e: &Arc<Event>| {
+            q.scopes.iter().any(|s| e.scope.is(s))
+                && match &q.types {
+                    Some(t) => t.contains(&e.kind),
+                    None => !q.exclude.contains(&e.kind),
+                }
+        };
+        let limit = q.limit.max(1);
+        let head = self.head();
+        if let Some(after) = q.after {
+            // forward, a page at a time, until `limit` are found or the head is reached
+            let mut out = Vec::new();
+            let mut from = after;
+            while from < head && out.len() < limit {
+                let page = self
+                    .read_events(ReadQuery {
+                        after: from,
+                        upto: head,
+                        scopes: None,
+                        limit: 1000,
+                    })
+                    .await?;
+                let Some(last) = page.last().map(|e| e.id) else {
+                    break;
+                };
+                out.extend(page.into_iter().filter(wanted));
+                from = last;
+            }
+            out.truncate(limit);
+            return Ok(out);
+        }
+        // the newest: look back from the head in growing steps
+        let floor = self.oldest().saturating_sub(1);
+        let mut span = 1000u64;
+        loop {
+            let from = head.saturating_sub(span).max(floor);
+            let mut found = Vec::new();
+            let mut at = from;
+            while at < head {
+                let page = self
+                    .read_events(ReadQuery {
+                        after: at,
+                        upto: head,
+                        scopes: None,
+                        limit: 5000,
+                    })
+                    .await?;
+                let Some(last) = page.last().map(|e| e.id) else {
+                    break;
+                };
+                found.extend(page.into_iter().filter(wanted));
+                at = last;
+            }
+            if found.len() >= limit || from == floor {
+                let skip = found.len().saturating_sub(limit);
+                return Ok(found.split_off(skip));
+            }
+            span = span.saturating_mul(4);
+        }
+    }
+}
+
+impl Engine for JetStreamJournal {
+    fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    fn oldest(&self) -> u64 {
+        self.oldest.load(Ordering::Acquire)
+    }
+
+    fn info(&self) -> JournalInfo {
+        JournalInfo {
+            epoch: self.epoch.to_string(),
+            head: self.head(),
+            oldest: self.oldest(),
+            appended_since_start: self.appended.load(Ordering::Relaxed),
+            commits_since_start: self.commits.load(Ordering::Relaxed),
+            path: format!("nats stream {} at {}", self.name, self.url),
+        }
+    }
+
+    fn append(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Event>>, JournalError>> {
+        Box::pin(self.append_events(events))
+    }
+
+    fn read(&self, q: ReadQuery) -> BoxFuture<'_, Result<Vec<Arc<Event>>, JournalError>> {
+        Box::pin(self.read_events(q))
+    }
+
+    fn activity(&self, q: ActivityQuery) -> BoxFuture<'_, Result<Vec<Arc<Event>>, JournalError>> {
+        Box::pin(self.activity_events(q))
+    }
+
+    fn clear_cache(&self) -> usize {
+        self.recent
+            .write()
+            .map(|mut r| {
+                let n = r.len();
+                r.clear();
+                r.shrink_to_fit();
+                n
+            })
+            .unwrap_or(0)
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.closed.store(true, Ordering::Release);
+            // wait for appends in flight to finish sending, then stop following
+            let _ = self.sending.lock().await;
+            self.stop.cancel();
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_subject_tokens() {
+        assert_eq!(subject("cmem", &Scope::Global), "cmem.g");
+        assert_eq!(
+            subject("cmem", &Scope::Workspace("a.b c*>%".into())),
+            "cmem.w.a%2Eb%20c%2A%3E%25"
+        );
+        assert_eq!(
+            subject("cmem", &Scope::Client("sio:x-1".into())),
+            "cmem.c.sio:x-1"
+        );
+    }
+}

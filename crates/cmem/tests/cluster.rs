@@ -1,0 +1,132 @@
+//! Cluster mode: cmem nodes that share one journal on NATS JetStream (`cluster_nats_url`).
+//! Two nodes on one `nats-server -js` (Debian's; CI installs it): an event published on either
+//! reaches clients of both, once, in one id order; a cursor handed out by one node resumes on
+//! the other. Unix only: under Wine the Windows build cannot start the Linux `nats-server`.
+#![cfg(unix)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::{Value, json};
+
+struct Nats {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nats() -> Nats {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect(
+            "nats-server is needed for the cluster tests (Debian: apt-get install nats-server)",
+        );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nats {
+        child,
+        url: format!("nats://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+fn node(nats: &Nats, data: &std::path::Path) -> TestServer {
+    TestServer::start_in(data, &["--cluster-nats-url", &nats.url], &[])
+}
+
+/// One poll page after `after` (`None`: a new client, from now).
+async fn poll(s: &TestServer, client: &str, after: Option<&str>) -> Value {
+    let mut url = format!("{}/api/events/poll?client_id={client}&limit=1000", s.url);
+    if let Some(a) = after {
+        url.push_str(&format!("&after={a}"));
+    }
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// The `test_event` tags a poller sees, following pages from `after` until `n` have come.
+async fn tags(s: &TestServer, client: &str, after: &str, n: usize) -> Vec<(u64, String)> {
+    let mut cursor = after.to_string();
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let page = poll(s, client, Some(&cursor)).await;
+        for e in page["events"].as_array().unwrap() {
+            if e["type"] == "test_event" {
+                out.push((
+                    e["id"].as_u64().unwrap(),
+                    e["data"]["tag"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        cursor = page["next_cursor"].as_str().unwrap().to_string();
+        if out.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    out
+}
+
+#[tokio::test]
+async fn two_nodes_share_one_journal_and_cursors_move_between_them() {
+    let n = nats();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&n, da.path());
+    let b = node(&n, db.path());
+    let (_, ha) = common::get(format!("{}/health", a.url)).await;
+    let (_, hb) = common::get(format!("{}/health", b.url)).await;
+    assert_eq!(
+        ha["data"]["journal"]["epoch"], hb["data"]["journal"]["epoch"],
+        "one stream, one epoch"
+    );
+    let start = poll(&a, "pa", None).await["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..5 {
+        let (s, tag) = if i % 2 == 0 { (&a, "a") } else { (&b, "b") };
+        let r = s
+            .publish(json!({"type": "test_event", "data": {"tag": format!("{tag}{i}")}}))
+            .await;
+        assert!(r.status().is_success());
+    }
+    let on_a = tags(&a, "pa", &start, 5).await;
+    let on_b = tags(&b, "pb", &start, 5).await;
+    assert_eq!(
+        on_a, on_b,
+        "the same events, once, in the same order on both nodes"
+    );
+    let names: Vec<&str> = on_a.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(names, ["a0", "b1", "a2", "b3", "a4"]);
+    assert!(on_a.windows(2).all(|w| w[0].0 < w[1].0), "ids increase");
+    // a cursor from node A, taken after the third event, resumes on node B after it
+    let (third, _) = &on_a[2];
+    let epoch = ha["data"]["journal"]["epoch"].as_str().unwrap();
+    let rest = tags(&b, "pb2", &format!("{epoch}:{third}"), 2).await;
+    assert_eq!(
+        rest.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+        ["b3", "a4"]
+    );
+}
