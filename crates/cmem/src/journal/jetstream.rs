@@ -120,6 +120,132 @@ fn event_from(epoch: &str, id: u64, payload: &[u8]) -> Result<Arc<Event>, Journa
     }))
 }
 
+/// An ordered consumer of the whole stream from `start`, as a stream of messages.
+async fn ordered_from(
+    stream: &stream::Stream,
+    start: u64,
+) -> Result<consumer::pull::Ordered, JournalError> {
+    stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_error("cannot follow the stream", e))?
+        .messages()
+        .await
+        .map_err(|e| nats_error("cannot follow the stream", e))
+}
+
+/// How long this node's consumer may be silent before the stream is asked whether it holds
+/// more (then the consumer is made again).
+const FOLLOW_IDLE: Duration = Duration::from_secs(5);
+
+/// What the follower task owns.
+struct Follower {
+    stream: stream::Stream,
+    epoch: Arc<str>,
+    head: Arc<AtomicU64>,
+    oldest: Arc<AtomicU64>,
+    recent: Recent,
+    tx: watch::Sender<u64>,
+    fanout: Fanout,
+}
+
+impl Follower {
+    async fn run(self, first: consumer::pull::Ordered, stop: CancellationToken) {
+        let mut messages = Some(first);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(current) = messages.as_mut() else {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                match ordered_from(&self.stream, self.head.load(Ordering::Acquire) + 1).await {
+                    Ok(m) => messages = Some(m),
+                    Err(e) => tracing::warn!(error = %e, "cannot follow the journal stream yet"),
+                }
+                continue;
+            };
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = tokio::time::timeout(FOLLOW_IDLE, current.next()) => m,
+            };
+            match next {
+                Ok(Some(Ok(msg))) => {
+                    backoff = Duration::from_millis(100);
+                    if let Ok(info) = msg.info() {
+                        self.deliver(info.stream_sequence, &msg.payload);
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "the journal stream's consumer failed; following again");
+                    messages = None;
+                }
+                Ok(None) => {
+                    tracing::warn!("the journal stream's consumer ended; following again");
+                    messages = None;
+                }
+                // silent: fine if the stream holds nothing more, else follow again
+                Err(_) => {
+                    let behind = match self.stream.get_info().await {
+                        Ok(info) => info.state.last_sequence > self.head.load(Ordering::Acquire),
+                        Err(_) => true,
+                    };
+                    if behind {
+                        tracing::warn!(
+                            "the journal stream's consumer fell silent; following again"
+                        );
+                        messages = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One stored message to the window and the fan-out, in order; one this node already has
+    /// (a consumer made again may repeat) is skipped.
+    fn deliver(&self, id: u64, payload: &[u8]) {
+        if id <= self.head.load(Ordering::Acquire) {
+            return;
+        }
+        let event = match event_from(&self.epoch, id, payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "a stored event cannot be read; it is skipped");
+                self.head.store(id, Ordering::Release);
+                let _ = self.tx.send(id);
+                return;
+            }
+        };
+        if let Ok(mut r) = self.recent.write() {
+            // the window stays contiguous: a gap (retention) restarts it
+            if r.back().is_some_and(|b| b.id + 1 != id) {
+                r.clear();
+            }
+            if r.len() >= RECENT_CAPACITY {
+                r.pop_front();
+            }
+            r.push_back(event.clone());
+            if let Some(front) = r.front() {
+                self.oldest.fetch_max(front.id.min(id), Ordering::AcqRel);
+            }
+        }
+        self.head.store(id, Ordering::Release);
+        match &event.scope {
+            Scope::Client(addr) => (self.fanout.direct)(addr, id),
+            _ => {
+                let _ = self.fanout.shared.send(event);
+            }
+        }
+        let _ = self.tx.send(id);
+    }
+}
+
 /// The JetStream engine: a publisher, this node's ordered consumer, the newest events in
 /// memory.
 pub struct JetStreamJournal {
@@ -149,9 +275,17 @@ impl JetStreamJournal {
         opts: JetStreamOptions,
         fanout: Fanout,
     ) -> Result<JetStreamJournal, JournalError> {
+        let servers: Vec<String> = opts
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
         let client = async_nats::ConnectOptions::new()
             .name("cmem")
-            .connect(opts.url.as_str())
+            // once connected, the client reconnects by itself (to any server of the list)
+            .connect(servers)
             .await
             .map_err(|e| nats_error(&format!("cannot reach NATS at {}", opts.url), e))?;
         let js = jetstream::new(client);
@@ -230,76 +364,22 @@ impl JetStreamJournal {
     }
 
     /// This node's consumer: every message after the head, in order, to the window and the
-    /// fan-out.
+    /// fan-out. The first consumer is made here (so a node that cannot follow the stream fails
+    /// to start); afterwards it is made again from the head whenever it ends, fails or falls
+    /// silent while the stream holds more (a NATS server that hosted it died).
     async fn follow(&self, tx: watch::Sender<u64>, fanout: Fanout) -> Result<(), JournalError> {
-        let start = self.head.load(Ordering::Acquire) + 1;
-        let consumer = self
-            .stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats_error("cannot follow the stream", e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| nats_error("cannot follow the stream", e))?;
-        let epoch = self.epoch.clone();
-        let head = self.head.clone();
-        let oldest = self.oldest.clone();
-        let recent = self.recent.clone();
+        let first = ordered_from(&self.stream, self.head.load(Ordering::Acquire) + 1).await?;
+        let f = Follower {
+            stream: self.stream.clone(),
+            epoch: self.epoch.clone(),
+            head: self.head.clone(),
+            oldest: self.oldest.clone(),
+            recent: self.recent.clone(),
+            tx,
+            fanout,
+        };
         let stop = self.stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    m = messages.next() => m,
-                };
-                let msg = match next {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "the JetStream consumer failed; it resumes");
-                        continue;
-                    }
-                    None => return,
-                };
-                let Ok(info) = msg.info() else { continue };
-                let id = info.stream_sequence;
-                let event = match event_from(&epoch, id, &msg.payload) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::error!(error = %e, "a stored event cannot be read; it is skipped");
-                        head.store(id, Ordering::Release);
-                        let _ = tx.send(id);
-                        continue;
-                    }
-                };
-                if let Ok(mut r) = recent.write() {
-                    // the window stays contiguous: a gap (retention) restarts it
-                    if r.back().is_some_and(|b| b.id + 1 != id) {
-                        r.clear();
-                    }
-                    if r.len() >= RECENT_CAPACITY {
-                        r.pop_front();
-                    }
-                    r.push_back(event.clone());
-                    if let Some(front) = r.front() {
-                        oldest.fetch_max(front.id.min(id), Ordering::AcqRel);
-                    }
-                }
-                head.store(id, Ordering::Release);
-                match &event.scope {
-                    Scope::Client(addr) => (fanout.direct)(addr, id),
-                    _ => {
-                        let _ = fanout.shared.send(event);
-                    }
-                }
-                let _ = tx.send(id);
-            }
-        });
+        tokio::spawn(async move { f.run(first, stop).await });
         Ok(())
     }
 
@@ -315,20 +395,7 @@ impl JetStreamJournal {
         if upto <= after {
             return Ok(out);
         }
-        let consumer = self
-            .stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: after + 1,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats_error("cannot read the stream", e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| nats_error("cannot read the stream", e))?;
+        let mut messages = ordered_from(&self.stream, after + 1).await?;
         loop {
             let next = tokio::time::timeout(READ_WAIT, messages.next())
                 .await

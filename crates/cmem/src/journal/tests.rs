@@ -474,22 +474,77 @@ mod jetstream {
         }
     }
 
+    /// Three NATS servers clustered on loopback, JetStream on each (a stream with 3 replicas
+    /// lives on all of them).
+    pub(crate) fn nats_cluster() -> Vec<Nats> {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free(), free())).collect();
+        let routes = ports
+            .iter()
+            .map(|(_, c)| format!("nats://127.0.0.1:{c}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, (p, c))| {
+                let dir = tempfile::tempdir().unwrap();
+                let child = std::process::Command::new("nats-server")
+                    .args(["-js", "-a", "127.0.0.1", "-p", &p.to_string()])
+                    .args(["-n", &format!("n{i}"), "--cluster_name", "cmem-test"])
+                    .args([
+                        "--cluster",
+                        &format!("nats://127.0.0.1:{c}"),
+                        "--routes",
+                        &routes,
+                    ])
+                    .arg("-sd")
+                    .arg(dir.path())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("nats-server is needed for the JetStream tests");
+                Nats {
+                    child,
+                    url: format!("nats://127.0.0.1:{p}"),
+                    _dir: dir,
+                }
+            })
+            .collect()
+    }
+
     fn options(url: &str, stream: &str) -> JetStreamOptions {
+        options_r(url, stream, 1)
+    }
+
+    fn options_r(url: &str, stream: &str, replicas: usize) -> JetStreamOptions {
         JetStreamOptions {
             url: url.into(),
             stream: stream.into(),
-            replicas: 1,
+            replicas,
             retention_max_events: 0,
             retention_max_age_s: 0,
         }
     }
 
     async fn open(url: &str, stream: &str) -> (Journal, broadcast::Receiver<Arc<Event>>, Direct) {
+        open_with(options(url, stream)).await.unwrap()
+    }
+
+    async fn open_with(
+        o: JetStreamOptions,
+    ) -> Result<(Journal, broadcast::Receiver<Arc<Event>>, Direct), JournalError> {
         let (tx, rx) = broadcast::channel(1 << 16);
         let direct: Direct = Default::default();
         let d = direct.clone();
         let engine = JetStreamJournal::open(
-            options(url, stream),
+            o,
             Fanout {
                 shared: tx,
                 direct: Box::new(move |client, id| {
@@ -497,9 +552,76 @@ mod jetstream {
                 }),
             },
         )
-        .await
-        .unwrap();
-        (Journal::with_engine(Box::new(engine)), rx, direct)
+        .await?;
+        Ok((Journal::with_engine(Box::new(engine)), rx, direct))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_nats_server_dies_while_publishing_and_every_acknowledged_event_is_delivered() {
+        let mut cluster = nats_cluster();
+        let urls: Vec<String> = cluster.iter().map(|n| n.url.clone()).collect();
+        // node A talks to servers 0 and 1, node B to 1 and 0; server 2 is killed
+        let a_urls = format!("{},{}", urls[0], urls[1]);
+        let b_urls = format!("{},{}", urls[1], urls[0]);
+        // the cluster elects its JetStream leader first; until then the stream cannot be made
+        let mut opened = None;
+        for _ in 0..60 {
+            match open_with(options_r(&a_urls, "R3", 3)).await {
+                Ok(j) => {
+                    opened = Some(j);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        let (a, _rx_a, _) = opened.expect("a replicated stream on the three servers");
+        let (b, mut rx_b, _) = open_with(options_r(&b_urls, "R3", 3)).await.unwrap();
+        let a = Arc::new(a);
+        let mut acked = Vec::new();
+        let mut failures = 0;
+        for i in 0..300 {
+            if i == 100 {
+                let _ = cluster[2].child.kill();
+                let _ = cluster[2].child.wait();
+            }
+            // a publisher retries what was not acknowledged (it may then be stored twice)
+            loop {
+                match a.append(events(1)).await {
+                    Ok(e) => {
+                        acked.push(e[0].id);
+                        break;
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        assert!(failures < 200, "publishing did not recover");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        // every acknowledged id reaches node B's fan-out, in increasing order
+        let last = *acked.last().unwrap();
+        let mut seen = Vec::new();
+        while seen.last().is_none_or(|l| *l < last) {
+            let e = tokio::time::timeout(Duration::from_secs(20), rx_b.recv())
+                .await
+                .expect("node B keeps delivering")
+                .unwrap();
+            seen.push(e.id);
+        }
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order, no repeat");
+        let missing: Vec<u64> = acked
+            .iter()
+            .filter(|id| !seen.contains(id))
+            .copied()
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged but never delivered: {missing:?}"
+        );
+        eprintln!("{} acknowledged, {failures} publishes retried", acked.len());
+        a.close().await;
+        b.close().await;
     }
 
     #[tokio::test]
