@@ -53,8 +53,12 @@ fn nats() -> Nats {
     }
 }
 
-fn node(nats: &Nats, data: &std::path::Path) -> TestServer {
-    TestServer::start_in(data, &["--cluster-nats-url", &nats.url], &[])
+fn node(nats: &Nats, data: &std::path::Path, name: &str) -> TestServer {
+    TestServer::start_in(
+        data,
+        &["--cluster-nats-url", &nats.url, "--node-name", name],
+        &[],
+    )
 }
 
 /// One poll page after `after` (`None`: a new client, from now).
@@ -93,8 +97,8 @@ async fn tags(s: &TestServer, client: &str, after: &str, n: usize) -> Vec<(u64, 
 async fn two_nodes_share_one_journal_and_cursors_move_between_them() {
     let n = nats();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = node(&n, da.path());
-    let b = node(&n, db.path());
+    let a = node(&n, da.path(), "node-a");
+    let b = node(&n, db.path(), "node-b");
     let (_, ha) = common::get(format!("{}/health", a.url)).await;
     let (_, hb) = common::get(format!("{}/health", b.url)).await;
     assert_eq!(
@@ -128,5 +132,25 @@ async fn two_nodes_share_one_journal_and_cursors_move_between_them() {
     assert_eq!(
         rest.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
         ["b3", "a4"]
+    );
+
+    // diagnostics name the node and show the stream; `cmem doctor` prints them
+    let (_, st) = common::get(format!("{}/api/websocket/status", b.url)).await;
+    assert_eq!(st["data"]["node"], "node-b");
+    let engine = &st["data"]["journal"]["engine"];
+    assert_eq!(engine["engine"], "jetstream", "{engine}");
+    assert_eq!(engine["stream"], "CMEM");
+    assert_eq!(engine["replicas"], 1);
+    assert!(engine["node_lag"].as_u64().is_some(), "{engine}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(["doctor", "--url", &a.url, "--bind", "127.0.0.1:0", "--data"])
+        .arg(da.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("node node-a; journal: JetStream stream CMEM on nats://"),
+        "{text}"
     );
 }

@@ -744,6 +744,16 @@ async fn doctor_and_firewall() {
     assert!(probes.iter().all(|p| p["ok"] == true), "{report}");
     assert_eq!(report["platform"]["os"], std::env::consts::OS);
     assert!(report["config"].as_str().unwrap().contains("bind = "));
+    // an open server lets the doctor see its node and journal
+    assert_eq!(
+        report["server"]["journal"]["engine"]["engine"], "sqlite",
+        "{report}"
+    );
+    assert!(
+        report["server"]["node"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+    );
 
     // nothing listening: the HTTP probe fails with a classified reason, exit code 1
     let closed = {

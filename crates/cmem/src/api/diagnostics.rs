@@ -11,10 +11,12 @@ use crate::http::ok;
 /// `GET /api/websocket/status`
 pub async fn status(State(app): State<App>) -> Response {
     let j = app.hub.journal.info();
+    let engine = app.hub.journal.state().await;
     let c = &app.config;
     let tokens = app.teams.users_exist();
     let exposed = !c.bind.ip().is_loopback();
     ok(json!({
+        "node": c.node(),
         "config": &**c,
         "platform": std::env::consts::OS,
         "auth": {
@@ -41,6 +43,7 @@ pub async fn status(State(app): State<App>) -> Response {
                 "max_age_s": c.retention_max_age_s,
             },
             "path": j.path,
+            "engine": engine,
         },
         "documents_loaded": app.teams.docs_loaded(),
         "events_published": app.hub.published_total(),

@@ -242,6 +242,9 @@ keys! {
     docs_cached_max: u64 = 256, range 1..=1_000_000;
     /// Shared documents one workspace may hold.
     docs_per_workspace_max: u64 = 1000, range 1..=10_000_000;
+    /// This node's name in diagnostics and cluster state (`/api/websocket/status`, `cmem doctor`).
+    /// Empty: the host name and the port.
+    node_name: String = String::new();
     /// Cluster mode: NATS server URLs, comma-separated (`nats://host:4222,…`). Set, the journal
     /// is a JetStream stream every node shares instead of the local SQLite file.
     /// Empty (the default), one node keeps its own journal.

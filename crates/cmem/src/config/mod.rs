@@ -124,6 +124,19 @@ impl Config {
     /// an origin [`Config::origin_allowed`], or the origin of that very host (a page this
     /// server served, also through a reverse proxy that keeps `Host`; rebound host names are
     /// refused before this, by the server's guard).
+    /// This node's name: `node_name`, else the host name and the port.
+    pub fn node(&self) -> String {
+        if self.node_name.trim().is_empty() {
+            format!(
+                "{}:{}",
+                sysinfo::System::host_name().unwrap_or_else(|_| "cmem".into()),
+                self.bind.port()
+            )
+        } else {
+            self.node_name.trim().to_string()
+        }
+    }
+
     pub fn origin_allowed_for(&self, origin: &str, host: Option<&str>) -> bool {
         let same_host = host.is_some_and(|h| {
             origin.strip_prefix("http://") == Some(h) || origin.strip_prefix("https://") == Some(h)

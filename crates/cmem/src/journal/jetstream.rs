@@ -603,6 +603,38 @@ impl Engine for JetStreamJournal {
             .unwrap_or(0)
     }
 
+    fn state(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let head = self.head();
+            let mut out = serde_json::json!({
+                "engine": "jetstream",
+                "stream": self.name,
+                "servers": self.url,
+                "node_head": head,
+            });
+            match self.stream.get_info().await {
+                Ok(info) => {
+                    out["replicas"] = info.config.num_replicas.into();
+                    out["last_sequence"] = info.state.last_sequence.into();
+                    // how far this node's fan-out is behind the stream
+                    out["node_lag"] = info.state.last_sequence.saturating_sub(head).into();
+                    if let Some(c) = &info.cluster {
+                        out["cluster"] = c.name.clone().into();
+                        out["leader"] = c.leader.clone().into();
+                        out["peers"] = c
+                            .replicas
+                            .iter()
+                            .map(|r| serde_json::json!({"name": r.name, "current": r.current, "offline": r.offline, "lag": r.lag}))
+                            .collect::<Vec<_>>()
+                            .into();
+                    }
+                }
+                Err(e) => out["error"] = format!("cannot read the stream's state: {e}").into(),
+            }
+            out
+        })
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.closed.store(true, Ordering::Release);

@@ -150,6 +150,8 @@ pub trait Engine: Send + Sync {
     fn clear_cache(&self) -> usize;
     /// Commits everything queued, then stops. Later appends fail with `Closed`.
     fn close(&self) -> BoxFuture<'_, ()>;
+    /// Where the journal lives and how it stands, for diagnostics (`engine` names the engine).
+    fn state(&self) -> BoxFuture<'_, serde_json::Value>;
 }
 
 /// The journal the hub holds: one engine behind the [`Engine`] interface.
@@ -209,6 +211,10 @@ impl Journal {
 
     pub async fn close(&self) {
         self.engine.close().await
+    }
+
+    pub async fn state(&self) -> serde_json::Value {
+        self.engine.state().await
     }
 }
 

@@ -683,4 +683,9 @@ impl Engine for SqliteJournal {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(SqliteJournal::close(self))
     }
+
+    fn state(&self) -> BoxFuture<'_, serde_json::Value> {
+        let path = self.path.display().to_string();
+        Box::pin(async move { serde_json::json!({"engine": "sqlite", "path": path}) })
+    }
 }

@@ -71,6 +71,8 @@ pub struct Report {
     pub excluded_ranges: Option<ExcludedRanges>,
     pub url: Option<String>,
     pub selftest: Vec<Probe>,
+    /// The server's node and journal (`/api/websocket/status`), when the token may see them.
+    pub server: Option<serde_json::Value>,
     /// One line per problem found, with what to do.
     pub advice: Vec<String>,
 }
@@ -479,6 +481,75 @@ fn advise(r: &Report) -> Vec<String> {
     out
 }
 
+/// The node and the journal as the server reports them (admins only; `None` otherwise).
+async fn server_side(base: &str, token: Option<&str>) -> Option<serde_json::Value> {
+    let c = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .build()
+        .ok()?;
+    let mut req = c.get(format!("{base}/api/websocket/status"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let v: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
+    let d = &v["data"];
+    (v["success"] == true).then(|| serde_json::json!({"node": d["node"], "journal": d["journal"]}))
+}
+
+/// One line for the journal an engine reports.
+fn journal_line(j: &serde_json::Value) -> String {
+    let e = &j["engine"];
+    match e["engine"].as_str() {
+        Some("jetstream") => {
+            let peers = e["peers"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .map(|x| {
+                            format!(
+                                "{} {}",
+                                x["name"].as_str().unwrap_or("?"),
+                                if x["offline"] == true {
+                                    "offline"
+                                } else if x["current"] == true {
+                                    "current"
+                                } else {
+                                    "behind"
+                                }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            format!(
+                "JetStream stream {} on {}: {} replica(s), leader {}{}; this node is {} event(s) behind (head {}){}",
+                e["stream"].as_str().unwrap_or("?"),
+                e["servers"].as_str().unwrap_or("?"),
+                e["replicas"],
+                e["leader"].as_str().unwrap_or("-"),
+                if peers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (other replicas: {peers})")
+                },
+                e["node_lag"],
+                e["node_head"],
+                e["error"]
+                    .as_str()
+                    .map(|x| format!("; {x}"))
+                    .unwrap_or_default()
+            )
+        }
+        _ => format!(
+            "SQLite {} (epoch {}, head {})",
+            e["path"].as_str().unwrap_or("?"),
+            j["epoch"].as_str().unwrap_or("?"),
+            j["head"]
+        ),
+    }
+}
+
 /// Builds the report; with `url` (or a running server at the configured address) it runs the
 /// self-test.
 pub async fn run(loaded: &Loaded, url: Option<String>, token: Option<String>) -> Report {
@@ -501,6 +572,12 @@ pub async fn run(loaded: &Loaded, url: Option<String>, token: Option<String>) ->
         Some(u) => selftest(u, token.as_deref()).await,
         None => Vec::new(),
     };
+    let server = match &url {
+        Some(u) if selftest.iter().any(|t| t.transport == "http" && t.ok) => {
+            server_side(u, token.as_deref()).await
+        }
+        _ => None,
+    };
     let mut port = port;
     if let Some(p) = port.as_mut()
         && p.state == "in_use"
@@ -520,6 +597,7 @@ pub async fn run(loaded: &Loaded, url: Option<String>, token: Option<String>) ->
         excluded_ranges: excluded_ranges(c.bind.port()),
         url,
         selftest,
+        server,
         advice: Vec::new(),
     };
     report.advice = advise(&report);
@@ -574,6 +652,13 @@ pub fn render(r: &Report) -> String {
         None => s.push_str(
             "\nno server found at the configured address; run `cmem doctor --url http://HOST:PORT` to test one\n",
         ),
+    }
+    if let Some(sv) = &r.server {
+        s.push_str(&format!(
+            "\nnode {}; journal: {}\n",
+            sv["node"].as_str().unwrap_or("?"),
+            journal_line(&sv["journal"])
+        ));
     }
     for a in &r.advice {
         s.push_str(&format!("\n* {a}"));
