@@ -22,6 +22,8 @@ export interface ConnectionState {
   state: 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'closed';
   /** The transport in use, or the one the next attempt will use. */
   transport: TransportName | null;
+  /** The node in use, or the one the next attempt will use. */
+  node: string;
   /** Attempts since the last stable connection. */
   attempt: number;
   /** Delay before the next attempt (`reconnecting`), in ms. */
@@ -83,6 +85,8 @@ export declare class Client {
   /** The last event delivered, or null before the first. */
   readonly cursor: Cursor | null;
   readonly transport: TransportName;
+  /** The node in use (or being tried): one of the URLs given to `connect`. */
+  readonly node: string;
   /** The last 200 state changes of this client. */
   readonly history: ConnectionState[];
   on(name: 'event', fn: (envelope: Envelope) => void): this;
@@ -98,7 +102,8 @@ export declare class Client {
   close(): void;
 }
 
-export declare function connect(url: string, options?: Options): Client;
+/** One server, or the nodes of a cluster (the client moves to the next when one is unreachable). */
+export declare function connect(url: string | string[], options?: Options): Client;
 export declare function backoffDelay(attempt: number, backoff?: { initialMs?: number; factor?: number; maxMs?: number }, random?: () => number): number;
 export declare function parseCursor(cursor: string | number | Cursor | null | undefined): Cursor | null;
 export declare const DEFAULT_TRANSPORTS: TransportName[];

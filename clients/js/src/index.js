@@ -48,10 +48,17 @@ const DEFAULTS = {
   WebSocket: null,
 };
 
-/** Connects to the cmem server at `url` (`http(s)://host:port`). */
+/**
+ * Connects to the cmem server at `url` (`http(s)://host:port`), or to any node of a cluster
+ * given as a list of URLs: the client stays on one node and moves to the next when it cannot
+ * reach the one it is on, resuming there from its cursor.
+ */
 export function connect(url, options = {}) {
   return new Client(url, options);
 }
+
+/** Failures that say the node could not be reached (rather than that it refused). */
+const UNREACHABLE = new Set(['transport', 'closed', 'timeout', 'stalled']);
 
 /**
  * The delay before attempt `attempt` (0-based): a uniformly random value in
@@ -569,7 +576,11 @@ export class Client extends Emitter {
     for (const t of transports) if (!LEGS[t]) throw new Error(`unknown transport ${t}; use ${Object.keys(LEGS).join(', ')}`);
     if (!transports.length) throw new Error('no transports');
     this.transports = [...transports];
-    this.base = new URL(url.endsWith('/') ? url : url + '/');
+    const urls = Array.isArray(url) ? url : [url];
+    if (!urls.length) throw new Error('no server URL');
+    this.bases = urls.map((u) => new URL(u.endsWith('/') ? u : u + '/'));
+    this._node = 0;
+    this._nodesTried = 0;
     this.clientId = this.opts.clientId || randomId('js-');
     this.storage = openStorage(this.opts.storage);
     const saved = this.storage?.load() || null;
@@ -601,6 +612,12 @@ export class Client extends Emitter {
   /** `{epoch, id}` of the last event delivered, or null. */
   get cursor() { return this._cursor ? { ...this._cursor } : null; }
 
+  /** The node in use (or being tried): one of the URLs given to `connect`. */
+  get base() { return this.bases[this._node]; }
+
+  /** The node in use (or being tried), as a URL string. */
+  get node() { return this.base.href; }
+
   /** The transport in use (or being tried). */
   get transport() { return this.leg?.transport ?? this.transports[this._index]; }
 
@@ -619,7 +636,7 @@ export class Client extends Emitter {
 
   _setState(state, extra = {}) {
     this.state = state;
-    const s = { state, transport: this.transport, attempt: this.attempt, delay_ms: 0, error: null, ...extra, at: Date.now() };
+    const s = { state, transport: this.transport, node: this.node, attempt: this.attempt, delay_ms: 0, error: null, ...extra, at: Date.now() };
     this.history.push(s);
     if (this.history.length > 200) this.history.splice(0, this.history.length - 200);
     this._emit('state', s);
@@ -653,6 +670,7 @@ export class Client extends Emitter {
   /** `leg` is the connection in use from now on. */
   _connected(leg, extra) {
     this.everConnected = true;
+    this._nodesTried = 0;
     this._setState('connected', { transport: leg.transport, ...extra });
     this._save();
     this._clearTimer(this._stableTimer);
@@ -675,6 +693,23 @@ export class Client extends Emitter {
     this.probe?.close();
     this.probe = null;
     const lived = leg.isOpen ? Date.now() - leg.openedAt : 0;
+    if (this.state === 'offline') return;
+    // a node that cannot be reached: the next node is tried at once, with the same transport,
+    // once each per round; after a round the transports fall back and back off as on one node
+    if (this.bases.length > 1 && !leg.isOpen && UNREACHABLE.has(err.code)) {
+      if (this._nodesTried < this.bases.length - 1) {
+        this._nodesTried += 1;
+        this._node = (this._node + 1) % this.bases.length;
+        this.attempt += 1;
+        this._setState('reconnecting', {
+          transport: this.transports[this._index], attempt: this.attempt, delay_ms: 0,
+          error: { code: err.code, message: err.message, transport: leg.transport },
+        });
+        this._retryTimer = this._timer(() => this._start(), 0);
+        return;
+      }
+      this._nodesTried = 0;
+    }
     const before = this._index;
     if (lived < this.opts.stableAfterMs) {
       // a timeout costs connectTimeoutMs each time: one is enough to move on (a proxy holding
