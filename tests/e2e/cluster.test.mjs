@@ -1,19 +1,29 @@
 // Cluster mode from a client's side: two cmem nodes share one journal on NATS JetStream
 // (Debian's nats-server, started here). The JavaScript client library, given both nodes' URLs,
 // stays on the first; when that node is SIGKILLed mid-stream it moves to the other and resumes
-// from its cursor: every event once, in id order, none lost.
+// from its cursor: every event once, in id order, none lost. Behind nginx with the shipped
+// configuration (deploy/nginx/cmem-cluster.conf), Engine.IO long-polling sessions stay on one
+// node while publishes go to both, and a client whose node dies resumes through nginx.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { connect } from '@collective-memory/client';
-import { startServer, publish, until, sleep, tempDir, TEST_EVENT } from './lib.mjs';
+import { startServer, publish, until, sleep, tempDir, sioClient, exactly, closeAllClients, TEST_EVENT } from './lib.mjs';
+import { startNginx, stopProxies } from './proxies.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
 
 const servers = [];
 const clients = [];
 let natsServer = null;
 after(async () => {
   for (const c of clients) c.close();
+  await closeAllClients();
+  await stopProxies();
   for (const s of servers) await s.stop('SIGKILL');
   natsServer?.kill('SIGKILL');
 });
@@ -24,6 +34,10 @@ function freePort() {
     srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
   });
 }
+
+/** One nats-server with JetStream for the whole file (each test uses its own stream). */
+let natsStarted = null;
+const natsOnce = () => (natsStarted ??= nats());
 
 async function nats() {
   const port = await freePort();
@@ -37,7 +51,7 @@ async function nats() {
 }
 
 test('SIGKILL the node a client is on: it moves to the other node and resumes, nothing lost or doubled', { timeout: 90000 }, async () => {
-  const natsUrl = await nats();
+  const natsUrl = await natsOnce();
   const node = async (name) => {
     const s = await startServer({ args: ['--cluster-nats-url', natsUrl, '--node-name', name] });
     servers.push(s);
@@ -72,4 +86,47 @@ test('SIGKILL the node a client is on: it moves to the other node and resumes, n
   assert.ok(moves.some((h) => h.node === `${b.url}/` && h.delay_ms === 0), 'the other node is tried at once');
   const back = c.history.find((h) => h.state === 'connected' && h.node === `${b.url}/`);
   console.log(`failover: connected to the other node ${back.at - killedAt} ms after the SIGKILL (over ${back.transport})`);
+});
+
+test('behind nginx with deploy/nginx/cmem-cluster.conf: long-polling stays on one node, publishes reach both, a dead node is routed around', { timeout: 90000 }, async () => {
+  const url = await natsOnce();
+  const node = async (name) => {
+    const s = await startServer({ args: ['--cluster-nats-url', url, '--node-name', name, '--cluster-stream', 'BEHIND'] });
+    servers.push(s);
+    return s;
+  };
+  const a = await node('na');
+  const b = await node('nb');
+  const shipped = readFileSync(path.resolve(here, '../../deploy/nginx/cmem-cluster.conf'), 'utf8');
+  const via = await startNginx((port) => shipped
+    .replaceAll('127.0.0.1:8001', `127.0.0.1:${a.port}`)
+    .replaceAll('127.0.0.1:8002', `127.0.0.1:${b.port}`)
+    .replace('listen 8080;', `listen 127.0.0.1:${port};`));
+
+  // the official client over long-polling only: its session's requests must all reach one node
+  const sio = sioClient(via, { transports: ['polling'], name: 'sio-polling' });
+  await sio.connected();
+  // publishes through nginx go to either node (round robin)
+  const ids = [];
+  for (let i = 0; i < 10; i++) ids.push(...(await publish(via, [{ type: TEST_EVENT, data: { tag: 'lb', seq: i } }])));
+  await until(() => sio.tests('lb').length >= 10, 'the polling client gets every event');
+  exactly(sio, ids, 'lb');
+  assert.equal(sio.transport(), 'polling');
+  sio.close();
+
+  // the client library over long-polling: kill the node it is on, nginx routes it to the other
+  const c = connect(via, { transports: ['polling'], connectTimeoutMs: 3000, backoff: { initialMs: 100, maxMs: 1000 } });
+  clients.push(c);
+  const got = [];
+  c.on('event', (e) => { if (e.type === TEST_EVENT && e.data.tag === 'lb2') got.push(e.id); });
+  await c.whenConnected();
+  const counts = await Promise.all([a, b].map(async (s) => (await (await fetch(`${s.url}/api/websocket/status`)).json()).data.connections.by_transport.polling ?? 0));
+  const [mine, other] = counts[0] > 0 ? [a, b] : [b, a];
+  const more = [];
+  for (let i = 0; i < 5; i++) more.push(...(await publish(other.url, [{ type: TEST_EVENT, data: { tag: 'lb2', seq: i } }])));
+  await until(() => got.length >= 5, 'events through nginx before the kill');
+  await mine.stop('SIGKILL');
+  for (let i = 5; i < 10; i++) more.push(...(await publish(other.url, [{ type: TEST_EVENT, data: { tag: 'lb2', seq: i } }])));
+  await until(() => got.length >= 10, `all 10 through nginx after the kill (have ${got.length})`, 30000);
+  assert.deepEqual(got, more, 'every event once, in order');
 });

@@ -35,6 +35,26 @@ export async function accepts(port) {
 
 /** Starts nginx (its own config, not the system's) proxying to `upstream`. */
 export async function nginx(upstream, { forwardUpgrade, buffering, keepHost = false }) {
+  return startNginx((port) => `
+  ${buffering ? 'gzip on; gzip_types text/event-stream; gzip_min_length 1; gzip_proxied any;' : ''}
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://127.0.0.1:${upstream};
+      proxy_http_version 1.1;
+      ${keepHost ? 'proxy_set_header Host $http_host;  # as a reverse proxy in front of a web app does' : ''}
+      ${forwardUpgrade ? 'proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";' : '# the Upgrade header is deliberately not forwarded'}
+      proxy_buffering ${buffering ? 'on' : 'off'};
+      proxy_read_timeout 300s;
+    }
+  }`);
+}
+
+/**
+ * Debian's nginx on a free loopback port, with `http(port)` as its http {} context (besides
+ * the temporary paths); resolves with its URL. Stopped by `stopProxies`.
+ */
+export async function startNginx(http) {
   const dir = tempDir();
   for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(path.join(dir, d));
   const port = await freePort();
@@ -53,18 +73,7 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  ${buffering ? 'gzip on; gzip_types text/event-stream; gzip_min_length 1; gzip_proxied any;' : ''}
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://127.0.0.1:${upstream};
-      proxy_http_version 1.1;
-      ${keepHost ? 'proxy_set_header Host $http_host;  # as a reverse proxy in front of a web app does' : ''}
-      ${forwardUpgrade ? 'proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";' : '# the Upgrade header is deliberately not forwarded'}
-      proxy_buffering ${buffering ? 'on' : 'off'};
-      proxy_read_timeout 300s;
-    }
-  }
+${http(port)}
 }
 `);
   const child = spawn('nginx', ['-c', conf, '-p', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
