@@ -130,3 +130,32 @@ test('behind nginx with deploy/nginx/cmem-cluster.conf: long-polling stays on on
   await until(() => got.length >= 10, `all 10 through nginx after the kill (have ${got.length})`, 30000);
   assert.deepEqual(got, more, 'every event once, in order');
 });
+
+test('the official client recovers its Socket.IO session on another node: the nodes share the recovery key', { timeout: 90000 }, async () => {
+  const url = await natsOnce();
+  const node = async (name) => {
+    const s = await startServer({ args: ['--cluster-nats-url', url, '--node-name', name, '--cluster-stream', 'RECOVER'] });
+    servers.push(s);
+    return s;
+  };
+  const a = await node('ra');
+  const b = await node('rb');
+  const shipped = readFileSync(path.resolve(here, '../../deploy/nginx/cmem-cluster.conf'), 'utf8');
+  const via = await startNginx((port) => shipped
+    .replaceAll('127.0.0.1:8001', `127.0.0.1:${a.port}`)
+    .replaceAll('127.0.0.1:8002', `127.0.0.1:${b.port}`)
+    .replace('listen 8080;', `listen 127.0.0.1:${port};`));
+  const rec = sioClient(via, { transports: ['websocket'], reconnection: true, name: 'sio-recover' });
+  await rec.connected();
+  const counts = await Promise.all([a, b].map(async (s) => (await (await fetch(`${s.url}/api/websocket/status`)).json()).data.connections.by_transport.websocket ?? 0));
+  const [mine, other] = counts[0] > 0 ? [a, b] : [b, a];
+  const ids = [];
+  for (let i = 0; i < 5; i++) ids.push(...(await publish(other.url, [{ type: TEST_EVENT, data: { tag: 'rec', seq: i } }])));
+  await until(() => rec.tests('rec').length >= 5, 'events before the kill');
+  await mine.stop('SIGKILL');
+  for (let i = 5; i < 10; i++) ids.push(...(await publish(other.url, [{ type: TEST_EVENT, data: { tag: 'rec', seq: i } }])));
+  await until(() => rec.tests('rec').length >= 10, 'every event after the other node took the session over', 30000);
+  exactly(rec, ids, 'rec');
+  assert.equal(rec.socket.recovered, true, 'the session was recovered, not started anew');
+  assert.equal(rec.tests('resync').length, 0);
+});

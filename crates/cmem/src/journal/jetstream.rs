@@ -254,6 +254,7 @@ pub struct JetStreamJournal {
     name: String,
     prefix: String,
     url: String,
+    replicas: usize,
     epoch: Arc<str>,
     /// The last id this node has fanned out.
     head: Arc<AtomicU64>,
@@ -338,6 +339,7 @@ impl JetStreamJournal {
             name: opts.stream.clone(),
             prefix,
             url: opts.url.clone(),
+            replicas: opts.replicas.max(1),
             epoch,
             head: Arc::new(AtomicU64::new(head)),
             oldest: Arc::new(AtomicU64::new(oldest)),
@@ -632,6 +634,56 @@ impl Engine for JetStreamJournal {
                 Err(e) => out["error"] = format!("cannot read the stream's state: {e}").into(),
             }
             out
+        })
+    }
+
+    fn shared_secret<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        Box::pin(async move {
+            // a stream of its own (one message per name), made with the journal's replicas;
+            // plain stream requests, which every JetStream server since 2.9 answers
+            let secrets = self
+                .js
+                .get_or_create_stream(stream::Config {
+                    name: format!("{}_SECRETS", self.name),
+                    subjects: vec![format!("{}_secrets.>", self.prefix)],
+                    max_messages_per_subject: 1,
+                    num_replicas: self.replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| nats_error("cannot open the shared secrets", e))?;
+            let subject = format!("{}_secrets.{}", self.prefix, token(name));
+            let mut b = [0u8; 32];
+            getrandom::fill(&mut b).map_err(|e| JournalError::Write(e.to_string()))?;
+            let fresh: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            // stored only if the subject holds nothing yet: the first node to ask makes it
+            let made = match self
+                .js
+                .send_publish(
+                    subject.clone(),
+                    jetstream::message::PublishMessage::build()
+                        .payload(fresh.clone().into())
+                        .expected_last_subject_sequence(0),
+                )
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            if made {
+                return Ok(Some(fresh));
+            }
+            let stored = secrets
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .map_err(|e| nats_error("cannot read a shared secret", e))?;
+            String::from_utf8(stored.payload.to_vec())
+                .map(Some)
+                .map_err(|_| JournalError::Write(format!("the shared secret {name} is not text")))
         })
     }
 

@@ -152,6 +152,15 @@ pub trait Engine: Send + Sync {
     fn close(&self) -> BoxFuture<'_, ()>;
     /// Where the journal lives and how it stands, for diagnostics (`engine` names the engine).
     fn state(&self) -> BoxFuture<'_, serde_json::Value>;
+    /// A secret every node of a cluster shares (64 hex digits, made by the first node that
+    /// asks), kept beside the journal; `None` when the engine serves one node (it then keeps
+    /// its own secrets in its state folder).
+    fn shared_secret<'a>(
+        &'a self,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// The journal the hub holds: one engine behind the [`Engine`] interface.
@@ -215,6 +224,10 @@ impl Journal {
 
     pub async fn state(&self) -> serde_json::Value {
         self.engine.state().await
+    }
+
+    pub async fn shared_secret(&self, name: &str) -> Result<Option<String>, JournalError> {
+        self.engine.shared_secret(name).await
     }
 }
 

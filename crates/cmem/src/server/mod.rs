@@ -71,6 +71,8 @@ pub struct Server {
     listener: TcpListener,
     /// The address actually bound (the port may differ from the configured one).
     addr: SocketAddr,
+    /// The cluster's Socket.IO recovery key (`None`: this node's own, in its state folder).
+    shared_key: Option<String>,
 }
 
 /// How long a starting server waits for an index another process holds.
@@ -121,6 +123,8 @@ impl Server {
         })?;
         config.bind = bound; // the origin clients see, and what diagnostics report
         let hub = Hub::open_configured(hub_options(&config)).await?;
+        // the recovery key of Socket.IO sessions: shared by a cluster's nodes, else local
+        let shared_key = hub.journal.shared_secret("socketio").await?;
         teams.limit_messages(config.team_message_max_chars);
         let teams = Arc::new(teams);
         let monitor = Monitor::new(hub.clone(), memory.clone(), config.status_interval_s);
@@ -138,6 +142,7 @@ impl Server {
             app,
             listener,
             addr: bound,
+            shared_key,
         })
     }
 
@@ -168,7 +173,8 @@ impl Server {
         let state = self.app;
         let hub = state.hub.clone();
         let config = state.config.clone();
-        let io = transports::socketio::build(&state).map_err(ServerError::State)?;
+        let io =
+            transports::socketio::build(&state, self.shared_key).map_err(ServerError::State)?;
         if let Some(io) = &io {
             tokio::spawn(io.clone().sweep());
         }

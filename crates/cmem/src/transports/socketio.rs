@@ -215,16 +215,24 @@ impl SessionKeys {
             }
             Err(e) => return Err(e),
         };
-        let mut secret = [0u8; 32];
-        if hex.len() != 64 {
-            return Err(std::io::Error::other(format!(
-                "{} is not 64 hex digits; delete it to make a new one (clients then reconnect without recovery)",
+        SessionKeys::from_hex(
+            &hex,
+            &format!(
+                "{} (delete it to make a new one; clients then reconnect without recovery)",
                 path.display()
-            )));
+            ),
+        )
+    }
+
+    /// A secret given as 64 hex digits; `what` names it in the error.
+    pub(crate) fn from_hex(hex: &str, what: &str) -> std::io::Result<SessionKeys> {
+        let bad = || std::io::Error::other(format!("{what} is not 64 hex digits"));
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(bad());
         }
+        let mut secret = [0u8; 32];
         for (i, s) in secret.iter_mut().enumerate() {
-            *s = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| std::io::Error::other(format!("{} is not hex", path.display())))?;
+            *s = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
         }
         Ok(SessionKeys { secret })
     }
@@ -550,14 +558,22 @@ impl Namespaces for Cmem {
 
 /// Builds the Socket.IO engine from the configuration, or `None` when both of its transports
 /// are switched off.
-pub fn build(app: &App) -> Result<Option<Arc<IoEngine>>, std::io::Error> {
+/// `shared_key` is the secret of recovery tokens when the nodes of a cluster share one
+/// (`Journal::shared_secret`); otherwise each node keeps its own in `<state>/socketio.key`.
+pub fn build(
+    app: &App,
+    shared_key: Option<String>,
+) -> Result<Option<Arc<IoEngine>>, std::io::Error> {
     let c = &app.config;
     let websocket = c.transport_enabled(Transport::Websocket);
     let polling = c.transport_enabled(Transport::Polling);
     if !websocket && !polling {
         return Ok(None);
     }
-    let keys = SessionKeys::load(&c.state_dir())?;
+    let keys = match shared_key {
+        Some(hex) => SessionKeys::from_hex(&hex, "the cluster's shared socketio key")?,
+        None => SessionKeys::load(&c.state_dir())?,
+    };
     // Sessions older than the journal's retention can no longer be recovered; with no age
     // limit, a month bounds what clients that joined workspaces leave behind.
     let max_age_s = match c.retention_max_age_s {
