@@ -40,7 +40,17 @@ impl Client {
     /// queue until read: a reader that stops holds the connection back rather than growing
     /// memory.
     pub fn connect(opts: Options) -> Result<Client, ClientError> {
-        if !(opts.url.starts_with("http://") || opts.url.starts_with("https://")) {
+        let nodes: Vec<String> = opts
+            .url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if nodes.is_empty()
+            || nodes
+                .iter()
+                .any(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
             return Err(ClientError::Url(opts.url));
         }
         if opts.transports.is_empty() {
@@ -69,7 +79,10 @@ impl Client {
                 opts,
                 http,
                 client_id,
+                nodes,
+                node: Default::default(),
             }),
+            nodes_tried: 0,
             tx,
             cursor: cursor.clone(),
             idx: 0,
@@ -131,6 +144,8 @@ struct Machine {
     failures: u32,
     attempt: u32,
     ever: bool,
+    /// Other nodes tried since the last connection (a round ends after each was tried once).
+    nodes_tried: usize,
 }
 
 impl Machine {
@@ -156,6 +171,7 @@ impl Machine {
         let s = State {
             state,
             transport,
+            node: self.ctx.base().to_string(),
             attempt: self.attempt,
             delay,
             error,
@@ -213,6 +229,36 @@ impl Machine {
                         None => return,
                     },
                 };
+            // a node that cannot be reached: the next one is tried at once with the same
+            // transport, each once per round; after a round, fallback and backoff as usual
+            let nodes = self.ctx.nodes.len();
+            let unreachable = matches!(
+                err.code,
+                ErrorCode::Transport | ErrorCode::Closed | ErrorCode::Timeout | ErrorCode::Stalled
+            );
+            if nodes > 1 && lived.is_zero() && unreachable {
+                if self.nodes_tried + 1 < nodes {
+                    self.nodes_tried += 1;
+                    self.ctx
+                        .node
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.attempt = self.attempt.saturating_add(1);
+                    if !self
+                        .state(
+                            Phase::Reconnecting,
+                            transport,
+                            Duration::ZERO,
+                            Some((used, err)),
+                            None,
+                        )
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                self.nodes_tried = 0;
+            }
             let before = self.idx;
             if lived < self.ctx.opts.stable_after {
                 // a timeout costs `connect_timeout` each time: one is enough to move on (a
@@ -261,6 +307,7 @@ impl Machine {
         mut rx: mpsc::Receiver<LegMsg>,
     ) -> Option<(Transport, LegError, Duration)> {
         self.ever = true;
+        self.nodes_tried = 0;
         if !self
             .state(Phase::Connected, transport, Duration::ZERO, None, None)
             .await

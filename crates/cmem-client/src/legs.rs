@@ -26,11 +26,16 @@ pub(crate) struct Ctx {
     pub opts: Options,
     pub http: reqwest::Client,
     pub client_id: String,
+    /// The nodes of [`Options::url`], and the one in use.
+    pub nodes: Vec<String>,
+    pub node: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
-    fn base(&self) -> &str {
-        self.opts.url.trim_end_matches('/')
+    /// The node in use, without a trailing `/`.
+    pub(crate) fn base(&self) -> &str {
+        let i = self.node.load(std::sync::atomic::Ordering::Relaxed);
+        self.nodes[i % self.nodes.len()].as_str()
     }
 
     fn scope_query(&self, q: &mut Vec<(&'static str, String)>) {

@@ -178,7 +178,10 @@ impl Backoff {
 /// How a client connects.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The server, `http(s)://host:port`.
+    /// The server, `http(s)://host:port`; for a cluster, its nodes separated by commas. The
+    /// client stays on one node and moves to the next when it cannot reach it (refused, cut
+    /// before opening, timed out), at once and with the same transport, once per node; then it
+    /// falls back and backs off as with one server. Any node resumes the cursor.
     pub url: String,
     /// Bearer token; none on an open loopback server.
     pub token: Option<String>,
@@ -292,6 +295,8 @@ pub struct State {
     pub state: Phase,
     /// The transport in use, or the one the next attempt uses.
     pub transport: Transport,
+    /// The node in use, or the one the next attempt uses (one of [`Options::url`]'s).
+    pub node: String,
     /// Attempts since the last stable connection.
     pub attempt: u32,
     /// Delay before the next attempt (`reconnecting`).
@@ -321,8 +326,9 @@ impl fmt::Display for State {
                 }
                 write!(
                     f,
-                    "reconnecting via {} in {:.1} s (attempt {})",
+                    "reconnecting via {} to {} in {:.1} s (attempt {})",
                     self.transport,
+                    self.node,
                     self.delay.as_secs_f64(),
                     self.attempt
                 )
@@ -356,7 +362,8 @@ pub enum ClientError {
 }
 
 /// Publishes one event with `POST /api/events` and returns the server's answer (`{ids, epoch,
-/// count}`).
+/// count}`). `url` may list a cluster's nodes separated by commas: the next is tried when one
+/// cannot be reached (the request is never sent twice to a node that answered).
 pub async fn publish(
     url: &str,
     token: Option<&str>,
@@ -368,16 +375,39 @@ pub async fn publish(
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| LegError::transport(format!("HTTP client: {e}")))?;
+    let mut last = LegError::transport(format!("no server URL in `{url}`"));
+    for node in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        match publish_to(&http, node, token, kind, scope, &data).await {
+            Err(e) if e.code == ErrorCode::Transport => last = e,
+            other => return other,
+        }
+    }
+    Err(last)
+}
+
+async fn publish_to(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    kind: &str,
+    scope: &str,
+    data: &serde_json::Value,
+) -> Result<serde_json::Value, LegError> {
     let mut req = http
         .post(format!("{}/api/events", url.trim_end_matches('/')))
         .json(&serde_json::json!({"type": kind, "scope": scope, "data": data}));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let res = req
-        .send()
-        .await
-        .map_err(|e| LegError::transport(format!("{url}: {e}")))?;
+    // only a failure to connect moves on to the next node: past that, the event may have
+    // been taken, and sending it again could store it twice
+    let res = req.send().await.map_err(|e| {
+        if e.is_connect() {
+            LegError::transport(format!("{url}: {e}"))
+        } else {
+            LegError::new(ErrorCode::Closed, format!("{url}: {e}"))
+        }
+    })?;
     let status = res.status();
     let body: serde_json::Value = res.json().await.unwrap_or(serde_json::Value::Null);
     if status.is_success() {

@@ -154,3 +154,76 @@ async fn two_nodes_share_one_journal_and_cursors_move_between_them() {
         "{text}"
     );
 }
+
+/// The Rust client given both nodes: its node is SIGKILLed mid-stream and it resumes on the
+/// other, every event once, in order.
+#[tokio::test]
+async fn the_rust_client_moves_to_another_node_when_its_node_dies() {
+    use cmem_client::{Backoff, Client, Options, Phase, Update};
+    let n = nats();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = node(&n, da.path(), "rust-a");
+    let b = node(&n, db.path(), "rust-b");
+    let mut o = Options::new(format!("{},{}", a.url, b.url));
+    o.connect_timeout = Duration::from_secs(3);
+    o.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        factor: 2,
+        max: Duration::from_secs(1),
+    };
+    let mut c = Client::connect(o).unwrap();
+    // connected to the first node
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .unwrap()
+        {
+            Some(Update::State(s)) if s.state == Phase::Connected => {
+                assert_eq!(s.node, a.url);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the client ended"),
+        }
+    }
+    let mut ids = Vec::new();
+    let publish = async |tag: &str| {
+        let (st, v) = common::post_as(
+            &format!("{}/api/events", b.url),
+            None,
+            json!({"type": "test_event", "data": {"tag": tag}}),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        v["data"]["ids"][0].as_u64().unwrap()
+    };
+    for i in 0..5 {
+        ids.push(publish(&format!("r{i}")).await);
+    }
+    let mut got = Vec::new();
+    let mut moved_to = None;
+    let mut killed = false;
+    while got.len() < 10 {
+        match tokio::time::timeout(Duration::from_secs(20), c.next())
+            .await
+            .unwrap()
+        {
+            Some(Update::Event(e)) if e.kind == "test_event" => got.push(e.id),
+            Some(Update::State(s)) if s.state == Phase::Connected && killed => {
+                moved_to = Some(s.node.clone())
+            }
+            Some(_) => {}
+            None => panic!("the client ended"),
+        }
+        if got.len() == 5 && !killed {
+            a.child.kill().unwrap();
+            a.child.wait().unwrap();
+            killed = true;
+            for i in 5..10 {
+                ids.push(publish(&format!("r{i}")).await);
+            }
+        }
+    }
+    assert_eq!(got, ids, "every event once, in order");
+    assert_eq!(moved_to.as_deref(), Some(b.url.as_str()));
+}
