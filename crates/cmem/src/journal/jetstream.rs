@@ -66,6 +66,9 @@ struct Stored<'a> {
     publisher: Option<serde_json::Value>,
 }
 
+/// Attempts to open the stream, 500 ms apart, before a node gives up starting.
+const OPEN_TRIES: u32 = 30;
+
 /// How long a read waits for the stream to hand over a message it says it holds.
 const READ_WAIT: Duration = Duration::from_secs(10);
 
@@ -305,10 +308,20 @@ impl JetStreamJournal {
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };
-        let mut stream = js
-            .get_or_create_stream(config.clone())
-            .await
-            .map_err(|e| nats_error("cannot open the JetStream stream", e))?;
+        // a cluster that is still electing its JetStream leader answers with errors for a
+        // few seconds: wait that out before giving up
+        let mut tries = 0;
+        let mut stream = loop {
+            match js.get_or_create_stream(config.clone()).await {
+                Ok(s) => break s,
+                Err(e) if tries < OPEN_TRIES => {
+                    tries += 1;
+                    tracing::info!(error = %e, "the JetStream stream is not available yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(nats_error("cannot open the JetStream stream", e)),
+            }
+        };
         let info = stream
             .info()
             .await

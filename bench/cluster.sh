@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Cluster mode next to a single node, in one run (BENCHMARKS.md has the figures): durable publish
+# throughput and paced delivery latency on
+#   1. one cmem node on its SQLite journal (the default),
+#   2. one cmem node on JetStream with 1 replica (one nats-server),
+#   3. one cmem node on JetStream with 3 replicas (three clustered nats-servers on loopback).
+# Needs target/release/cmem and cmem-bench (`cargo build --release -p cmem -p cmem-bench`) and
+# Debian's nats-server. Loopback only; everything it starts is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# waits until a TCP port accepts
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; exit 1; }
+
+start_cmem() { # name, extra args...
+  local name=$1; shift
+  local port; port=$(free_port)
+  mkdir -p "$work/$name"
+  RUST_LOG=warn "$bin/cmem" serve --data "$work/$name" --bind "127.0.0.1:$port" --status-interval-s 0 "$@" >/dev/null 2>"$work/$name.log" &
+  pids+=($!)
+  wait_port "$port"
+  echo "http://127.0.0.1:$port $!"
+}
+
+run() { # label, url, pid
+  local label=$1 url=$2 pid=$3
+  echo "### $label"
+  "$bin/cmem-bench" journal --url "$url" --pid "$pid" --events "${EVENTS:-20000}" --batch 100 --publishers 4
+  "$bin/cmem-bench" journal --url "$url" --pid "$pid" --events "${SINGLES:-3000}" --batch 1 --publishers 16
+  "$bin/cmem-bench" broadcast --url "$url" --pid "$pid" -n 100 --events "${PACED:-500}" --rate 100 --batch 1
+}
+
+read -r url pid < <(start_cmem single)
+run "single node, SQLite journal" "$url" "$pid"
+
+np=$(free_port)
+nats-server -js -a 127.0.0.1 -p "$np" -sd "$work/nats1" >/dev/null 2>&1 &
+pids+=($!)
+wait_port "$np"
+read -r url pid < <(start_cmem r1 --cluster-nats-url "nats://127.0.0.1:$np" --cluster-stream R1)
+run "cluster mode, JetStream, 1 replica" "$url" "$pid"
+
+ports=(); cports=()
+for i in 0 1 2; do ports+=("$(free_port)"); cports+=("$(free_port)"); done
+routes="nats://127.0.0.1:${cports[0]},nats://127.0.0.1:${cports[1]},nats://127.0.0.1:${cports[2]}"
+for i in 0 1 2; do
+  nats-server -js -a 127.0.0.1 -p "${ports[$i]}" -n "n$i" --cluster_name bench \
+    --cluster "nats://127.0.0.1:${cports[$i]}" --routes "$routes" -sd "$work/nats3-$i" >/dev/null 2>&1 &
+  pids+=($!)
+done
+for i in 0 1 2; do wait_port "${ports[$i]}"; done
+sleep 3 # the JetStream meta leader is elected
+read -r url pid < <(start_cmem r3 --cluster-nats-url "nats://127.0.0.1:${ports[0]},nats://127.0.0.1:${ports[1]}" --cluster-stream R3 --cluster-replicas 3)
+run "cluster mode, JetStream, 3 replicas" "$url" "$pid"
