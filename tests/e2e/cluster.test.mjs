@@ -50,6 +50,24 @@ async function nats() {
   return url;
 }
 
+/** Two cmem nodes on the stream `stream`, behind nginx with the shipped configuration. */
+async function twoNodesBehindNginx(stream) {
+  const url = await natsOnce();
+  const node = async (name) => {
+    const s = await startServer({ args: ['--cluster-nats-url', url, '--node-name', name, '--cluster-stream', stream] });
+    servers.push(s);
+    return s;
+  };
+  const a = await node(`${stream}-a`);
+  const b = await node(`${stream}-b`);
+  const shipped = readFileSync(path.resolve(here, '../../deploy/nginx/cmem-cluster.conf'), 'utf8');
+  const via = await startNginx((port) => shipped
+    .replaceAll('127.0.0.1:8001', `127.0.0.1:${a.port}`)
+    .replaceAll('127.0.0.1:8002', `127.0.0.1:${b.port}`)
+    .replace('listen 8080;', `listen 127.0.0.1:${port};`));
+  return { a, b, via };
+}
+
 test('SIGKILL the node a client is on: it moves to the other node and resumes, nothing lost or doubled', { timeout: 90000 }, async () => {
   const natsUrl = await natsOnce();
   const node = async (name) => {
@@ -89,19 +107,7 @@ test('SIGKILL the node a client is on: it moves to the other node and resumes, n
 });
 
 test('behind nginx with deploy/nginx/cmem-cluster.conf: long-polling stays on one node, publishes reach both, a dead node is routed around', { timeout: 90000 }, async () => {
-  const url = await natsOnce();
-  const node = async (name) => {
-    const s = await startServer({ args: ['--cluster-nats-url', url, '--node-name', name, '--cluster-stream', 'BEHIND'] });
-    servers.push(s);
-    return s;
-  };
-  const a = await node('na');
-  const b = await node('nb');
-  const shipped = readFileSync(path.resolve(here, '../../deploy/nginx/cmem-cluster.conf'), 'utf8');
-  const via = await startNginx((port) => shipped
-    .replaceAll('127.0.0.1:8001', `127.0.0.1:${a.port}`)
-    .replaceAll('127.0.0.1:8002', `127.0.0.1:${b.port}`)
-    .replace('listen 8080;', `listen 127.0.0.1:${port};`));
+  const { a, b, via } = await twoNodesBehindNginx('BEHIND');
 
   // the official client over long-polling only: its session's requests must all reach one node
   const sio = sioClient(via, { transports: ['polling'], name: 'sio-polling' });
@@ -132,19 +138,7 @@ test('behind nginx with deploy/nginx/cmem-cluster.conf: long-polling stays on on
 });
 
 test('the official client recovers its Socket.IO session on another node: the nodes share the recovery key', { timeout: 90000 }, async () => {
-  const url = await natsOnce();
-  const node = async (name) => {
-    const s = await startServer({ args: ['--cluster-nats-url', url, '--node-name', name, '--cluster-stream', 'RECOVER'] });
-    servers.push(s);
-    return s;
-  };
-  const a = await node('ra');
-  const b = await node('rb');
-  const shipped = readFileSync(path.resolve(here, '../../deploy/nginx/cmem-cluster.conf'), 'utf8');
-  const via = await startNginx((port) => shipped
-    .replaceAll('127.0.0.1:8001', `127.0.0.1:${a.port}`)
-    .replaceAll('127.0.0.1:8002', `127.0.0.1:${b.port}`)
-    .replace('listen 8080;', `listen 127.0.0.1:${port};`));
+  const { a, b, via } = await twoNodesBehindNginx('RECOVER');
   const rec = sioClient(via, { transports: ['websocket'], reconnection: true, name: 'sio-recover' });
   await rec.connected();
   const counts = await Promise.all([a, b].map(async (s) => (await (await fetch(`${s.url}/api/websocket/status`)).json()).data.connections.by_transport.websocket ?? 0));

@@ -501,6 +501,35 @@ impl JetStreamJournal {
             .await
     }
 
+    /// The events in `(from, upto]` that `wanted` keeps, read a page at a time; stops early
+    /// once `enough` are kept.
+    async fn scan(
+        &self,
+        from: u64,
+        upto: u64,
+        wanted: &(dyn Fn(&Arc<Event>) -> bool + Sync),
+        enough: Option<usize>,
+    ) -> Result<Vec<Arc<Event>>, JournalError> {
+        let mut out = Vec::new();
+        let mut at = from;
+        while at < upto && enough.is_none_or(|n| out.len() < n) {
+            let page = self
+                .read_events(ReadQuery {
+                    after: at,
+                    upto,
+                    scopes: None,
+                    limit: 5000,
+                })
+                .await?;
+            let Some(last) = page.last().map(|e| e.id) else {
+                break;
+            };
+            out.extend(page.into_iter().filter(|e| wanted(e)));
+            at = last;
+        }
+        Ok(out)
+    }
+
     async fn activity_events(&self, q: ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
         if q.scopes.is_empty() || q.types.as_ref().is_some_and(|t| t.is_empty()) {
             return Ok(Vec::new());
@@ -515,24 +544,8 @@ impl JetStreamJournal {
         let limit = q.limit.max(1);
         let head = self.head();
         if let Some(after) = q.after {
-            // forward, a page at a time, until `limit` are found or the head is reached
-            let mut out = Vec::new();
-            let mut from = after;
-            while from < head && out.len() < limit {
-                let page = self
-                    .read_events(ReadQuery {
-                        after: from,
-                        upto: head,
-                        scopes: None,
-                        limit: 1000,
-                    })
-                    .await?;
-                let Some(last) = page.last().map(|e| e.id) else {
-                    break;
-                };
-                out.extend(page.into_iter().filter(wanted));
-                from = last;
-            }
+            // forward until `limit` are found or the head is reached
+            let mut out = self.scan(after, head, &wanted, Some(limit)).await?;
             out.truncate(limit);
             return Ok(out);
         }
@@ -541,23 +554,7 @@ impl JetStreamJournal {
         let mut span = 1000u64;
         loop {
             let from = head.saturating_sub(span).max(floor);
-            let mut found = Vec::new();
-            let mut at = from;
-            while at < head {
-                let page = self
-                    .read_events(ReadQuery {
-                        after: at,
-                        upto: head,
-                        scopes: None,
-                        limit: 5000,
-                    })
-                    .await?;
-                let Some(last) = page.last().map(|e| e.id) else {
-                    break;
-                };
-                found.extend(page.into_iter().filter(wanted));
-                at = last;
-            }
+            let mut found = self.scan(from, head, &wanted, None).await?;
             if found.len() >= limit || from == floor {
                 let skip = found.len().saturating_sub(limit);
                 return Ok(found.split_off(skip));
@@ -607,15 +604,7 @@ impl Engine for JetStreamJournal {
     }
 
     fn clear_cache(&self) -> usize {
-        self.recent
-            .write()
-            .map(|mut r| {
-                let n = r.len();
-                r.clear();
-                r.shrink_to_fit();
-                n
-            })
-            .unwrap_or(0)
+        super::clear_window(&self.recent)
     }
 
     fn state(&self) -> BoxFuture<'_, serde_json::Value> {

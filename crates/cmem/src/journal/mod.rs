@@ -130,6 +130,19 @@ fn read_window(recent: &Recent, q: &ReadQuery) -> Option<Vec<Arc<Event>>> {
     Some(out)
 }
 
+/// Empties an engine's in-memory window; returns how many events it held.
+fn clear_window(recent: &Recent) -> usize {
+    recent
+        .write()
+        .map(|mut r| {
+            let n = r.len();
+            r.clear();
+            r.shrink_to_fit();
+            n
+        })
+        .unwrap_or(0)
+}
+
 /// A storage engine of the journal (see the module's documentation for what each promises).
 pub trait Engine: Send + Sync {
     /// The epoch of this store.

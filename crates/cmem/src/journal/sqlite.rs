@@ -356,15 +356,7 @@ impl SqliteJournal {
     /// Empties the in-memory window of recent events; reads go to SQLite until new commits
     /// refill it. Returns how many events it held.
     pub fn clear_cache(&self) -> usize {
-        self.recent
-            .write()
-            .map(|mut r| {
-                let n = r.len();
-                r.clear();
-                r.shrink_to_fit();
-                n
-            })
-            .unwrap_or(0)
+        super::clear_window(&self.recent)
     }
 
     /// Commits everything queued, then stops the writer. Later appends fail with `Closed`.
