@@ -3,7 +3,9 @@
 // stays on the first; when that node is SIGKILLed mid-stream it moves to the other and resumes
 // from its cursor: every event once, in id order, none lost. Behind nginx with the shipped
 // configuration (deploy/nginx/cmem-cluster.conf), Engine.IO long-polling sessions stay on one
-// node while publishes go to both, and a client whose node dies resumes through nginx.
+// node while publishes go to both, and a client whose node dies resumes through nginx. Three
+// NATS servers and three nodes: clients of every transport, spread over the nodes, get the
+// events published on every node once, in one order.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,7 +14,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect } from '@collective-memory/client';
-import { startServer, publish, until, sleep, tempDir, sioClient, exactly, closeAllClients, TEST_EVENT } from './lib.mjs';
+import { startServer, publish, until, sleep, tempDir, sioClient, sseClient, pollClient, exactly, closeAllClients, TEST_EVENT } from './lib.mjs';
 import { startNginx, stopProxies } from './proxies.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -20,7 +22,9 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const servers = [];
 const clients = [];
 let natsServer = null;
+const natsCluster = [];
 after(async () => {
+  for (const n of natsCluster) n.kill('SIGKILL');
   for (const c of clients) c.close();
   await closeAllClients();
   await stopProxies();
@@ -152,4 +156,40 @@ test('the official client recovers its Socket.IO session on another node: the no
   exactly(rec, ids, 'rec');
   assert.equal(rec.socket.recovered, true, 'the session was recovered, not started anew');
   assert.equal(rec.tests('resync').length, 0);
+});
+
+test('three NATS servers, three cmem nodes: clients of every transport spread over the nodes get every event of every node once, in one order', { timeout: 120000 }, async () => {
+  const ports = [];
+  for (let i = 0; i < 3; i++) ports.push([await freePort(), await freePort()]);
+  const routes = ports.map(([, c]) => `nats://127.0.0.1:${c}`).join(',');
+  ports.forEach(([p, c], i) => natsCluster.push(spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(p), '-n', `n${i}`,
+    '--cluster_name', 'e2e', '--cluster', `nats://127.0.0.1:${c}`, '--routes', routes, '-sd', tempDir()], { stdio: 'ignore' })));
+  const urls = ports.map(([p]) => `nats://127.0.0.1:${p}`);
+  // each node talks to its own NATS server first; the stream has 3 replicas
+  const nodes = [];
+  for (let i = 0; i < 3; i++) {
+    const list = [urls[i], urls[(i + 1) % 3], urls[(i + 2) % 3]].join(',');
+    const s = await startServer({ args: ['--cluster-nats-url', list, '--cluster-replicas', '3', '--cluster-stream', 'THREE', '--node-name', `c${i}`] });
+    servers.push(s);
+    nodes.push(s);
+  }
+  const clients = [
+    sioClient(nodes[0].url, { transports: ['websocket'], name: 'ws@c0' }),
+    sseClient(nodes[0].url, { name: 'sse@c0' }),
+    sioClient(nodes[1].url, { transports: ['polling'], name: 'polling@c1' }),
+    pollClient(nodes[1].url, { clientId: 'poll-c1', name: 'poll@c1' }),
+    sioClient(nodes[2].url, { transports: ['websocket'], name: 'ws@c2' }),
+    sseClient(nodes[2].url, { name: 'sse@c2' }),
+  ];
+  await Promise.all(clients.map((c) => (c.connected ? c.connected() : c.opened ? c.opened() : null)));
+  // the poll client starts from now once its first page is answered
+  await until(() => clients[3].responses > 0, 'the poll client answered once');
+  const ids = [];
+  for (let round = 0; round < 20; round++) {
+    for (const n of nodes) ids.push(...(await publish(n.url, [{ type: TEST_EVENT, data: { tag: 'three', round } }])));
+  }
+  ids.sort((x, y) => x - y);
+  await until(() => clients.every((c) => c.tests('three').length >= ids.length), 'every client has every event', 30000);
+  for (const c of clients) exactly(c, ids, 'three');
+  for (const c of clients) await c.close();
 });
