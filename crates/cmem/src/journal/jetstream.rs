@@ -144,7 +144,7 @@ async fn ordered_from(
 
 /// How long this node's consumer may be silent before the stream is asked whether it holds
 /// more (then the consumer is made again).
-const FOLLOW_IDLE: Duration = Duration::from_secs(5);
+const FOLLOW_IDLE: Duration = Duration::from_secs(2);
 
 /// What the follower task owns.
 struct Follower {
@@ -167,7 +167,7 @@ impl Follower {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(Duration::from_secs(2));
                 match ordered_from(&self.stream, self.head.load(Ordering::Acquire) + 1).await {
                     Ok(m) => messages = Some(m),
                     Err(e) => tracing::warn!(error = %e, "cannot follow the journal stream yet"),
@@ -196,7 +196,14 @@ impl Follower {
                 // silent: fine if the stream holds nothing more, else follow again
                 Err(_) => {
                     let behind = match self.stream.get_info().await {
-                        Ok(info) => info.state.last_sequence > self.head.load(Ordering::Acquire),
+                        Ok(info) => {
+                            // retention moves the stream's start on its own: follow it
+                            if info.state.messages > 0 {
+                                self.oldest
+                                    .fetch_max(info.state.first_sequence, Ordering::AcqRel);
+                            }
+                            info.state.last_sequence > self.head.load(Ordering::Acquire)
+                        }
                         Err(_) => true,
                     };
                     if behind {
@@ -234,9 +241,6 @@ impl Follower {
                 r.pop_front();
             }
             r.push_back(event.clone());
-            if let Some(front) = r.front() {
-                self.oldest.fetch_max(front.id.min(id), Ordering::AcqRel);
-            }
         }
         self.head.store(id, Ordering::Release);
         match &event.scope {
@@ -369,7 +373,7 @@ impl JetStreamJournal {
             .saturating_sub(RECENT_CAPACITY as u64)
             .max(oldest.saturating_sub(1));
         let warm = journal
-            .read_stored(from, head, None, RECENT_CAPACITY)
+            .read_stored(from, head, None, RECENT_CAPACITY, false)
             .await?;
         if let Ok(mut r) = journal.recent.write() {
             r.extend(warm);
@@ -399,18 +403,25 @@ impl JetStreamJournal {
     }
 
     /// Stored events in `(after, upto]` from the stream (only `scopes`), at most `limit`.
+    ///
+    /// The stream's retention deletes from its start on its own, so `oldest` may lag behind
+    /// it. A `strict` read (a client resuming) that finds its first event already gone raises
+    /// `oldest` and fails with [`JournalError::Expired`]: the client then gets a `resync`
+    /// when it comes back, instead of events after a silent gap.
     async fn read_stored(
         &self,
         after: u64,
         upto: u64,
         scopes: Option<&[String]>,
         limit: usize,
+        strict: bool,
     ) -> Result<Vec<Arc<Event>>, JournalError> {
         let mut out = Vec::new();
         if upto <= after {
             return Ok(out);
         }
         let mut messages = ordered_from(&self.stream, after + 1).await?;
+        let mut first = true;
         loop {
             let next = tokio::time::timeout(READ_WAIT, messages.next())
                 .await
@@ -421,6 +432,13 @@ impl JetStreamJournal {
                 .info()
                 .map_err(|e| nats_error("a message without its sequence", e))?
                 .stream_sequence;
+            if first && id > after + 1 {
+                self.oldest.fetch_max(id, Ordering::AcqRel);
+                if strict {
+                    return Err(JournalError::Expired { after, oldest: id });
+                }
+            }
+            first = false;
             if id > upto {
                 break;
             }
@@ -460,25 +478,18 @@ impl JetStreamJournal {
                 .map_err(|e| JournalError::Write(e.to_string()))?;
                 let ack = self
                     .js
-                    .publish(subject(&self.prefix, &ev.scope), payload.into())
+                    .publish(subject(&self.prefix, &ev.scope), payload.clone().into())
                     .await
                     .map_err(|e| nats_error("cannot publish to JetStream", e))?;
-                pending.push(ack);
+                pending.push((payload, ack));
             }
         }
+        // each event as every node reads it back: the stored bytes with the sequence
         let mut out = Vec::with_capacity(events.len());
-        for (ev, ack) in events.iter().zip(pending) {
+        for (payload, ack) in pending {
             let ack = ack
                 .await
                 .map_err(|e| nats_error("JetStream did not acknowledge an event", e))?;
-            let payload = serde_json::to_vec(&Stored {
-                kind: &ev.kind,
-                scope: ev.scope.to_string(),
-                ts: ts.clone(),
-                data: ev.data.clone(),
-                publisher: ev.publisher.clone(),
-            })
-            .map_err(|e| JournalError::Write(e.to_string()))?;
             out.push(event_from(&self.epoch, ack.sequence, &payload)?);
         }
         self.appended.fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -493,11 +504,15 @@ impl JetStreamJournal {
         Ok(out)
     }
 
-    async fn read_events(&self, q: ReadQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+    async fn read_events(
+        &self,
+        q: ReadQuery,
+        strict: bool,
+    ) -> Result<Vec<Arc<Event>>, JournalError> {
         if let Some(hit) = read_window(&self.recent, &q) {
             return Ok(hit);
         }
-        self.read_stored(q.after, q.upto, q.scopes.as_deref(), q.limit)
+        self.read_stored(q.after, q.upto, q.scopes.as_deref(), q.limit, strict)
             .await
     }
 
@@ -514,12 +529,15 @@ impl JetStreamJournal {
         let mut at = from;
         while at < upto && enough.is_none_or(|n| out.len() < n) {
             let page = self
-                .read_events(ReadQuery {
-                    after: at,
-                    upto,
-                    scopes: None,
-                    limit: 5000,
-                })
+                .read_events(
+                    ReadQuery {
+                        after: at,
+                        upto,
+                        scopes: None,
+                        limit: 5000,
+                    },
+                    false,
+                )
                 .await?;
             let Some(last) = page.last().map(|e| e.id) else {
                 break;
@@ -596,7 +614,7 @@ impl Engine for JetStreamJournal {
     }
 
     fn read(&self, q: ReadQuery) -> BoxFuture<'_, Result<Vec<Arc<Event>>, JournalError>> {
-        Box::pin(self.read_events(q))
+        Box::pin(self.read_events(q, true))
     }
 
     fn activity(&self, q: ActivityQuery) -> BoxFuture<'_, Result<Vec<Arc<Event>>, JournalError>> {

@@ -44,6 +44,9 @@ pub enum JournalError {
     Closed,
     #[error("journal row {id} is corrupt: {message}")]
     Corrupt { id: u64, message: String },
+    /// The store dropped the events after `after` (retention) before they could be read.
+    #[error("the events after id {after} are no longer retained (the oldest is {oldest})")]
+    Expired { after: u64, oldest: u64 },
 }
 
 /// How many of the newest events are kept in memory for replay.
