@@ -284,8 +284,12 @@ pub(super) fn format_answer(query: &str, answer: &Value) -> String {
         );
     }
     let mut out = format!(
-        "{total} document{} match `{query}`; the best {}:\n",
-        if total == 1 { "" } else { "s" },
+        "{total} {} `{query}`; the best {}:\n",
+        if total == 1 {
+            "document matches"
+        } else {
+            "documents match"
+        },
         results.len()
     );
     for (i, r) in results.iter().enumerate() {
