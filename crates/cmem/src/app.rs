@@ -14,6 +14,7 @@ use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::teams::Teams;
+use crate::teams::cluster::ClusterOptions;
 
 /// Everything a request may need.
 pub struct AppState {
@@ -54,7 +55,7 @@ pub fn hub_options(config: &Config) -> HubOptions {
             retention_max_events: config.retention_max_events,
             retention_max_age_s: config.retention_max_age_s,
         },
-        cluster: (!config.cluster_nats_url.trim().is_empty()).then(|| JetStreamOptions {
+        cluster: cluster_on(config).then(|| JetStreamOptions {
             url: config.cluster_nats_url.trim().to_string(),
             stream: config.cluster_stream.clone(),
             replicas: config.cluster_replicas,
@@ -62,4 +63,22 @@ pub fn hub_options(config: &Config) -> HubOptions {
             retention_max_age_s: config.retention_max_age_s,
         }),
     }
+}
+
+fn cluster_on(config: &Config) -> bool {
+    !config.cluster_nats_url.trim().is_empty()
+}
+
+/// Where a cluster keeps its team state (`None` on a single node).
+pub fn teams_cluster(config: &Config) -> Option<ClusterOptions> {
+    cluster_on(config).then(|| ClusterOptions {
+        url: config.cluster_nats_url.trim().to_string(),
+        stream: config.cluster_stream.clone(),
+        replicas: config.cluster_replicas,
+    })
+}
+
+/// Opens the team state as configured: `teams.sqlite3`, or a cluster's team log.
+pub fn open_teams(config: &Config) -> Result<Teams, crate::teams::TeamsError> {
+    Teams::open_with(&config.state_dir(), teams_cluster(config).as_ref())
 }

@@ -32,4 +32,8 @@ pub mod ops;
 pub mod protocol;
 pub mod server;
 pub mod teams;
+#[cfg(all(test, unix))]
+pub(crate) mod testing;
 pub(crate) mod transports;
+
+pub use app::open_teams;

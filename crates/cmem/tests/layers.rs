@@ -10,16 +10,17 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top: a module may use those listed for it, nothing else in the crate.
 const LAYERS: &[(&str, &[&str])] = &[
+    ("testing", &[]),
     ("clock", &[]),
     ("net", &[]),
     ("config", &["net"]),
     ("protocol", &[]),
     ("engine", &["protocol"]),
     ("envelope", &["protocol"]),
-    ("journal", &["clock", "envelope"]),
+    ("journal", &["clock", "envelope", "testing"]),
     ("hub", &["clock", "config", "envelope", "journal", "net"]),
     ("memory", &["clock", "config", "envelope", "hub"]),
-    ("teams", &["clock", "envelope", "hub"]),
+    ("teams", &["clock", "envelope", "hub", "testing"]),
     ("monitor", &["envelope", "hub", "memory"]),
     ("metrics", &["hub", "memory"]),
     (

@@ -22,7 +22,6 @@ use crate::config::{Config, STATE_DIR};
 use crate::journal::{self, ActivityQuery};
 use crate::memory::search::{self, Filters, MAX_LIMIT};
 use crate::memory::{Memory, MemoryError, OpenOptions, indexer, watcher};
-use crate::teams::Teams;
 use crate::teams::auth::{self, AuthError, Identity};
 
 /// Why `cmem mcp` cannot start.
@@ -98,7 +97,7 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         read_only: true,
     };
     let memory = Memory::open(&opts.data_dir, &read_only)?;
-    let teams = Arc::new(Teams::open(&state)?);
+    let teams = Arc::new(crate::app::open_teams(&opts.config)?);
     let identity = auth::identify(&teams, opts.token.as_deref()).map_err(|e| match e {
         AuthError::Missing => LocalError::TokenNeeded,
         e => LocalError::Refused(e),

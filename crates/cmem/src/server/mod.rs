@@ -104,7 +104,7 @@ impl Server {
                 other => break other?,
             }
         };
-        let teams = crate::teams::Teams::open(&config.state_dir())?;
+        let teams = crate::app::open_teams(&config)?;
         teams.limit_docs(
             config.docs_cached_max as usize,
             config.docs_per_workspace_max as usize,

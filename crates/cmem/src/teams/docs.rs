@@ -3,7 +3,7 @@
 //! stored, applied to the server's copy, and published as `doc_update` in the workspace, so
 //! every member (and every member who resumes later) applies the same updates.
 //!
-//! Updates are kept in `teams.sqlite3` (`doc_updates`) and folded into one from time to time
+//! Updates are kept in the team store (`doc_updates`) and folded into one from time to time
 //! (every [`COMPACT_AFTER`] updates), so a document survives restarts without its history
 //! growing without bound. The in-memory copy answers `doc_sync`: a client sends its state
 //! vector and gets exactly what it lacks — the whole document for a late joiner.
@@ -31,6 +31,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use super::auth::Identity;
 use super::messages::{LOCAL_USER, check_access};
+use super::store::{Change, Check};
 use super::{Teams, TeamsError, check_name};
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
@@ -74,6 +75,17 @@ impl Default for Docs {
     }
 }
 
+impl Docs {
+    /// Drops a loaded document; it is reloaded from storage when next asked for.
+    pub(crate) fn unload(&self, workspace: &str, name: &str) {
+        if let Ok(mut loaded) = self.open.lock() {
+            loaded
+                .docs
+                .remove(&(workspace.to_string(), name.to_string()));
+        }
+    }
+}
+
 impl Loaded {
     /// Makes room for one more: drops the least recently used documents nobody holds.
     fn evict_down_to(&mut self, max: usize) {
@@ -113,8 +125,12 @@ impl Teams {
     /// Sets the memory and count limits of shared documents (the server does, from its
     /// configuration; the defaults hold otherwise).
     pub fn limit_docs(&self, cached_max: usize, per_workspace_max: usize) {
-        self.docs.cached_max.store(cached_max, Ordering::Relaxed);
-        self.docs
+        self.shared
+            .docs
+            .cached_max
+            .store(cached_max, Ordering::Relaxed);
+        self.shared
+            .docs
             .per_workspace_max
             .store(per_workspace_max, Ordering::Relaxed);
     }
@@ -131,7 +147,12 @@ impl Teams {
 
     /// How many documents are loaded in memory.
     pub fn docs_loaded(&self) -> usize {
-        self.docs.open.lock().map(|l| l.docs.len()).unwrap_or(0)
+        self.shared
+            .docs
+            .open
+            .lock()
+            .map(|l| l.docs.len())
+            .unwrap_or(0)
     }
 
     /// The in-memory document, loaded from its stored updates on first use. A document with
@@ -141,7 +162,8 @@ impl Teams {
     fn doc(&self, workspace: &str, name: &str, create: bool) -> Result<SharedDoc, TeamsError> {
         let key = (workspace.to_string(), name.to_string());
         let lock = || {
-            self.docs
+            self.shared
+                .docs
                 .open
                 .lock()
                 .map_err(|_| TeamsError::Invalid("documents lock poisoned".into()))
@@ -167,7 +189,7 @@ impl Teams {
             if !create {
                 return Ok(Arc::new(Mutex::new(Doc::new())));
             }
-            let max = self.docs.per_workspace_max.load(Ordering::Relaxed);
+            let max = self.shared.docs.per_workspace_max.load(Ordering::Relaxed);
             let existing: i64 = self.db()?.query_row(
                 "SELECT COUNT(DISTINCT doc) FROM doc_updates WHERE workspace = ?1",
                 [workspace],
@@ -196,7 +218,7 @@ impl Teams {
         if let Some((d, _)) = loaded.docs.get(&key) {
             return Ok(d.clone());
         }
-        loaded.evict_down_to(self.docs.cached_max.load(Ordering::Relaxed));
+        loaded.evict_down_to(self.shared.docs.cached_max.load(Ordering::Relaxed));
         let doc = Arc::new(Mutex::new(doc));
         let now = loaded.clock;
         loaded.docs.insert(key, (doc.clone(), now));
@@ -263,15 +285,16 @@ impl Teams {
     /// Drops a loaded document (a panic may have left it half changed); it is reloaded from
     /// storage when next asked for.
     fn unload(&self, workspace: &str, name: &str) {
-        if let Ok(mut loaded) = self.docs.open.lock() {
-            loaded
-                .docs
-                .remove(&(workspace.to_string(), name.to_string()));
-        }
+        self.shared.docs.unload(workspace, name);
     }
 
     /// Applies and stores one update; folds the stored updates when there are many.
-    fn doc_apply(&self, workspace: &str, name: &str, update: &[u8]) -> Result<(), TeamsError> {
+    pub(super) fn doc_apply(
+        &self,
+        workspace: &str,
+        name: &str,
+        update: &[u8],
+    ) -> Result<(), TeamsError> {
         let decoded = decode_update(update)?;
         let doc = self.doc(workspace, name, true)?;
         let doc = doc
@@ -300,35 +323,66 @@ impl Teams {
             self.unload(workspace, name);
             return Err(e);
         }
-        let mut db = self.db()?;
-        db.execute(
-            "INSERT INTO doc_updates (workspace, doc, data) VALUES (?1, ?2, ?3)",
-            params![workspace, name, update],
-        )?;
-        let stored: i64 = db.query_row(
-            "SELECT COUNT(*) FROM doc_updates WHERE workspace = ?1 AND doc = ?2",
-            params![workspace, name],
-            |r| r.get(0),
-        )?;
-        if stored > COMPACT_AFTER {
-            let full = guarded("document", || {
-                doc.transact()
-                    .encode_state_as_update_v1(&StateVector::default())
-            })?;
-            let tx = db.transaction()?;
-            tx.execute(
-                "DELETE FROM doc_updates WHERE workspace = ?1 AND doc = ?2",
-                params![workspace, name],
-            )?;
-            tx.execute(
-                "INSERT INTO doc_updates (workspace, doc, data) VALUES (?1, ?2, ?3)",
-                params![workspace, name, full],
-            )?;
-            tx.commit()?;
-            tracing::debug!(workspace, doc = name, folded = stored, "document compacted");
+        drop(doc);
+        let data = B64.encode(update);
+        let stored = self.commit(Check::Blind, &|_| {
+            Ok(Change::DocUpdate {
+                workspace: workspace.into(),
+                doc: name.into(),
+                data: data.clone(),
+            })
+        });
+        if stored.is_err() {
+            // applied in memory but not stored: drop the copy rather than serve it
+            self.unload(workspace, name);
         }
-        Ok(())
+        stored.map(|_| ())
     }
+}
+
+/// Folds a document's stored updates into one when there are more than [`COMPACT_AFTER`], so
+/// its history does not grow without bound. Part of applying a change, so every copy of team
+/// state (each node of a cluster) keeps its own rows short.
+pub(crate) fn compact_stored(
+    db: &rusqlite::Connection,
+    workspace: &str,
+    name: &str,
+) -> Result<(), TeamsError> {
+    let stored: i64 = db.query_row(
+        "SELECT COUNT(*) FROM doc_updates WHERE workspace = ?1 AND doc = ?2",
+        params![workspace, name],
+        |r| r.get(0),
+    )?;
+    if stored <= COMPACT_AFTER {
+        return Ok(());
+    }
+    let updates: Vec<Vec<u8>> = db
+        .prepare("SELECT data FROM doc_updates WHERE workspace = ?1 AND doc = ?2 ORDER BY seq")?
+        .query_map(params![workspace, name], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let full = guarded("stored document", || {
+        let doc = Doc::new();
+        {
+            let mut txn = doc.transact_mut();
+            for u in &updates {
+                if let Ok(u) = Update::decode_v1(u) {
+                    let _ = txn.apply_update(u);
+                }
+            }
+        }
+        doc.transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    })?;
+    db.execute(
+        "DELETE FROM doc_updates WHERE workspace = ?1 AND doc = ?2",
+        params![workspace, name],
+    )?;
+    db.execute(
+        "INSERT INTO doc_updates (workspace, doc, data) VALUES (?1, ?2, ?3)",
+        params![workspace, name, full],
+    )?;
+    tracing::debug!(workspace, doc = name, folded = stored, "document compacted");
+    Ok(())
 }
 
 /// Runs yrs on client bytes with panics caught: yrs 0.28 asserts (in debug builds) that a

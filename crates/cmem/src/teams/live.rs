@@ -1,7 +1,8 @@
 //! Keeps live connections in step with the teams database, whoever changed it.
 //!
 //! The admin HTTP API acts on connections as it changes the database, but the `cmem user |
-//! token | workspace` commands are another process: they only write `teams.sqlite3`. So the
+//! token | workspace` commands are another process: they only write `teams.sqlite3` (and in a
+//! cluster, another node's change arrives through the team log). So the
 //! server watches the database (SQLite's `data_version`, which moves when another connection
 //! commits, checked every [`WATCH_EVERY`]) and, after any change, checks every live connection
 //! against it: a connection whose token was revoked or whose user was removed is closed, one
@@ -77,25 +78,26 @@ pub fn reconcile(teams: &Teams, hub: &Hub) -> Reconciled {
     done
 }
 
-/// Watches the database until shutdown and reconciles after every change made elsewhere.
+/// Watches the database until shutdown and reconciles after every change made elsewhere:
+/// another process (SQLite's `data_version`, checked every [`WATCH_EVERY`]) or, in a cluster,
+/// another node (applied from the team log, which wakes this at once).
 pub async fn watch(teams: Arc<Teams>, hub: Arc<Hub>) {
-    let mut seen = teams.data_version().ok();
+    let version = |t: &Teams| t.data_version().ok().map(|v| (v, t.access_changes()));
+    let mut seen = version(&teams);
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = hub.shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = teams.access_changed() => {}
         }
-        let now = match teams.data_version() {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the teams database");
-                continue;
-            }
+        let Some(now) = version(&teams) else {
+            tracing::warn!("cannot watch the teams database");
+            continue;
         };
-        if now != seen {
-            seen = now;
+        if Some(now) != seen {
+            seen = Some(now);
             let (t, h) = (teams.clone(), hub.clone());
             let _ = tokio::task::spawn_blocking(move || reconcile(&t, &h)).await;
         }

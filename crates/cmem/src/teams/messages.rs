@@ -1,4 +1,4 @@
-//! Team messages: a producer. A message is stored in `teams.sqlite3` (the history that
+//! Team messages: a producer. A message is stored in the team store (the history that
 //! `GET /api/workspaces/{ws}/messages` pages through) and published as `team_message` in the
 //! workspace's scope, so members receive it live or when they resume.
 //!
@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::auth::Identity;
+use super::store::{Change, Check};
 use super::{Teams, TeamsError, check_name};
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
@@ -46,16 +47,18 @@ const COLUMNS: &str = "id, workspace, user, text, client_msg_id, ts";
 impl Teams {
     /// Stores a message unless one with the same `(workspace, user, client_msg_id)` exists;
     /// returns the message and whether it was already there.
-    fn store_message(
+    pub(super) fn store_message(
         &self,
         workspace: &str,
         user: &str,
         text: &str,
         client_msg_id: Option<&str>,
     ) -> Result<(Message, bool), TeamsError> {
-        let db = self.db()?;
-        if let Some(cid) = client_msg_id {
-            let found = db
+        let find = |db: &rusqlite::Connection| -> Result<Option<Message>, TeamsError> {
+            let Some(cid) = client_msg_id else {
+                return Ok(None);
+            };
+            Ok(db
                 .query_row(
                     &format!(
                         "SELECT {COLUMNS} FROM messages WHERE workspace = ?1 AND user = ?2 AND client_msg_id = ?3"
@@ -63,19 +66,39 @@ impl Teams {
                     params![workspace, user, cid],
                     row,
                 )
-                .optional()?;
-            if let Some(m) = found {
-                return Ok((m, true));
-            }
-        }
+                .optional()?)
+        };
         let ts = super::now();
-        db.execute(
-            "INSERT INTO messages (workspace, user, text, client_msg_id, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![workspace, user, text, client_msg_id, ts],
-        )?;
+        let change = Change::Message {
+            workspace: workspace.into(),
+            user: user.into(),
+            text: text.into(),
+            client_msg_id: client_msg_id.map(str::to_string),
+            ts: ts.clone(),
+        };
+        // a retry (same client_msg_id) finds the stored message: refused, then answered below
+        let check = if client_msg_id.is_some() {
+            Check::Checked
+        } else {
+            Check::Blind
+        };
+        let committed = self.commit(check, &|db| match find(db)? {
+            Some(_) => Err(TeamsError::Exists(String::new())),
+            None => Ok(change.clone()),
+        });
+        let id = match committed {
+            Ok(id) => id,
+            Err(TeamsError::Exists(_)) => {
+                let found = find(&*self.db()?)?;
+                return found.map(|m| (m, true)).ok_or_else(|| {
+                    TeamsError::Unavailable("message vanished; send it again".into())
+                });
+            }
+            Err(e) => return Err(e),
+        };
         Ok((
             Message {
-                id: db.last_insert_rowid(),
+                id,
                 workspace: workspace.into(),
                 user: user.into(),
                 text: text.into(),
@@ -87,16 +110,12 @@ impl Teams {
     }
 
     fn unstore_message(&self, id: i64) -> Result<(), TeamsError> {
-        self.db()?
-            .execute("DELETE FROM messages WHERE id = ?1", [id])?;
+        self.commit(Check::Blind, &|_| Ok(Change::Unmessage { id }))?;
         Ok(())
     }
 
     fn set_message_event(&self, id: i64, event_id: u64) -> Result<(), TeamsError> {
-        self.db()?.execute(
-            "UPDATE messages SET event_id = ?2 WHERE id = ?1",
-            params![id, event_id as i64],
-        )?;
+        self.commit(Check::Blind, &|_| Ok(Change::MessageEvent { id, event_id }))?;
         Ok(())
     }
 
@@ -277,13 +296,17 @@ pub struct NotificationIn<'a> {
 }
 
 impl Teams {
-    fn store_notification(&self, n: &Notification) -> Result<i64, TeamsError> {
-        let db = self.db()?;
-        db.execute(
-            "INSERT INTO notifications (workspace, sender, title, body, level, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![n.workspace, n.from, n.title, n.body, n.level, n.ts],
-        )?;
-        Ok(db.last_insert_rowid())
+    pub(super) fn store_notification(&self, n: &Notification) -> Result<i64, TeamsError> {
+        self.commit(Check::Blind, &|_| {
+            Ok(Change::Notification {
+                workspace: n.workspace.clone(),
+                sender: n.from.clone(),
+                title: n.title.clone(),
+                body: n.body.clone(),
+                level: n.level.clone(),
+                ts: n.ts.clone(),
+            })
+        })
     }
 
     /// Notifications after `after` in the workspaces `from` names, oldest first: what a client

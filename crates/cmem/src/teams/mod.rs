@@ -11,15 +11,19 @@
 //! guess that a slow hash would protect.
 
 pub mod auth;
+pub mod cluster;
 pub mod docs;
 pub mod live;
 pub mod messages;
 pub mod presence;
+pub mod store;
 pub mod yjs_shape;
 
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use store::{Change, Check};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -96,19 +100,63 @@ pub enum TokenHolder {
     Gone,
 }
 
-/// The teams database.
+/// The teams database: a local SQLite file, or a cluster's view of its replicated team log
+/// (see [`store`]).
 pub struct Teams {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    shared: Arc<Shared>,
+    store: Store,
+    /// Message budgets of HTTP senders, by user (HTTP has no connection to hang them on).
+    http_budgets: Mutex<std::collections::HashMap<String, messages::RateLimit>>,
+    /// Longest message or notification body, in characters (`team_message_max_chars`).
+    message_max_chars: std::sync::atomic::AtomicU64,
+}
+
+/// Where changes go (see [`store`]).
+enum Store {
+    Local,
+    Cluster(Box<cluster::ClusterStore>),
+}
+
+/// What the code that applies changes (this process's, or a cluster follower) tells the rest.
+pub(crate) struct Shared {
     /// Cached answer to "are there users?" (1 yes, 0 no, -1 unknown) with its time, so the
     /// open/secured decision does not cost a query on every request.
     users_exist: AtomicI64,
     checked_at_ms: AtomicI64,
     /// Shared documents loaded in memory.
     docs: docs::Docs,
-    /// Message budgets of HTTP senders, by user (HTTP has no connection to hang them on).
-    http_budgets: Mutex<std::collections::HashMap<String, messages::RateLimit>>,
-    /// Longest message or notification body, in characters (`team_message_max_chars`).
-    message_max_chars: std::sync::atomic::AtomicU64,
+    /// Counts changes to access (users, tokens, members) applied from elsewhere (another
+    /// node), and wakes whoever watches them.
+    access_changes: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            users_exist: AtomicI64::new(-1),
+            checked_at_ms: AtomicI64::new(0),
+            docs: docs::Docs::default(),
+            access_changes: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// After a cluster node applied changes from its team log: caches forget what they
+    /// changed; watchers wake if another node made them (`foreign`).
+    pub(crate) fn applied(&self, effects: &store::Effects, foreign: bool) {
+        if effects.access {
+            self.users_exist.store(-1, Ordering::Relaxed);
+            if foreign {
+                self.access_changes.fetch_add(1, Ordering::AcqRel);
+                self.changed.notify_one();
+            }
+        }
+        for (workspace, doc) in &effects.docs {
+            self.docs.unload(workspace, doc);
+        }
+    }
 }
 
 /// How long the "are there users?" answer is trusted before asking the database again.
@@ -120,14 +168,10 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn random_hex(n: usize) -> Result<String, TeamsError> {
     let mut buf = vec![0u8; n];
     getrandom::fill(&mut buf).map_err(|e| TeamsError::Random(e.to_string()))?;
-    Ok(hex(&buf))
+    Ok(store::hex(&buf))
 }
 
 /// The stored form of a token.
@@ -156,87 +200,112 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), TeamsError> {
     }
 }
 
+/// The file of a single node's team state, in the state folder.
+pub const LOCAL_FILE: &str = "teams.sqlite3";
+
+/// The file of a cluster node's view of the team log, in the state folder.
+pub const CLUSTER_FILE: &str = "teams.cluster.sqlite3";
+
+fn open_db(state_dir: &Path, file: &str) -> Result<Connection, TeamsError> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| TeamsError::Invalid(format!("cannot create {}: {e}", state_dir.display())))?;
+    let conn = Connection::open(state_dir.join(file))?;
+    conn.execute_batch(store::SCHEMA)?;
+    Ok(conn)
+}
+
 impl Teams {
-    /// Opens (or creates) `teams.sqlite3` in the state folder.
+    /// Opens (or creates) `teams.sqlite3` in the state folder: a single node's team state.
     pub fn open(state_dir: &Path) -> Result<Teams, TeamsError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            TeamsError::Invalid(format!("cannot create {}: {e}", state_dir.display()))
-        })?;
-        let conn = Connection::open(state_dir.join("teams.sqlite3"))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS users (
-                 name TEXT PRIMARY KEY,
-                 admin INTEGER NOT NULL DEFAULT 0,
-                 created_at TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS tokens (
-                 id TEXT PRIMARY KEY,
-                 user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-                 hash BLOB NOT NULL UNIQUE,
-                 label TEXT,
-                 created_at TEXT NOT NULL,
-                 revoked_at TEXT,
-                 last_used_at TEXT
-             );
-             CREATE TABLE IF NOT EXISTS workspaces (
-                 name TEXT PRIMARY KEY,
-                 created_at TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS members (
-                 workspace TEXT NOT NULL REFERENCES workspaces(name) ON DELETE CASCADE,
-                 user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-                 added_at TEXT NOT NULL,
-                 PRIMARY KEY (workspace, user)
-             );
-             -- no foreign keys: an open server has workspaces that exist only by name, and
-             -- history outlives the users who wrote it
-             CREATE TABLE IF NOT EXISTS messages (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 workspace TEXT NOT NULL,
-                 user TEXT NOT NULL,
-                 text TEXT NOT NULL,
-                 client_msg_id TEXT,
-                 ts TEXT NOT NULL,
-                 event_id INTEGER,
-                 UNIQUE (workspace, user, client_msg_id)
-             );
-             CREATE INDEX IF NOT EXISTS messages_by_workspace ON messages(workspace, id);
-             CREATE TABLE IF NOT EXISTS notifications (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 workspace TEXT NOT NULL,
-                 sender TEXT NOT NULL,
-                 title TEXT NOT NULL,
-                 body TEXT NOT NULL,
-                 level TEXT NOT NULL,
-                 ts TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS notifications_by_workspace ON notifications(workspace, id);
-             CREATE TABLE IF NOT EXISTS doc_updates (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 workspace TEXT NOT NULL,
-                 doc TEXT NOT NULL,
-                 data BLOB NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS doc_updates_by_doc ON doc_updates(workspace, doc, seq);
-             -- the workspaces a Socket.IO session joined or left after its handshake, so that
-             -- connection state recovery restores them (also after a restart)
-             CREATE TABLE IF NOT EXISTS socket_sessions (
-                 sid TEXT PRIMARY KEY,
-                 workspaces TEXT NOT NULL,
-                 updated_ms INTEGER NOT NULL
-             );",
-        )?;
+        Ok(Teams::with(
+            open_db(state_dir, LOCAL_FILE)?,
+            Arc::new(Shared::new()),
+            Store::Local,
+        ))
+    }
+
+    /// Opens team state as configured: a cluster's team log when `cluster` is given (with
+    /// this state folder's view of it), else `teams.sqlite3`.
+    ///
+    /// A cluster whose team log is still empty receives this folder's users, tokens,
+    /// workspaces and members from `teams.sqlite3`, if it has any (the first node to ask
+    /// wins; the file itself is left as it is).
+    pub fn open_with(
+        state_dir: &Path,
+        cluster: Option<&cluster::ClusterOptions>,
+    ) -> Result<Teams, TeamsError> {
+        let Some(opts) = cluster else {
+            return Teams::open(state_dir);
+        };
+        let conn = Arc::new(Mutex::new(open_db(state_dir, CLUSTER_FILE)?));
+        let shared = Arc::new(Shared::new());
+        let seed = if state_dir.join(LOCAL_FILE).exists() {
+            store::export(&open_db(state_dir, LOCAL_FILE)?)?
+        } else {
+            None
+        };
+        let c = cluster::ClusterStore::open(opts, conn.clone(), shared.clone(), seed)?;
         Ok(Teams {
-            conn: Mutex::new(conn),
-            users_exist: AtomicI64::new(-1),
-            checked_at_ms: AtomicI64::new(0),
-            docs: docs::Docs::default(),
+            conn,
+            shared,
+            store: Store::Cluster(Box::new(c)),
             http_budgets: Mutex::default(),
             message_max_chars: std::sync::atomic::AtomicU64::new(4000),
         })
+    }
+
+    fn with(conn: Connection, shared: Arc<Shared>, store: Store) -> Teams {
+        Teams {
+            conn: Arc::new(Mutex::new(conn)),
+            shared,
+            store,
+            http_budgets: Mutex::default(),
+            message_max_chars: std::sync::atomic::AtomicU64::new(4000),
+        }
+    }
+
+    /// Commits a change made by `make` from the current state (`make` may refuse, with the
+    /// reason). Returns the id of the message or notification made, else 0.
+    fn commit(
+        &self,
+        check: store::Check,
+        make: &dyn Fn(&Connection) -> Result<store::Change, TeamsError>,
+    ) -> Result<i64, TeamsError> {
+        match &self.store {
+            Store::Local => {
+                let mut db = self.db()?;
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let change = make(&tx)?;
+                let id = store::apply(&tx, None, &change)?;
+                tx.commit()?;
+                drop(db);
+                let mut effects = store::Effects::default();
+                effects.note(&change);
+                if effects.access {
+                    self.forget_users_exist();
+                }
+                Ok(id)
+            }
+            Store::Cluster(c) => c.commit(check, make),
+        }
+    }
+
+    /// The team store in use: `sqlite` or `jetstream` with its state.
+    pub fn store_state(&self) -> serde_json::Value {
+        match &self.store {
+            Store::Local => serde_json::json!({"engine": "sqlite"}),
+            Store::Cluster(c) => c.state(),
+        }
+    }
+
+    /// Counts access changes applied from elsewhere (another node).
+    pub fn access_changes(&self) -> u64 {
+        self.shared.access_changes.load(Ordering::Acquire)
+    }
+
+    /// Resolves when access changes arrive from elsewhere (see [`Teams::access_changes`]).
+    pub async fn access_changed(&self) {
+        self.shared.changed.notified().await
     }
 
     /// Keeps the workspaces Socket.IO session `sid` receives now (after a join or a leave).
@@ -245,13 +314,14 @@ impl Teams {
         sid: &str,
         workspaces: &[String],
     ) -> Result<(), TeamsError> {
-        let list = serde_json::to_string(workspaces)
-            .map_err(|e| TeamsError::Invalid(format!("workspace list: {e}")))?;
-        self.db()?.execute(
-            "INSERT INTO socket_sessions (sid, workspaces, updated_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (sid) DO UPDATE SET workspaces = excluded.workspaces, updated_ms = excluded.updated_ms",
-            params![sid, list, now_ms()],
-        )?;
+        let ms = now_ms();
+        self.commit(Check::Blind, &|_| {
+            Ok(Change::SocketWorkspaces {
+                sid: sid.into(),
+                workspaces: workspaces.to_vec(),
+                ms,
+            })
+        })?;
         Ok(())
     }
 
@@ -270,7 +340,8 @@ impl Teams {
     }
 
     /// Forgets sessions not updated for `max_age_ms` (they can no longer be recovered: the
-    /// journal has moved past them). Returns how many.
+    /// journal has moved past them). Returns how many. (Each copy of a cluster's team state
+    /// forgets them on its own: this is upkeep, not a change.)
     pub fn prune_socket_sessions(&self, max_age_ms: i64) -> Result<usize, TeamsError> {
         Ok(self.db()?.execute(
             "DELETE FROM socket_sessions WHERE updated_ms < ?1",
@@ -286,8 +357,9 @@ impl Teams {
 
     /// Whether any user exists (then every client must present a token). Cached for a second.
     pub fn users_exist(&self) -> bool {
-        let cached = self.users_exist.load(Ordering::Relaxed);
-        if cached >= 0 && now_ms() - self.checked_at_ms.load(Ordering::Relaxed) < USERS_EXIST_TTL_MS
+        let cached = self.shared.users_exist.load(Ordering::Relaxed);
+        if cached >= 0
+            && now_ms() - self.shared.checked_at_ms.load(Ordering::Relaxed) < USERS_EXIST_TTL_MS
         {
             return cached == 1;
         }
@@ -301,8 +373,10 @@ impl Teams {
             })
             // if the database cannot answer, fail closed
             .unwrap_or(true);
-        self.users_exist.store(i64::from(exists), Ordering::Relaxed);
-        self.checked_at_ms.store(now_ms(), Ordering::Relaxed);
+        self.shared
+            .users_exist
+            .store(i64::from(exists), Ordering::Relaxed);
+        self.shared.checked_at_ms.store(now_ms(), Ordering::Relaxed);
         exists
     }
 
@@ -313,7 +387,8 @@ impl Teams {
     }
 
     /// SQLite's `data_version`: it changes when another connection (another process, such as
-    /// the `cmem user|token|workspace` commands) commits to the database.
+    /// the `cmem user|token|workspace` commands) commits to the database. (Changes a cluster
+    /// node applies from its team log are counted by [`Teams::access_changes`].)
     pub fn data_version(&self) -> Result<i64, TeamsError> {
         Ok(self
             .db()?
@@ -340,20 +415,22 @@ impl Teams {
     }
 
     fn forget_users_exist(&self) {
-        self.users_exist.store(-1, Ordering::Relaxed);
+        self.shared.users_exist.store(-1, Ordering::Relaxed);
     }
 
     pub fn add_user(&self, name: &str, admin: bool) -> Result<User, TeamsError> {
         check_name("user", name)?;
         let created_at = now();
-        let n = self.db()?.execute(
-            "INSERT OR IGNORE INTO users (name, admin, created_at) VALUES (?1, ?2, ?3)",
-            params![name, admin, created_at],
-        )?;
-        if n == 0 {
-            return Err(TeamsError::Exists(format!("user `{name}` already exists")));
-        }
-        self.forget_users_exist();
+        self.commit(Check::Checked, &|db| {
+            if exists(db, "SELECT 1 FROM users WHERE name = ?1", &[name])? {
+                return Err(TeamsError::Exists(format!("user `{name}` already exists")));
+            }
+            Ok(Change::AddUser {
+                name: name.into(),
+                admin,
+                at: created_at.clone(),
+            })
+        })?;
         Ok(User {
             name: name.into(),
             admin,
@@ -363,13 +440,12 @@ impl Teams {
     }
 
     pub fn remove_user(&self, name: &str) -> Result<(), TeamsError> {
-        let n = self
-            .db()?
-            .execute("DELETE FROM users WHERE name = ?1", [name])?;
-        if n == 0 {
-            return Err(TeamsError::NotFound(format!("no user `{name}`")));
-        }
-        self.forget_users_exist();
+        self.commit(Check::Checked, &|db| {
+            if !exists(db, "SELECT 1 FROM users WHERE name = ?1", &[name])? {
+                return Err(TeamsError::NotFound(format!("no user `{name}`")));
+            }
+            Ok(Change::RemoveUser { name: name.into() })
+        })?;
         Ok(())
     }
 
@@ -422,10 +498,24 @@ impl Teams {
         }
         let id = random_hex(4)?;
         let token = format!("cm_{id}_{}", random_hex(32)?);
-        self.db()?.execute(
-            "INSERT INTO tokens (id, user, hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, user, token_hash(&token), label, now()],
-        )?;
+        let at = now();
+        self.commit(Check::Checked, &|db| {
+            if !exists(db, "SELECT 1 FROM users WHERE name = ?1", &[user])? {
+                return Err(TeamsError::NotFound(format!("no user `{user}`")));
+            }
+            if exists(db, "SELECT 1 FROM tokens WHERE id = ?1", &[&id])? {
+                return Err(TeamsError::Exists(format!(
+                    "token id `{id}` is taken; try again"
+                )));
+            }
+            Ok(Change::AddToken {
+                id: id.clone(),
+                user: user.into(),
+                hash: store::hex(&token_hash(&token)),
+                label: label.map(str::to_string),
+                at: at.clone(),
+            })
+        })?;
         Ok(NewToken {
             id,
             user: user.into(),
@@ -435,15 +525,22 @@ impl Teams {
 
     /// Revokes a token by its id (the part after `cm_`, also shown by `tokens`).
     pub fn revoke_token(&self, id: &str) -> Result<(), TeamsError> {
-        let n = self.db()?.execute(
-            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now()],
-        )?;
-        if n == 0 {
-            return Err(TeamsError::NotFound(format!(
-                "no active token with id `{id}`"
-            )));
-        }
+        let at = now();
+        self.commit(Check::Checked, &|db| {
+            if !exists(
+                db,
+                "SELECT 1 FROM tokens WHERE id = ?1 AND revoked_at IS NULL",
+                &[id],
+            )? {
+                return Err(TeamsError::NotFound(format!(
+                    "no active token with id `{id}`"
+                )));
+            }
+            Ok(Change::RevokeToken {
+                id: id.into(),
+                at: at.clone(),
+            })
+        })?;
         Ok(())
     }
 
@@ -506,15 +603,17 @@ impl Teams {
     pub fn create_workspace(&self, name: &str) -> Result<Workspace, TeamsError> {
         check_name("workspace", name)?;
         let created_at = now();
-        let n = self.db()?.execute(
-            "INSERT OR IGNORE INTO workspaces (name, created_at) VALUES (?1, ?2)",
-            params![name, created_at],
-        )?;
-        if n == 0 {
-            return Err(TeamsError::Exists(format!(
-                "workspace `{name}` already exists"
-            )));
-        }
+        self.commit(Check::Checked, &|db| {
+            if exists(db, "SELECT 1 FROM workspaces WHERE name = ?1", &[name])? {
+                return Err(TeamsError::Exists(format!(
+                    "workspace `{name}` already exists"
+                )));
+            }
+            Ok(Change::CreateWorkspace {
+                name: name.into(),
+                at: created_at.clone(),
+            })
+        })?;
         Ok(Workspace {
             name: name.into(),
             created_at,
@@ -559,36 +658,50 @@ impl Teams {
     }
 
     pub fn add_member(&self, workspace: &str, user: &str) -> Result<(), TeamsError> {
-        if self.workspace(workspace)?.is_none() {
-            return Err(TeamsError::NotFound(format!(
-                "no workspace `{workspace}`; create it first with `cmem workspace create {workspace}`"
-            )));
-        }
-        if self.user(user)?.is_none() {
-            return Err(TeamsError::NotFound(format!("no user `{user}`")));
-        }
-        let n = self.db()?.execute(
-            "INSERT OR IGNORE INTO members (workspace, user, added_at) VALUES (?1, ?2, ?3)",
-            params![workspace, user, now()],
-        )?;
-        if n == 0 {
-            return Err(TeamsError::Exists(format!(
-                "`{user}` is already a member of `{workspace}`"
-            )));
-        }
+        let at = now();
+        self.commit(Check::Checked, &|db| {
+            if !exists(db, "SELECT 1 FROM workspaces WHERE name = ?1", &[workspace])? {
+                return Err(TeamsError::NotFound(format!(
+                    "no workspace `{workspace}`; create it first with `cmem workspace create {workspace}`"
+                )));
+            }
+            if !exists(db, "SELECT 1 FROM users WHERE name = ?1", &[user])? {
+                return Err(TeamsError::NotFound(format!("no user `{user}`")));
+            }
+            if exists(
+                db,
+                "SELECT 1 FROM members WHERE workspace = ?1 AND user = ?2",
+                &[workspace, user],
+            )? {
+                return Err(TeamsError::Exists(format!(
+                    "`{user}` is already a member of `{workspace}`"
+                )));
+            }
+            Ok(Change::AddMember {
+                workspace: workspace.into(),
+                user: user.into(),
+                at: at.clone(),
+            })
+        })?;
         Ok(())
     }
 
     pub fn remove_member(&self, workspace: &str, user: &str) -> Result<(), TeamsError> {
-        let n = self.db()?.execute(
-            "DELETE FROM members WHERE workspace = ?1 AND user = ?2",
-            params![workspace, user],
-        )?;
-        if n == 0 {
-            return Err(TeamsError::NotFound(format!(
-                "`{user}` is not a member of `{workspace}`"
-            )));
-        }
+        self.commit(Check::Checked, &|db| {
+            if !exists(
+                db,
+                "SELECT 1 FROM members WHERE workspace = ?1 AND user = ?2",
+                &[workspace, user],
+            )? {
+                return Err(TeamsError::NotFound(format!(
+                    "`{user}` is not a member of `{workspace}`"
+                )));
+            }
+            Ok(Change::RemoveMember {
+                workspace: workspace.into(),
+                user: user.into(),
+            })
+        })?;
         Ok(())
     }
 
@@ -601,6 +714,14 @@ impl Teams {
     }
 }
 
+/// Whether `sql` (a `SELECT 1 …`) finds a row.
+fn exists(db: &Connection, sql: &str, args: &[&str]) -> Result<bool, TeamsError> {
+    Ok(db
+        .query_row(sql, rusqlite::params_from_iter(args), |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 fn memberships(db: &Connection, user: &str) -> Result<Vec<String>, TeamsError> {
     let mut stmt =
         db.prepare("SELECT workspace FROM members WHERE user = ?1 ORDER BY workspace")?;
@@ -611,46 +732,4 @@ fn memberships(db: &Connection, user: &str) -> Result<Vec<String>, TeamsError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn users_tokens_and_workspaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Teams::open(dir.path()).unwrap();
-        assert!(!t.users_exist());
-        t.add_user("alice", true).unwrap();
-        assert!(t.users_exist(), "adding a user forgets the cached answer");
-        assert!(matches!(
-            t.add_user("alice", false),
-            Err(TeamsError::Exists(_))
-        ));
-        assert!(matches!(
-            t.add_user("../x", false),
-            Err(TeamsError::Invalid(_))
-        ));
-        let tok = t.create_token("alice", Some("laptop")).unwrap();
-        assert!(tok.token.starts_with(&format!("cm_{}_", tok.id)));
-        assert_eq!(t.authenticate(&tok.token).unwrap().0.name, "alice");
-        assert!(matches!(
-            t.authenticate("cm_nope_nope"),
-            Err(auth::AuthError::Unknown)
-        ));
-        t.create_workspace("eng").unwrap();
-        t.add_member("eng", "alice").unwrap();
-        assert_eq!(t.user("alice").unwrap().unwrap().workspaces, vec!["eng"]);
-        assert!(t.is_member("eng", "alice").unwrap());
-        t.revoke_token(&tok.id).unwrap();
-        assert!(matches!(
-            t.authenticate(&tok.token),
-            Err(auth::AuthError::Revoked(_))
-        ));
-        assert!(t.tokens(Some("alice")).unwrap()[0].revoked_at.is_some());
-        // the secret is not in the database
-        let raw = std::fs::read(dir.path().join("teams.sqlite3")).unwrap();
-        let secret = tok.token.split('_').nth(2).unwrap();
-        assert!(!String::from_utf8_lossy(&raw).contains(secret));
-        t.remove_user("alice").unwrap();
-        assert!(t.workspace("eng").unwrap().unwrap().members.is_empty());
-    }
-}
+mod tests;

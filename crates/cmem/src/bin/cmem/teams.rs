@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::{DataArg, EXIT_RUNTIME, Failure, data_dir, report};
-use cmem::config::STATE_DIR;
+use crate::{DataArg, EXIT_RUNTIME, Failure, config_for, data_dir, report};
 use cmem::teams::{Teams, TeamsError};
 
 #[derive(Subcommand)]
@@ -60,10 +59,13 @@ pub(crate) enum TeamsCmd {
     Workspace(WorkspaceCmd),
 }
 
-/// Opens the teams database of a data folder.
+/// Opens the teams database of a data folder as configured: `teams.sqlite3`, or the
+/// cluster's team log when `cluster_nats_url` is set (then a change made here reaches every
+/// node).
 pub(crate) fn open_teams(data: &DataArg) -> Result<Teams, ExitCode> {
     let dir = data_dir(data)?;
-    Teams::open(&dir.join(STATE_DIR)).map_err(|e| {
+    let loaded = config_for(&dir)?;
+    cmem::open_teams(&loaded.config).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_RUNTIME)
     })

@@ -1,0 +1,372 @@
+//! The team store's suite: [`conformance`] is what every store promises, run on the local
+//! SQLite store and on a cluster's JetStream store; then what only a cluster has (two nodes
+//! sharing one state, races between them, rebuilding a node's view, carrying a single node's
+//! users into a new cluster).
+
+use super::messages::{Notification, Workspaces};
+use super::*;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, Text, Transact, Update};
+
+fn edit(doc: &Doc, s: &str) -> Vec<u8> {
+    let text = doc.get_or_insert_text("t");
+    let mut txn = doc.transact_mut();
+    text.insert(&mut txn, 0, s);
+    txn.encode_update_v1()
+}
+
+fn text_of(t: &Teams, workspace: &str, name: &str) -> String {
+    let (full, _) = t.doc_sync(workspace, name, &[]).unwrap();
+    let back = Doc::new();
+    back.transact_mut()
+        .apply_update(Update::decode_v1(&full).unwrap())
+        .unwrap();
+    back.get_or_insert_text("t").get_string(&back.transact())
+}
+
+fn note(t: &Teams, title: &str) -> i64 {
+    t.store_notification(&Notification {
+        id: 0,
+        workspace: "eng".into(),
+        from: "alice".into(),
+        title: title.into(),
+        body: String::new(),
+        level: "info".into(),
+        ts: now(),
+    })
+    .unwrap()
+}
+
+/// What every team store does, on a store with nothing in it.
+fn conformance(t: &Teams) {
+    // users
+    assert!(!t.users_exist());
+    t.add_user("alice", true).unwrap();
+    t.add_user("bob", false).unwrap();
+    assert!(t.users_exist(), "adding a user forgets the cached answer");
+    assert!(matches!(
+        t.add_user("alice", false),
+        Err(TeamsError::Exists(_))
+    ));
+    assert!(matches!(
+        t.add_user("../x", false),
+        Err(TeamsError::Invalid(_))
+    ));
+    assert!(matches!(
+        t.remove_user("ghost"),
+        Err(TeamsError::NotFound(_))
+    ));
+    // tokens
+    let tok = t.create_token("alice", Some("laptop")).unwrap();
+    assert!(tok.token.starts_with(&format!("cm_{}_", tok.id)));
+    assert!(matches!(
+        t.create_token("ghost", None),
+        Err(TeamsError::NotFound(_))
+    ));
+    let (who, id) = t.authenticate(&tok.token).unwrap();
+    assert_eq!((who.name.as_str(), id.as_str()), ("alice", tok.id.as_str()));
+    assert!(matches!(
+        t.authenticate("cm_nope_nope"),
+        Err(auth::AuthError::Unknown)
+    ));
+    // workspaces and members
+    t.create_workspace("eng").unwrap();
+    assert!(matches!(
+        t.create_workspace("eng"),
+        Err(TeamsError::Exists(_))
+    ));
+    t.add_member("eng", "alice").unwrap();
+    t.add_member("eng", "bob").unwrap();
+    assert!(matches!(
+        t.add_member("eng", "alice"),
+        Err(TeamsError::Exists(_))
+    ));
+    assert!(matches!(
+        t.add_member("nope", "alice"),
+        Err(TeamsError::NotFound(_))
+    ));
+    assert!(matches!(
+        t.add_member("eng", "ghost"),
+        Err(TeamsError::NotFound(_))
+    ));
+    assert_eq!(t.user("alice").unwrap().unwrap().workspaces, vec!["eng"]);
+    assert_eq!(
+        t.workspace("eng").unwrap().unwrap().members,
+        ["alice", "bob"]
+    );
+    t.remove_member("eng", "bob").unwrap();
+    assert!(matches!(
+        t.remove_member("eng", "bob"),
+        Err(TeamsError::NotFound(_))
+    ));
+    assert!(!t.is_member("eng", "bob").unwrap());
+    // revocation
+    let holder = |id: &str| t.token_holder(id).unwrap();
+    assert!(matches!(holder(&tok.id), TokenHolder::Active(_)));
+    t.revoke_token(&tok.id).unwrap();
+    assert!(matches!(
+        t.revoke_token(&tok.id),
+        Err(TeamsError::NotFound(_))
+    ));
+    assert_eq!(holder(&tok.id), TokenHolder::Revoked);
+    assert!(matches!(
+        t.authenticate(&tok.token),
+        Err(auth::AuthError::Revoked(_))
+    ));
+    assert!(t.tokens(Some("alice")).unwrap()[0].revoked_at.is_some());
+    // messages: a retry with the same client_msg_id is the stored message, not a new one
+    let (m1, dup) = t.store_message("eng", "alice", "hi", Some("c1")).unwrap();
+    assert!(!dup);
+    let (again, dup) = t.store_message("eng", "alice", "hi", Some("c1")).unwrap();
+    assert!(dup);
+    assert_eq!(again, m1);
+    let (m2, _) = t.store_message("eng", "alice", "second", None).unwrap();
+    assert!(m2.id > m1.id);
+    let page = t.messages("eng", None, 10).unwrap();
+    assert_eq!(page, [m2.clone(), m1.clone()]);
+    assert_eq!(t.messages("eng", Some(m2.id), 10).unwrap(), [m1]);
+    // notifications: increasing ids, read back by workspace
+    let (n1, n2) = (note(t, "one"), note(t, "two"));
+    assert!(n2 > n1 && n1 > 0);
+    let ws = ["eng".to_string()];
+    let got = t.notifications(Workspaces::Only(&ws), n1, 10).unwrap();
+    assert_eq!(
+        got.iter().map(|n| n.title.as_str()).collect::<Vec<_>>(),
+        ["two"]
+    );
+    // documents: stored, folded, whole for a late joiner
+    let client = Doc::new();
+    for i in 0..(docs::COMPACT_AFTER + 5) {
+        t.doc_apply("eng", "notes", &edit(&client, &(i % 10).to_string()))
+            .unwrap();
+    }
+    assert!(t.doc_apply("eng", "notes", b"not yjs").is_err());
+    assert_eq!(
+        text_of(t, "eng", "notes").len(),
+        (docs::COMPACT_AFTER + 5) as usize
+    );
+    assert_eq!(t.doc_names("eng").unwrap(), ["notes"]);
+    // Socket.IO sessions' workspaces
+    t.save_socket_workspaces("s1", &ws).unwrap();
+    assert_eq!(t.socket_workspaces("s1").unwrap(), Some(ws.to_vec()));
+    assert_eq!(t.socket_workspaces("s2").unwrap(), None);
+    // removing a user takes their tokens and memberships
+    t.remove_user("alice").unwrap();
+    assert!(t.workspace("eng").unwrap().unwrap().members.is_empty());
+    assert_eq!(holder(&tok.id), TokenHolder::Gone);
+    assert_eq!(t.users().unwrap().len(), 1);
+}
+
+#[test]
+fn the_local_store_keeps_its_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Teams::open(dir.path()).unwrap();
+    let tok = t.create_token("nobody", None);
+    assert!(tok.is_err());
+    conformance(&t);
+    // no token's secret is in the file
+    let secret = t.tokens(None).unwrap();
+    assert!(secret.is_empty(), "alice's tokens went with her");
+    let kept = {
+        t.add_user("dora", false).unwrap();
+        t.create_token("dora", None).unwrap().token
+    };
+    let raw = std::fs::read(dir.path().join(LOCAL_FILE)).unwrap();
+    let wal = std::fs::read(dir.path().join("teams.sqlite3-wal")).unwrap_or_default();
+    let secret = kept.split('_').nth(2).unwrap();
+    for bytes in [raw, wal] {
+        assert!(!String::from_utf8_lossy(&bytes).contains(secret));
+    }
+    drop(t);
+    // and keeps them across reopening
+    let t = Teams::open(dir.path()).unwrap();
+    assert_eq!(t.users().unwrap()[0].name, "bob");
+    assert_eq!(
+        text_of(&t, "eng", "notes").len(),
+        (docs::COMPACT_AFTER + 5) as usize
+    );
+}
+
+#[cfg(unix)]
+mod jetstream {
+    use super::*;
+    use crate::testing::nats;
+    use std::time::{Duration, Instant};
+
+    fn options(url: &str, stream: &str) -> cluster::ClusterOptions {
+        cluster::ClusterOptions {
+            url: url.into(),
+            stream: stream.into(),
+            replicas: 1,
+        }
+    }
+
+    fn node(url: &str, stream: &str) -> (Teams, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Teams::open_with(dir.path(), Some(&options(url, stream))).unwrap();
+        (t, dir)
+    }
+
+    /// Waits (at most 10 s) for `f` to hold; whether it did.
+    fn eventually(f: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        f()
+    }
+
+    #[test]
+    fn the_cluster_store_keeps_its_promises() {
+        let n = nats();
+        let (t, dir) = node(&n.url, "CONF");
+        conformance(&t);
+        assert_eq!(t.store_state()["engine"], "jetstream");
+        drop(t);
+        // a node that comes back applies only what it missed; one that never ran replays all
+        let back = Teams::open_with(dir.path(), Some(&options(&n.url, "CONF"))).unwrap();
+        let (fresh, _d) = node(&n.url, "CONF");
+        for t in [&back, &fresh] {
+            assert_eq!(t.users().unwrap()[0].name, "bob");
+            assert_eq!(
+                text_of(t, "eng", "notes").len(),
+                (docs::COMPACT_AFTER + 5) as usize
+            );
+            assert_eq!(t.messages("eng", None, 10).unwrap().len(), 2);
+        }
+        assert_eq!(
+            back.messages("eng", None, 10).unwrap(),
+            fresh.messages("eng", None, 10).unwrap(),
+            "the same ids on every node"
+        );
+    }
+
+    #[test]
+    fn two_nodes_share_one_team_state() {
+        let n = nats();
+        let (a, _da) = node(&n.url, "SHARE");
+        let (b, _db) = node(&n.url, "SHARE");
+        a.add_user("alice", false).unwrap();
+        let tok = a.create_token("alice", None).unwrap();
+        assert!(eventually(|| b.authenticate(&tok.token).is_ok()));
+        // a revocation on one node reaches the other, and wakes its watcher
+        let seen = b.access_changes();
+        a.revoke_token(&tok.id).unwrap();
+        assert!(eventually(
+            || b.token_holder(&tok.id).unwrap() == TokenHolder::Revoked
+        ));
+        assert!(b.access_changes() > seen);
+        // a node refuses what the other already did
+        assert!(matches!(
+            b.revoke_token(&tok.id),
+            Err(TeamsError::NotFound(_))
+        ));
+        // both nodes create the same user at once: exactly one succeeds
+        let results: Vec<_> = std::thread::scope(|s| {
+            let ha = s.spawn(|| a.add_user("carol", false));
+            let hb = s.spawn(|| b.add_user("carol", false));
+            vec![ha.join().unwrap(), hb.join().unwrap()]
+        });
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(TeamsError::Exists(_))))
+        );
+        // a message retried on the other node at the same time is stored once
+        for round in 0..5 {
+            let cid = format!("retry-{round}");
+            let (ma, mb) = std::thread::scope(|s| {
+                let ha = s.spawn(|| a.store_message("eng", "carol", "once", Some(&cid)));
+                let hb = s.spawn(|| b.store_message("eng", "carol", "once", Some(&cid)));
+                (ha.join().unwrap().unwrap(), hb.join().unwrap().unwrap())
+            });
+            assert_eq!(ma.0.id, mb.0.id);
+            assert!(
+                ma.1 != mb.1,
+                "one stored it, the other found it: {ma:?} {mb:?}"
+            );
+        }
+        assert!(eventually(
+            || a.messages("eng", None, 100).unwrap().len() == 5
+        ));
+        assert_eq!(
+            a.messages("eng", None, 100).unwrap(),
+            b.messages("eng", None, 100).unwrap()
+        );
+        // a document edited on both nodes is whole on both
+        let (ca, cb) = (Doc::new(), Doc::new());
+        a.doc_apply("eng", "d", &edit(&ca, "from a ")).unwrap();
+        b.doc_apply("eng", "d", &edit(&cb, "from b ")).unwrap();
+        assert!(eventually(|| text_of(&a, "eng", "d").len() == 14));
+        assert!(eventually(
+            || text_of(&b, "eng", "d") == text_of(&a, "eng", "d")
+        ));
+    }
+
+    #[test]
+    fn a_recreated_log_rebuilds_the_view() {
+        let n = nats();
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let t = Teams::open_with(dir.path(), Some(&options(&n.url, "REMADE"))).unwrap();
+            t.add_user("alice", false).unwrap();
+        }
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let js = async_nats::jetstream::new(async_nats::connect(n.url.as_str()).await.unwrap());
+            js.delete_stream("REMADE_TEAMS").await.unwrap();
+        });
+        let t = Teams::open_with(dir.path(), Some(&options(&n.url, "REMADE"))).unwrap();
+        assert!(
+            t.users().unwrap().is_empty(),
+            "the old stream's users are gone"
+        );
+        t.add_user("bob", false).unwrap();
+        assert_eq!(t.users().unwrap()[0].name, "bob");
+    }
+
+    #[test]
+    fn a_new_cluster_takes_the_first_nodes_users() {
+        let n = nats();
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let tok = {
+            let t = Teams::open(one.path()).unwrap();
+            t.add_user("alice", true).unwrap();
+            t.create_workspace("eng").unwrap();
+            t.add_member("eng", "alice").unwrap();
+            let gone = t.create_token("alice", None).unwrap();
+            t.revoke_token(&gone.id).unwrap();
+            (t.create_token("alice", None).unwrap(), gone)
+        };
+        Teams::open(two.path())
+            .unwrap()
+            .add_user("zed", false)
+            .unwrap();
+        let a = Teams::open_with(one.path(), Some(&options(&n.url, "SEED"))).unwrap();
+        let b = Teams::open_with(two.path(), Some(&options(&n.url, "SEED"))).unwrap();
+        for t in [&a, &b] {
+            assert_eq!(t.authenticate(&tok.0.token).unwrap().0.workspaces, ["eng"]);
+            assert!(matches!(
+                t.authenticate(&tok.1.token),
+                Err(auth::AuthError::Revoked(_))
+            ));
+            assert!(
+                t.user("zed").unwrap().is_none(),
+                "the first node's users win"
+            );
+        }
+        // the single node's file is left as it was
+        assert_eq!(
+            Teams::open(two.path()).unwrap().users().unwrap()[0].name,
+            "zed"
+        );
+    }
+}
