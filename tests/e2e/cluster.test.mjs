@@ -5,16 +5,19 @@
 // configuration (deploy/nginx/cmem-cluster.conf), Engine.IO long-polling sessions stay on one
 // node while publishes go to both, and a client whose node dies resumes through nginx. Three
 // NATS servers and three nodes: clients of every transport, spread over the nodes, get the
-// events published on every node once, in one order.
+// events published on every node once, in one order. Team state is the cluster's: users made
+// with the command line on one node's folder sign in on every node, a token revoked on one
+// node closes its connection on another, a member removed on one node stops receiving the
+// workspace on another, and a message retried on another node is stored once.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect } from '@collective-memory/client';
-import { startServer, publish, until, sleep, tempDir, sioClient, sseClient, pollClient, exactly, closeAllClients, TEST_EVENT } from './lib.mjs';
+import { CMEM_BIN, startServer, publish, until, sleep, tempDir, sioClient, sseClient, pollClient, exactly, fence, closeAllClients, TEST_EVENT } from './lib.mjs';
 import { startNginx, stopProxies } from './proxies.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -192,4 +195,89 @@ test('three NATS servers, three cmem nodes: clients of every transport spread ov
   await until(() => clients.every((c) => c.tests('three').length >= ids.length), 'every client has every event', 30000);
   for (const c of clients) exactly(c, ids, 'three');
   for (const c of clients) await c.close();
+});
+
+test('team state is the cluster\'s: a token revoked on node A closes its connection on node C; a member removed on node B stops receiving the workspace on node A', { timeout: 90000 }, async () => {
+  const natsUrl = await natsOnce();
+  const stream = 'TEAMX';
+  const env = { ...process.env, RUST_LOG: 'warn', CM_CLUSTER_NATS_URL: natsUrl, CM_CLUSTER_STREAM: stream };
+  // the command line on one node's folder writes the cluster's team log
+  const dataA = tempDir();
+  const cmem = (...args) => execFileSync(CMEM_BIN, [...args, '--data', dataA], { env }).toString();
+  cmem('user', 'add', 'alice', '--admin');
+  cmem('workspace', 'create', 'eng');
+  for (const u of ['bob', 'carol']) cmem('user', 'add', u);
+  for (const u of ['alice', 'bob', 'carol']) cmem('workspace', 'add-member', 'eng', u);
+  const token = (u) => JSON.parse(cmem('token', 'create', u, '--json'));
+  const alice = token('alice').token;
+  const bob = token('bob').token;
+  const carol = token('carol');
+  const node = async (name, data = tempDir()) => {
+    const s = await startServer({ data, args: ['--cluster-nats-url', natsUrl, '--node-name', name, '--cluster-stream', stream] });
+    servers.push(s);
+    return s;
+  };
+  const a = await node('team-a', dataA);
+  const b = await node('team-b');
+  const c = await node('team-c');
+  const auth = (t) => ({ authorization: `Bearer ${t}` });
+  // every node knows the users made on A's folder
+  for (const s of [a, b, c]) {
+    const me = await (await fetch(`${s.url}/api/me`, { headers: auth(bob) })).json();
+    assert.deepEqual([me.data.user, me.data.workspaces], ['bob', ['eng']], s.url);
+  }
+
+  const carolOnC = sioClient(c.url, { transports: ['websocket'], extraAuth: { token: carol.token }, name: 'carol-on-c' });
+  const bobOnA = sioClient(a.url, { transports: ['websocket'], extraAuth: { token: bob, workspaces: ['eng'] }, name: 'bob-on-a' });
+  const bobSse = sseClient(b.url, { name: 'bob-sse-on-b', query: `token=${bob}` });
+  await Promise.all([carolOnC.connected(), bobOnA.connected(), bobSse.opened()]);
+  await publish(c.url, [{ type: TEST_EVENT, scope: 'workspace:eng', data: { tag: 'eng-before' } }], alice);
+  await until(() => bobOnA.tests('eng-before').length === 1 && bobSse.tests('eng-before').length === 1, 'bob gets eng events on A and B');
+
+  // revoked over node A's admin API: carol's connection on node C closes with the reason
+  const closes = [];
+  carolOnC.socket.on('cmem_close', (m) => closes.push(m));
+  const r = await fetch(`${a.url}/api/admin/tokens/${carol.id}/revoke`, { method: 'POST', headers: auth(alice) });
+  assert.equal(r.status, 200);
+  await until(() => closes.length === 1, 'cmem_close on node C', 10000);
+  assert.equal(closes[0].reason, 'token_revoked');
+  await until(() => !carolOnC.socket.connected, 'carol is disconnected from node C');
+  assert.equal((await fetch(`${b.url}/api/me`, { headers: auth(carol.token) })).status, 401);
+
+  // removed from eng over node B's admin API: bob's connection on node A stops receiving eng
+  const removed = await fetch(`${b.url}/api/admin/workspaces/eng/members/bob`, { method: 'DELETE', headers: auth(alice) });
+  assert.equal(removed.status, 200);
+  await until(async () => {
+    const me = await (await fetch(`${a.url}/api/me`, { headers: auth(bob) })).json();
+    return me.data.workspaces.length === 0;
+  }, 'node A knows bob left eng');
+  // the live connection follows at once: an eng event published now, then a fence, and bob
+  // on node A has the fence without the eng event
+  let round = 0;
+  await until(async () => {
+    const tag = `eng-after-${++round}`;
+    await publish(c.url, [{ type: TEST_EVENT, scope: 'workspace:eng', data: { tag } }], alice);
+    await fence(c.url, [bobOnA], alice);
+    return bobOnA.tests(tag).length === 0;
+  }, 'node A stops sending eng to bob', 10000);
+  assert.ok(round <= 3, `node A took ${round} rounds to follow the removal`);
+  await publish(c.url, [{ type: TEST_EVENT, scope: 'workspace:eng', data: { tag: 'eng-late' } }], alice);
+  await fence(c.url, [bobOnA, bobSse], alice);
+  assert.equal(bobOnA.tests('eng-late').length, 0, 'bob on node A');
+  assert.equal(bobSse.tests('eng-late').length, 0, 'bob over SSE on node B');
+
+  // a message retried on another node (same client_msg_id) is stored once
+  const send = (s) => fetch(`${s.url}/api/workspaces/eng/messages`, {
+    method: 'POST', headers: { ...auth(alice), 'content-type': 'application/json' },
+    body: JSON.stringify({ text: 'only once', client_msg_id: 'm-1' }),
+  });
+  const first = await send(a);
+  const retry = await send(c);
+  assert.equal(first.status, 201);
+  assert.equal(retry.status, 200);
+  const [m1, m2] = [await first.json(), await retry.json()];
+  assert.equal(m2.data.duplicate, true);
+  assert.equal(m2.data.message.id, m1.data.message.id);
+  const history = await (await fetch(`${b.url}/api/workspaces/eng/messages`, { headers: auth(alice) })).json();
+  assert.equal(history.data.messages.filter((m) => m.text === 'only once').length, 1);
 });
