@@ -8,7 +8,9 @@
 // events published on every node once, in one order. Team state is the cluster's: users made
 // with the command line on one node's folder sign in on every node, a token revoked on one
 // node closes its connection on another, a member removed on one node stops receiving the
-// workspace on another, and a message retried on another node is stored once.
+// workspace on another, and a message retried on another node is stored once. Presence: a
+// user online on two nodes joins once, and leaves once, within the node timeout, when the
+// node that had them is SIGKILLed.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -280,4 +282,66 @@ test('team state is the cluster\'s: a token revoked on node A closes its connect
   assert.equal(m2.data.message.id, m1.data.message.id);
   const history = await (await fetch(`${b.url}/api/workspaces/eng/messages`, { headers: auth(alice) })).json();
   assert.equal(history.data.messages.filter((m) => m.text === 'only once').length, 1);
+});
+
+test('presence across nodes: a user on two nodes joins once; a SIGKILLed node\'s users leave once, within the node timeout', { timeout: 90000 }, async () => {
+  const natsUrl = await natsOnce();
+  const stream = 'PRES';
+  const env = { ...process.env, RUST_LOG: 'warn', CM_CLUSTER_NATS_URL: natsUrl, CM_CLUSTER_STREAM: stream };
+  const dataA = tempDir();
+  const cmem = (...args) => execFileSync(CMEM_BIN, [...args, '--data', dataA], { env }).toString();
+  cmem('user', 'add', 'alice', '--admin');
+  cmem('workspace', 'create', 'eng');
+  for (const u of ['bob', 'carol']) cmem('user', 'add', u);
+  for (const u of ['alice', 'bob', 'carol']) cmem('workspace', 'add-member', 'eng', u);
+  const tok = {};
+  for (const u of ['alice', 'bob', 'carol']) tok[u] = JSON.parse(cmem('token', 'create', u, '--json')).token;
+  const node = async (name, data = tempDir()) => {
+    const s = await startServer({ data, args: ['--cluster-nats-url', natsUrl, '--node-name', name, '--cluster-stream', stream] });
+    servers.push(s);
+    return s;
+  };
+  const a = await node('pres-a', dataA);
+  const b = await node('pres-b');
+  const c = await node('pres-c');
+  const kinds = ['member_joined', 'member_left', TEST_EVENT];
+  // carol watches from node C
+  const watch = sseClient(c.url, { name: 'carol-watch-on-c', query: `token=${tok.carol}`, types: kinds });
+  await watch.opened();
+  const said = (kind, user) => watch.ofType(kind).filter((e) => e.data.user === user).length;
+  const online = async (s) => {
+    const r = await (await fetch(`${s.url}/api/workspaces/eng/presence`, { headers: { authorization: `Bearer ${tok.alice}` } })).json();
+    return Object.fromEntries(r.data.online.map((u) => [u.user, u.connections]));
+  };
+
+  // bob on nodes A and B, alice on node B
+  const bobOnA = sioClient(a.url, { transports: ['websocket'], extraAuth: { token: tok.bob, workspaces: ['eng'] }, name: 'bob-on-a' });
+  const bobOnB = sseClient(b.url, { name: 'bob-sse-on-b', query: `token=${tok.bob}` });
+  const aliceOnB = sioClient(b.url, { transports: ['websocket'], extraAuth: { token: tok.alice, workspaces: ['eng'] }, name: 'alice-on-b' });
+  await Promise.all([bobOnA.connected(), bobOnB.opened(), aliceOnB.connected()]);
+  await until(() => said('member_joined', 'bob') >= 1 && said('member_joined', 'alice') >= 1, 'carol sees bob and alice join');
+  // every node's view agrees: bob twice, alice and carol once
+  for (const s of [a, b, c]) {
+    await until(async () => JSON.stringify(await online(s)) === JSON.stringify({ alice: 1, bob: 2, carol: 1 }), `presence on ${s.url}`);
+  }
+  await fence(c.url, [watch], tok.alice);
+  assert.equal(said('member_joined', 'bob'), 1, 'bob joined once');
+  assert.equal(said('member_joined', 'alice'), 1, 'alice joined once');
+
+  // bob leaves node A: still on node B, so no leave
+  bobOnA.close();
+  await until(async () => (await online(c)).bob === 1, 'node C sees bob on one node');
+  await fence(c.url, [watch], tok.alice);
+  assert.equal(said('member_left', 'bob'), 0);
+
+  // node B is killed: bob and alice were only there; they leave once each, carol stays
+  const killed = Date.now();
+  await b.stop('SIGKILL');
+  await until(() => said('member_left', 'bob') === 1 && said('member_left', 'alice') === 1, 'bob and alice leave', 30000);
+  console.log(`# presence: the killed node's users left ${Date.now() - killed} ms after the SIGKILL`);
+  await fence(c.url, [watch], tok.alice);
+  assert.equal(said('member_left', 'bob'), 1);
+  assert.equal(said('member_left', 'alice'), 1);
+  assert.equal(said('member_left', 'carol'), 0);
+  assert.deepEqual(await online(a), { carol: 1 });
 });

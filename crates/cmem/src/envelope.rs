@@ -130,6 +130,10 @@ pub struct NewEvent {
     pub data: serde_json::Value,
     /// Who published it, for events from clients (`None` for the server's own events).
     pub publisher: Option<serde_json::Value>,
+    /// Several nodes of a cluster may publish the same event (presence, which each node
+    /// computes alike): the journal keeps the first with this key and drops the others
+    /// (JetStream's de-duplication window, two minutes). `None`: always stored.
+    pub dedup: Option<String>,
 }
 
 /// Event types only the server itself emits; `POST /api/events` refuses them, so no client can
@@ -161,7 +165,14 @@ impl NewEvent {
             scope,
             data,
             publisher: None,
+            dedup: None,
         }
+    }
+
+    /// The same event, stored once however many nodes publish it (see [`NewEvent::dedup`]).
+    pub fn once_as(mut self, key: String) -> Self {
+        self.dedup = Some(key);
+        self
     }
 
     /// The same event, marked as published by `publisher` (see [`EnvelopeRef::publisher`]).

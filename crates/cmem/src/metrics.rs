@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::hub::Hub;
 use crate::memory::{IndexTotals, Memory};
+use crate::teams::Teams;
 
 /// The media type `GET /metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -32,7 +33,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(hub: Arc<Hub>, memory: Arc<Memory>) -> Metrics {
+    pub fn new(hub: Arc<Hub>, memory: Arc<Memory>, teams: Arc<Teams>) -> Metrics {
         let mut registry = Registry::default();
         // 0.1 ms to ~3 s
         let search_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
@@ -47,7 +48,7 @@ impl Metrics {
             "Searches refused (bad query) or failed",
             search_errors.clone(),
         );
-        registry.register_collector(Box::new(Live { hub, memory }));
+        registry.register_collector(Box::new(Live { hub, memory, teams }));
         Metrics {
             registry,
             search_seconds,
@@ -67,6 +68,7 @@ impl Metrics {
 struct Live {
     hub: Arc<Hub>,
     memory: Arc<Memory>,
+    teams: Arc<Teams>,
 }
 
 impl fmt::Debug for Live {
@@ -151,6 +153,20 @@ impl Collector for Live {
             "Id of the oldest event kept",
             info.oldest as i64,
         )?;
+        if let Some(applied) = self.teams.team_log_applied() {
+            gauge(
+                c,
+                "cmem_cluster_nodes",
+                "Cluster nodes alive, as their presence announcements say",
+                self.teams.cluster_nodes().len() as i64,
+            )?;
+            gauge(
+                c,
+                "cmem_team_log_applied",
+                "Position of the cluster's team log this node has applied",
+                applied as i64,
+            )?;
+        }
         gauge(
             c,
             "cmem_uptime_seconds",

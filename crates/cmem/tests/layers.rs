@@ -22,7 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("memory", &["clock", "config", "envelope", "hub"]),
     ("teams", &["clock", "envelope", "hub", "testing"]),
     ("monitor", &["envelope", "hub", "memory"]),
-    ("metrics", &["hub", "memory"]),
+    ("metrics", &["hub", "memory", "teams"]),
     (
         "app",
         &[

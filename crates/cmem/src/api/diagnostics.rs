@@ -45,6 +45,8 @@ pub async fn status(State(app): State<App>) -> Response {
             "path": j.path,
             "engine": engine,
         },
+        // the nodes seen alive and the team log (null on a single node)
+        "cluster": app.teams.cluster_state(),
         "documents_loaded": app.teams.docs_loaded(),
         "events_published": app.hub.published_total(),
         "catch_ups_from_journal": app.hub.catch_ups_total(),

@@ -171,7 +171,7 @@ pub async fn online(
 ) -> Result<Response, ApiError> {
     messages::check_access(&app.teams, &identity, &ws)?;
     Ok(ok(
-        json!({"workspace": ws, "online": presence::online(&app.hub, &ws)}),
+        json!({"workspace": ws, "online": presence::online(&app.hub, &app.teams, &ws)}),
     ))
 }
 

@@ -120,10 +120,6 @@ impl Config {
             || self.own_origins().iter().any(|o| o == origin)
     }
 
-    /// Whether a browser request with `origin`, sent to `host` (its `Host` header), may act:
-    /// an origin [`Config::origin_allowed`], or the origin of that very host (a page this
-    /// server served, also through a reverse proxy that keeps `Host`; rebound host names are
-    /// refused before this, by the server's guard).
     /// This node's name: `node_name`, else the host name and the port.
     pub fn node(&self) -> String {
         if self.node_name.trim().is_empty() {
@@ -137,6 +133,10 @@ impl Config {
         }
     }
 
+    /// Whether a browser request with `origin`, sent to `host` (its `Host` header), may act:
+    /// an origin [`Config::origin_allowed`], or the origin of that very host (a page this
+    /// server served, also through a reverse proxy that keeps `Host`; rebound host names are
+    /// refused before this, by the server's guard).
     pub fn origin_allowed_for(&self, origin: &str, host: Option<&str>) -> bool {
         let same_host = host.is_some_and(|h| {
             origin.strip_prefix("http://") == Some(h) || origin.strip_prefix("https://") == Some(h)

@@ -476,9 +476,15 @@ impl JetStreamJournal {
                     publisher: ev.publisher.clone(),
                 })
                 .map_err(|e| JournalError::Write(e.to_string()))?;
+                let mut msg =
+                    jetstream::message::PublishMessage::build().payload(payload.clone().into());
+                if let Some(key) = &ev.dedup {
+                    // another node stored the same event: the ack names its sequence
+                    msg = msg.message_id(key);
+                }
                 let ack = self
                     .js
-                    .publish(subject(&self.prefix, &ev.scope), payload.clone().into())
+                    .send_publish(subject(&self.prefix, &ev.scope), msg)
                     .await
                     .map_err(|e| nats_error("cannot publish to JetStream", e))?;
                 pending.push((payload, ack));

@@ -472,6 +472,26 @@ mod jetstream {
         Ok((Journal::with_engine(Box::new(engine)), rx, direct))
     }
 
+    /// Presence is computed alike on every node and published by each: an event with a
+    /// de-duplication key is stored once, and each publisher hears its one id.
+    #[tokio::test]
+    async fn an_event_published_by_two_nodes_with_one_key_is_stored_once() {
+        let n = nats();
+        let (a, _ra, _) = open(&n.url, "ONCE").await;
+        let (b, _rb, _) = open(&n.url, "ONCE").await;
+        let ev = |k: &str| {
+            NewEvent::new("member_joined", Scope::Global, serde_json::json!({}))
+                .once_as(k.to_string())
+        };
+        let first = a.append(vec![ev("k1")]).await.unwrap();
+        let again = b.append(vec![ev("k1"), ev("k2")]).await.unwrap();
+        assert_eq!(again[0].id, first[0].id);
+        assert_eq!(again[1].id, first[0].id + 1);
+        assert_eq!(read_all(&a, 0).await, [first[0].id, first[0].id + 1]);
+        a.close().await;
+        b.close().await;
+    }
+
     #[tokio::test]
     async fn oldest_is_the_streams_start_and_an_expired_range_is_never_read_with_a_gap() {
         let n = nats();

@@ -493,7 +493,9 @@ async fn server_side(base: &str, token: Option<&str>) -> Option<serde_json::Valu
     }
     let v: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
     let d = &v["data"];
-    (v["success"] == true).then(|| serde_json::json!({"node": d["node"], "journal": d["journal"]}))
+    (v["success"] == true).then(
+        || serde_json::json!({"node": d["node"], "journal": d["journal"], "cluster": d["cluster"]}),
+    )
 }
 
 /// One line for the journal an engine reports.
@@ -659,6 +661,15 @@ pub fn render(r: &Report) -> String {
             sv["node"].as_str().unwrap_or("?"),
             journal_line(&sv["journal"])
         ));
+        if let Some(nodes) = sv["cluster"]["nodes"].as_array() {
+            let names: Vec<&str> = nodes.iter().filter_map(|n| n.as_str()).collect();
+            s.push_str(&format!(
+                "cluster: {} node(s) alive ({}); team log applied to #{}\n",
+                names.len(),
+                names.join(", "),
+                sv["cluster"]["teams"]["applied"]
+            ));
+        }
     }
     for a in &r.advice {
         s.push_str(&format!("\n* {a}"));

@@ -128,7 +128,7 @@ impl Server {
         teams.limit_messages(config.team_message_max_chars);
         let teams = Arc::new(teams);
         let monitor = Monitor::new(hub.clone(), memory.clone(), config.status_interval_s);
-        let metrics = Arc::new(Metrics::new(hub.clone(), memory.clone()));
+        let metrics = Arc::new(Metrics::new(hub.clone(), memory.clone(), teams.clone()));
         let app = Arc::new(AppState {
             config: Arc::new(config),
             hub,
@@ -186,7 +186,12 @@ impl Server {
         ));
         tokio::spawn(crate::teams::live::watch(state.teams.clone(), hub.clone()));
         if let Some(changes) = hub.registry.take_presence_changes() {
-            tokio::spawn(crate::teams::presence::run(hub.clone(), changes));
+            tokio::spawn(crate::teams::presence::run(
+                hub.clone(),
+                state.teams.clone(),
+                changes,
+                state.config.node(),
+            ));
         }
         // Watch the folder, then bring the index up to date with it (only what changed since
         // last time); edits during that run are picked up by the watcher.

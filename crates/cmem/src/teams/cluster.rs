@@ -130,11 +130,22 @@ impl Applied {
     }
 }
 
+/// What other cluster features of the teams layer (presence) use: the NATS connection and the
+/// names.
+#[derive(Clone)]
+pub struct Link {
+    pub js: jetstream::Context,
+    /// The journal's stream name, which the team log's and presence's names start with.
+    pub base: String,
+    pub replicas: usize,
+}
+
 /// The team log of a cluster, and this process's follower of it.
 pub struct ClusterStore {
     rt: Option<tokio::runtime::Runtime>,
     js: jetstream::Context,
     stream: stream::Stream,
+    base: String,
     name: String,
     subject: String,
     replicas: usize,
@@ -296,6 +307,7 @@ impl ClusterStore {
             rt: Some(rt),
             js,
             stream,
+            base: opts.stream.clone(),
             name,
             subject,
             replicas: opts.replicas.max(1),
@@ -410,6 +422,19 @@ impl ClusterStore {
         Err(TeamsError::Unavailable(format!(
             "the team log kept changing under this change ({WRITE_TRIES} tries); try again"
         )))
+    }
+
+    pub fn link(&self) -> Link {
+        Link {
+            js: self.js.clone(),
+            base: self.base.clone(),
+            replicas: self.replicas,
+        }
+    }
+
+    /// The last position of the team log this process has applied.
+    pub fn applied(&self) -> u64 {
+        self.applied.get()
     }
 
     /// The team store's state for status pages.

@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     /// node), and wakes whoever watches them.
     access_changes: AtomicU64,
     changed: tokio::sync::Notify,
+    /// Who is online on each node of a cluster (empty on a single node).
+    board: std::sync::RwLock<presence::Board>,
 }
 
 impl Shared {
@@ -140,6 +142,7 @@ impl Shared {
             docs: docs::Docs::default(),
             access_changes: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
+            board: std::sync::RwLock::default(),
         }
     }
 
@@ -295,6 +298,40 @@ impl Teams {
         match &self.store {
             Store::Local => serde_json::json!({"engine": "sqlite"}),
             Store::Cluster(c) => c.state(),
+        }
+    }
+
+    /// The cluster's NATS connection and names (`None` on a single node).
+    pub fn cluster_link(&self) -> Option<cluster::Link> {
+        match &self.store {
+            Store::Local => None,
+            Store::Cluster(c) => Some(c.link()),
+        }
+    }
+
+    /// The live nodes of a cluster by name, as their presence announcements say (empty on a
+    /// single node).
+    pub fn cluster_nodes(&self) -> Vec<String> {
+        self.shared
+            .board
+            .read()
+            .map(|b| b.node_names())
+            .unwrap_or_default()
+    }
+
+    /// The cluster as this node sees it, for status pages (`None` on a single node).
+    pub fn cluster_state(&self) -> Option<serde_json::Value> {
+        let Store::Cluster(c) = &self.store else {
+            return None;
+        };
+        Some(serde_json::json!({"nodes": self.cluster_nodes(), "teams": c.state()}))
+    }
+
+    /// How far a cluster node has applied the team log (`None` on a single node).
+    pub fn team_log_applied(&self) -> Option<u64> {
+        match &self.store {
+            Store::Local => None,
+            Store::Cluster(c) => Some(c.applied()),
         }
     }
 
