@@ -38,7 +38,8 @@ struct TargetArgs {
     /// The server is not cmem: publish through --trigger instead of /api/events.
     #[arg(long)]
     peer: bool,
-    /// A peer's broadcast trigger (default: <url>/trigger).
+    /// A peer's broadcast trigger (default: <url>/trigger); for cmem, another node's
+    /// `/api/events` (delivery latency across a cluster's nodes).
     #[arg(long)]
     trigger: Option<String>,
     /// Server process id, for memory readings.

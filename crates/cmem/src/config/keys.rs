@@ -246,13 +246,15 @@ keys! {
     /// Empty: the host name and the port.
     node_name: String = String::new();
     /// Cluster mode: NATS server URLs, comma-separated (`nats://host:4222,…`). Set, the journal
-    /// is a JetStream stream every node shares instead of the local SQLite file.
-    /// Empty (the default), one node keeps its own journal.
+    /// and the team state (users, tokens, workspaces, messages, documents) are JetStream streams
+    /// every node shares instead of local SQLite files. Empty (the default), one node keeps its
+    /// own.
     cluster_nats_url: String = String::new();
     /// Cluster mode: the JetStream stream that holds the journal (its subjects are its name in
-    /// lower case). Every node of one cluster names the same stream.
+    /// lower case); the team log and presence are `<name>_TEAMS` and `<name>_PRESENCE`. Every
+    /// node of one cluster names the same stream.
     cluster_stream: String = "CMEM".to_string();
-    /// Cluster mode: copies of the journal stream in the NATS cluster (3 recommended).
+    /// Cluster mode: copies of each stream in the NATS cluster (3 recommended).
     /// An event is acknowledged once a majority of them stored it.
     cluster_replicas: usize = 1, range 1..=5;
     /// Serve the MCP server for AI assistants at `/mcp` (streamable HTTP).
@@ -311,6 +313,9 @@ pub fn markdown_table() -> String {
             ("data_dir", _) => "a folder".into(),
             ("cors_origins", _) => "origins (scheme and host, no path) or `*`".into(),
             ("allowed_hosts", _) => "host names or `*`".into(),
+            ("node_name", _) => "a name".into(),
+            ("cluster_nats_url", _) => "NATS URLs, comma-separated".into(),
+            ("cluster_stream", _) => "a JetStream stream name".into(),
             _ => "a whole number".into(),
         };
         let meaning = k.text();

@@ -168,6 +168,19 @@ impl Config {
                 ));
             }
         }
+        let stream = &self.cluster_stream;
+        if stream.is_empty()
+            || stream.len() > 32
+            || !stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad(
+                "cluster_stream",
+                stream.clone(),
+                "1 to 32 letters, digits, `_` or `-` (a JetStream stream name)",
+            ));
+        }
         for key in SPECS {
             if let (Some((lo, hi)), Some(v)) = (key.range, self.number(key.name))
                 && (v < lo || v > hi)
@@ -623,6 +636,17 @@ mod tests {
         .unwrap_err();
         assert!(
             e.to_string().contains("beos") && e.to_string().contains("auto, windows, default"),
+            "{e}"
+        );
+
+        let e = load_test(
+            &Overrides::default(),
+            None,
+            &[("CM_CLUSTER_STREAM", "cmem.prod")],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("cmem.prod") && e.to_string().contains("stream name"),
             "{e}"
         );
     }
