@@ -301,14 +301,15 @@ impl Publisher {
     }
 }
 
-/// Spreads connections over 127.0.0.x source addresses so that more than one ephemeral port
-/// range is available (about 28k ports each).
-pub fn source_for(i: usize, per_source: usize, enabled: bool) -> Option<IpAddr> {
+/// Spreads connections over 127.0.<block>.x source addresses so that more than one ephemeral
+/// port range is available (about 28k ports each). Generators running side by side take one
+/// block each, so they never share a source address.
+pub fn source_for(i: usize, per_source: usize, enabled: bool, block: u8) -> Option<IpAddr> {
     if !enabled {
         return None;
     }
     let n = (i / per_source.max(1)) as u8;
-    Some(IpAddr::from([127, 0, 0, 1u8.saturating_add(n)]))
+    Some(IpAddr::from([127, 0, block, 1u8.saturating_add(n)]))
 }
 
 #[cfg(test)]

@@ -45,12 +45,18 @@ struct TargetArgs {
     /// Server process id, for memory readings.
     #[arg(long)]
     pid: Option<u32>,
+    /// With --spread-sources: connect from 127.0.<block>.x (generators side by side take one
+    /// block each).
+    #[arg(long, default_value_t = 0)]
+    source_block: u8,
 }
 
 impl TargetArgs {
     fn target(&self) -> anyhow::Result<Target> {
         let name = if self.peer { "peer" } else { "cmem" };
-        Target::new(name, &self.url, self.trigger.clone(), !self.peer, self.pid)
+        let mut t = Target::new(name, &self.url, self.trigger.clone(), !self.peer, self.pid)?;
+        t.source_block = self.source_block;
+        Ok(t)
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Target {
     pub cmem: bool,
     /// Server process, for memory readings.
     pub pid: Option<u32>,
+    /// Source addresses 127.0.<block>.x when spreading (see `client::source_for`).
+    pub source_block: u8,
 }
 
 impl Target {
@@ -59,6 +61,7 @@ impl Target {
             publish_url,
             cmem,
             pid,
+            source_block: 0,
         })
     }
 
@@ -137,7 +140,7 @@ async fn connect_clients(
         let ep = t.endpoint();
         let base = t.base.clone();
         let http = http.clone();
-        let source = client::source_for(i, 20_000, spread_sources);
+        let source = client::source_for(i, 20_000, spread_sources, t.source_block);
         tasks.spawn(async move {
             let permit = sem.acquire_owned().await.ok();
             match transport {
