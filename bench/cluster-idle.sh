@@ -19,29 +19,13 @@ N=${N:-100000}
 NODES=${NODES:-6}
 SETTLE=${SETTLE:-90}
 per=$(( (N + NODES - 1) / NODES ))
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
 ulimit -n 20000
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; exit 1; }
-
-start_cmem() { # name, extra args...
-  local name=$1; shift
-  local port; port=$(free_port)
-  mkdir -p "$work/$name"
-  RUST_LOG=warn "$bin/cmem" serve --data "$work/$name" --bind "127.0.0.1:$port" --status-interval-s 0 "$@" >/dev/null 2>"$work/$name.log" &
-  pids+=($!)
-  wait_port "$port"
-  echo "http://127.0.0.1:$port $!"
-}
 
 kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 echo "### single node, SQLite journal: $per idle WebSocket connections"
-read -r url pid < <(start_cmem single)
+start_cmem single
 "$bin/cmem-bench" idle --url "$url" --pid "$pid" -n "$per" --settle-s 5 --spread-sources
 kill -9 "$pid"
 
@@ -52,9 +36,9 @@ wait_port "$np"
 urls=(); npids=()
 for i in $(seq "$NODES"); do
   if [[ "${CLUSTER:-1}" == 1 ]]; then
-    read -r url pid < <(start_cmem "node$i" --cluster-nats-url "nats://127.0.0.1:$np" --cluster-stream IDLE --node-name "node$i")
+    start_cmem "node$i" --cluster-nats-url "nats://127.0.0.1:$np" --cluster-stream IDLE --node-name "node$i"
   else # the same six processes, each a single node on its own SQLite journal
-    read -r url pid < <(start_cmem "node$i" --node-name "node$i")
+    start_cmem "node$i" --node-name "node$i"
   fi
   urls+=("$url"); npids+=("$pid")
 done

@@ -9,25 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# waits until a TCP port accepts
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; exit 1; }
-
-start_cmem() { # name, extra args...
-  local name=$1; shift
-  local port; port=$(free_port)
-  mkdir -p "$work/$name"
-  RUST_LOG=warn "$bin/cmem" serve --data "$work/$name" --bind "127.0.0.1:$port" --status-interval-s 0 "$@" >/dev/null 2>"$work/$name.log" &
-  pids+=($!)
-  wait_port "$port"
-  echo "http://127.0.0.1:$port $!"
-}
+source bench/lib.sh
 
 run() { # label, url, pid
   local label=$1 url=$2 pid=$3
@@ -37,14 +19,14 @@ run() { # label, url, pid
   "$bin/cmem-bench" broadcast --url "$url" --pid "$pid" -n 100 --events "${PACED:-500}" --rate 100 --batch 1
 }
 
-read -r url pid < <(start_cmem single)
+start_cmem single
 run "single node, SQLite journal" "$url" "$pid"
 
 np=$(free_port)
 nats-server -js -a 127.0.0.1 -p "$np" -sd "$work/nats1" >/dev/null 2>&1 &
 pids+=($!)
 wait_port "$np"
-read -r url pid < <(start_cmem r1 --cluster-nats-url "nats://127.0.0.1:$np" --cluster-stream R1)
+start_cmem r1 --cluster-nats-url "nats://127.0.0.1:$np" --cluster-stream R1
 run "cluster mode, JetStream, 1 replica" "$url" "$pid"
 
 ports=(); cports=()
@@ -57,5 +39,5 @@ for i in 0 1 2; do
 done
 for i in 0 1 2; do wait_port "${ports[$i]}"; done
 sleep 3 # the JetStream meta leader is elected
-read -r url pid < <(start_cmem r3 --cluster-nats-url "nats://127.0.0.1:${ports[0]},nats://127.0.0.1:${ports[1]}" --cluster-stream R3 --cluster-replicas 3)
+start_cmem r3 --cluster-nats-url "nats://127.0.0.1:${ports[0]},nats://127.0.0.1:${ports[1]}" --cluster-stream R3 --cluster-replicas 3
 run "cluster mode, JetStream, 3 replicas" "$url" "$pid"

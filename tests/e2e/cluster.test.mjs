@@ -77,6 +77,32 @@ async function twoNodesBehindNginx(stream) {
   return { a, b, via };
 }
 
+/**
+ * Three nodes on the stream `stream` with a team made by the command line on the first node's
+ * folder (so it goes through the cluster's team log): alice (admin), bob and carol, all in eng.
+ */
+async function teamCluster(stream) {
+  const natsUrl = await natsOnce();
+  const env = { ...process.env, RUST_LOG: 'warn', CM_CLUSTER_NATS_URL: natsUrl, CM_CLUSTER_STREAM: stream };
+  const first = tempDir();
+  const cmem = (...args) => execFileSync(CMEM_BIN, [...args, '--data', first], { env }).toString();
+  cmem('user', 'add', 'alice', '--admin');
+  cmem('workspace', 'create', 'eng');
+  for (const u of ['bob', 'carol']) cmem('user', 'add', u);
+  const tokens = {};
+  for (const u of ['alice', 'bob', 'carol']) {
+    cmem('workspace', 'add-member', 'eng', u);
+    tokens[u] = JSON.parse(cmem('token', 'create', u, '--json'));
+  }
+  const nodes = [];
+  for (const [i, data] of [first, tempDir(), tempDir()].entries()) {
+    const s = await startServer({ data, args: ['--cluster-nats-url', natsUrl, '--node-name', `${stream}-${i}`, '--cluster-stream', stream] });
+    servers.push(s);
+    nodes.push(s);
+  }
+  return { tokens, nodes };
+}
+
 test('SIGKILL the node a client is on: it moves to the other node and resumes, nothing lost or doubled', { timeout: 90000 }, async () => {
   const natsUrl = await natsOnce();
   const node = async (name) => {
@@ -200,28 +226,8 @@ test('three NATS servers, three cmem nodes: clients of every transport spread ov
 });
 
 test('team state is the cluster\'s: a token revoked on node A closes its connection on node C; a member removed on node B stops receiving the workspace on node A', { timeout: 90000 }, async () => {
-  const natsUrl = await natsOnce();
-  const stream = 'TEAMX';
-  const env = { ...process.env, RUST_LOG: 'warn', CM_CLUSTER_NATS_URL: natsUrl, CM_CLUSTER_STREAM: stream };
-  // the command line on one node's folder writes the cluster's team log
-  const dataA = tempDir();
-  const cmem = (...args) => execFileSync(CMEM_BIN, [...args, '--data', dataA], { env }).toString();
-  cmem('user', 'add', 'alice', '--admin');
-  cmem('workspace', 'create', 'eng');
-  for (const u of ['bob', 'carol']) cmem('user', 'add', u);
-  for (const u of ['alice', 'bob', 'carol']) cmem('workspace', 'add-member', 'eng', u);
-  const token = (u) => JSON.parse(cmem('token', 'create', u, '--json'));
-  const alice = token('alice').token;
-  const bob = token('bob').token;
-  const carol = token('carol');
-  const node = async (name, data = tempDir()) => {
-    const s = await startServer({ data, args: ['--cluster-nats-url', natsUrl, '--node-name', name, '--cluster-stream', stream] });
-    servers.push(s);
-    return s;
-  };
-  const a = await node('team-a', dataA);
-  const b = await node('team-b');
-  const c = await node('team-c');
+  const { tokens, nodes: [a, b, c] } = await teamCluster('TEAMX');
+  const { alice: { token: alice }, bob: { token: bob }, carol } = tokens;
   const auth = (t) => ({ authorization: `Bearer ${t}` });
   // every node knows the users made on A's folder
   for (const s of [a, b, c]) {
@@ -285,25 +291,8 @@ test('team state is the cluster\'s: a token revoked on node A closes its connect
 });
 
 test('presence across nodes: a user on two nodes joins once; a SIGKILLed node\'s users leave once, within the node timeout', { timeout: 90000 }, async () => {
-  const natsUrl = await natsOnce();
-  const stream = 'PRES';
-  const env = { ...process.env, RUST_LOG: 'warn', CM_CLUSTER_NATS_URL: natsUrl, CM_CLUSTER_STREAM: stream };
-  const dataA = tempDir();
-  const cmem = (...args) => execFileSync(CMEM_BIN, [...args, '--data', dataA], { env }).toString();
-  cmem('user', 'add', 'alice', '--admin');
-  cmem('workspace', 'create', 'eng');
-  for (const u of ['bob', 'carol']) cmem('user', 'add', u);
-  for (const u of ['alice', 'bob', 'carol']) cmem('workspace', 'add-member', 'eng', u);
-  const tok = {};
-  for (const u of ['alice', 'bob', 'carol']) tok[u] = JSON.parse(cmem('token', 'create', u, '--json')).token;
-  const node = async (name, data = tempDir()) => {
-    const s = await startServer({ data, args: ['--cluster-nats-url', natsUrl, '--node-name', name, '--cluster-stream', stream] });
-    servers.push(s);
-    return s;
-  };
-  const a = await node('pres-a', dataA);
-  const b = await node('pres-b');
-  const c = await node('pres-c');
+  const { tokens, nodes: [a, b, c] } = await teamCluster('PRES');
+  const tok = Object.fromEntries(Object.entries(tokens).map(([u, t]) => [u, t.token]));
   const kinds = ['member_joined', 'member_left', TEST_EVENT];
   // carol watches from node C
   const watch = sseClient(c.url, { name: 'carol-watch-on-c', query: `token=${tok.carol}`, types: kinds });

@@ -27,6 +27,7 @@ pub mod mcp;
 pub mod memory;
 pub(crate) mod metrics;
 pub(crate) mod monitor;
+pub(crate) mod nats;
 pub mod net;
 pub mod ops;
 pub mod protocol;

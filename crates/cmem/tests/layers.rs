@@ -11,16 +11,17 @@ use std::path::{Path, PathBuf};
 /// Bottom to top: a module may use those listed for it, nothing else in the crate.
 const LAYERS: &[(&str, &[&str])] = &[
     ("testing", &[]),
+    ("nats", &[]),
     ("clock", &[]),
     ("net", &[]),
     ("config", &["net"]),
     ("protocol", &[]),
     ("engine", &["protocol"]),
     ("envelope", &["protocol"]),
-    ("journal", &["clock", "envelope", "testing"]),
+    ("journal", &["clock", "envelope", "nats", "testing"]),
     ("hub", &["clock", "config", "envelope", "journal", "net"]),
     ("memory", &["clock", "config", "envelope", "hub"]),
-    ("teams", &["clock", "envelope", "hub", "testing"]),
+    ("teams", &["clock", "envelope", "hub", "nats", "testing"]),
     ("monitor", &["envelope", "hub", "memory"]),
     ("metrics", &["hub", "memory", "teams"]),
     (

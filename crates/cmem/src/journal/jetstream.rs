@@ -66,8 +66,8 @@ struct Stored<'a> {
     publisher: Option<serde_json::Value>,
 }
 
-/// Attempts to open the stream, 500 ms apart, before a node gives up starting.
-const OPEN_TRIES: u32 = 30;
+/// How long a node tries to open the stream before it gives up starting.
+const OPEN_WAIT: Duration = Duration::from_secs(15);
 
 /// How long a read waits for the stream to hand over a message it says it holds.
 const READ_WAIT: Duration = Duration::from_secs(10);
@@ -283,19 +283,9 @@ impl JetStreamJournal {
         opts: JetStreamOptions,
         fanout: Fanout,
     ) -> Result<JetStreamJournal, JournalError> {
-        let servers: Vec<String> = opts
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::to_string)
-            .collect();
-        let client = async_nats::ConnectOptions::new()
-            .name("cmem")
-            // once connected, the client reconnects by itself (to any server of the list)
-            .connect(servers)
+        let client = crate::nats::connect(&opts.url, "cmem")
             .await
-            .map_err(|e| nats_error(&format!("cannot reach NATS at {}", opts.url), e))?;
+            .map_err(JournalError::Write)?;
         let js = jetstream::new(client);
         let prefix = opts.stream.to_lowercase();
         let config = stream::Config {
@@ -312,20 +302,9 @@ impl JetStreamJournal {
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
         };
-        // a cluster that is still electing its JetStream leader answers with errors for a
-        // few seconds: wait that out before giving up
-        let mut tries = 0;
-        let mut stream = loop {
-            match js.get_or_create_stream(config.clone()).await {
-                Ok(s) => break s,
-                Err(e) if tries < OPEN_TRIES => {
-                    tries += 1;
-                    tracing::info!(error = %e, "the JetStream stream is not available yet; trying again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(nats_error("cannot open the JetStream stream", e)),
-            }
-        };
+        let mut stream = crate::nats::open_stream(&js, config.clone(), OPEN_WAIT)
+            .await
+            .map_err(JournalError::Write)?;
         let info = stream
             .info()
             .await

@@ -228,13 +228,6 @@ impl ClusterStore {
             .map_err(|e| unavailable("cannot start the team store's runtime", e))?;
         let name = format!("{}_TEAMS", opts.stream);
         let subject = format!("{}_teams.log", opts.stream.to_lowercase());
-        let servers: Vec<String> = opts
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::to_string)
-            .collect();
         let config = stream::Config {
             name: name.clone(),
             subjects: vec![subject.clone()],
@@ -248,24 +241,13 @@ impl ClusterStore {
             OPEN_WAIT + Duration::from_secs(5),
             "cannot open the cluster's team log",
             async move {
-                let client = async_nats::ConnectOptions::new()
-                    .name("cmem-teams")
-                    .connect(servers)
+                let client = crate::nats::connect(&url, "cmem-teams")
                     .await
-                    .map_err(|e| unavailable(&format!("cannot reach NATS at {url}"), e))?;
+                    .map_err(TeamsError::Unavailable)?;
                 let js = jetstream::new(client);
-                // a cluster still electing its JetStream leader answers with errors for a while
-                let deadline = tokio::time::Instant::now() + OPEN_WAIT;
-                let mut stream = loop {
-                    match js.get_or_create_stream(config.clone()).await {
-                        Ok(s) => break s,
-                        Err(e) if tokio::time::Instant::now() < deadline => {
-                            tracing::info!(error = %e, "the team log is not available yet; trying again");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                        Err(e) => return Err(unavailable("cannot open the cluster's team log", e)),
-                    }
-                };
+                let mut stream = crate::nats::open_stream(&js, config, OPEN_WAIT)
+                    .await
+                    .map_err(TeamsError::Unavailable)?;
                 let info = stream
                     .info()
                     .await

@@ -485,11 +485,12 @@ pub async fn update(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use yrs::{GetString, Text};
 
-    fn edit(doc: &Doc, at: u32, s: &str) -> Vec<u8> {
+    /// A client's edit: `s` inserted at `at` in the text `t`, as an update.
+    pub(crate) fn edit(doc: &Doc, at: u32, s: &str) -> Vec<u8> {
         let text = doc.get_or_insert_text("t");
         let mut txn = doc.transact_mut();
         text.insert(&mut txn, at, s);
@@ -531,7 +532,7 @@ mod tests {
     }
 
     /// The text `t` of a document, as a late joiner syncing from nothing would see it.
-    fn text_of(t: &Teams, workspace: &str, name: &str) -> String {
+    pub(crate) fn text_of(t: &Teams, workspace: &str, name: &str) -> String {
         let (full, _) = t.doc_sync(workspace, name, &[]).unwrap();
         let back = Doc::new();
         back.transact_mut()

@@ -5,23 +5,11 @@
 
 use super::messages::{Notification, Workspaces};
 use super::*;
-use yrs::updates::decoder::Decode;
-use yrs::{Doc, GetString, Text, Transact, Update};
+use docs::tests::text_of;
+use yrs::Doc;
 
 fn edit(doc: &Doc, s: &str) -> Vec<u8> {
-    let text = doc.get_or_insert_text("t");
-    let mut txn = doc.transact_mut();
-    text.insert(&mut txn, 0, s);
-    txn.encode_update_v1()
-}
-
-fn text_of(t: &Teams, workspace: &str, name: &str) -> String {
-    let (full, _) = t.doc_sync(workspace, name, &[]).unwrap();
-    let back = Doc::new();
-    back.transact_mut()
-        .apply_update(Update::decode_v1(&full).unwrap())
-        .unwrap();
-    back.get_or_insert_text("t").get_string(&back.transact())
+    docs::tests::edit(doc, 0, s)
 }
 
 fn note(t: &Teams, title: &str) -> i64 {
