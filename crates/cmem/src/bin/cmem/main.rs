@@ -179,14 +179,25 @@ pub(crate) const EXIT_BIND: u8 = 5;
 pub(crate) const EXIT_RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // the team commands answer in a line; what they did on the way (reaching a cluster's NATS,
+    // catching up with its team log) is only worth a warning
+    let quiet = matches!(
+        cli.command,
+        Command::User { .. } | Command::Token { .. } | Command::Workspace { .. }
+    );
+    let default_filter = if quiet {
+        "warn"
+    } else {
+        "info,rmcp=warn,async_nats=warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Index(args) => index::index(args),
         Command::Search(args) => search::search(args),
