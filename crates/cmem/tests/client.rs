@@ -422,9 +422,11 @@ async fn cmem_tail_prints_resumes_across_a_restart_and_exits_0_on_ctrl_c() {
     let s2 = TestServer::start_in(data.path(), &["--bind", &addr], &[]);
     want.extend(publish_tagged(&s2.url, 10, "tail", Duration::ZERO).await);
 
+    // the server was down a few seconds (longer under Wine): tail's backoff may be waiting
+    // up to its 30 s bound before it tries again
     let mut got = Vec::new();
     while got.len() < want.len() {
-        let l = tokio::time::timeout(Duration::from_secs(20), lines.recv())
+        let l = tokio::time::timeout(Duration::from_secs(45), lines.recv())
             .await
             .expect("a line in time")
             .expect("tail still running");
