@@ -70,7 +70,7 @@ fn cluster_on(config: &Config) -> bool {
 }
 
 /// Where a cluster keeps its team state (`None` on a single node).
-pub fn teams_cluster(config: &Config) -> Option<ClusterOptions> {
+fn teams_cluster(config: &Config) -> Option<ClusterOptions> {
     cluster_on(config).then(|| ClusterOptions {
         url: config.cluster_nats_url.trim().to_string(),
         stream: config.cluster_stream.clone(),

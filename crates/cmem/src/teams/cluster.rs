@@ -560,11 +560,12 @@ impl Follower {
             }
             store::set_meta(&tx, "applied", &applied.to_string())?;
             tx.commit()?;
-            // while the view is still locked: a writer that sees the position sees the rows
+            // while the view is still locked: whoever sees the new rows also sees the position,
+            // the caches without what changed, and the watchers' count moved
             self.applied.set(applied);
+            self.shared.applied(&own, false);
+            self.shared.applied(&foreign, true);
         }
-        self.shared.applied(&own, false);
-        self.shared.applied(&foreign, true);
         Ok(())
     }
 }

@@ -220,11 +220,8 @@ fn open_db(state_dir: &Path, file: &str) -> Result<Connection, TeamsError> {
 impl Teams {
     /// Opens (or creates) `teams.sqlite3` in the state folder: a single node's team state.
     pub fn open(state_dir: &Path) -> Result<Teams, TeamsError> {
-        Ok(Teams::with(
-            open_db(state_dir, LOCAL_FILE)?,
-            Arc::new(Shared::new()),
-            Store::Local,
-        ))
+        let conn = Arc::new(Mutex::new(open_db(state_dir, LOCAL_FILE)?));
+        Ok(Teams::with(conn, Arc::new(Shared::new()), Store::Local))
     }
 
     /// Opens team state as configured: a cluster's team log when `cluster` is given (with
@@ -248,18 +245,12 @@ impl Teams {
             None
         };
         let c = cluster::ClusterStore::open(opts, conn.clone(), shared.clone(), seed)?;
-        Ok(Teams {
-            conn,
-            shared,
-            store: Store::Cluster(Box::new(c)),
-            http_budgets: Mutex::default(),
-            message_max_chars: std::sync::atomic::AtomicU64::new(4000),
-        })
+        Ok(Teams::with(conn, shared, Store::Cluster(Box::new(c))))
     }
 
-    fn with(conn: Connection, shared: Arc<Shared>, store: Store) -> Teams {
+    fn with(conn: Arc<Mutex<Connection>>, shared: Arc<Shared>, store: Store) -> Teams {
         Teams {
-            conn: Arc::new(Mutex::new(conn)),
+            conn,
             shared,
             store,
             http_budgets: Mutex::default(),
@@ -293,12 +284,9 @@ impl Teams {
         }
     }
 
-    /// The team store in use: `sqlite` or `jetstream` with its state.
-    pub fn store_state(&self) -> serde_json::Value {
-        match &self.store {
-            Store::Local => serde_json::json!({"engine": "sqlite"}),
-            Store::Cluster(c) => c.state(),
-        }
+    /// Whether team state is a cluster's.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.store, Store::Cluster(_))
     }
 
     /// The cluster's NATS connection and names (`None` on a single node).

@@ -58,8 +58,6 @@ struct Announcement {
     /// This process (a restarted node is a new one).
     instance: String,
     node: String,
-    /// When the process started (ms since the epoch), for people reading the stream.
-    started: i64,
     /// The node is stopping: drop it now.
     #[serde(default)]
     bye: bool,
@@ -93,7 +91,7 @@ impl Board {
     fn replace(
         &mut self,
         instance: &str,
-        view: Option<(String, i64, Vec<Entry>)>,
+        view: Option<(String, Vec<Entry>)>,
         now: Instant,
     ) -> Vec<Transition> {
         let pairs = |online: &[Entry]| -> HashSet<(String, String)> {
@@ -107,9 +105,9 @@ impl Board {
             .get(instance)
             .map(|v| pairs(&v.online))
             .unwrap_or_default();
-        let after = view.as_ref().map(|v| pairs(&v.2)).unwrap_or_default();
+        let after = view.as_ref().map(|v| pairs(&v.1)).unwrap_or_default();
         match view {
-            Some((node, _started, online)) => {
+            Some((node, online)) => {
                 self.nodes.insert(
                     instance.to_string(),
                     NodeView {
@@ -303,7 +301,6 @@ async fn run_cluster(
     let mut id = [0u8; 8];
     let _ = getrandom::fill(&mut id);
     let me = super::store::hex(&id);
-    let started = chrono::Utc::now().timestamp_millis();
     let subjects = format!("{}_presence", link.base.to_lowercase());
     let say = |a: Announcement| {
         let js = link.js.clone();
@@ -374,7 +371,7 @@ async fn run_cluster(
         };
         tokio::select! {
             _ = hub.shutdown.cancelled() => {
-                let bye = Announcement { instance: me.clone(), node, started, bye: true, online: Vec::new() };
+                let bye = Announcement { instance: me.clone(), node, bye: true, online: Vec::new() };
                 if let Err(e) = say(bye).await {
                     tracing::warn!(error = %e, "cannot tell the cluster this node stops");
                 }
@@ -399,7 +396,7 @@ async fn run_cluster(
                     match serde_json::from_slice::<Announcement>(&msg.payload) {
                         Ok(a) => {
                             expiring.remove(&a.instance);
-                            let view = (!a.bye).then_some((a.node, a.started, a.online));
+                            let view = (!a.bye).then_some((a.node, a.online));
                             if let Ok(mut board) = teams.shared.board.write() {
                                 let made = board.replace(&a.instance, view, Instant::now());
                                 if live {
@@ -428,7 +425,7 @@ async fn run_cluster(
                     }
                     tracing::info!(instance = %gone, "a cluster node fell silent; its users count as gone");
                     expiring.insert(gone.clone(), now);
-                    let bye = Announcement { instance: gone, node: String::new(), started: 0, bye: true, online: Vec::new() };
+                    let bye = Announcement { instance: gone, node: String::new(), bye: true, online: Vec::new() };
                     if let Err(e) = say(bye).await {
                         tracing::warn!(error = %e, "cannot announce a silent node gone");
                     }
@@ -454,7 +451,6 @@ async fn run_cluster(
             let a = Announcement {
                 instance: me.clone(),
                 node: node.clone(),
-                started,
                 bye: false,
                 online: entries(&hub, &counts),
             };
@@ -481,7 +477,7 @@ async fn run_cluster(
 /// on every node of a cluster.
 pub fn online(hub: &Hub, teams: &Teams, workspace: &str) -> Vec<serde_json::Value> {
     let mut by_user: BTreeMap<String, Vec<String>> = Default::default();
-    if teams.cluster_link().is_some() {
+    if teams.is_cluster() {
         if let Ok(board) = teams.shared.board.read() {
             for v in board.nodes.values() {
                 for e in v.online.iter().filter(|e| e.workspace == workspace) {
@@ -529,7 +525,7 @@ mod tests {
     fn a_user_counts_once_across_nodes() {
         let mut b = Board::default();
         let now = Instant::now();
-        let view = |online| Some(("n".to_string(), 1, online));
+        let view = |online| Some(("n".to_string(), online));
         assert_eq!(
             b.replace("a", view(vec![entry("eng", "bob")]), now),
             [Transition::Joined("eng".into(), "bob".into())]
@@ -552,8 +548,8 @@ mod tests {
     fn silent_nodes_are_found() {
         let mut b = Board::default();
         let t0 = Instant::now();
-        b.replace("old", Some(("a".into(), 100, vec![])), t0);
-        b.replace("new", Some(("b".into(), 200, vec![])), t0 + NODE_TIMEOUT);
+        b.replace("old", Some(("a".into(), vec![])), t0);
+        b.replace("new", Some(("b".into(), vec![])), t0 + NODE_TIMEOUT);
         assert_eq!(b.node_names(), ["a", "b"]);
         let later = t0 + NODE_TIMEOUT + Duration::from_secs(1);
         assert_eq!(b.silent(later), ["old"]);

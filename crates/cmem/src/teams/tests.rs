@@ -212,7 +212,7 @@ mod jetstream {
         let n = nats();
         let (t, dir) = node(&n.url, "CONF");
         conformance(&t);
-        assert_eq!(t.store_state()["engine"], "jetstream");
+        assert_eq!(t.cluster_state().unwrap()["teams"]["engine"], "jetstream");
         drop(t);
         // a node that comes back applies only what it missed; one that never ran replays all
         let back = Teams::open_with(dir.path(), Some(&options(&n.url, "CONF"))).unwrap();
