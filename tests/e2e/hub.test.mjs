@@ -2,6 +2,7 @@
 // default upgrade, an EventSource client and a poll loop, all at once, against a real server.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import {
   startServer, closeAllClients, publishMany, sioClient, sseClient, pollClient, until, exactly, fence, TEST_EVENT, sleep, tempDir,
 } from './lib.mjs';
@@ -197,6 +198,59 @@ test('bad handshakes are refused with a reason and others keep receiving', { tim
   await until(() => good.tests('after-bad').length === 10, 'good client still receives');
   exactly(good, ids, 'after-bad');
   good.close();
+});
+
+/** One request on a connection of its own (no keep-alive), as a client whose pooled
+ * connection was closed would send it. Resolves with status, headers and body. */
+function freshRequest(url, { method = 'GET', body = null } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, agent: false, headers: { connection: 'close', 'content-type': 'text/plain;charset=UTF-8' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text }));
+    });
+    req.on('error', reject);
+    req.end(body ?? undefined);
+  });
+}
+
+test('shutting down, the server still accepts the connection a long-polling client needs to fetch its cmem_close', { timeout: 40000 }, async () => {
+  // a grace period far longer than the test: the server must end as soon as its one
+  // polling client has collected its last words, not at the deadline
+  const s = await server({ env: { CM_SHUTDOWN_GRACE_MS: '120000' } });
+  const eio = `${s.url}/socket.io/?EIO=4&transport=polling`;
+  const open = await freshRequest(eio);
+  assert.equal(open.status, 200, open.text);
+  const { sid } = JSON.parse(open.text.slice(1));
+  const at = `${eio}&sid=${encodeURIComponent(sid)}`;
+  assert.equal((await freshRequest(at, { method: 'POST', body: '40' })).text, 'ok');
+  const connected = await freshRequest(at);
+  assert.match(connected.text, /(^|\x1e)40\{/, 'Socket.IO connected');
+  // no GET is waiting now: the client's next one needs a new connection
+  const exit = s.stop('SIGTERM');
+  await until(async () => (await freshRequest(`${s.url}/health`).catch(() => ({ status: 0 }))).status === 503,
+    '/health to answer 503 while the server drains');
+  // a new session is refused with a 503 that says why (the client retries, elsewhere or later)
+  const refused = await freshRequest(eio);
+  assert.equal(refused.status, 503, refused.text);
+  assert.match(JSON.parse(refused.text).detail, /shutting down/);
+  assert.ok(refused.headers['retry-after']);
+  // the polling client's next GETs: its last words, then the Engine.IO close
+  const packets = [];
+  while (!packets.includes('1')) {
+    const r = await freshRequest(at);
+    assert.equal(r.status, 200, r.text);
+    packets.push(...r.text.split('\x1e'));
+    assert.ok(packets.length < 50, `no close among ${packets.join(' | ')}`);
+  }
+  const close = packets.find((p) => p.startsWith('42["cmem_close"'));
+  assert.ok(close, `cmem_close among ${packets.join(' | ')}`);
+  assert.equal(JSON.parse(close.slice(2))[1].reason, 'server_shutdown');
+  assert.ok(packets.indexOf(close) < packets.indexOf('1'), 'the reason comes before the close');
+  // everyone was told: the server ends well before its grace period would
+  const res = await exit;
+  assert.equal(res.code, 0, `clean exit: ${s.stderr()}`);
 });
 
 test('graceful shutdown closes clients with a reason and keeps every acknowledged event', { timeout: 60000 }, async () => {

@@ -185,6 +185,9 @@ enum HttpError {
     BadHandshakeMethod,
     BadRequest,
     UnsupportedVersion,
+    /// A new session while the server shuts down: the client should try again (elsewhere, or
+    /// here once the server is back), which socket.io-client does with its backoff.
+    ShuttingDown,
 }
 
 impl HttpError {
@@ -195,11 +198,19 @@ impl HttpError {
             HttpError::BadHandshakeMethod => (2, "Bad handshake method"),
             HttpError::BadRequest => (3, "Bad request"),
             HttpError::UnsupportedVersion => (5, "Unsupported protocol version"),
+            HttpError::ShuttingDown => (3, "Server shutting down"),
         };
         let body = serde_json::json!({"code": code, "message": message, "detail": detail});
+        let status = match self {
+            HttpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
         (
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "application/json")],
+            status,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::RETRY_AFTER, "1"),
+            ],
             body.to_string(),
         )
             .into_response()
@@ -309,6 +320,14 @@ impl<U: Upper> Engine<U> {
             Err((e, detail)) => return e.response(&detail),
         };
         let method = req.method().clone();
+        // While the server shuts down it still answers the sessions it has (their last words
+        // are on their way), but opens none: a WebSocket, new or an upgrade, would only be
+        // closed again.
+        if self.shutdown.is_cancelled() && (q.sid.is_none() || q.transport == Transport::Websocket)
+        {
+            return HttpError::ShuttingDown
+                .response("the server is shutting down; connect again in a moment");
+        }
         match (q.transport, q.sid, method) {
             (Transport::Polling, None, Method::GET) => self.open_polling(req),
             (Transport::Polling, None, _) => HttpError::BadHandshakeMethod
@@ -323,6 +342,19 @@ impl<U: Upper> Engine<U> {
 
     fn session(&self, sid: &str) -> Option<Arc<polling::Session<U>>> {
         self.sessions.lock().ok()?.get(sid).cloned()
+    }
+
+    /// How many long-polling sessions still have something to collect: an open session (its
+    /// upper layer ends it at its next GET), or last words and the close not yet fetched.
+    /// Shutdown keeps accepting requests until this is 0 (or its grace period ends), because
+    /// a polling client may need a new connection for the GET that brings them.
+    pub fn owed(&self) -> usize {
+        let all: Vec<_> = self
+            .sessions
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        all.iter().filter(|s| s.owed()).count()
     }
 
     fn forget(&self, sid: &str) {

@@ -118,6 +118,16 @@ impl<U: Upper> Session<U> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the client has yet to collect something: see [`Engine::owed`].
+    pub(super) fn owed(&self) -> bool {
+        let st = self.lock();
+        match st.phase {
+            Phase::Open | Phase::Upgrading => true,
+            Phase::Closing(_) => st.last.is_some() || st.control.contains(&Packet::Close),
+            Phase::Closed | Phase::Upgraded => false,
+        }
+    }
+
     /// Ends the session's protocol state (see [`How`]) and removes it from the table. Returns
     /// whether this call ended it. The upper layer is told by [`Session::finish`].
     pub(super) fn close_state(&self, engine: &Engine<U>, c: &Close, how: How) -> bool {

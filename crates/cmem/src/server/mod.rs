@@ -179,7 +179,7 @@ impl Server {
             tokio::spawn(io.clone().sweep());
         }
         state.monitor.start();
-        let app = router::router(state.clone(), io);
+        let app = router::router(state.clone(), io.clone());
         tokio::spawn(transports::poll::sweep(
             hub.clone(),
             config.poll_client_ttl_s,
@@ -213,21 +213,7 @@ impl Server {
         let stall_timeout = Duration::from_millis(config.slow_consumer_timeout_ms);
         let keepalive = config.keepalive();
         let graceful = GracefulShutdown::new();
-        let mut signal = std::pin::pin!(signal);
-        loop {
-            let (stream, remote) = tokio::select! {
-                _ = &mut signal => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        hub.registry.record_error("tcp", None, "accept", e.raw_os_error(), e.to_string());
-                        tracing::warn!(error = %e, "accept failed");
-                        // out of file descriptors and the like: do not spin
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
+        let serve = |stream: tokio::net::TcpStream, remote: SocketAddr| {
             if let Err(e) = crate::net::socket::tune(&stream, keepalive.as_ref()) {
                 tracing::debug!(error = %e, "socket options not set");
             }
@@ -248,28 +234,62 @@ impl Server {
                     record_connection_error(&h, slow_ms, remote, e.as_ref());
                 }
             });
-        }
-
-        // Stop accepting (the listener is dropped), then tell clients why and close them.
-        drop(self.listener);
-        tracing::info!("shutting down: closing clients");
-        // ends SSE streams (with a `close` event), long polls, and Socket.IO deliveries (with
-        // `cmem_close` and an Engine.IO close)
-        hub.shutdown.cancel();
-        let grace = Duration::from_millis(config.shutdown_grace_ms);
-        let deadline = tokio::time::Instant::now() + grace;
-        // Socket.IO sessions are tasks of their own, not hyper connections: give them the
-        // grace period to send `cmem_close` and close (they leave the registry once done).
-        while tokio::time::Instant::now() < deadline
-            && hub.registry.all().iter().any(|c| {
+        };
+        // Whether every client has been told: WebSocket and Socket.IO sessions are tasks of
+        // their own, not hyper connections, and leave the registry once they have sent
+        // `cmem_close` and closed; a long-polling session is done once its client fetched
+        // its last words and the close.
+        let told = || {
+            !hub.registry.all().iter().any(|c| {
                 matches!(
                     c.transport(),
                     crate::config::Transport::Websocket | crate::config::Transport::Polling
                 )
-            })
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            }) && io.as_ref().is_none_or(|io| io.owed() == 0)
+        };
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
+        let mut signal = std::pin::pin!(signal);
+        // Set when the signal came: from then on the server tells its clients why it goes,
+        // and still accepts connections for the grace period, because a long-polling client
+        // may need a new one for the GET that brings its `cmem_close` (new sessions are
+        // refused with a 503 meanwhile).
+        let mut deadline: Option<tokio::time::Instant> = None;
+        // one interval, not a sleep per turn: a stream of connections must not keep the
+        // deadline from being looked at
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            let (stream, remote) = tokio::select! {
+                _ = &mut signal, if deadline.is_none() => {
+                    tracing::info!("shutting down: closing clients");
+                    // ends SSE streams (with a `close` event), long polls, and Socket.IO
+                    // deliveries (with `cmem_close` and an Engine.IO close)
+                    hub.shutdown.cancel();
+                    deadline = Some(tokio::time::Instant::now() + grace);
+                    continue;
+                }
+                _ = tick.tick(), if deadline.is_some() => {
+                    if told() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        break;
+                    }
+                    continue;
+                }
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        hub.registry.record_error("tcp", None, "accept", e.raw_os_error(), e.to_string());
+                        tracing::warn!(error = %e, "accept failed");
+                        // out of file descriptors and the like: do not spin
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            serve(stream, remote);
         }
+        // Stop accepting, then let the requests in flight finish (hyper closes idle
+        // connections at once) until the grace period ends.
+        drop(self.listener);
+        let deadline = deadline.unwrap_or_else(tokio::time::Instant::now);
         if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
             .is_err()

@@ -22,6 +22,14 @@ use crate::teams::auth;
 use crate::transports;
 
 async fn health(State(app): State<App>) -> Response {
+    // a load balancer stops sending new clients to a node that is going away
+    if app.hub.shutdown.is_cancelled() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+        .into_response();
+    }
     ok(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
