@@ -268,7 +268,14 @@ impl Server {
                     continue;
                 }
                 _ = tick.tick(), if deadline.is_some() => {
-                    if told() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    if told() {
+                        break;
+                    }
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        tracing::warn!(
+                            grace_ms = grace.as_millis() as u64,
+                            "some Socket.IO clients were not told why before the grace period ended (gone, or too slow to fetch it)"
+                        );
                         break;
                     }
                     continue;
