@@ -70,6 +70,16 @@ impl Reader {
             .map(|s| s.transport)
     }
 
+    /// How many connections ended with an error (each followed by a reconnect).
+    async fn cuts(&self) -> usize {
+        self.states
+            .lock()
+            .await
+            .iter()
+            .filter(|s| s.error.is_some())
+            .count()
+    }
+
     /// Every delivered id is larger than the one before: no repeat, no reordering.
     async fn assert_in_order(&self) {
         let ev = self.events.lock().await;
@@ -256,29 +266,34 @@ async fn a_proxy_cutting_every_connection_loses_and_doubles_nothing() {
     for r in &readers {
         until("connected", 10, || async { r.connected_via().await }).await;
     }
-    let cut = p.cut.clone();
-    let cutter = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            if cut.send(()).is_err() {
-                return;
-            }
+    // Rounds: events while connected; once every reader has them (so each one's connection
+    // is idle or waiting on a long poll, and is surely cut), every connection is cut and
+    // more events are published while the readers reconnect. A round ends when each reader
+    // has come back with all of them.
+    const ROUNDS: usize = 4;
+    let mut ids = Vec::new();
+    for round in 0..ROUNDS {
+        ids.extend(publish_tagged(&s.url, 30, "cut", Duration::from_millis(10)).await);
+        let mut before = Vec::new();
+        for r in &readers {
+            r.wait("cut", ids.len(), 30).await;
+            before.push(r.cuts().await);
         }
-    });
-    let ids = publish_tagged(&s.url, 300, "cut", Duration::from_millis(60)).await;
-    for r in &readers {
-        assert_eq!(r.wait("cut", 300, 60).await, ids);
-        r.assert_in_order().await;
-        let reconnects = r
-            .states
-            .lock()
-            .await
-            .iter()
-            .filter(|s| s.error.is_some())
-            .count();
-        assert!(reconnects >= 2, "was cut and came back ({reconnects})");
+        p.cut.send(()).expect("proxy");
+        ids.extend(publish_tagged(&s.url, 30, "cut", Duration::from_millis(10)).await);
+        for (r, b) in readers.iter().zip(before) {
+            until(&format!("a reader to notice cut {round}"), 20, || async {
+                (r.cuts().await > b).then_some(())
+            })
+            .await;
+            r.wait("cut", ids.len(), 30).await;
+        }
     }
-    cutter.abort();
+    for r in &readers {
+        assert_eq!(r.wait("cut", ids.len(), 30).await, ids);
+        r.assert_in_order().await;
+        assert!(r.cuts().await >= ROUNDS, "was cut and came back each round");
+    }
 }
 
 #[tokio::test]
