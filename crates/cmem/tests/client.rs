@@ -313,14 +313,26 @@ async fn moves_back_up_to_websocket_when_the_proxy_stops_blocking() {
         );
     tokio::time::sleep(Duration::from_millis(300)).await;
     p.block_socketio.store(false, Ordering::SeqCst);
+    // the probe runs every second: wait for the move rather than hoping the publisher is
+    // still running when it comes
+    until(
+        "the client to move up from SSE to WebSocket",
+        30,
+        || async {
+            r.states
+                .lock()
+                .await
+                .iter()
+                .any(|s| {
+                    s.upgraded_from == Some(Transport::Sse) && s.transport == Transport::Websocket
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let ids = publishing.await.expect("publisher");
     assert_eq!(r.wait("up", 200, 30).await, ids);
     r.assert_in_order().await;
-    let states = r.states.lock().await;
-    assert!(
-        states.iter().any(|s| s.upgraded_from == Some(Transport::Sse) && s.transport == Transport::Websocket),
-        "{states:?}"
-    );
 }
 
 #[tokio::test]
