@@ -201,19 +201,18 @@ impl HttpError {
             HttpError::ShuttingDown => (3, "Server shutting down"),
         };
         let body = serde_json::json!({"code": code, "message": message, "detail": detail});
-        let status = match self {
-            HttpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        (
-            status,
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (header::RETRY_AFTER, "1"),
-            ],
-            body.to_string(),
-        )
-            .into_response()
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        match self {
+            // only this one is worth trying again, in a moment
+            HttpError::ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json,
+                [(header::RETRY_AFTER, "1")],
+                body.to_string(),
+            )
+                .into_response(),
+            _ => (StatusCode::BAD_REQUEST, json, body.to_string()).into_response(),
+        }
     }
 }
 
