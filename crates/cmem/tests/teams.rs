@@ -87,6 +87,107 @@ fn a_reachable_bind_without_users_refuses_to_start() {
     );
 }
 
+/// Openness is a property of the bind and the user table at every request: an exposed server
+/// whose users are all removed refuses everyone (503 with the fix) on every route and
+/// transport, never opens; the last admin is kept unless the command line is told otherwise.
+#[tokio::test]
+async fn an_exposed_server_that_loses_its_last_user_closes_instead_of_opening() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, _bob, _carol) = team(tmp.path());
+    let s = TestServer::start_authed(tmp.path(), &["--bind", "0.0.0.0:0"], &[], Some(&alice));
+    let u = |p: &str| format!("{}{p}", s.url);
+
+    // the last admin stays: over HTTP always, on the command line unless told
+    let c = reqwest::Client::new();
+    let (code, v) = common::send(c.delete(u("/api/admin/users/alice")), Some(&alice)).await;
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("create another admin first"),
+        "{v}"
+    );
+    let (code, _, err) = cmem(tmp.path(), &["user", "remove", "alice"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("last admin") && err.contains("--allow-no-admin"),
+        "{err}"
+    );
+    // the status never claims --insecure when it was not given
+    let (code, v) = get_as(&u("/api/websocket/status"), Some(&alice)).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["auth"]["mode"], "tokens");
+    assert_eq!(v["data"]["auth"]["insecure"], false);
+    assert!(v["data"]["auth"]["warning"].is_null(), "{v}");
+
+    for user in ["bob", "carol"] {
+        let (code, _, err) = cmem(tmp.path(), &["user", "remove", user]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, _, err) = cmem(tmp.path(), &["user", "remove", "alice", "--allow-no-admin"]);
+    assert_eq!(code, 0, "{err}");
+
+    // the server notices within its cache's second; until then a request without a token is
+    // refused as before (401), never let in
+    let v = until("the server to close", 10, || async {
+        let (code, v) = get_as(&u("/api/admin/users"), None).await;
+        assert!(code == 401 || code == 503, "{code}: {v}");
+        (code == 503).then_some(v)
+    })
+    .await;
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("no users") && msg.contains("cmem user add") && msg.contains("--insecure"),
+        "says how to fix it: {msg}"
+    );
+    let (code, v) = post_as(
+        &u("/api/admin/users"),
+        None,
+        json!({"name": "mallory", "admin": true, "create_token": true}),
+    )
+    .await;
+    assert_eq!(code, 503, "{v}");
+    for path in [
+        "/api/search?q=x",
+        "/api/events/stream",
+        "/api/events/poll?client_id=x",
+        "/system/status",
+        "/api/websocket/status",
+        "/mcp",
+    ] {
+        let (code, v) = get_as(&u(path), None).await;
+        assert_eq!(code, 503, "{path}: {v}");
+    }
+    // Socket.IO: the Engine.IO handshake is not an identity; CONNECT is refused with the reason
+    let hs = c
+        .get(u("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open: Value = serde_json::from_str(hs.trim_start_matches('0')).unwrap();
+    let sid = open["sid"].as_str().unwrap();
+    let sio = u(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    let r = c.post(&sio).body("40").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer = c.get(&sio).send().await.unwrap().text().await.unwrap();
+    assert!(
+        answer.starts_with("44") && answer.contains("no users"),
+        "CONNECT refused: {answer}"
+    );
+    // a user added on the command line opens it to tokens again
+    let (code, _, err) = cmem(tmp.path(), &["user", "add", "dora", "--admin"]);
+    assert_eq!(code, 0, "{err}");
+    let dora = token_for(tmp.path(), "dora");
+    until("dora's token to work", 10, || async {
+        (get_as(&u("/api/admin/users"), Some(&dora)).await.0 == 200).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
     let tmp = tempfile::tempdir().unwrap();

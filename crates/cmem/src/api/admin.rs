@@ -60,12 +60,13 @@ pub async fn add_user(
     ))
 }
 
-/// `DELETE /api/admin/users/{name}`: also closes the user's connections.
+/// `DELETE /api/admin/users/{name}`: also closes the user's connections. The last admin is
+/// refused (409): only the command line may remove it, on purpose.
 pub async fn remove_user(
     State(app): State<App>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    app.teams.remove_user(&name)?;
+    app.teams.remove_user(&name, false)?;
     let conns = app.hub.registry.of_user(&name);
     for c in &conns {
         app.hub.registry.close(c, "user_removed");

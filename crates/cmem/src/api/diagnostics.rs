@@ -15,13 +15,21 @@ pub async fn status(State(app): State<App>) -> Response {
     let c = &app.config;
     let tokens = app.teams.users_exist();
     let exposed = !c.bind.ip().is_loopback();
+    // "closed" cannot be seen here (a closed server refuses this request too); it is named so
+    // the three states are one list
+    let mode = match (tokens, c.open_allowed()) {
+        (true, _) => "tokens",
+        (false, true) => "open",
+        (false, false) => "closed",
+    };
     ok(json!({
         "node": c.node(),
         "config": &**c,
         "platform": std::env::consts::OS,
         "auth": {
-            "mode": if tokens { "tokens" } else { "open" },
-            "warning": (exposed && !tokens).then_some(
+            "mode": mode,
+            "insecure": c.insecure,
+            "warning": (exposed && !tokens && c.insecure).then_some(
                 "--insecure: no users exist and the server listens beyond loopback; anyone who can reach it can read and publish"
             ),
         },

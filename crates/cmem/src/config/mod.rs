@@ -120,6 +120,13 @@ impl Config {
             || self.own_origins().iter().any(|o| o == origin)
     }
 
+    /// Whether this server may run open (no tokens) while no users exist: only on a loopback
+    /// address, or with `--insecure`. Asked at every request, not only at start: an exposed
+    /// server whose last user is removed refuses everyone rather than opening up.
+    pub fn open_allowed(&self) -> bool {
+        self.insecure || self.bind.ip().is_loopback()
+    }
+
     /// This node's name: `node_name`, else the host name and the port.
     pub fn node(&self) -> String {
         if self.node_name.trim().is_empty() {

@@ -131,7 +131,7 @@ impl From<AuthError> for ApiError {
                 StatusCode::UNAUTHORIZED
             }
             AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Unavailable(_) | AuthError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     }
@@ -142,7 +142,9 @@ impl From<TeamsError> for ApiError {
         let status = match &e {
             TeamsError::Invalid(_) => StatusCode::BAD_REQUEST,
             TeamsError::NotFound(_) => StatusCode::NOT_FOUND,
-            TeamsError::Exists(_) | TeamsError::TooMany(_) => StatusCode::CONFLICT,
+            TeamsError::Exists(_) | TeamsError::Conflict(_) | TeamsError::TooMany(_) => {
+                StatusCode::CONFLICT
+            }
             TeamsError::Forbidden(_) => StatusCode::FORBIDDEN,
             TeamsError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
             TeamsError::Db(_) | TeamsError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,

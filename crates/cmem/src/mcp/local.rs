@@ -98,7 +98,9 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
     };
     let memory = Memory::open(&opts.data_dir, &read_only)?;
     let teams = Arc::new(crate::app::open_teams(&opts.config)?);
-    let identity = auth::identify(&teams, opts.token.as_deref()).map_err(|e| match e {
+    // a process on this machine that reads the folder itself: open when no users exist, whatever
+    // the server's bind (its writes go through the server, which decides for itself)
+    let identity = auth::identify(&teams, opts.token.as_deref(), true).map_err(|e| match e {
         AuthError::Missing => LocalError::TokenNeeded,
         e => LocalError::Refused(e),
     })?;

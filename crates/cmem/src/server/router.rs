@@ -104,7 +104,7 @@ async fn authenticate(
     }
     let query = req.uri().query().map(str::to_string);
     let token = auth::token_from(req.headers(), query.as_deref());
-    let identity = match auth::identify(&app.teams, token.as_deref()) {
+    let identity = match auth::identify(&app.teams, token.as_deref(), app.config.open_allowed()) {
         Ok(i) => i,
         Err(e) => {
             let mut resp = ApiError::from(e).into_response();

@@ -21,6 +21,12 @@ pub enum AuthError {
     Unavailable(String),
     #[error("{0}")]
     Forbidden(String),
+    /// No users exist and the server may not run open (it listens beyond loopback and was
+    /// not started with `--insecure`): everyone is refused until a user exists.
+    #[error(
+        "this server listens beyond loopback and has no users, so it refuses every request; an admin on its machine creates one (`cmem user add <name> --admin`, then `cmem token create <name>`), or restarts it with --insecure to run open on purpose"
+    )]
+    Closed,
 }
 
 impl AuthError {
@@ -32,6 +38,7 @@ impl AuthError {
             AuthError::Revoked(_) => "token_revoked",
             AuthError::Unavailable(_) => "auth_unavailable",
             AuthError::Forbidden(_) => "forbidden",
+            AuthError::Closed => "server_closed",
         }
     }
 }
@@ -102,13 +109,20 @@ impl Identity {
 }
 
 /// Decides who presents `token`: a token is always checked; without one, the server must be
-/// open (no users).
-pub fn identify(teams: &Teams, token: Option<&str>) -> Result<Identity, AuthError> {
+/// open — no users exist *and* `open_allowed` ([`crate::config::Config::open_allowed`]: a
+/// loopback bind or `--insecure`). Both are asked at every call, so a server that loses its
+/// last user while exposed closes instead of opening.
+pub fn identify(
+    teams: &Teams,
+    token: Option<&str>,
+    open_allowed: bool,
+) -> Result<Identity, AuthError> {
     match token.map(str::trim).filter(|t| !t.is_empty()) {
         Some(t) => teams
             .authenticate(t)
             .map(|(user, token_id)| Identity::User { user, token_id }),
         None if teams.users_exist() => Err(AuthError::Missing),
+        None if !open_allowed => Err(AuthError::Closed),
         None => Ok(Identity::Open),
     }
 }

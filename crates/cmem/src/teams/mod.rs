@@ -40,6 +40,9 @@ pub enum TeamsError {
     NotFound(String),
     #[error("{0}")]
     Exists(String),
+    /// Refused because of the state it would leave (the last admin removed).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -464,10 +467,26 @@ impl Teams {
         })
     }
 
-    pub fn remove_user(&self, name: &str) -> Result<(), TeamsError> {
+    /// Removes a user with their tokens and memberships. The last admin is refused
+    /// ([`TeamsError::Conflict`]) unless `allow_last_admin`: without an admin nobody can manage
+    /// the team over HTTP, and a server bound beyond loopback left with no users refuses
+    /// everyone (`auth::identify`).
+    pub fn remove_user(&self, name: &str, allow_last_admin: bool) -> Result<(), TeamsError> {
         self.commit(Check::Checked, &|db| {
-            if !exists(db, "SELECT 1 FROM users WHERE name = ?1", &[name])? {
+            let admin: Option<bool> = db
+                .query_row("SELECT admin FROM users WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(admin) = admin else {
                 return Err(TeamsError::NotFound(format!("no user `{name}`")));
+            };
+            let admins: i64 =
+                db.query_row("SELECT COUNT(*) FROM users WHERE admin", [], |r| r.get(0))?;
+            if admin && admins <= 1 && !allow_last_admin {
+                return Err(TeamsError::Conflict(format!(
+                    "`{name}` is the last admin; create another admin first (without one nobody can manage users, tokens and workspaces over HTTP)"
+                )));
             }
             Ok(Change::RemoveUser { name: name.into() })
         })?;

@@ -41,7 +41,7 @@ fn conformance(t: &Teams) {
         Err(TeamsError::Invalid(_))
     ));
     assert!(matches!(
-        t.remove_user("ghost"),
+        t.remove_user("ghost", false),
         Err(TeamsError::NotFound(_))
     ));
     // tokens
@@ -139,7 +139,12 @@ fn conformance(t: &Teams) {
     assert_eq!(t.socket_workspaces("s1").unwrap(), Some(ws.to_vec()));
     assert_eq!(t.socket_workspaces("s2").unwrap(), None);
     // removing a user takes their tokens and memberships
-    t.remove_user("alice").unwrap();
+    // ... but the last admin only on purpose
+    assert!(matches!(
+        t.remove_user("alice", false),
+        Err(TeamsError::Conflict(_))
+    ));
+    t.remove_user("alice", true).unwrap();
     assert!(t.workspace("eng").unwrap().unwrap().members.is_empty());
     assert_eq!(holder(&tok.id), TokenHolder::Gone);
     assert_eq!(t.users().unwrap().len(), 1);

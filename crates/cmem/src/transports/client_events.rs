@@ -47,6 +47,7 @@ fn refuse(e: &TeamsError) -> Value {
         TeamsError::Forbidden(_) => "forbidden",
         TeamsError::NotFound(_) => "not_found",
         TeamsError::Exists(_) => "exists",
+        TeamsError::Conflict(_) => "conflict",
         TeamsError::TooFast(_) => "rate_limited",
         TeamsError::TooMany(_) => "limit_reached",
         TeamsError::Db(_) | TeamsError::Random(_) => "internal",

@@ -417,7 +417,8 @@ impl Cmem {
             .token
             .take()
             .or_else(|| token_from(&o.headers, o.uri.query()));
-        let identity = identify(&app.teams, token.as_deref()).map_err(|e| e.to_string())?;
+        let identity = identify(&app.teams, token.as_deref(), app.config.open_allowed())
+            .map_err(|e| e.to_string())?;
         let user = identity.user_name().unwrap_or("").to_string();
         let start = self.start(&hs, &user);
         let (sid, workspaces) = match &start {

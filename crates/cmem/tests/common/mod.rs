@@ -58,7 +58,9 @@ impl TestServer {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(rest) = line.split("listening on http://").nth(1) {
-                        break rest.trim().to_string();
+                        // a server on every interface is reached on loopback (Windows refuses
+                        // to connect to 0.0.0.0)
+                        break rest.trim().replace("0.0.0.0:", "127.0.0.1:");
                     }
                 }
                 _ => panic!("server exited before listening"),

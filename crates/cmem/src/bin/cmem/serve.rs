@@ -11,7 +11,8 @@ pub(crate) async fn serve(loaded: config::Loaded) -> Result<(), ServerError> {
     tracing::info!(profile = loaded.profile.name(), "configuration loaded");
     let server = Server::bind(loaded).await?;
     let addr = server.local_addr();
-    if !addr.ip().is_loopback() && !server.app().teams.users_exist() {
+    if !addr.ip().is_loopback() && server.app().config.insecure && !server.app().teams.users_exist()
+    {
         tracing::warn!(
             %addr,
             "--insecure: listening beyond loopback with no users; every endpoint and transport is open to anyone who can reach this address"

@@ -19,8 +19,16 @@ pub(crate) enum UserCmd {
     },
     /// List users with their workspaces.
     List,
-    /// Remove a user, their tokens and memberships.
-    Remove { name: String },
+    /// Remove a user, their tokens and memberships. The last admin is kept unless
+    /// --allow-no-admin is given.
+    Remove {
+        name: String,
+        /// Remove even the last admin: nobody can then manage users, tokens and workspaces
+        /// over HTTP, and a server listening beyond loopback that is left with no users
+        /// refuses every request until one is added with `cmem user add`.
+        #[arg(long)]
+        allow_no_admin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,9 +120,18 @@ pub(crate) fn teams_cmd(cmd: TeamsCmd, data: &DataArg) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join("\n")
         }),
-        TeamsCmd::User(UserCmd::Remove { name }) => report(json, t.remove_user(&name), |_| {
-            format!("user `{name}` removed")
-        }),
+        TeamsCmd::User(UserCmd::Remove {
+            name,
+            allow_no_admin,
+        }) => {
+            let r = t.remove_user(&name, allow_no_admin).map_err(|e| match e {
+                TeamsError::Conflict(m) => {
+                    TeamsError::Conflict(format!("{m}; --allow-no-admin removes it anyway"))
+                }
+                e => e,
+            });
+            report(json, r, |_| format!("user `{name}` removed"))
+        }
         TeamsCmd::Token(TokenCmd::Create { user, label }) => {
             report(json, t.create_token(&user, label.as_deref()), |k| {
                 format!(
