@@ -122,6 +122,18 @@ impl Collector for Live {
             "Connections opened since start",
             reg.opened_total(),
         )?;
+        gauge(
+            c,
+            "cmem_tcp_connections",
+            "TCP connections open now, every protocol and transport",
+            reg.tcp.open() as i64,
+        )?;
+        counter(
+            c,
+            "cmem_connections_refused_per_address",
+            "Connections closed at accept because their source address held max_connections_per_address",
+            reg.tcp.refused(),
+        )?;
         counter(
             c,
             "cmem_transport_errors",

@@ -188,6 +188,12 @@ keys! {
     max_payload_bytes: u64 = 1_000_000, range 1024..=1_073_741_824;
     /// Time a client has to send a request's headers, and at most between two pieces of a body.
     request_read_timeout_ms: u64 = 20_000, range 100..=600_000;
+    /// TCP connections one source address may hold open at once (0 = no cap).
+    /// More are closed at once with a 429. Loopback sources are not capped unless
+    /// `connection_cap_loopback` is set (a proxy on this machine brings every client from one).
+    max_connections_per_address: u64 = 1000, range 0..=1_000_000;
+    /// Cap loopback sources too (`max_connections_per_address`).
+    connection_cap_loopback: bool = false;
     /// Size of the shared fan-out window, in events. A connection further behind catches up
     /// from the journal (no connection has a queue of its own).
     queue_bound: usize = 1024, range 16..=1_048_576;

@@ -301,6 +301,9 @@ pub struct Registry {
     opened_total: AtomicU64,
     presence_tx: PresenceTx,
     presence_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PresenceChange>>>,
+    /// Open TCP sockets per source address, below every transport (the accept loop counts
+    /// them; `/metrics` shows them).
+    pub tcp: crate::net::limit::PerAddress,
 }
 
 impl Registry {
@@ -317,6 +320,7 @@ impl Registry {
             opened_total: AtomicU64::default(),
             presence_tx,
             presence_rx: Mutex::new(Some(rx)),
+            tcp: Default::default(),
         }
     }
 

@@ -1,9 +1,10 @@
 //! The network edge, below HTTP: how the listening socket is made and every accepted socket
-//! tuned (`socket`), cutting clients that stop reading (`stall`), and turning OS error codes
+//! tuned (`socket`), how many sockets one address may hold (`limit`), cutting clients that stop reading (`stall`), and turning OS error codes
 //! into a class, a cause in plain words and a fix (`classify`), the same on Windows and
 //! elsewhere.
 
 pub mod classify;
+pub mod limit;
 pub mod socket;
 pub mod stall;
 

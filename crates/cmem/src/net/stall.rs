@@ -41,6 +41,8 @@ pub struct StallGuard<S> {
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
     flag: StallFlag,
+    /// The socket's place in the per-address count, given back when the socket is dropped.
+    _slot: Option<super::limit::Slot>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> StallGuard<S> {
@@ -53,9 +55,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StallGuard<S> {
                 timer: None,
                 armed: false,
                 flag: flag.clone(),
+                _slot: None,
             },
             flag,
         )
+    }
+
+    /// Holds the socket's place in the per-address count for as long as the socket lives.
+    pub fn hold(&mut self, slot: super::limit::Slot) {
+        self._slot = Some(slot);
     }
 
     /// After a write attempt: progress disarms the timer; waiting arms it (once per wait) and

@@ -213,12 +213,26 @@ impl Server {
         let stall_timeout = Duration::from_millis(config.slow_consumer_timeout_ms);
         let keepalive = config.keepalive();
         let graceful = GracefulShutdown::new();
+        hub.registry.tcp.configure(
+            config.max_connections_per_address,
+            config.connection_cap_loopback,
+        );
+        let head_timeout = Duration::from_millis(config.request_read_timeout_ms);
         let serve = |stream: tokio::net::TcpStream, remote: SocketAddr| {
+            let slot = match hub.registry.tcp.admit(remote.ip()) {
+                Ok(slot) => slot,
+                Err(at_cap) => return refuse_at_cap(stream, &at_cap),
+            };
             if let Err(e) = crate::net::socket::tune(&stream, keepalive.as_ref()) {
                 tracing::debug!(error = %e, "socket options not set");
             }
-            let (stream, stalled) = StallGuard::new(stream, stall_timeout);
+            let (mut stream, stalled) = StallGuard::new(stream, stall_timeout);
+            stream.hold(slot);
+            // set when the first request head is complete (hyper calls the service)
+            let first = Arc::new(tokio::sync::Notify::new());
+            let seen = first.clone();
             let svc = app.clone().map_request(move |mut req: Request<Incoming>| {
+                seen.notify_one();
                 req.extensions_mut().insert(ConnectInfo(remote));
                 req.extensions_mut().insert(stalled.clone());
                 req
@@ -230,7 +244,21 @@ impl Server {
             let h = hub.clone();
             let slow_ms = config.slow_consumer_timeout_ms;
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                // hyper's header timer starts only once hyper-util has told HTTP/1 from
+                // HTTP/2 (hyperium/hyper#3756), and HTTP/2 has none: a socket that sends
+                // nothing, or only the HTTP/2 preface, would be held for ever. It gets
+                // `request_read_timeout_ms` for its first request head, whatever the protocol;
+                // after that hyper's HTTP/1 timer applies between requests.
+                let mut conn = std::pin::pin!(conn);
+                let r = tokio::select! {
+                    r = &mut conn => r,
+                    _ = first.notified() => conn.await,
+                    _ = tokio::time::sleep(head_timeout) => {
+                        tracing::debug!(%remote, "no request head in time; connection closed");
+                        return;
+                    }
+                };
+                if let Err(e) = r {
                     record_connection_error(&h, slow_ms, remote, e.as_ref());
                 }
             });
@@ -354,6 +382,24 @@ fn listen(addr: SocketAddr, fallback: u16) -> Result<TcpListener, ServerError> {
             }
         }
     }
+}
+
+/// Closes a connection from an address at its cap, with a one-line 429 if the socket takes it
+/// at once (never waiting on it: the point is to spend nothing on it).
+fn refuse_at_cap(stream: tokio::net::TcpStream, at_cap: &crate::net::limit::AtCap) {
+    let body = serde_json::json!({
+        "success": false,
+        "data": null,
+        "error": at_cap.to_string(),
+        "timestamp": crate::clock::now_rfc3339(),
+    })
+    .to_string();
+    let resp = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(resp.as_bytes());
+    tracing::debug!(ip = %at_cap.ip, "connection refused: address at its cap");
 }
 
 /// Keeps a failed connection's OS error (reset, broken pipe, timeout…) for diagnostics.
