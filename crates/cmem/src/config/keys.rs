@@ -164,11 +164,10 @@ keys! {
     data_dir: PathBuf = PathBuf::from(".");
     /// Origins allowed by CORS, the Socket.IO `Origin` check and state-changing requests.
     /// Comma-separated; the server's own origin is always allowed; `*` allows any.
+    /// None by default: a page elsewhere (a dev server on another port included) may act
+    /// as the user only once its origin is listed here.
     #[serde(deserialize_with = "super::list")]
-    cors_origins: Vec<String> = vec![
-        "http://localhost:3000".into(),
-        "http://127.0.0.1:3000".into(),
-    ];
+    cors_origins: Vec<String> = vec![];
     /// Host names an open server answers to besides loopback names and IP addresses.
     /// Against DNS rebinding; `*` allows any.
     #[serde(deserialize_with = "super::list")]

@@ -719,6 +719,6 @@ mod tests {
             SPECS.iter().all(|k| !k.summary().is_empty()),
             "every key has help"
         );
-        assert_eq!(SPECS.iter().filter(|k| k.switch).count(), 5);
+        assert_eq!(SPECS.iter().filter(|k| k.switch).count(), 6);
     }
 }
