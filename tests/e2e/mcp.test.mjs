@@ -227,11 +227,17 @@ test('with users: no token is a 401; members only see their workspaces; posting 
   assert.match((await tool(a, 'list_workspaces')).text, /eng {2}\(members: alice\)/);
 
   const c = await overHttp(s.url, carol);
+  await tool(a, 'search_memory', { query: 'wombat' });
   await tool(c, 'search_memory', { query: 'quokkaphonic' });
   const theirs = await tool(c, 'recent_activity', { limit: 500 });
   assert.doesNotMatch(theirs.text, /workspace:eng|quokkaphonic build|Build green/);
-  // the searches are there, without their text (search_publish_query = false)
-  assert.match(theirs.text, /search_completed \[global\] \{"query":null/);
+  // a user's searches are in their own scope, without their text (search_publish_query =
+  // false); alice's are not among carol's
+  assert.match(theirs.text, /search_completed \[user:u[0-9a-f]+\] \{"query":null/);
+  assert.equal(theirs.text.match(/search_completed/g).length, 1, theirs.text);
+  // an admin sees everyone's
+  const all = await tool(a, 'recent_activity', { types: ['search_completed'] });
+  assert.equal(all.text.match(/search_completed/g).length, 2, all.text);
   const refused = await tool(c, 'recent_activity', { workspace: 'eng' });
   assert.equal(refused.error, true);
   assert.match(refused.text, /`carol` is not a member of workspace `eng`/);
@@ -268,7 +274,7 @@ test('over stdio (cmem mcp): beside a running server, then without one', { timeo
   const posted = await tool(client, 'post_message', { workspace: 'eng', text: 'from the stdio assistant' });
   assert.match(posted.text, /Posted to `eng` as `alice`/);
   const activity = await tool(client, 'recent_activity', {});
-  assert.match(activity.text, /search_completed \[global\] .*"query":"quokkaphonic".*"via":"mcp"/);
+  assert.match(activity.text, /search_completed \[user:u[0-9a-f]+\] .*"query":"quokkaphonic".*"via":"mcp"/);
   assert.match(activity.text, /team_message \[workspace:eng\].*from the stdio assistant/);
   await subscriptions(client, data);
 

@@ -23,7 +23,14 @@ pub enum Scope {
     Workspace(String),
     /// One connection.
     Client(String),
+    /// One user (by id, never reused), on all their connections, and admins: what is theirs
+    /// alone, such as the text of their searches.
+    User(String),
 }
+
+/// In a scope list of a replay or activity query: every user's scope (for admins). Never a
+/// scope of its own: `*` is not an identifier character.
+pub const EVERY_USER: &str = "user:*";
 
 /// The one rule for identifiers that travel in events and URLs (event types, scope names,
 /// poll client ids): 1 to `max` characters of letters, digits and `_ - . :`.
@@ -49,16 +56,26 @@ impl Scope {
                 ))
             }
         } else if let Some(c) = s.strip_prefix("client:") {
-            if valid_name(c) {
+            // a connection's address is made by the server and may be longer than a name: a
+            // poll client's is its user id, its client id and a serial number
+            if is_identifier(c, 256) {
                 Ok(Scope::Client(c.to_string()))
             } else {
                 Err(format!(
-                    "scope `{s}`: the client id must be 1-128 characters of letters, digits, _ - . :"
+                    "scope `{s}`: the client address must be 1-256 characters of letters, digits, _ - . :"
+                ))
+            }
+        } else if let Some(u) = s.strip_prefix("user:") {
+            if valid_name(u) {
+                Ok(Scope::User(u.to_string()))
+            } else {
+                Err(format!(
+                    "scope `{s}`: the user id must be 1-128 characters of letters, digits, _ - . :"
                 ))
             }
         } else {
             Err(format!(
-                "scope `{s}` is not one of `global`, `workspace:<name>`, `client:<id>`"
+                "scope `{s}` is not one of `global`, `workspace:<name>`, `client:<id>`, `user:<id>`"
             ))
         }
     }
@@ -72,6 +89,7 @@ impl Scope {
             Scope::Global => s == "global",
             Scope::Workspace(w) => s.strip_prefix("workspace:") == Some(w.as_str()),
             Scope::Client(c) => s.strip_prefix("client:") == Some(c.as_str()),
+            Scope::User(u) => s == EVERY_USER || s.strip_prefix("user:") == Some(u.as_str()),
         }
     }
 }
@@ -82,6 +100,7 @@ impl fmt::Display for Scope {
             Scope::Global => f.write_str("global"),
             Scope::Workspace(w) => write!(f, "workspace:{w}"),
             Scope::Client(c) => write!(f, "client:{c}"),
+            Scope::User(u) => write!(f, "user:{u}"),
         }
     }
 }

@@ -143,6 +143,8 @@ impl Monitor {
             "index_bytes": self.memory.index_bytes(),
             "journal": { "epoch": info.epoch, "head": info.head, "oldest": info.oldest },
             "events_published": self.hub.published_total(),
+            // how many, never who or what: a user's search events go to their own scope
+            "searches_total": self.memory.searches_total.load(std::sync::atomic::Ordering::Relaxed),
         });
         if let (Some(s), Some(m)) = (status.as_object_mut(), machine.as_object()) {
             s.extend(m.clone());

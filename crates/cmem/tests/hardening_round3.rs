@@ -6,10 +6,37 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
-use common::{TestServer, until};
+use common::{Sse, TestServer, cmem_in as cmem, get_as, token_for, until};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs team commands on `data`, each of which must succeed.
+fn team(data: &Path, commands: &[&[&str]]) {
+    for args in commands {
+        let (code, _, err) = cmem(data, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+}
+
+/// alice (admin), bob and carol; their tokens.
+fn three(d: &Path) -> (String, String, String) {
+    team(
+        d,
+        &[
+            &["user", "add", "alice", "--admin"],
+            &["user", "add", "bob"],
+            &["user", "add", "carol"],
+        ],
+    );
+    (
+        token_for(d, "alice"),
+        token_for(d, "bob"),
+        token_for(d, "carol"),
+    )
+}
 
 /// Reads until the server closes the socket; `false` if it is still open after `secs`.
 async fn closed_within(c: &mut tokio::net::TcpStream, secs: u64) -> bool {
@@ -102,4 +129,234 @@ async fn idle_sockets_are_closed_and_each_address_holds_a_bounded_number() {
     .await;
     let refused = metric(&s.url, "cmem_connections_refused_per_address_total").await;
     assert!(refused >= Some(1.0), "{refused:?}");
+}
+
+/// Finding 3: with the default `search_publish_query = true`, every member read every other
+/// member's search text live, by replay and through MCP. A user's search events go to their
+/// own scope (their connections and admins); everyone else sees only the count.
+#[tokio::test]
+async fn a_members_searches_are_theirs_and_admins_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, bob, carol) = three(tmp.path());
+    let s = TestServer::start_authed(tmp.path(), &[], &[], Some(&alice));
+    let mut bob_live = Sse::open(&s, Some(&bob), "").await;
+    let mut alice_live = Sse::open(&s, Some(&alice), "").await;
+    let url = |q: &str| format!("{}/api/search?q={q}", s.url);
+    assert_eq!(get_as(&url("quokkasecret"), Some(&carol)).await.0, 200);
+    // the fence: bob's own search, after carol's, reaches bob
+    assert_eq!(get_as(&url("bobfence"), Some(&bob)).await.0, 200);
+    bob_live
+        .until("bob's own search", |t| t.contains("bobfence"))
+        .await;
+    assert!(!bob_live.text.contains("quokkasecret"), "{}", bob_live.text);
+    alice_live
+        .until("carol's search, for the admin", |t| {
+            t.contains("quokkasecret") && t.contains("bobfence")
+        })
+        .await;
+    // nor by replay, on SSE or poll
+    let mut bob_replay = Sse::open(&s, Some(&bob), "last_event_id=0").await;
+    bob_replay
+        .until("the replay up to bob's search", |t| t.contains("bobfence"))
+        .await;
+    assert!(!bob_replay.text.contains("quokkasecret"));
+    let (code, page) = get_as(
+        &format!("{}/api/events/poll?client_id=b1&after=0&limit=1000", s.url),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!(code, 200, "{page}");
+    let text = page.to_string();
+    assert!(
+        text.contains("bobfence") && !text.contains("quokkasecret"),
+        "{text}"
+    );
+    // everyone sees how many, not who or what
+    let (code, v) = get_as(&format!("{}/system/status", s.url), Some(&alice)).await;
+    assert_eq!(code, 200, "{v}");
+    assert!(v["data"]["searches_total"].as_u64() >= Some(2), "{v}");
+}
+
+/// Finding 4: the history was keyed by user name and kept on removal, so a new user given a
+/// removed user's name was offered their searches.
+#[tokio::test]
+async fn a_reused_user_name_inherits_no_searches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, _bob, carol) = three(tmp.path());
+    let s = TestServer::start_authed(tmp.path(), &[], &[], Some(&alice));
+    let similar = |token: String| {
+        let url = format!("{}/prompts/similar?q=merger%20plans", s.url);
+        async move {
+            let (code, v) = get_as(&url, Some(&token)).await;
+            assert_eq!(code, 200, "{v}");
+            v["data"]["similar"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let (code, _) = get_as(
+        &format!("{}/api/search?q=merger%20plans", s.url),
+        Some(&carol),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(similar(carol.clone()).await.len(), 1, "carol's own");
+    // removed over the admin API, then again on the command line
+    let c = reqwest::Client::new();
+    let (code, v) = common::send(
+        c.delete(format!("{}/api/admin/users/carol", s.url)),
+        Some(&alice),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    team(tmp.path(), &[&["user", "add", "carol"]]);
+    let new_carol = token_for(tmp.path(), "carol");
+    let got: Vec<Value> = until("the new carol's token", 10, || {
+        let t = new_carol.clone();
+        let url = format!("{}/prompts/similar?q=merger%20plans", s.url);
+        async move {
+            let (code, v) = get_as(&url, Some(&t)).await;
+            (code == 200).then(|| v["data"]["similar"].as_array().cloned().unwrap_or_default())
+        }
+    })
+    .await;
+    assert!(got.is_empty(), "the new carol inherits nothing: {got:?}");
+    let (code, _) = get_as(
+        &format!("{}/api/search?q=merger%20plans", s.url),
+        Some(&new_carol),
+    )
+    .await;
+    assert_eq!(code, 200);
+    team(
+        tmp.path(),
+        &[&["user", "remove", "carol"], &["user", "add", "carol"]],
+    );
+    let third = token_for(tmp.path(), "carol");
+    assert!(similar(third).await.is_empty(), "nor does the third");
+}
+
+/// Finding 5: any member could flood the journal (300 global `system_status` events in 3 s
+/// through `POST /system/status`; two events per search) and push real events out of
+/// retention. A member's requests that append to the journal draw on a per-user budget;
+/// publishing a status on demand is for admins.
+#[tokio::test]
+async fn a_member_cannot_flood_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, bob, _carol) = three(tmp.path());
+    team(
+        tmp.path(),
+        &[
+            &["workspace", "create", "eng"],
+            &["workspace", "add-member", "eng", "bob"],
+        ],
+    );
+    let s = TestServer::start_authed(
+        tmp.path(),
+        &["--member-events-per-s", "5"],
+        &[],
+        Some(&alice),
+    );
+    let post = |token: String, path: &'static str, body: Value| {
+        let url = format!("{}{path}", s.url);
+        async move { common::post_as(&url, Some(&token), body).await }
+    };
+    let (code, v) = post(bob.clone(), "/system/status", Value::Null).await;
+    assert_eq!(code, 403, "{v}");
+    assert_eq!(
+        post(alice.clone(), "/system/status", Value::Null).await.0,
+        200
+    );
+
+    let head = s.status_as(&alice).await["journal"]["head"]
+        .as_u64()
+        .unwrap();
+    let event = serde_json::json!({"type": "note", "scope": "workspace:eng", "data": {}});
+    let mut refused = None;
+    for _ in 0..40 {
+        let (code, v) = post(bob.clone(), "/api/events", event.clone()).await;
+        if code == 429 {
+            refused = Some(v);
+            break;
+        }
+        assert_eq!(code, 200, "{v}");
+    }
+    let refused = refused.expect("a member's publishes are limited");
+    assert!(
+        refused["error"].as_str().unwrap().contains("slow down"),
+        "{refused}"
+    );
+    // searches draw on the same budget
+    let (code, v) = get_as(&format!("{}/api/search?q=x", s.url), Some(&bob)).await;
+    assert_eq!(code, 429, "{v}");
+    // a batch larger than a burst never fits, and says so
+    let batch: Vec<Value> = (0..11).map(|_| event.clone()).collect();
+    let (code, v) = post(
+        bob.clone(),
+        "/api/events",
+        serde_json::json!({"events": batch}),
+    )
+    .await;
+    assert_eq!(code, 429, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("at once"), "{v}");
+    let after = s.status_as(&alice).await["journal"]["head"]
+        .as_u64()
+        .unwrap();
+    assert!(after - head < 40, "{} events from one member", after - head);
+    // an admin is not limited
+    for _ in 0..30 {
+        assert_eq!(
+            post(alice.clone(), "/api/events", event.clone()).await.0,
+            200
+        );
+    }
+}
+
+/// Finding 7: a poll `client_id` was one name for everyone: another user who knew it could
+/// take it (and hold it, so its owner got 403 for as long as the squatter polled). A client
+/// id belongs to the identity that made it.
+#[tokio::test]
+async fn a_poll_client_id_belongs_to_its_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (alice, bob, _carol) = three(tmp.path());
+    let s = TestServer::start_authed(tmp.path(), &[], &[], Some(&alice));
+    let poll = |token: String, after: u64| {
+        let url = format!(
+            "{}/api/events/poll?client_id=dashboard&after={after}",
+            s.url
+        );
+        async move { get_as(&url, Some(&token)).await }
+    };
+    let (code, mine) = poll(alice.clone(), 0).await;
+    assert_eq!(code, 200, "{mine}");
+    let greeting = mine["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["type"] == "system_status" && e["scope"].as_str().unwrap().starts_with("client:")
+        })
+        .map(|e| e["id"].clone())
+        .expect("alice's greeting");
+    // bob polls with the same id at once: his own registration, nothing of alice's
+    let (code, theirs) = poll(bob.clone(), 0).await;
+    assert_eq!(code, 200, "{theirs}");
+    assert!(
+        !theirs["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == greeting),
+        "bob read alice's greeting: {theirs}"
+    );
+    // and alice keeps hers, with her cursor
+    let next = mine["next_id"].as_u64().unwrap();
+    let (code, again) = poll(alice.clone(), next).await;
+    assert_eq!(code, 200, "{again}");
+    let (code, st) = get_as(&format!("{}/api/websocket/status", s.url), Some(&alice)).await;
+    assert_eq!(code, 200);
+    let pollers = st["data"]["connections"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["transport"] == "poll")
+        .count();
+    assert_eq!(pollers, 2, "{st}");
 }

@@ -59,6 +59,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "api",
             "app",
+            "clock",
             "config",
             "http",
             "hub",

@@ -289,9 +289,10 @@ async fn tokens_are_required_and_checked_on_http_sse_and_poll() {
     }
     assert!(codes.contains(&201) && codes.contains(&429), "{codes:?}");
 
-    // a poll client id belongs to its first user
+    // a poll client id belongs to its user: alice's `b1` is another client than bob's
     let (code, v) = get_as(&u("/api/events/poll?client_id=b1"), Some(&alice)).await;
-    assert_eq!(code, 403, "{v}");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["events"][0]["data"]["client_id"], "b1", "{v}");
 }
 
 #[tokio::test]
@@ -441,14 +442,21 @@ async fn me_says_who_the_caller_is() {
         async move { get_as(&url, t.as_deref()).await }
     };
     assert_eq!(me(None).await.0, 401);
-    let (_, v) = me(Some(alice)).await;
-    assert_eq!(
-        v["data"],
-        json!({"user": "alice", "admin": true, "workspaces": ["eng"], "open": false})
+    let (_, mut v) = me(Some(alice)).await;
+    let alice_id = v["data"]["id"].take();
+    assert!(
+        alice_id.as_str().is_some_and(|id| id.starts_with('u')),
+        "{v}"
     );
-    let (_, v) = me(Some(bob)).await;
     assert_eq!(
         v["data"],
-        json!({"user": "bob", "admin": false, "workspaces": ["ops"], "open": false})
+        json!({"user": "alice", "id": null, "admin": true, "workspaces": ["eng"], "open": false})
+    );
+    let (_, mut v) = me(Some(bob)).await;
+    let bob_id = v["data"]["id"].take();
+    assert_ne!(bob_id, alice_id);
+    assert_eq!(
+        v["data"],
+        json!({"user": "bob", "id": null, "admin": false, "workspaces": ["ops"], "open": false})
     );
 }

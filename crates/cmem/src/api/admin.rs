@@ -66,7 +66,12 @@ pub async fn remove_user(
     State(app): State<App>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    app.teams.remove_user(&name, false)?;
+    let removed = app.teams.remove_user(&name, false)?;
+    // their searches go with them (a name given again later starts with none either way:
+    // the history is keyed by the id)
+    if let Err(e) = app.memory.history.forget(&removed.id) {
+        tracing::warn!(error = %e, user = %name, "could not forget the removed user's searches");
+    }
     let conns = app.hub.registry.of_user(&name);
     for c in &conns {
         app.hub.registry.close(c, "user_removed");

@@ -133,6 +133,11 @@ pub async fn publish(
         .map(|e| e.published_by(publisher.clone()))
         .collect();
     check_scopes(&identity, &events)?;
+    app.teams.take_event_budget(
+        &identity,
+        events.len() as u64,
+        app.config.member_events_per_s,
+    )?;
     let committed = app.hub.publish(events).await?;
     let ids: Vec<u64> = committed.iter().map(|e| e.id).collect();
     Ok(ok(json!({

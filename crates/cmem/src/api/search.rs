@@ -197,13 +197,25 @@ impl Request {
 /// search in the history on a blocking thread, times it, then publishes `search_completed`
 /// (after `search_started` is committed, so the two stay in order).
 /// Both events say which front end asked (`via`).
+///
+/// A user's search events go to that user's own scope (`user:<id>`: their connections and
+/// admins), never to everyone: the text of a search is the searcher's. Everyone sees only the
+/// count (`system_status.searches_total`). The local user of an open server is everyone there,
+/// so its searches stay global.
 async fn execute(app: &AppState, identity: &Identity, req: Request) -> Result<Answer, ApiError> {
+    // two journal events: a member's searches draw on their budget
+    app.teams
+        .take_event_budget(identity, 2, app.config.member_events_per_s)?;
     let via = req.via;
-    let owner = identity.user_name().unwrap_or_default().to_string();
+    let owner = identity.user_id().unwrap_or_default().to_string();
+    let scope = match identity.user_id() {
+        Some(id) => Scope::User(id.to_string()),
+        None => Scope::Global,
+    };
     let shown = app.config.search_publish_query.then(|| req.q.clone());
     let started = app.hub.publish(vec![NewEvent::new(
         "search_started",
-        Scope::Global,
+        scope.clone(),
         json!({"query": shown, "via": via}),
     )]);
     let memory = app.memory.clone();
@@ -233,9 +245,12 @@ async fn execute(app: &AppState, identity: &Identity, req: Request) -> Result<An
     app.metrics
         .search_seconds
         .observe(answer.search_time / 1000.0);
+    app.memory
+        .searches_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     app.hub.publish(vec![NewEvent::new(
         "search_completed",
-        Scope::Global,
+        scope,
         json!({"query": shown, "results_count": answer.total, "search_time_ms": answer.search_time, "via": via}),
     )])
     .await?;
@@ -428,7 +443,7 @@ pub async fn similar_to(
 ) -> Result<serde_json::Value, ApiError> {
     let history = memory.clone();
     let t = text.clone();
-    let owner = identity.user_name().unwrap_or_default().to_string();
+    let owner = identity.user_id().unwrap_or_default().to_string();
     let found = tokio::task::spawn_blocking(move || {
         let whose = if shared {
             Whose::Everyone
@@ -469,6 +484,7 @@ pub async fn document(
                 ReadError::Linked(_) => StatusCode::FORBIDDEN,
                 ReadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ReadError::NotText(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ReadError::NotAFile(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 ReadError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             };
             ApiError::new(status, e.to_string())

@@ -1,6 +1,7 @@
 //! `/system/*` and `/metrics`: indexing state and re-index, the status the monitor publishes,
 //! cache clearing, and the Prometheus scrape.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,7 @@ use crate::app::App;
 use crate::envelope::{NewEvent, Scope};
 use crate::http::{ApiError, ok};
 use crate::memory::{MemoryError, indexer};
+use crate::teams::auth::Identity;
 
 /// `GET /system/indexing`
 pub async fn indexing(State(app): State<App>) -> Response {
@@ -66,8 +68,14 @@ pub async fn status(State(app): State<App>) -> Result<Response, ApiError> {
     Ok(ok(status))
 }
 
-/// `POST /system/status`: samples and publishes a `system_status` to every client now.
-pub async fn publish_status(State(app): State<App>) -> Result<Response, ApiError> {
+/// `POST /system/status` (admins): samples and publishes a `system_status` to every client now.
+pub async fn publish_status(
+    State(app): State<App>,
+    Extension(identity): Extension<Identity>,
+) -> Result<Response, ApiError> {
+    // every status goes to everyone: only an admin may add one on demand (a member asking
+    // reads `GET /system/status`, which publishes nothing)
+    identity.require_admin("POST /system/status (publishing a status to everyone)")?;
     Ok(ok(app.monitor.publish_now().await?))
 }
 

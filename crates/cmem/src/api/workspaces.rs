@@ -191,8 +191,8 @@ pub async fn documents(
     Ok(ok(json!({"workspace": ws, "documents": names})))
 }
 
-/// `GET /api/me`: who the caller is, for a client deciding what to show: `{user, admin,
-/// workspaces, open}`. On an open server (no users) the one local user may do everything:
+/// `GET /api/me`: who the caller is, for a client deciding what to show: `{user, id, admin,
+/// workspaces, open}` (`id`, the user's id, only for a user). On an open server (no users) the one local user may do everything:
 /// `user` is null, `admin` true, and `workspaces` lists every workspace that exists.
 pub async fn me(
     State(app): State<App>,
@@ -210,6 +210,7 @@ pub async fn me(
         }
         Identity::User { user, .. } => json!({
             "user": user.name,
+            "id": user.id,
             "admin": user.admin,
             "workspaces": user.workspaces,
             "open": false,

@@ -239,6 +239,9 @@ keys! {
     /// Team messages one connection (or one user over HTTP) may send per second.
     /// Bursts of twice that.
     team_messages_per_s: u64 = 10, range 1..=10_000;
+    /// Journal events one member's HTTP and MCP requests may append per second (a search
+    /// is two, a publish one per event). Bursts of twice that. Admins are not limited.
+    member_events_per_s: u64 = 20, range 1..=1_000_000;
     /// `doc_sync` and `doc_update` one Socket.IO connection may send per second.
     /// Bursts of twice that.
     doc_ops_per_s: u64 = 50, range 1..=100_000;

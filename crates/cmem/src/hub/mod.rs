@@ -218,7 +218,7 @@ impl Hub {
     pub fn status_data(&self, conn: Option<&Conn>) -> serde_json::Value {
         let info = self.journal.info();
         json!({
-            "client_id": conn.map(|c| c.id.clone()),
+            "client_id": conn.map(|c| c.client_id().to_string()),
             "transport": conn.map(|c| c.transport().name()),
             "server": {
                 "name": "cmem",

@@ -66,6 +66,10 @@ pub struct Conn {
     pub user: Option<String>,
     /// The token it authenticated with, so revoking the token can close it.
     pub token_id: Option<String>,
+    /// The user's id, whose scope (`user:<id>`) this connection sees.
+    user_id: Option<String>,
+    /// Sees every user's scope.
+    admin: bool,
     workspaces: RwLock<Vec<String>>,
     /// Id of the last event handed to this connection.
     cursor: AtomicU64,
@@ -159,11 +163,25 @@ impl Conn {
         left
     }
 
+    /// The id the client knows itself by: the registry id, but for a poll client of a user,
+    /// whose registry id is `<user id>:<client_id>`, the `client_id` it chose.
+    pub fn client_id(&self) -> &str {
+        match &self.user_id {
+            Some(uid) if self.transport() == Transport::Poll => self
+                .id
+                .strip_prefix(uid.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                .unwrap_or(&self.id),
+            _ => &self.id,
+        }
+    }
+
     /// Whether this connection may see an event of `scope`.
     pub fn can_see(&self, scope: &Scope) -> bool {
         match scope {
             Scope::Global => true,
             Scope::Client(c) => *c == self.address,
+            Scope::User(u) => self.admin || self.user_id.as_ref() == Some(u),
             Scope::Workspace(w) => self
                 .workspaces
                 .read()
@@ -175,6 +193,11 @@ impl Conn {
     /// The scopes as stored in the journal, for replay queries.
     pub fn scope_strings(&self) -> Vec<String> {
         let mut v = vec!["global".to_string(), format!("client:{}", self.address)];
+        if self.admin {
+            v.push(crate::envelope::EVERY_USER.to_string());
+        } else if let Some(u) = &self.user_id {
+            v.push(format!("user:{u}"));
+        }
         v.extend(
             self.workspaces()
                 .into_iter()
@@ -249,6 +272,10 @@ pub struct ConnMeta {
     pub workspaces: Vec<String>,
     pub user: Option<String>,
     pub token_id: Option<String>,
+    /// The user's id: the connection sees the user's own scope (`user:<id>`).
+    pub user_id: Option<String>,
+    /// An admin sees every user's scope.
+    pub admin: bool,
 }
 
 /// A transport failure, as kept for `GET /api/websocket/errors`.
@@ -349,6 +376,8 @@ impl Registry {
             remote_addr: meta.remote_addr,
             user: meta.user,
             token_id: meta.token_id,
+            user_id: meta.user_id,
+            admin: meta.admin,
             workspaces: RwLock::new(meta.workspaces),
             cursor: AtomicU64::new(0),
             closer: self.root.child_token(),
@@ -594,6 +623,8 @@ mod tests {
             workspaces: workspaces.iter().map(|w| w.to_string()).collect(),
             user: token.map(|_| "ann".to_string()),
             token_id: token.map(str::to_string),
+            user_id: token.map(|_| "u1".to_string()),
+            admin: false,
         }
     }
 

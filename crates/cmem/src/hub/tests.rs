@@ -39,6 +39,8 @@ fn conn(hub: &Hub, id: &str, workspaces: &[&str]) -> Arc<Conn> {
                 workspaces: workspaces.iter().map(|w| w.to_string()).collect(),
                 user: None,
                 token_id: None,
+                user_id: None,
+                admin: false,
             },
         )
         .expect("a fresh id registers")
@@ -471,6 +473,7 @@ mod interleavings {
                     Scope::Global => true,
                     Scope::Workspace(w) => w == ws,
                     Scope::Client(a) => *a == conn.address,
+                    Scope::User(_) => false,
                 };
                 let want: BTreeSet<u64> = all
                     .iter()

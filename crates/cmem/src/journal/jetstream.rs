@@ -92,6 +92,7 @@ fn subject(prefix: &str, scope: &Scope) -> String {
         Scope::Global => format!("{prefix}.g"),
         Scope::Workspace(w) => format!("{prefix}.w.{}", token(w)),
         Scope::Client(c) => format!("{prefix}.c.{}", token(c)),
+        Scope::User(u) => format!("{prefix}.u.{}", token(u)),
     }
 }
 

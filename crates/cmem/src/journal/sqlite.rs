@@ -88,8 +88,8 @@ fn activity_rows(conn: &Connection, q: &ActivityQuery) -> Result<Vec<Arc<Event>>
         marks.join(",")
     };
     let mut sql = format!(
-        "SELECT id, type, scope, body FROM events WHERE scope IN ({})",
-        list(&q.scopes, &mut args)
+        "SELECT id, type, scope, body FROM events WHERE {}",
+        scope_filter(&q.scopes, &mut args)
     );
     if let Some(types) = &q.types {
         sql.push_str(&format!(" AND type IN ({})", list(types, &mut args)));
@@ -376,18 +376,32 @@ fn read_rows(conn: &Connection, q: &ReadQuery) -> Result<Vec<Arc<Event>>, Journa
         (q.upto.min(i64::MAX as u64) as i64).into(),
     ];
     if let Some(scopes) = &q.scopes {
-        sql.push_str(" AND scope IN (");
-        for (i, s) in scopes.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("?{}", i + 3));
-            args.push(s.clone().into());
-        }
-        sql.push(')');
+        sql.push_str(" AND ");
+        sql.push_str(&scope_filter(scopes, &mut args));
     }
     sql.push_str(&format!(" ORDER BY id LIMIT {}", q.limit.max(1)));
     rows_to_events(conn, &sql, args)
+}
+
+/// The SQL condition for events in `scopes` (as [`Scope::is`] reads them: exact names, and
+/// [`crate::envelope::EVERY_USER`] for every user scope), its values appended to `args`.
+fn scope_filter(scopes: &[String], args: &mut Vec<rusqlite::types::Value>) -> String {
+    let mut exact = Vec::new();
+    let mut every_user = false;
+    for s in scopes {
+        if s == crate::envelope::EVERY_USER {
+            every_user = true;
+        } else {
+            args.push(s.clone().into());
+            exact.push(format!("?{}", args.len()));
+        }
+    }
+    let mut sql = format!("(scope IN ({})", exact.join(","));
+    if every_user {
+        sql.push_str(" OR scope GLOB 'user:*'");
+    }
+    sql.push(')');
+    sql
 }
 
 /// Runs a `SELECT id, type, scope, body` and builds the events.

@@ -5,19 +5,27 @@
 //! one is closed after [`IDLE`], and a request body is limited to `max_payload_bytes`. Host and
 //! Origin are checked by the guard (with this server's allow-lists), so rmcp's own loopback-only
 //! Host check is off.
+//!
+//! A session remembers the token it was opened with; once that token is revoked (or its user
+//! removed) the session is closed within a second, its open GET stream included, instead of
+//! lingering until the idle timeout.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 
 use super::{Mcp, Shared};
 use crate::app::App;
 use crate::http::ApiError;
+use crate::teams::TokenHolder;
+use crate::teams::auth::Identity;
 
 /// A session with no request for this long is closed (its client starts a new one).
 pub const IDLE: Duration = Duration::from_secs(300);
@@ -27,6 +35,8 @@ pub struct McpHttp {
     service: StreamableHttpService<Mcp, LocalSessionManager>,
     sessions: Arc<LocalSessionManager>,
     max_sessions: usize,
+    /// Session id → the id of the token that opened it.
+    opened_with: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl McpHttp {
@@ -46,10 +56,17 @@ impl McpHttp {
             sessions.clone(),
             config,
         );
+        let opened_with: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        tokio::spawn(close_revoked(
+            app.clone(),
+            sessions.clone(),
+            opened_with.clone(),
+        ));
         Arc::new(McpHttp {
             service,
             sessions,
             max_sessions: app.config.mcp_max_sessions,
+            opened_with,
         })
     }
 
@@ -75,10 +92,76 @@ impl McpHttp {
             )
             .into_response();
         }
-        self.service
+        let opens = req.method() == Method::POST && !req.headers().contains_key("mcp-session-id");
+        let token = req
+            .extensions()
+            .get::<Identity>()
+            .and_then(Identity::token_id)
+            .map(str::to_string);
+        let resp = self
+            .service
             .handle(req)
             .await
             .map(axum::body::Body::new)
-            .into_response()
+            .into_response();
+        if opens
+            && let Some(token) = token
+            && let Some(sid) = resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+            && let Ok(mut map) = self.opened_with.lock()
+        {
+            map.insert(sid.to_string(), token);
+        }
+        resp
+    }
+}
+
+/// Every second until shutdown: closes the sessions whose token no longer stands, and forgets
+/// the ones that ended.
+async fn close_revoked(
+    app: App,
+    sessions: Arc<LocalSessionManager>,
+    opened_with: Arc<Mutex<HashMap<String, String>>>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = app.hub.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let bound: Vec<(String, String)> = match opened_with.lock() {
+            Ok(map) if !map.is_empty() => map.iter().map(|(s, t)| (s.clone(), t.clone())).collect(),
+            _ => continue,
+        };
+        let live: std::collections::HashSet<String> = sessions
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        for (sid, token) in bound {
+            // a database that cannot answer now is asked again next second
+            let standing = live.contains(&sid)
+                && !matches!(
+                    app.teams.token_holder(&token),
+                    Ok(TokenHolder::Revoked | TokenHolder::Gone)
+                );
+            if standing {
+                continue;
+            }
+            if live.contains(&sid) {
+                let id: rmcp::transport::common::server_side_http::SessionId = sid.as_str().into();
+                if let Err(e) = sessions.close_session(&id).await {
+                    tracing::debug!(error = %e, "closing a revoked MCP session");
+                }
+                tracing::info!(session = %sid, "MCP session closed: its token no longer stands");
+            }
+            if let Ok(mut map) = opened_with.lock() {
+                map.remove(&sid);
+            }
+        }
     }
 }

@@ -459,6 +459,19 @@ impl ServerHandler for Mcp {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let path = doc_path(&request.uri).map_err(|m| McpError::invalid_params(m, None))?;
+        // only a document that exists: names of nothing would let a session pin memory
+        let full = self.shared.root().join(&path);
+        let is_file = tokio::task::spawn_blocking(move || {
+            std::fs::symlink_metadata(full).is_ok_and(|m| m.is_file())
+        })
+        .await
+        .unwrap_or(false);
+        if !is_file {
+            return Err(McpError::resource_not_found(
+                format!("there is no document `{path}` to follow; list_documents names them"),
+                None,
+            ));
+        }
         let mut subs = self
             .subscribed
             .lock()

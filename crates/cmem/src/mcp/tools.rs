@@ -460,6 +460,14 @@ pub(super) async fn activity(
         }
         None => std::iter::once("global".to_string())
             .chain(member.iter().map(|w| format!("workspace:{w}")))
+            // the caller's own searches; an admin's, everyone's (as on the live transports)
+            .chain(match who {
+                Identity::User { user, .. } if user.admin => {
+                    Some(crate::envelope::EVERY_USER.to_string())
+                }
+                Identity::User { user, .. } => Some(format!("user:{}", user.id)),
+                Identity::Open => None,
+            })
             .collect(),
     };
     let events = match &shared.backend {

@@ -16,8 +16,10 @@ use std::path::Path;
 /// Why a file was not read.
 #[derive(Debug)]
 pub enum Refused {
-    /// Gone, not a regular file, or unreadable.
+    /// Gone or unreadable.
     Io(std::io::Error),
+    /// A folder, a FIFO, a device: not a regular file.
+    NotAFile,
     /// A symbolic link at some level, or the file changed identity while being opened.
     OutsideOrLinked,
 }
@@ -75,7 +77,7 @@ pub fn open(root: &Path, path: &Path) -> Result<(File, Metadata), Refused> {
     let file = open_nofollow(path)?;
     let meta = file.metadata().map_err(Refused::Io)?;
     if !meta.is_file() {
-        return Err(Refused::Io(std::io::Error::other("not a regular file")));
+        return Err(Refused::NotAFile);
     }
     // a directory on the way may have been swapped for a link between the check and the open
     unlinked(root, path)?;
@@ -125,7 +127,7 @@ mod tests {
         }
         assert!(matches!(
             open(&root, &root.join("sub")),
-            Err(Refused::Io(_))
+            Err(Refused::NotAFile)
         ));
         assert!(matches!(
             open(&root, &root.join("missing")),

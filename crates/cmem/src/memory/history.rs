@@ -42,7 +42,8 @@ pub struct Similar {
 pub enum Whose<'a> {
     /// Everyone's (`search_history_shared`), including searches recorded before owners were.
     Everyone,
-    /// One owner's: a user's name, or `""` for the local user of an open server.
+    /// One owner's: a user's id (never reused, so a name given again to someone else
+    /// inherits nothing), or `""` for the local user of an open server.
     Owner(&'a str),
 }
 
@@ -86,13 +87,34 @@ impl History {
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS searches_owner ON searches(owner, normalized)",
         )?;
+        // owners were user names before they were user ids (version 1): those rows are
+        // detached (kept for the shared history, offered to no one as their own), since a
+        // name may since have been given to someone else
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            conn.execute_batch(
+                "BEGIN;
+                 UPDATE searches SET owner = NULL WHERE owner IS NOT NULL AND owner <> '';
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        }
         Ok(History {
             conn: Some(Mutex::new(conn)),
             max,
         })
     }
 
-    /// Records one search by `owner` (a user's name, `""` for the local user of an open
+    /// Forgets every search of `owner` (a removed user's id); returns how many.
+    pub fn forget(&self, owner: &str) -> Result<usize, MemoryError> {
+        let Some(conn) = &self.conn else {
+            return Ok(0);
+        };
+        let conn = conn.lock().map_err(|_| MemoryError::Busy)?;
+        Ok(conn.execute("DELETE FROM searches WHERE owner = ?1", [owner])?)
+    }
+
+    /// Records one search by `owner` (a user's id, `""` for the local user of an open
     /// server) and trims the table to `max` rows.
     pub fn record(
         &self,

@@ -88,8 +88,23 @@ struct Candidate {
     mtime: u64,
 }
 
-fn walk(root: &Path, from: &Path) -> Vec<Candidate> {
+/// The `/`-separated path of `p` under `root`, if every name in it is UTF-8. A name that is
+/// not could only be indexed under a lossy spelling that opens nothing, so such files are
+/// skipped (and counted).
+pub(crate) fn rel_utf8(root: &Path, p: &Path) -> Option<String> {
+    let parts: Option<Vec<&str>> = p
+        .strip_prefix(root)
+        .ok()?
+        .components()
+        .map(|c| c.as_os_str().to_str())
+        .collect();
+    Some(parts?.join("/"))
+}
+
+/// The files under `from` to index, and how many were skipped for a name that is not UTF-8.
+fn walk(root: &Path, from: &Path) -> (Vec<Candidate>, u64) {
     let mut out = Vec::new();
+    let mut not_utf8 = 0u64;
     let walker = ignore::WalkBuilder::new(from)
         .hidden(true)
         .git_ignore(true)
@@ -110,14 +125,19 @@ fn walk(root: &Path, from: &Path) -> Vec<Candidate> {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let Some(rel) = rel_utf8(root, entry.path()) else {
+            tracing::warn!(path = %entry.path().display(), "not indexed: the file name is not UTF-8 (rename it to index it)");
+            not_utf8 += 1;
+            continue;
+        };
         out.push(Candidate {
-            rel: rel_path(root, entry.path()),
+            rel,
             path: entry.path().to_path_buf(),
             size: meta.len(),
             mtime,
         });
     }
-    out
+    (out, not_utf8)
 }
 
 /// What became of one file.
@@ -152,6 +172,7 @@ fn index_file(m: &Memory, writer: &IndexWriter, rel: &str, path: &Path) -> Outco
         Err(confined::Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             return skip();
         }
+        Err(confined::Refused::NotAFile) => return skip(),
         Err(confined::Refused::Io(e)) => {
             tracing::debug!(path = %rel, error = %e, "unreadable file");
             return Outcome::Error;
@@ -350,7 +371,7 @@ fn index_blocking(
     let started = Instant::now();
     let from = from.unwrap_or_else(|| m.root.clone());
     let scope_rel = rel_path(&m.root, &from);
-    let files = walk(&m.root, &from);
+    let (files, not_utf8) = walk(&m.root, &from);
     let total = files.len() as u64;
     if let Ok(mut st) = m.state.lock() {
         st.path = scope_rel.clone();
@@ -383,7 +404,7 @@ fn index_blocking(
     };
     let f = m.fields;
     let writer = m.writer()?;
-    let (mut indexed, mut unchanged, mut skipped, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let (mut indexed, mut unchanged, mut skipped, mut errors) = (0u64, 0u64, not_utf8, 0u64);
     let mut indexed_bytes = 0u64;
     let mut updates: Vec<(String, u64, u64)> = Vec::new();
     // known files that can no longer be indexed (now too large, binary, or a link)

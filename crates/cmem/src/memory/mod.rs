@@ -151,6 +151,9 @@ pub struct Memory {
     pub max_file_bytes: u64,
     pub history: history::History,
     pub totals: IndexTotals,
+    /// Searches answered since start: the anonymous count everyone sees (`system_status`);
+    /// who searched for what goes to the searcher's own scope only.
+    pub searches_total: std::sync::atomic::AtomicU64,
 }
 
 impl Memory {
@@ -203,6 +206,7 @@ impl Memory {
             state: Mutex::new(IndexingState::default()),
             max_file_bytes: opts.max_file_bytes,
             totals: IndexTotals::default(),
+            searches_total: Default::default(),
         }))
     }
 

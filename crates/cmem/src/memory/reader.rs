@@ -35,6 +35,8 @@ pub enum ReadError {
     TooLarge { path: String, max: u64 },
     #[error("`{0}` is not a text file")]
     NotText(String),
+    #[error("`{0}` is a folder or a special file, not a document")]
+    NotAFile(String),
     #[error("`{path}`: {source}")]
     Io {
         path: String,
@@ -55,6 +57,9 @@ pub fn check(rel: &str) -> Result<(), ReadError> {
     if rel.len() > 4096 || rel.contains('\0') {
         return bad("is not a usable path");
     }
+    if rel.ends_with('/') || rel.ends_with('\\') {
+        return bad("names a folder; give a file's path");
+    }
     let p = Path::new(rel);
     if p.is_absolute() || rel.starts_with('/') || rel.starts_with('\\') || rel.contains(':') {
         return bad("must be relative to the data folder");
@@ -66,6 +71,9 @@ pub fn check(rel: &str) -> Result<(), ReadError> {
             }
             Component::Normal(s) if s.to_string_lossy().starts_with('.') => {
                 return bad("names a hidden file or folder, which the memory does not cover");
+            }
+            Component::Normal(s) if s.len() > 255 => {
+                return bad("has a name longer than 255 bytes, which no file system here allows");
             }
             _ => {}
         }
@@ -79,8 +87,19 @@ pub fn read(root: &Path, rel: &str, max_bytes: u64) -> Result<Document, ReadErro
     let full = root.join(rel);
     let (file, meta) = confined::open(root, &full).map_err(|e| match e {
         Refused::OutsideOrLinked => ReadError::Linked(rel.to_string()),
-        Refused::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Refused::NotAFile => ReadError::NotAFile(rel.to_string()),
+        // `file.md/x`: a file on the way where a folder should be
+        Refused::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
             ReadError::NotFound(rel.to_string())
+        }
+        // Windows refuses to open a folder as a file
+        Refused::Io(_) if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) => {
+            ReadError::NotAFile(rel.to_string())
         }
         Refused::Io(source) => ReadError::Io {
             path: rel.to_string(),
@@ -145,6 +164,10 @@ mod tests {
         assert!(err("notes/bin.dat", 1000).contains("not a text file"));
         assert!(err("big.txt", 10).contains("larger than 10 bytes"));
         assert!(err("", 10).contains("required"));
+        assert!(err("notes", 1000).contains("folder"));
+        assert!(err("notes/", 1000).contains("folder"));
+        assert!(err("notes/a.md/x", 1000).contains("no file"));
+        assert!(err(&"n".repeat(300), 1000).contains("255 bytes"));
     }
 
     #[cfg(unix)]

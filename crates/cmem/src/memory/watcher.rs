@@ -160,10 +160,11 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
 /// The path relative to the root, unless it is somewhere the index never looks.
 fn watched_rel(root: &Path, p: &Path) -> Option<String> {
     let rel = p.strip_prefix(root).ok()?;
+    // a name that is not UTF-8 is not indexed (the walk counts it as skipped)
     let parts: Vec<String> = rel
         .components()
-        .map(|c| c.as_os_str().to_string_lossy().to_string())
-        .collect();
+        .map(|c| c.as_os_str().to_str().map(str::to_string))
+        .collect::<Option<_>>()?;
     if parts.is_empty()
         || parts
             .iter()

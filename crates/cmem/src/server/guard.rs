@@ -27,22 +27,38 @@ use axum::response::{IntoResponse, Response};
 use crate::app::App;
 use crate::http::ApiError;
 
-/// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`), lowercased.
-fn host_name(host: &str) -> String {
+/// The host part of a `Host` header value (`name`, `name:port`, `[v6]`, `[v6]:port`),
+/// lowercased; `None` for anything else (`[::1]evil.example`, user info, stray characters),
+/// which is then refused rather than guessed at.
+fn host_name(host: &str) -> Option<String> {
     let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        host.rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map_or(host, |(name, _)| name)
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit());
+    if let Some(rest) = host.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(port_ok)) {
+            return None;
+        }
+        v6.parse::<std::net::Ipv6Addr>().ok()?;
+        return Some(v6.to_ascii_lowercase());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port_ok(port) => name,
+        Some(_) => return None,
+        None => host,
     };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    let name = name.trim_end_matches('.');
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    valid.then(|| name.to_ascii_lowercase())
 }
 
 /// Whether an open server may answer a request for `host`.
 pub fn host_allowed(host: &str, allowed_hosts: &[String]) -> bool {
-    let name = host_name(host);
+    let Some(name) = host_name(host) else {
+        return false;
+    };
     name == "localhost"
         || name.ends_with(".localhost")
         || name.parse::<std::net::IpAddr>().is_ok()
@@ -50,6 +66,9 @@ pub fn host_allowed(host: &str, allowed_hosts: &[String]) -> bool {
             .iter()
             .any(|a| a == "*" || a.eq_ignore_ascii_case(&name))
 }
+
+/// Longest URL (path and query) a request may have.
+pub const MAX_URL_BYTES: usize = 8192;
 
 fn changes_state(m: &Method) -> bool {
     matches!(
@@ -60,6 +79,17 @@ fn changes_state(m: &Method) -> bool {
 
 /// The middleware; see the module docs.
 pub async fn check(State(app): State<App>, req: Request, next: Next) -> Response {
+    // hyper answers a URL above 64 KiB itself (414, no body); below that the answer says why
+    let url_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if url_len > MAX_URL_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "the URL is {url_len} bytes; the limit is {MAX_URL_BYTES} (send a long search as POST /api/search)"
+            ),
+        )
+        .into_response();
+    }
     let host = req
         .headers()
         .get(header::HOST)
@@ -143,6 +173,13 @@ mod tests {
             "localhost.attacker.example",
             "127.0.0.1.nip.io:8000",
             "",
+            // issue 24: a bracketed address followed by a name passed as the address
+            "[::1]evil.example",
+            "[::1]evil.example:8000",
+            "[::1]:80evil",
+            "user@localhost",
+            "localhost:80:80",
+            "[not-an-address]",
         ] {
             assert!(!host_allowed(bad, &none), "{bad}");
         }

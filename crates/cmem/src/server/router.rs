@@ -72,6 +72,15 @@ async fn not_found(State(app): State<App>, req: Request) -> ApiError {
     }
 }
 
+/// A known path asked with a method it does not take: 405 in the JSON envelope, like every
+/// other error (axum's own has an empty body).
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("`{}` does not take {}", req.uri().path(), req.method()),
+    )
+}
+
 /// Paths (prefixes) only an admin may use, whatever the method. The connection diagnostics
 /// are here because they show every client's address, user agent and user.
 const ADMIN_PATHS: [&str; 5] = [
@@ -243,6 +252,7 @@ pub fn router(state: App, io: Option<Arc<transports::socketio::IoEngine>>) -> Ro
         app = app.route("/api/events/poll", get(transports::poll::poll));
     }
     let mut app = app
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

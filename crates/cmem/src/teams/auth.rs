@@ -62,6 +62,14 @@ impl Identity {
         }
     }
 
+    /// The user's id (never reused, unlike the name).
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Identity::Open => None,
+            Identity::User { user, .. } => Some(&user.id),
+        }
+    }
+
     pub fn token_id(&self) -> Option<&str> {
         match self {
             Identity::Open => None,
@@ -174,6 +182,7 @@ mod tests {
     fn users_see_only_their_workspaces() {
         let u = Identity::User {
             user: User {
+                id: "u1".into(),
                 name: "bob".into(),
                 admin: false,
                 created_at: String::new(),

@@ -5,8 +5,6 @@
 //! A client that retries (its ack was lost, it reconnected) sends the same `client_msg_id`;
 //! the retry returns the stored message and publishes nothing, so nobody sees it twice.
 
-use std::time::Instant;
-
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
@@ -153,65 +151,30 @@ pub fn check_access(teams: &Teams, identity: &Identity, workspace: &str) -> Resu
     }
 }
 
-/// Allows `per_s` messages a second on average, in bursts of up to twice that.
-#[derive(Debug, Clone)]
-pub struct RateLimit {
-    per_s: f64,
-    tokens: f64,
-    last: Instant,
-    /// What is counted, for the refusal.
-    what: &'static str,
-}
-
-impl RateLimit {
-    pub fn new(per_s: u64) -> RateLimit {
-        let per_s = per_s.max(1) as f64;
-        RateLimit {
-            per_s,
-            tokens: per_s * 2.0,
-            last: Instant::now(),
-            what: "messages",
-        }
-    }
-
-    /// The same budget, counting `what` (named in the refusal).
-    pub fn named(mut self, what: &'static str) -> RateLimit {
-        self.what = what;
-        self
-    }
-
-    /// Takes one message's worth, or says how long to wait.
-    pub fn take(&mut self) -> Result<(), TeamsError> {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.per_s;
-        self.tokens = (self.tokens + refill).min(self.per_s * 2.0);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(TeamsError::TooFast(format!(
-                "more than {} {} a second from this connection; slow down",
-                self.per_s, self.what
-            )))
-        }
-    }
-}
-
 impl Teams {
     /// Spends one message from an HTTP sender's budget (per user; `local` on an open server).
     pub fn take_http_budget(&self, user: &str, per_s: u64) -> Result<(), TeamsError> {
-        let mut budgets = self
-            .http_budgets
-            .lock()
-            .map_err(|_| TeamsError::Invalid("rate limit lock poisoned".into()))?;
-        if budgets.len() > 10_000 {
-            budgets.clear(); // bounded: forgetting budgets only forgives, never blocks
+        self.http_budgets.take(user, per_s, 1, "messages")
+    }
+
+    /// Spends `events` from a member's journal budget (`member_events_per_s`, per user id):
+    /// every HTTP or MCP request of a member that appends to the journal asks first. Admins
+    /// and the local user of an open server are not limited (they may do everything anyway).
+    pub fn take_event_budget(
+        &self,
+        who: &Identity,
+        events: u64,
+        per_s: u64,
+    ) -> Result<(), TeamsError> {
+        match who {
+            Identity::User { user, .. } if !user.admin => self.event_budgets.take(
+                &user.id,
+                per_s,
+                events,
+                "journal events (publishes and searches)",
+            ),
+            _ => Ok(()),
         }
-        budgets
-            .entry(user.to_string())
-            .or_insert_with(|| RateLimit::new(per_s))
-            .take()
     }
 }
 

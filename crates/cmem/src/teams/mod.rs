@@ -16,6 +16,7 @@ pub mod docs;
 pub mod live;
 pub mod messages;
 pub mod presence;
+pub mod rate;
 pub mod store;
 pub mod yjs_shape;
 
@@ -61,6 +62,9 @@ pub enum TeamsError {
 /// A user as listed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct User {
+    /// Never reused, unlike the name: what the user's search history and event scope
+    /// (`user:<id>`) are keyed by.
+    pub id: String,
     pub name: String,
     pub admin: bool,
     pub created_at: String,
@@ -110,7 +114,9 @@ pub struct Teams {
     shared: Arc<Shared>,
     store: Store,
     /// Message budgets of HTTP senders, by user (HTTP has no connection to hang them on).
-    http_budgets: Mutex<std::collections::HashMap<String, messages::RateLimit>>,
+    http_budgets: rate::Budgets,
+    /// Journal events a member's HTTP and MCP requests may append, per user id.
+    event_budgets: rate::Budgets,
     /// Longest message or notification body, in characters (`team_message_max_chars`).
     message_max_chars: std::sync::atomic::AtomicU64,
 }
@@ -206,6 +212,9 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), TeamsError> {
     }
 }
 
+/// Longest token label, in characters (a note to recognise the token by).
+pub const MAX_TOKEN_LABEL: usize = 100;
+
 /// The file of a single node's team state, in the state folder.
 pub const LOCAL_FILE: &str = "teams.sqlite3";
 
@@ -217,6 +226,7 @@ fn open_db(state_dir: &Path, file: &str) -> Result<Connection, TeamsError> {
         .map_err(|e| TeamsError::Invalid(format!("cannot create {}: {e}", state_dir.display())))?;
     let conn = Connection::open(state_dir.join(file))?;
     conn.execute_batch(store::SCHEMA)?;
+    store::migrate(&conn)?;
     Ok(conn)
 }
 
@@ -256,7 +266,8 @@ impl Teams {
             conn,
             shared,
             store,
-            http_budgets: Mutex::default(),
+            http_budgets: rate::Budgets::default(),
+            event_budgets: rate::Budgets::default(),
             message_max_chars: std::sync::atomic::AtomicU64::new(4000),
         }
     }
@@ -449,6 +460,7 @@ impl Teams {
     pub fn add_user(&self, name: &str, admin: bool) -> Result<User, TeamsError> {
         check_name("user", name)?;
         let created_at = now();
+        let id = format!("u{}", random_hex(8)?);
         self.commit(Check::Checked, &|db| {
             if exists(db, "SELECT 1 FROM users WHERE name = ?1", &[name])? {
                 return Err(TeamsError::Exists(format!("user `{name}` already exists")));
@@ -457,9 +469,11 @@ impl Teams {
                 name: name.into(),
                 admin,
                 at: created_at.clone(),
+                id: Some(id.clone()),
             })
         })?;
         Ok(User {
+            id,
             name: name.into(),
             admin,
             created_at,
@@ -471,7 +485,11 @@ impl Teams {
     /// ([`TeamsError::Conflict`]) unless `allow_last_admin`: without an admin nobody can manage
     /// the team over HTTP, and a server bound beyond loopback left with no users refuses
     /// everyone (`auth::identify`).
-    pub fn remove_user(&self, name: &str, allow_last_admin: bool) -> Result<(), TeamsError> {
+    /// Returns the user as they were (their id keys what must be forgotten with them).
+    pub fn remove_user(&self, name: &str, allow_last_admin: bool) -> Result<User, TeamsError> {
+        let before = self
+            .user(name)?
+            .ok_or_else(|| TeamsError::NotFound(format!("no user `{name}`")))?;
         self.commit(Check::Checked, &|db| {
             let admin: Option<bool> = db
                 .query_row("SELECT admin FROM users WHERE name = ?1", [name], |r| {
@@ -490,23 +508,24 @@ impl Teams {
             }
             Ok(Change::RemoveUser { name: name.into() })
         })?;
-        Ok(())
+        Ok(before)
     }
 
     pub fn user(&self, name: &str) -> Result<Option<User>, TeamsError> {
         let db = self.db()?;
-        let row: Option<(bool, String)> = db
+        let row: Option<(bool, String, Option<String>)> = db
             .query_row(
-                "SELECT admin, created_at FROM users WHERE name = ?1",
+                "SELECT admin, created_at, id FROM users WHERE name = ?1",
                 [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((admin, created_at)) = row else {
+        let Some((admin, created_at, id)) = row else {
             return Ok(None);
         };
         let workspaces = memberships(&db, name)?;
         Ok(Some(User {
+            id: id.unwrap_or_else(|| store::legacy_user_id(name, &created_at)),
             name: name.into(),
             admin,
             created_at,
@@ -516,14 +535,15 @@ impl Teams {
 
     pub fn users(&self) -> Result<Vec<User>, TeamsError> {
         let db = self.db()?;
-        let mut stmt = db.prepare("SELECT name, admin, created_at FROM users ORDER BY name")?;
-        let rows: Vec<(String, bool, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        let mut stmt = db.prepare("SELECT name, admin, created_at, id FROM users ORDER BY name")?;
+        let rows: Vec<(String, bool, String, Option<String>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
         rows.into_iter()
-            .map(|(name, admin, created_at)| {
+            .map(|(name, admin, created_at, id)| {
                 let workspaces = memberships(&db, &name)?;
                 Ok(User {
+                    id: id.unwrap_or_else(|| store::legacy_user_id(&name, &created_at)),
                     name,
                     admin,
                     created_at,
@@ -535,6 +555,13 @@ impl Teams {
 
     /// Creates a token for `user`; the returned secret is not stored anywhere.
     pub fn create_token(&self, user: &str, label: Option<&str>) -> Result<NewToken, TeamsError> {
+        if let Some(l) = label
+            && (l.chars().count() > MAX_TOKEN_LABEL || l.chars().any(char::is_control))
+        {
+            return Err(TeamsError::Invalid(format!(
+                "a token label is at most {MAX_TOKEN_LABEL} characters, without control characters"
+            )));
+        }
         if self.user(user)?.is_none() {
             return Err(TeamsError::NotFound(format!(
                 "no user `{user}`; create it first with `cmem user add {user}`"

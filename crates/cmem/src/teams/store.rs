@@ -37,6 +37,10 @@ pub enum Change {
         name: String,
         admin: bool,
         at: String,
+        /// The user's id, never reused (history and the user's event scope are keyed by it).
+        /// Changes written before ids existed have none: [`legacy_user_id`] derives one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Removes the user with their tokens and memberships.
     RemoveUser {
@@ -112,6 +116,9 @@ pub enum Change {
         workspaces: Vec<(String, String)>,
         /// workspace, user, added
         members: Vec<(String, String, String)>,
+        /// user name, id (absent in imports written before ids existed)
+        #[serde(default)]
+        user_ids: Vec<(String, String)>,
     },
 }
 
@@ -160,6 +167,39 @@ impl Effects {
     }
 }
 
+/// The id of a user made before users had ids: derived from the name and the creation time,
+/// the same on every node (a name reused later has another creation time, so another id).
+pub(crate) fn legacy_user_id(name: &str, created_at: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{name}\n{created_at}").as_bytes());
+    format!("u{}", hex(&digest[..8]))
+}
+
+/// Brings an older database to the current schema: users get an `id` column, filled for the
+/// users already there.
+pub(crate) fn migrate(db: &Connection) -> Result<(), TeamsError> {
+    let has_id: bool = db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('users') WHERE name = 'id')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_id {
+        db.execute_batch("ALTER TABLE users ADD COLUMN id TEXT")?;
+    }
+    let missing: Vec<(String, String)> = db
+        .prepare("SELECT name, created_at FROM users WHERE id IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (name, at) in missing {
+        db.execute(
+            "UPDATE users SET id = ?2 WHERE name = ?1",
+            params![name, legacy_user_id(&name, &at)],
+        )?;
+    }
+    db.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS users_id ON users(id)")?;
+    Ok(())
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -179,7 +219,8 @@ pub(crate) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS users (
         name TEXT PRIMARY KEY,
         admin INTEGER NOT NULL DEFAULT 0,
-        created_at TEXT NOT NULL
+        created_at TEXT NOT NULL,
+        id TEXT
     );
     CREATE TABLE IF NOT EXISTS tokens (
         id TEXT PRIMARY KEY,
@@ -288,10 +329,16 @@ pub(crate) fn set_meta(db: &Connection, key: &str, value: &str) -> rusqlite::Res
 /// that no longer fits (a member whose user is gone) changes nothing.
 pub fn apply(db: &Connection, id: Option<i64>, change: &Change) -> Result<i64, TeamsError> {
     match change {
-        Change::AddUser { name, admin, at } => {
+        Change::AddUser {
+            name,
+            admin,
+            at,
+            id: uid,
+        } => {
+            let uid = uid.clone().unwrap_or_else(|| legacy_user_id(name, at));
             db.execute(
-                "INSERT OR IGNORE INTO users (name, admin, created_at) VALUES (?1, ?2, ?3)",
-                params![name, admin, at],
+                "INSERT OR IGNORE INTO users (name, admin, created_at, id) VALUES (?1, ?2, ?3, ?4)",
+                params![name, admin, at, uid],
             )?;
         }
         Change::RemoveUser { name } => {
@@ -410,8 +457,13 @@ pub fn apply(db: &Connection, id: Option<i64>, change: &Change) -> Result<i64, T
             tokens,
             workspaces,
             members,
+            user_ids,
         } => {
             for (name, admin, at) in users {
+                let id = user_ids
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, id)| id.clone());
                 apply(
                     db,
                     None,
@@ -419,6 +471,7 @@ pub fn apply(db: &Connection, id: Option<i64>, change: &Change) -> Result<i64, T
                         name: name.clone(),
                         admin: *admin,
                         at: at.clone(),
+                        id,
                     },
                 )?;
             }
@@ -469,6 +522,10 @@ pub(crate) fn export(db: &Connection) -> Result<Option<Change>, TeamsError> {
     if users.is_empty() && workspaces.is_empty() {
         return Ok(None);
     }
+    let user_ids = db
+        .prepare("SELECT name, id FROM users WHERE id IS NOT NULL ORDER BY name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     let tokens = db
         .prepare("SELECT id, user, hash, label, created_at, revoked_at FROM tokens ORDER BY id")?
         .query_map([], |r| {
@@ -491,6 +548,7 @@ pub(crate) fn export(db: &Connection) -> Result<Option<Change>, TeamsError> {
         tokens,
         workspaces,
         members,
+        user_ids,
     }))
 }
 
@@ -501,6 +559,7 @@ mod tests {
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(SCHEMA).unwrap();
+        migrate(&c).unwrap();
         c
     }
 
@@ -512,6 +571,14 @@ mod tests {
                 name: "alice".into(),
                 admin: true,
                 at: "t0".into(),
+                id: Some("u1".into()),
+            },
+            // written before users had ids
+            Change::AddUser {
+                name: "bob".into(),
+                admin: false,
+                at: "t0".into(),
+                id: None,
             },
             Change::AddToken {
                 id: "ab".into(),
@@ -568,13 +635,28 @@ mod tests {
             apply(&b, Some(i as i64 + 10), &back).unwrap();
         }
         assert_eq!(dump(&a), dump(&b));
-        assert_eq!(dump(&a), ["alice1t0", "abalice0102FF", "engalice", "15hi"]);
+        assert_eq!(
+            dump(&a),
+            ["alice1t0", "bob0t0", "abalice0102FF", "engalice", "16hi"]
+        );
+        // a user's id is the change's, or derived from name and time for older changes
+        let ids = |c: &Connection| -> Vec<String> {
+            c.prepare("SELECT id FROM users ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(ids(&a), ["u1".to_string(), legacy_user_id("bob", "t0")]);
+        assert_eq!(ids(&b), ids(&a));
         // a retried message (same client_msg_id) makes no second row
-        assert_eq!(apply(&a, Some(99), &changes[5]).unwrap(), 0);
-        // the import of a node's state gives the same access rows
+        assert_eq!(apply(&a, Some(99), &changes[6]).unwrap(), 0);
+        // the import of a node's state gives the same access rows, ids included
         let c = db();
         apply(&c, None, &export(&a).unwrap().unwrap()).unwrap();
-        assert_eq!(dump(&c)[..3], dump(&a)[..3]);
+        assert_eq!(dump(&c)[..4], dump(&a)[..4]);
+        assert_eq!(ids(&c), ids(&a));
         assert!(export(&db()).unwrap().is_none());
     }
 }

@@ -12,7 +12,8 @@ use super::socketio::Socket;
 use crate::teams::TeamsError;
 use crate::teams::auth::Identity;
 use crate::teams::docs;
-use crate::teams::messages::{self, Outgoing, RateLimit};
+use crate::teams::messages::{self, Outgoing};
+use crate::teams::rate::RateLimit;
 
 /// Which of a socket's budgets an operation spends.
 #[derive(Clone, Copy)]

@@ -48,6 +48,9 @@ pub(crate) fn conn_meta(
     ConnMeta {
         user: identity.user_name().map(str::to_string),
         token_id: identity.token_id().map(str::to_string),
+        user_id: identity.user_id().map(str::to_string),
+        // an open server's local user is not an admin of anyone's scope: no user scopes exist
+        admin: matches!(identity, Identity::User { user, .. } if user.admin),
         user_agent: headers
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())

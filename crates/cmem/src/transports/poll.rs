@@ -92,8 +92,14 @@ pub async fn poll(
     }
     let workspaces = workspaces_for(&identity, q.get("workspaces").map(String::as_str))?;
 
-    // Find or create this client's registry entry.
-    let (conn, is_new) = match app.hub.registry.get(client_id) {
+    // Find or create this client's registry entry. A client id belongs to the identity that
+    // made it: a user's ids live under their user id, so nobody can take (or block) another
+    // user's client id, however well they know it.
+    let key = match identity.user_id() {
+        Some(uid) => format!("{uid}:{client_id}"),
+        None => client_id.to_string(),
+    };
+    let (conn, is_new) = match app.hub.registry.get(&key) {
         // a client id belongs to the user who first used it: nobody else may read its cursor
         Some(c)
             if c.transport() == Transport::Poll && c.user.as_deref() != identity.user_name() =>
@@ -115,12 +121,12 @@ pub async fn poll(
             match app
                 .hub
                 .registry
-                .register(client_id.clone(), Transport::Poll, meta)
+                .register(key.clone(), Transport::Poll, meta)
             {
                 Some(c) => (c, true),
                 // lost a race with a concurrent first request of the same client
                 None => (
-                    app.hub.registry.get(client_id).ok_or_else(|| {
+                    app.hub.registry.get(&key).ok_or_else(|| {
                         ApiError::new(StatusCode::CONFLICT, "client_id registration raced; retry")
                     })?,
                     false,

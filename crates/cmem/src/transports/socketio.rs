@@ -45,7 +45,7 @@ use crate::hub::{StreamEnd, Subscription};
 use crate::net::StallFlag;
 use crate::protocol::sio::Limits;
 use crate::teams::auth::{Identity, identify, token_from};
-use crate::teams::messages::RateLimit;
+use crate::teams::rate::RateLimit;
 
 /// Browsers send `Origin` on WebSocket upgrades and cross-origin polling; refuse origins the
 /// rule the guard applies to state-changing requests does not allow

@@ -92,6 +92,13 @@ impl TestServer {
         v["data"].clone()
     }
 
+    /// `GET /api/websocket/status` as an admin of a server with users.
+    pub async fn status_as(&self, token: &str) -> serde_json::Value {
+        let (code, v) = get_as(&format!("{}/api/websocket/status", self.url), Some(token)).await;
+        assert_eq!(code, 200, "{v}");
+        v["data"].clone()
+    }
+
     /// The whole answer of `GET /api/websocket/errors`.
     pub async fn errors(&self) -> serde_json::Value {
         reqwest::get(format!("{}/api/websocket/errors", self.url))
@@ -249,4 +256,57 @@ pub async fn post_as(
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
     send(reqwest::Client::new().post(url).json(&body), token).await
+}
+
+/// An open SSE stream: call `closed_with` to wait until the server ends it, with the reason.
+pub struct Sse {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    pub text: String,
+}
+
+impl Sse {
+    pub async fn open(s: &TestServer, token: Option<&str>, query: &str) -> Sse {
+        let mut r = reqwest::Client::new().get(format!("{}/api/events/stream?{query}", s.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut sse = Sse {
+            body: Box::pin(resp.bytes_stream()),
+            text: String::new(),
+        };
+        sse.until("the greeting", |t| t.contains("system_status"))
+            .await;
+        sse
+    }
+
+    /// Reads until `done(text)` holds; false if the stream ended first or 15 s passed.
+    pub async fn until(&mut self, what: &str, done: impl Fn(&str) -> bool) -> bool {
+        use futures::StreamExt;
+        let found = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+            while !done(&self.text) {
+                match self.body.next().await {
+                    Some(Ok(chunk)) => self.text.push_str(&String::from_utf8_lossy(&chunk)),
+                    _ => return done(&self.text),
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false);
+        assert!(
+            found || what.starts_with('?'),
+            "SSE: no {what} in {}",
+            self.text
+        );
+        found
+    }
+
+    pub async fn closed_with(&mut self, reason: &str) {
+        self.until(&format!("close with {reason}"), |t| {
+            t.contains("event: close") && t.contains(reason)
+        })
+        .await;
+    }
 }

@@ -191,11 +191,15 @@ fn main() -> ExitCode {
     } else {
         "info,rmcp=warn,async_nats=warn"
     };
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // WebSocket message payloads are never logged, whatever RUST_LOG asks: tungstenite logs
+    // each message at trace, and a Socket.IO CONNECT carries the client's token
+    if let Ok(quiet) = "tungstenite::protocol=debug".parse() {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     match cli.command {

@@ -79,6 +79,17 @@ pub(crate) fn open_teams(data: &DataArg) -> Result<Teams, ExitCode> {
     })
 }
 
+/// Forgets a removed user's searches in the folder's history (shared with a running server).
+fn forget_searches(data: &DataArg, user_id: &str) {
+    let Ok(dir) = data_dir(data) else { return };
+    let Ok(loaded) = config_for(&dir) else { return };
+    let forgotten = cmem::memory::history::History::open(&loaded.config.state_dir(), 1)
+        .and_then(|h| h.forget(user_id));
+    if let Err(e) = forgotten {
+        eprintln!("warning: the user's searches could not be forgotten: {e}");
+    }
+}
+
 impl Failure for TeamsError {
     fn is_failure(&self) -> bool {
         matches!(self, TeamsError::Db(_) | TeamsError::Random(_))
@@ -130,6 +141,9 @@ pub(crate) fn teams_cmd(cmd: TeamsCmd, data: &DataArg) -> ExitCode {
                 }
                 e => e,
             });
+            if let Ok(user) = &r {
+                forget_searches(data, &user.id);
+            }
             report(json, r, |_| format!("user `{name}` removed"))
         }
         TeamsCmd::Token(TokenCmd::Create { user, label }) => {
