@@ -235,9 +235,10 @@ test('with users: no token is a 401; members only see their workspaces; posting 
   // false); alice's are not among carol's
   assert.match(theirs.text, /search_completed \[user:u[0-9a-f]+\] \{"query":null/);
   assert.equal(theirs.text.match(/search_completed/g).length, 1, theirs.text);
-  // an admin sees everyone's
+  // an admin sees everyone's: alice's own and carol's
   const all = await tool(a, 'recent_activity', { types: ['search_completed'] });
-  assert.equal(all.text.match(/search_completed/g).length, 2, all.text);
+  const searchers = new Set([...all.text.matchAll(/search_completed \[user:(u[0-9a-f]+)\]/g)].map((m) => m[1]));
+  assert.equal(searchers.size, 2, all.text);
   const refused = await tool(c, 'recent_activity', { workspace: 'eng' });
   assert.equal(refused.error, true);
   assert.match(refused.text, /`carol` is not a member of workspace `eng`/);
@@ -246,11 +247,32 @@ test('with users: no token is a 401; members only see their workspaces; posting 
   assert.match(post.text, /not a member/);
   assert.match((await tool(c, 'list_workspaces')).text, /a member of no workspace/);
 
-  // a revoked token stops working at its next request
+  // only a document that exists can be followed (names of nothing would pin memory)
+  await assert.rejects(c.subscribeResource({ uri: 'cmem://doc/notes/nothing-here.md' }), /no document/);
+
+  // a session of carol's with its GET stream open, as a client between requests holds it
+  const carolHeaders = { authorization: `Bearer ${carol}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  const opened = await fetch(`${s.url}/mcp`, { method: 'POST', headers: carolHeaders, body: JSON.stringify(init) });
+  assert.equal(opened.status, 200);
+  const sid = opened.headers.get('mcp-session-id');
+  await opened.body?.cancel();
+  const session = { ...carolHeaders, 'mcp-session-id': sid, 'mcp-protocol-version': '2025-06-18' };
+  await fetch(`${s.url}/mcp`, { method: 'POST', headers: session, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) });
+  const stream = await fetch(`${s.url}/mcp`, { headers: { ...session, accept: 'text/event-stream' } });
+  assert.equal(stream.status, 200);
+  let streamEnded = false;
+  (async () => {
+    const reader = stream.body.getReader();
+    try { while (!(await reader.read()).done); } catch { /* cut */ }
+    streamEnded = true;
+  })();
+
+  // a revoked token stops working at its next request, and its open stream is closed
   const tokens = await (await fetch(`${s.url}/api/admin/tokens`, { headers: { authorization: `Bearer ${alice}` } })).json();
   const carolId = tokens.data.find((t) => t.user === 'carol').id;
   assert.equal((await fetch(`${s.url}/api/admin/tokens/${carolId}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${alice}` } })).status, 200);
   await assert.rejects(c.callTool({ name: 'list_workspaces', arguments: {} }), /401|revoked|not valid/i);
+  await until(() => streamEnded, 'the revoked session\'s GET stream to close', 10000);
 });
 
 test('over stdio (cmem mcp): beside a running server, then without one', { timeout: 120000 }, async () => {

@@ -360,3 +360,153 @@ async fn a_poll_client_id_belongs_to_its_user() {
         .count();
     assert_eq!(pollers, 2, "{st}");
 }
+
+/// Finding 8: the smaller ones. `/api/document` answered 500 for a folder, a FIFO, `file/`,
+/// `file/x` and names over 255 bytes; `Host: [::1]evil.example` passed the Host check; 405 and
+/// 414 had empty bodies; a file whose name is not UTF-8 was indexed under a lossy name that
+/// `/api/document` then could not open; token labels were unbounded.
+#[tokio::test]
+async fn the_smaller_findings_are_4xx_with_reasons_not_500s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("notes")).unwrap();
+    std::fs::write(d.join("notes/a.md"), "# A\nharbor").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let fifo = d.join("notes/pipe");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.md");
+        std::fs::write(d.join("notes").join(name), "latin1 quokkaname").unwrap();
+    }
+    let s = TestServer::start_in(d, &[], &[]);
+    let doc = |p: &str| {
+        let url = format!("{}/api/document?path={p}", s.url);
+        async move { common::get(url).await }
+    };
+    let long = "n".repeat(300);
+    for (path, want) in [
+        ("notes", 422),
+        ("notes/", 400),
+        ("notes/a.md/x", 404),
+        (long.as_str(), 400),
+        #[cfg(unix)]
+        ("notes/pipe", 422),
+    ] {
+        let (code, v) = doc(path).await;
+        assert_eq!(code, want, "{path}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {v}"
+        );
+    }
+    assert_eq!(doc("notes/a.md").await.0, 200);
+
+    // Host: an address followed by a name is not an address
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("{}/api/search?q=x", s.url))
+        .header("Host", "[::1]evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // 405 and 414 in the envelope
+    let r = c.put(format!("{}/api/search", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("PUT"), "{v}");
+    let r = c
+        .get(format!("{}/api/search?q={}", s.url, "a".repeat(9000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 414);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("8192"), "{v}");
+
+    // a name that is not UTF-8 is skipped and counted, not indexed under a name that opens
+    // nothing
+    #[cfg(unix)]
+    {
+        let (code, v) = common::get(format!("{}/api/search?q=quokkaname", s.url)).await;
+        assert_eq!(code, 200);
+        assert_eq!(v["data"]["total"], 0, "{v}");
+        let (_, v) = common::get(format!("{}/system/indexing", s.url)).await;
+        assert!(v["data"]["skipped"].as_u64() >= Some(1), "{v}");
+    }
+
+    // token labels are bounded
+    let (code, v) = common::post_as(
+        &format!("{}/api/admin/users", s.url),
+        None,
+        serde_json::json!({"name": "alice", "admin": true, "create_token": true, "label": "x".repeat(900_000)}),
+    )
+    .await;
+    assert!(code == 400 || code == 413, "{code}: {v}");
+    let (code, _, err) = cmem(d, &["user", "add", "bob"]);
+    assert_eq!(code, 0, "{err}");
+    let label = "y".repeat(101);
+    let (code, _, err) = cmem(d, &["token", "create", "bob", "--label", &label]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at most 100"), "{err}");
+}
+
+/// Finding 8: at `RUST_LOG=trace` the Socket.IO CONNECT packet, token and all, was logged.
+#[tokio::test]
+async fn tokens_never_reach_the_log_even_at_trace() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("server.log");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let addr = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.trim().to_string();
+            }
+        }
+    };
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let _open = ws.next().await;
+    ws.send(Message::text(r#"40{"token":"cm_canary_s3cr3t"}"#))
+        .await
+        .unwrap();
+    // the answer (the token is refused: it was never issued) is the fence
+    let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("an answer to CONNECT");
+    assert!(
+        matches!(&answer, Some(Ok(Message::Text(t))) if t.starts_with("44")),
+        "{answer:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("TRACE"), "tracing was on");
+    assert!(!text.contains("canary_s3cr3t"), "the token is in the log");
+}
