@@ -174,6 +174,9 @@ pub struct Engine<U: Upper> {
     /// Long-polling sessions by id. A WebSocket session is owned by its task and is not here;
     /// an upgraded session leaves the table, so a poll for it is answered 400.
     sessions: Mutex<HashMap<Arc<str>, Arc<polling::Session<U>>>>,
+    /// Ids of sessions that upgraded to WebSocket and still run: a second WebSocket naming one
+    /// is completed and closed at once, as the reference server does (an unknown id is a 400).
+    upgraded: Mutex<std::collections::HashSet<Arc<str>>>,
     shutdown: CancellationToken,
 }
 
@@ -291,6 +294,7 @@ impl<U: Upper> Engine<U> {
             upper,
             options,
             sessions: Mutex::new(HashMap::new()),
+            upgraded: Mutex::default(),
             shutdown,
         })
     }
@@ -360,6 +364,25 @@ impl<U: Upper> Engine<U> {
         if let Ok(mut m) = self.sessions.lock() {
             m.remove(sid);
         }
+    }
+
+    /// A long-polling session moved to WebSocket: it leaves the table and is remembered as
+    /// upgraded until its WebSocket ends ([`Engine::upgrade_ended`]).
+    fn upgraded_to_websocket(&self, sid: &Arc<str>) {
+        if let Ok(mut u) = self.upgraded.lock() {
+            u.insert(sid.clone());
+        }
+        self.forget(sid);
+    }
+
+    fn upgrade_ended(&self, sid: &str) {
+        if let Ok(mut u) = self.upgraded.lock() {
+            u.remove(sid);
+        }
+    }
+
+    fn is_upgraded(&self, sid: &str) -> bool {
+        self.upgraded.lock().is_ok_and(|u| u.contains(sid))
     }
 
     /// Removes long-polling sessions whose heartbeat failed or that nobody asked for, ending

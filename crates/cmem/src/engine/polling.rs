@@ -261,11 +261,20 @@ impl<U: Upper> Session<U> {
                 .collect();
             (st.heartbeat, control)
         };
-        engine.forget(&self.sid);
+        engine.upgraded_to_websocket(&self.sid);
         self.wake.notify_one();
-        let out = self.out.lock().await.take()?;
-        let inn = self.inn.lock().await.take()?;
+        let out = self.out.lock().await.take();
+        let inn = self.inn.lock().await.take();
+        let (Some(out), Some(inn)) = (out, inn) else {
+            engine.upgrade_ended(&self.sid);
+            return None;
+        };
         Some((inn, out, heartbeat, control))
+    }
+
+    /// The session's id.
+    pub(super) fn sid(&self) -> &Arc<str> {
+        &self.sid
     }
 
     /// An end the outbound half reported while an answer was being gathered closes the

@@ -71,10 +71,28 @@ pub(super) fn accept<U: Upper>(
         );
     };
     // an upgrade names a long-polling session that exists and is not upgrading already
+    let accept = tungstenite::handshake::derive_accept_key(&key);
     let probe = match sid {
         None => None,
         Some(sid) => match engine.session(&sid) {
             Some(s) => Some(s),
+            // a second WebSocket for a session that upgraded already: the reference server
+            // completes the handshake and closes it (the session itself goes on)
+            None if engine.is_upgraded(&sid) => {
+                let on_upgrade = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    if let Ok(upgraded) = on_upgrade.await {
+                        let mut ws = WebSocketStream::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            None,
+                        )
+                        .await;
+                        let _ = tokio::time::timeout(GOODBYE, ws.close(None)).await;
+                    }
+                });
+                return switching(accept);
+            }
             None => {
                 return HttpError::UnknownSid.response(
                     "no long-polling session to upgrade (it ended, or it upgraded already)",
@@ -82,7 +100,6 @@ pub(super) fn accept<U: Upper>(
             }
         },
     };
-    let accept = tungstenite::handshake::derive_accept_key(&key);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
     // The setup (upgrade, handshake or probe) is boxed and freed once done: the task then
@@ -95,6 +112,11 @@ pub(super) fn accept<U: Upper>(
         tokio::spawn(run(started));
     };
     tokio::spawn(fut);
+    switching(accept)
+}
+
+/// `101 Switching Protocols` for a WebSocket whose key gave `accept`.
+fn switching(accept: String) -> axum::response::Response {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
@@ -129,6 +151,9 @@ struct Started<U: Upper> {
     heartbeat: Heartbeat,
     /// Engine.IO packets the long-polling side had not sent yet.
     control: Vec<Packet>,
+    /// The id of the long-polling session this one upgraded, forgotten by the engine when
+    /// this ends (`None` for a session that started on WebSocket).
+    upgraded: Option<Arc<str>>,
 }
 
 /// Completes the HTTP upgrade and opens the session (a new one, or the upgrade of a
@@ -194,6 +219,7 @@ async fn fresh<U: Upper>(
         out,
         heartbeat,
         control: Vec::new(),
+        upgraded: None,
     })
 }
 
@@ -231,6 +257,7 @@ async fn upgrade<U: Upper>(
                     out,
                     heartbeat,
                     control,
+                    upgraded: Some(session.sid().clone()),
                 });
             }
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
@@ -270,6 +297,9 @@ async fn run<U: Upper>(mut s: Started<U>) {
     let mut last: Option<Frame> = None;
     for p in std::mem::take(&mut s.control) {
         if s.ws.feed(text(&p.encode())).await.is_err() {
+            if let Some(sid) = &s.upgraded {
+                s.engine.upgrade_ended(sid);
+            }
             s.inn.closed("transport_error");
             return;
         }
@@ -404,5 +434,8 @@ async fn run<U: Upper>(mut s: Started<U>) {
         let _ = s.ws.close(None).await;
     }))
     .await;
+    if let Some(sid) = &s.upgraded {
+        s.engine.upgrade_ended(sid);
+    }
     s.inn.closed(&reason);
 }
