@@ -64,7 +64,14 @@ function time(ts) {
 
 /** Tantivy snippets are escaped text with <b> around matches: rebuilt as nodes, never parsed as HTML. */
 function snippet(html) {
-  const decode = (s) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
+  // every entity tantivy's escaping emits (`&#x27;` for an apostrophe among them), in one pass
+  // so `&amp;lt;` stays the text `&lt;`
+  const named = { lt: '<', gt: '>', quot: '"', apos: "'", amp: '&' };
+  const decode = (s) => s.replace(/&(#x[0-9a-f]+|#[0-9]+|lt|gt|quot|apos|amp);/gi, (whole, e) => {
+    if (e[0] !== '#') return named[e.toLowerCase()] ?? whole;
+    const code = e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : parseInt(e.slice(1), 10);
+    return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
+  });
   const out = [];
   let bold = false;
   for (const part of String(html).split(/(<b>|<\/b>)/)) {

@@ -312,3 +312,66 @@ test('a connection that goes silent (frozen by the network, never closed) is pre
     exactlyOnce(c, [...before, ...during], 'frozen');
   }
 });
+
+test('a Node program with an open client keeps running through an outage, and moves back up to WebSocket after it', { timeout: 90000 }, async () => {
+  const s = await startServer();
+  servers.push(s);
+  // the program a user writes: connect, print each state; nothing else keeps it alive
+  const program = `
+    import { connect } from '@collective-memory/client';
+    const c = connect(${JSON.stringify(s.url)}, { backoff: { initialMs: 100, maxMs: 300 }, connectTimeoutMs: 2000 });
+    c.on('state', (x) => console.log(JSON.stringify({ state: x.state, transport: x.transport, upgraded_from: x.upgraded_from ?? null })));
+    process.on('SIGTERM', () => { c.close(); });
+  `;
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, ['--input-type=module', '-e', program], { cwd: path.dirname(fileURLToPath(import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] });
+  const states = [];
+  let exited = null;
+  child.on('exit', (code) => { exited = code; });
+  let buf = '';
+  child.stdout.on('data', (d) => {
+    buf += d;
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      states.push(JSON.parse(buf.slice(0, i)));
+      buf = buf.slice(i + 1);
+    }
+  });
+  await until(() => states.some((x) => x.state === 'connected' && x.transport === 'websocket'), 'connected over websocket', 20000);
+  await s.stop('SIGTERM');
+  // down long enough for the fallback to leave WebSocket and polling behind
+  await until(() => exited !== null || states.some((x) => x.state === 'reconnecting' && (x.transport === 'sse' || x.transport === 'poll')), 'the fallback to sse or poll', 30000);
+  assert.equal(exited, null, 'the program ended while the server was away');
+  const s2 = await startServer({ data: s.data, port: s.port });
+  servers.push(s2);
+  const back = states.length;
+  await until(() => exited !== null || states.slice(back).some((x) => x.state === 'connected'), 'connected again', 30000);
+  assert.equal(exited, null, 'the program ended');
+  // it came back on a lesser transport; its probe takes it back up soon after an outage
+  await until(() => states.slice(back).some((x) => x.state === 'connected' && x.transport === 'websocket'), `back on websocket (${JSON.stringify(states.slice(back))})`, 20000);
+  assert.equal(exited, null);
+  child.kill('SIGTERM');
+  await until(() => exited !== null, 'the program to end once its client is closed', 10000);
+  assert.equal(exited, 0);
+});
+
+test("README's install line, run as written, gives a Node program a working client", { timeout: 120000 }, async () => {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const root = path.resolve(here, '../..');
+  const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+  const line = readme.match(/`(npm install [^`]*\.\/clients\/js)`/)?.[1];
+  assert.ok(line, 'README names how to install the client');
+  const project = tempDir();
+  execFileSync('npm', ['init', '-y'], { cwd: project, stdio: 'ignore' });
+  // the line as written, with the repository's folder for `./clients/js`
+  const args = line.split(/\s+/).slice(1).map((a) => (a === './clients/js' ? path.join(root, 'clients/js') : a));
+  execFileSync('npm', [...args, '--no-audit', '--no-fund'], { cwd: project, stdio: 'ignore' });
+  const s = await startServer();
+  servers.push(s);
+  const program = `
+    import { connect } from '@collective-memory/client';
+    const c = connect(${JSON.stringify(s.url)}, { transports: ['websocket'] });
+    c.on('state', (x) => { if (x.state === 'connected') { console.log('connected ' + x.transport); c.close(); } });
+  `;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', program], { cwd: project, timeout: 30000 }).toString();
+  assert.match(out, /connected websocket/);
+});

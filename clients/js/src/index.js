@@ -595,6 +595,12 @@ export class Client extends Emitter {
     this.history = [];
     this.closed = false;
     this._timers = new Set();
+    // transports that failed since the last connection: all of them is an outage, not a
+    // proxy blocking some, and the better ones are probed again soon after it ends
+    this._failedSince = new Set();
+    // Node: a handle that keeps the event loop (and so the program) alive while the client is
+    // open, even between reconnection attempts, whose timers are unref'd; close() ends it
+    this._keepAlive = isNode ? setInterval(() => {}, 1 << 30) : null;
     this._waiters = [];
     this._onOnline = () => { if (this.state === 'offline') { this.attempt = 0; this._start(); } };
     this._onOffline = () => this._goOffline();
@@ -671,13 +677,16 @@ export class Client extends Emitter {
   _connected(leg, extra) {
     this.everConnected = true;
     this._nodesTried = 0;
+    const afterOutage = this._failedSince.size >= this.transports.length;
+    this._failedSince.clear();
     this._setState('connected', { transport: leg.transport, ...extra });
     this._save();
     this._clearTimer(this._stableTimer);
     this._stableTimer = this._timer(() => {
       if (this.leg === leg && !leg.ended) { this.attempt = 0; this.failures = 0; }
     }, this.opts.stableAfterMs);
-    this._scheduleProbe();
+    // after an outage the fallback says nothing about the network: look up again soon
+    this._scheduleProbe(afterOutage ? Math.min(this.opts.probeIntervalMs, 1000 + Math.random() * 2000) : undefined);
   }
 
   _legEnded(leg, err) {
@@ -689,6 +698,7 @@ export class Client extends Emitter {
     }
     if (leg !== this.leg || this.closed) return;
     this.leg = null;
+    if (!leg.isOpen) this._failedSince.add(leg.transport);
     this._clearTimer(this._probeTimer);
     this.probe?.close();
     this.probe = null;
@@ -735,10 +745,10 @@ export class Client extends Emitter {
     this._retryTimer = this._timer(() => this._start(), delay);
   }
 
-  _scheduleProbe() {
+  _scheduleProbe(ms = this.opts.probeIntervalMs) {
     this._clearTimer(this._probeTimer);
     if (!this.leg?.isOpen || this._index === 0 || this.closed) return;
-    this._probeTimer = this._timer(() => this._probeUp(0), this.opts.probeIntervalMs);
+    this._probeTimer = this._timer(() => this._probeUp(0), ms);
   }
 
   /** Tries transport `i` (better than the one in use) beside the current connection. */
@@ -887,6 +897,7 @@ export class Client extends Emitter {
   close() {
     if (this.closed) return;
     this.closed = true;
+    if (this._keepAlive) clearInterval(this._keepAlive);
     for (const t of this._timers) clearTimeout(t);
     this._timers.clear();
     this.probe?.close();

@@ -423,7 +423,7 @@ async fn cmem_tail_prints_resumes_across_a_restart_and_exits_0_on_ctrl_c() {
         .args([
             "publish",
             "test_event",
-            "--data",
+            "--payload",
             r#"{"tag":"tail"}"#,
             "--url",
             &s.url,
@@ -497,9 +497,21 @@ fn cmem_publish_says_what_is_wrong() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, err) = run(&["publish", "note", "--data", "{oops"]);
+    let (code, err) = run(&["publish", "note", "--payload", "{oops"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--data is not JSON"), "{err}");
+    assert!(err.contains("--payload is not JSON"), "{err}");
+    // the old flag still works, with a warning that says what it became
+    let (code, err) = run(&["publish", "note", "--data", "{\"ok\":1}"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("now --payload"), "{err}");
+    // nothing listens there: the error says what to check
+    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
+        .args(["publish", "note", "--url", "http://127.0.0.1:9"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is it running? pass --url"), "{err}");
     let (code, err) = run(&["publish", "resync"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("emitted by the server only"), "{err}");

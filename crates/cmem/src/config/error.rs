@@ -35,6 +35,14 @@ impl ConfigError {
                     .map(|m| m.name.to_string())
                     .unwrap_or_else(|| "unknown source".into()),
             };
+            // an unknown key: the closest known one, not the whole list
+            if let figment::error::Kind::UnknownField(field, _) = &err.kind {
+                parts.push(format!(
+                    "unknown config key `{field}` (from {source}){}; `cmem config` lists every key",
+                    did_you_mean(field)
+                ));
+                continue;
+            }
             let what = err.kind.to_string();
             if key.is_empty() {
                 parts.push(format!(
@@ -48,5 +56,36 @@ impl ConfigError {
         ConfigError::Figment {
             message: parts.join("; "),
         }
+    }
+}
+
+/// `; did you mean `bind`?` for a key close to a known one (by edit distance), else nothing.
+pub(crate) fn did_you_mean(unknown: &str) -> String {
+    let lower = unknown.to_ascii_lowercase().replace('-', "_");
+    crate::config::KEYS
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&lower, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn a_near_miss_names_the_key_it_missed() {
+        assert_eq!(did_you_mean("bnd"), "; did you mean `bind`?");
+        assert_eq!(
+            did_you_mean("ping-interval-ms"),
+            "; did you mean `ping_interval_ms`?"
+        );
+        assert_eq!(
+            did_you_mean("retention_max_event"),
+            "; did you mean `retention_max_events`?"
+        );
+        assert_eq!(did_you_mean("completely_unrelated_words"), "");
     }
 }

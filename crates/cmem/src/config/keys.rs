@@ -172,6 +172,13 @@ keys! {
     /// Against DNS rebinding; `*` allows any.
     #[serde(deserialize_with = "super::list")]
     allowed_hosts: Vec<String> = Vec::new();
+    /// File extensions never indexed, comma-separated: images and other formats whose text
+    /// is markup rather than knowledge (an SVG is text, but polygons). Empty indexes every
+    /// text file.
+    #[serde(deserialize_with = "super::list")]
+    index_skip_extensions: Vec<String> = ["svg", "png", "jpg", "jpeg", "gif", "webp", "ico", "bmp", "tif", "tiff", "psd", "ai", "eps"]
+        .map(String::from)
+        .to_vec();
     /// Enabled transports: a comma-separated subset of websocket, polling, sse, poll.
     #[serde(deserialize_with = "super::list")]
     transports: Vec<Transport> = Transport::ALL.to_vec();

@@ -400,8 +400,8 @@ pub fn update_file(
     for (key, value) in changes {
         if !KEYS.contains(&key.as_str()) {
             return Err(file_err(format!(
-                "unknown key `{key}`; keys: {}",
-                KEYS.join(", ")
+                "unknown key `{key}`{}; `cmem config` lists every key",
+                error::did_you_mean(key)
             )));
         }
         if key == "data_dir" {

@@ -95,6 +95,7 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         history_max: opts.config.search_history_max,
         threads: 1,
         read_only: true,
+        skip_extensions: opts.config.index_skip_extensions.clone(),
     };
     let memory = Memory::open(&opts.data_dir, &read_only)?;
     let teams = Arc::new(crate::app::open_teams(&opts.config)?);

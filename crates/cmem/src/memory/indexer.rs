@@ -101,10 +101,18 @@ pub(crate) fn rel_utf8(root: &Path, p: &Path) -> Option<String> {
     Some(parts?.join("/"))
 }
 
-/// The files under `from` to index, and how many were skipped for a name that is not UTF-8.
-fn walk(root: &Path, from: &Path) -> (Vec<Candidate>, u64) {
+/// Whether a file's extension is one the index skips (`index_skip_extensions`).
+pub(crate) fn skipped_kind(path: &Path, skip: &[String]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| skip.iter().any(|s| s.eq_ignore_ascii_case(e)))
+}
+
+/// The files under `from` to index, and how many were skipped: for a name that is not UTF-8,
+/// or an extension in `skip`.
+fn walk(root: &Path, from: &Path, skip: &[String]) -> (Vec<Candidate>, u64) {
     let mut out = Vec::new();
-    let mut not_utf8 = 0u64;
+    let mut passed_over = 0u64;
     let walker = ignore::WalkBuilder::new(from)
         .hidden(true)
         .git_ignore(true)
@@ -118,6 +126,10 @@ fn walk(root: &Path, from: &Path) -> (Vec<Candidate>, u64) {
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
+        if skipped_kind(entry.path(), skip) {
+            passed_over += 1;
+            continue;
+        }
         let Ok(meta) = entry.metadata() else { continue };
         let mtime = meta
             .modified()
@@ -127,7 +139,7 @@ fn walk(root: &Path, from: &Path) -> (Vec<Candidate>, u64) {
             .unwrap_or(0);
         let Some(rel) = rel_utf8(root, entry.path()) else {
             tracing::warn!(path = %entry.path().display(), "not indexed: the file name is not UTF-8 (rename it to index it)");
-            not_utf8 += 1;
+            passed_over += 1;
             continue;
         };
         out.push(Candidate {
@@ -137,7 +149,7 @@ fn walk(root: &Path, from: &Path) -> (Vec<Candidate>, u64) {
             mtime,
         });
     }
-    (out, not_utf8)
+    (out, passed_over)
 }
 
 /// What became of one file.
@@ -163,6 +175,9 @@ fn index_file(m: &Memory, writer: &IndexWriter, rel: &str, path: &Path) -> Outco
         writer.delete_term(Term::from_field_text(f.path, rel));
         Outcome::Skipped
     };
+    if skipped_kind(path, &m.skip_extensions) {
+        return skip();
+    }
     let (file, meta) = match confined::open(&m.root, path) {
         Ok(opened) => opened,
         Err(confined::Refused::OutsideOrLinked) => {
@@ -371,7 +386,7 @@ fn index_blocking(
     let started = Instant::now();
     let from = from.unwrap_or_else(|| m.root.clone());
     let scope_rel = rel_path(&m.root, &from);
-    let (files, not_utf8) = walk(&m.root, &from);
+    let (files, passed_over) = walk(&m.root, &from, &m.skip_extensions);
     let total = files.len() as u64;
     if let Ok(mut st) = m.state.lock() {
         st.path = scope_rel.clone();
@@ -404,7 +419,7 @@ fn index_blocking(
     };
     let f = m.fields;
     let writer = m.writer()?;
-    let (mut indexed, mut unchanged, mut skipped, mut errors) = (0u64, 0u64, not_utf8, 0u64);
+    let (mut indexed, mut unchanged, mut skipped, mut errors) = (0u64, 0u64, passed_over, 0u64);
     let mut indexed_bytes = 0u64;
     let mut updates: Vec<(String, u64, u64)> = Vec::new();
     // known files that can no longer be indexed (now too large, binary, or a link)

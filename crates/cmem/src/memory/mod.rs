@@ -126,6 +126,9 @@ pub struct OpenOptions {
     pub threads: usize,
     /// Search only: takes no writer lock, so it works beside a running server.
     pub read_only: bool,
+    /// File extensions never indexed (lowercase, without the dot): images and other formats
+    /// whose text is markup, not knowledge (`index_skip_extensions`).
+    pub skip_extensions: Vec<String>,
 }
 
 impl Default for OpenOptions {
@@ -135,6 +138,7 @@ impl Default for OpenOptions {
             history_max: 10_000,
             threads: 1,
             read_only: false,
+            skip_extensions: crate::config::Config::default().index_skip_extensions,
         }
     }
 }
@@ -149,6 +153,8 @@ pub struct Memory {
     writer: Option<Mutex<IndexWriter>>,
     pub state: Mutex<IndexingState>,
     pub max_file_bytes: u64,
+    /// Extensions never indexed (lowercase).
+    pub skip_extensions: Vec<String>,
     pub history: history::History,
     pub totals: IndexTotals,
     /// Searches answered since start: the anonymous count everyone sees (`system_status`);
@@ -205,6 +211,11 @@ impl Memory {
             writer,
             state: Mutex::new(IndexingState::default()),
             max_file_bytes: opts.max_file_bytes,
+            skip_extensions: opts
+                .skip_extensions
+                .iter()
+                .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
             totals: IndexTotals::default(),
             searches_total: Default::default(),
         }))

@@ -40,6 +40,7 @@ pub(crate) fn index(args: IndexArgs) -> ExitCode {
         history_max: 0,
         threads,
         read_only: false,
+        skip_extensions: loaded.config.index_skip_extensions.clone(),
     };
     let memory = match Memory::open(&args.dir, &opts) {
         Ok(m) => m,

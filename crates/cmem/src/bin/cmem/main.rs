@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ConfigFlags),
+    Serve(ServeArgs),
     /// Print the effective configuration and where each value came from.
     Config(ConfigFlags),
     /// Index a folder without running the server (the same index `cmem serve` uses).
@@ -105,6 +105,17 @@ pub(crate) struct DataArg {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+}
+
+/// `cmem serve`: the configuration flags, and whether a missing data folder may be made.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    flags: ConfigFlags,
+    /// Make the data folder if it does not exist (without this, a mistyped --data is an
+    /// error rather than an empty memory).
+    #[arg(long)]
+    create: bool,
 }
 
 /// Flags that override every other configuration layer: one per configuration key
@@ -198,8 +209,12 @@ fn main() -> ExitCode {
     if let Ok(quiet) = "tungstenite::protocol=debug".parse() {
         filter = filter.add_directive(quiet);
     }
+    // colour only for a person at a terminal (not in files, pipes or service logs)
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
@@ -225,12 +240,15 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Serve(flags) => {
+        Command::Serve(ServeArgs { flags, create }) => {
             let (loaded, runtime) =
                 match load_config(&flags.overrides()).and_then(|l| Ok((l, runtime()?))) {
                     Ok(x) => x,
                     Err(code) => return code,
                 };
+            if let Err(code) = serve::data_folder(&loaded.config.data_dir, create) {
+                return code;
+            }
             match runtime.block_on(serve::serve(loaded)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

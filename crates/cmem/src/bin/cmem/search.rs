@@ -51,6 +51,7 @@ pub(crate) fn search(args: SearchArgs) -> ExitCode {
         history_max: 0,
         threads: 1,
         read_only: true,
+        skip_extensions: loaded.config.index_skip_extensions.clone(),
     };
     let filters = Filters {
         path_prefix: args.path_prefix.clone(),

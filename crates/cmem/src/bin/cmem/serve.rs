@@ -25,6 +25,37 @@ pub(crate) async fn serve(loaded: config::Loaded) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// The data folder must exist, unless `--create` says to make it: a mistyped `--data` would
+/// otherwise serve an empty memory without a word.
+pub(crate) fn data_folder(dir: &std::path::Path, create: bool) -> Result<(), ExitCode> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if dir.exists() {
+        eprintln!(
+            "error: the data folder {} is not a folder; --data names the folder of documents to serve",
+            dir.display()
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    if !create {
+        eprintln!(
+            "error: the data folder {} does not exist; check --data, or pass --create to make it",
+            dir.display()
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        eprintln!(
+            "error: cannot create the data folder {}: {e}",
+            dir.display()
+        );
+        ExitCode::from(EXIT_RUNTIME)
+    })?;
+    tracing::info!(data = %dir.display(), "created the data folder");
+    Ok(())
+}
+
 /// The exit code for a server that could not run: the port is taken (3) or refused (4), any
 /// other failure to listen (5), a configuration that may not run (2), anything else (1).
 pub(crate) fn exit_code(e: &ServerError) -> ExitCode {

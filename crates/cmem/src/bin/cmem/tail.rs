@@ -51,9 +51,12 @@ pub(crate) struct PublishArgs {
     /// The event type.
     #[arg(value_name = "TYPE")]
     kind: String,
-    /// The event's data: a JSON value.
-    #[arg(long, value_name = "JSON", default_value = "{}")]
-    data: String,
+    /// The event's data: a JSON value (`{}` if not given).
+    #[arg(long, value_name = "JSON")]
+    payload: Option<String>,
+    /// The old name of --payload (every other command's --data is the data folder).
+    #[arg(long, value_name = "JSON", hide = true)]
+    data: Option<String>,
     /// `global` or `workspace:<name>`.
     #[arg(long, default_value = "global")]
     scope: String,
@@ -168,10 +171,20 @@ pub(crate) fn tail(a: TailArgs) -> ExitCode {
 
 /// `cmem publish TYPE`: publishes one event and prints its cursor (`<epoch>:<id>`).
 pub(crate) fn publish(a: PublishArgs) -> ExitCode {
-    let data: serde_json::Value = match serde_json::from_str(&a.data) {
+    let (flag, text) = match (&a.payload, &a.data) {
+        (Some(p), _) => ("--payload", p.as_str()),
+        (None, Some(d)) => {
+            eprintln!(
+                "warning: `cmem publish --data` is now --payload (--data names the data folder in every other command); --data will go in a later release"
+            );
+            ("--data", d.as_str())
+        }
+        (None, None) => ("--payload", "{}"),
+    };
+    let data: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: --data is not JSON: {e}");
+            eprintln!("error: {flag} is not JSON: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -200,6 +213,9 @@ pub(crate) fn publish(a: PublishArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            if matches!(e.code, ErrorCode::Transport | ErrorCode::Timeout) {
+                eprintln!("  cannot reach a server at {url}: is it running? pass --url to name it");
+            }
             // the server refused the request (4xx): the command needs changing
             match e.code {
                 ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::Http
