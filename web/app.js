@@ -94,6 +94,7 @@ function summary(e) {
     }
     case 'team_message': return `${d.user ?? '?'} in ${d.workspace ?? '?'}: ${d.text ?? ''}`;
     case 'team_notification': return `${d.workspace ?? '?'}: ${d.title ?? ''}${d.body ? ` — ${d.body}` : ''}`;
+    case 'doc_created': return `${d.by ?? '?'} made the document ${d.doc ?? ''} in ${d.workspace ?? ''}`;
     case 'member_joined': case 'member_left': return `${d.user ?? '?'} ${e.type === 'member_joined' ? 'joined' : 'left'} ${d.workspace ?? ''}`;
     case 'indexing_started': return `${d.path || 'the data folder'}: ${d.total_files ?? '?'} files`;
     case 'indexing_progress': return `${d.processed_files ?? '?'} of ${d.total_files ?? '?'} files${d.current_file ? ` · ${d.current_file}` : ''}`;
@@ -122,6 +123,7 @@ function signOut(message) {
   app.token = null;
   localStorage.removeItem(TOKEN_KEY);
   document.getElementById('signout').hidden = true;
+  document.getElementById('whoami').textContent = '';
   signInPage(message);
 }
 
@@ -181,6 +183,9 @@ async function startApp() {
     app.me = { user: null, admin: false, workspaces: [], open: false };
   }
   document.getElementById('admin-link').hidden = !app.me.admin;
+  document.getElementById('whoami').textContent = app.me.user
+    ? `signed in as ${app.me.user}${app.me.admin ? ' (admin)' : ''}`
+    : app.me.open ? 'open server (no users)' : '';
   // an open server has no memberships: the tab subscribes to every workspace there is, and to
   // those it opens later (kept for every reconnection)
   app.subscribed = new Set(app.me.open ? app.me.workspaces : []);
@@ -200,6 +205,9 @@ async function startApp() {
     const code = s.error?.code;
     if (app.token && (code === 'unauthorized' || code === 'token_revoked' || code === 'user_removed')) {
       signOut(`You were signed out: ${code === 'unauthorized' ? 'the token is no longer valid' : code.replace('_', ' ')}.`);
+    } else if (!app.token && code === 'unauthorized') {
+      // a tab opened while the server was open: the first user ended that, so it asks at once
+      signOut('This server now has users: sign in with a token.');
     }
   });
   route();
@@ -233,9 +241,10 @@ function searchPage(main) {
   const prefix = h('input', { id: 'prefix', name: 'path_prefix', placeholder: 'notes/', size: 14 });
   const meta = h('p', { class: 'meta', 'aria-live': 'polite' });
   const results = h('ol', { class: 'results', 'aria-label': 'Results' });
-  const exportButton = h('button', { type: 'button', class: 'quiet', disabled: true }, 'Export as Markdown');
+  const exportButton = h('button', { type: 'button', class: 'quiet', disabled: true, hidden: true }, 'Export as Markdown');
   const prev = h('button', { type: 'button', class: 'quiet', disabled: true }, '← Previous');
   const next = h('button', { type: 'button', class: 'quiet', disabled: true }, 'Next →');
+  const paging = h('nav', { class: 'paging', 'aria-label': 'Result pages', hidden: true }, prev, next);
   const LIMIT = 20;
   let offset = 0;
   let inflight = null;
@@ -244,7 +253,7 @@ function searchPage(main) {
     const text = q.value.trim();
     history.replaceState(null, '', text ? `#/search?q=${encodeURIComponent(text)}` : '#/search');
     inflight?.abort();
-    if (!text) { results.replaceChildren(); meta.textContent = ''; prev.disabled = next.disabled = true; return; }
+    if (!text) { results.replaceChildren(); meta.textContent = ''; exportButton.hidden = paging.hidden = true; return; }
     inflight = new AbortController();
     const p = new URLSearchParams({ q: text, limit: String(LIMIT), offset: String(offset) });
     if (ext.value.trim()) p.set('extensions', ext.value.replace(/\s+/g, ''));
@@ -256,14 +265,39 @@ function searchPage(main) {
         h('h2', {}, h('a', { href: `#/doc?path=${encodeURIComponent(x.path)}&q=${encodeURIComponent(text)}` }, x.title || x.filename)),
         h('div', { class: 'path' }, x.path),
         h('p', { class: 'snippet' }, snippet(x.snippet || '')))));
+      // Export and paging only when there is something to export or page through
+      exportButton.hidden = r.total === 0;
       exportButton.disabled = r.total === 0;
+      paging.hidden = r.total <= LIMIT;
       prev.disabled = offset === 0;
       next.disabled = offset + LIMIT >= r.total;
+      if (r.total === 0) results.replaceChildren(await noResults(text, p));
     } catch (e) {
       if (e.name === 'AbortError') return;
       meta.textContent = e.message;
       results.replaceChildren();
     }
+  }
+  /** Why nothing was found, and words to try: the last word's completions in the index. */
+  async function noResults(text, params) {
+    const words = text.split(/\s+/);
+    const filters = [params.get('extensions') && `only ${params.get('extensions')} files`, params.get('path_prefix') && `under ${params.get('path_prefix')}`].filter(Boolean);
+    const why = h('p', {}, `No indexed document contains ${words.length > 1 ? 'every word of ' : ''}“${text}”${filters.length ? ` (${filters.join(', ')})` : ''}.`);
+    const last = words.at(-1);
+    let items = [];
+    try {
+      const s = await api(`/search/suggestions?q=${encodeURIComponent(last)}&limit=8`);
+      items = (s.suggestions || s || []).map((x) => (typeof x === 'string' ? x : x.term)).filter((t) => t !== last);
+    } catch { /* suggestions are a nicety */ }
+    const head = words.slice(0, -1).join(' ');
+    const tryThese = items.length
+      ? h('p', {}, `Words in the index that start with “${last}”: `, ...items.slice(0, 8).map((t) => h('button', {
+        type: 'button',
+        class: 'chip',
+        onclick: () => { q.value = head ? `${head} ${t}` : t; offset = 0; run(); q.focus(); },
+      }, t)))
+      : h('p', {}, words.length > 1 ? 'Try fewer words, or other words for the same thing.' : 'Try another word, or fewer letters.');
+    return h('li', { class: 'empty', role: 'status' }, why, tryThese);
   }
   const later = debounce(() => { offset = 0; run(); }, 200);
   const suggest = debounce(async () => {
@@ -305,8 +339,7 @@ function searchPage(main) {
       h('div', { class: 'filters' },
         h('label', { for: 'ext' }, 'Extensions'), ext,
         h('label', { for: 'prefix' }, 'Path prefix'), prefix)),
-    h('div', { class: 'metarow' }, meta, exportButton), results,
-    h('nav', { class: 'paging', 'aria-label': 'Result pages' }, prev, next));
+    h('div', { class: 'metarow' }, meta, exportButton), results, paging);
   q.focus();
   if (q.value) run();
   return () => inflight?.abort();
@@ -833,14 +866,18 @@ function documentsPage(main) {
     h('section', { class: 'card', 'aria-label': name ? `Document ${name}` : 'No document open' },
       name ? h('div', { class: 'roomhead' }, h('h2', { class: 'mono' }, name), status) : h('p', { class: 'muted' }, 'Open a document, or make a new one: everyone in the workspace edits it together, live.'),
       editor)));
-  api(`/api/workspaces/${encodeURIComponent(ws)}/documents`).then((r) => {
+  const refresh = () => api(`/api/workspaces/${encodeURIComponent(ws)}/documents`).then((r) => {
     const names = r.documents.includes(name) || !name ? r.documents : [name, ...r.documents];
     list.replaceChildren(...(names.length ? names.map((d) => h('li', {}, h('a', {
       href: `#/documents?ws=${encodeURIComponent(ws)}&doc=${encodeURIComponent(d)}`,
       'aria-current': d === name ? 'page' : false,
     }, d))) : [h('li', { class: 'muted' }, 'none yet')]));
   }).catch((e) => list.replaceChildren(h('li', { class: 'error' }, e.message)));
-  if (!name) return null;
+  refresh();
+  // a document another member makes appears at once
+  const onEvent = (e) => { if (e.type === 'doc_created' && e.scope === `workspace:${ws}`) refresh(); };
+  app.feedListeners.add(onEvent);
+  if (!name) return () => app.feedListeners.delete(onEvent);
   let unmount = null;
   let gone = false;
   import('/app/docs.js').then((mod) => {
@@ -853,7 +890,7 @@ function documentsPage(main) {
       onStatus: (text) => { status.textContent = text; },
     });
   }).catch((e) => editor.replaceChildren(h('p', { class: 'error', role: 'alert' }, `The editor could not be loaded: ${e.message}`)));
-  return () => { gone = true; unmount?.(); };
+  return () => { gone = true; unmount?.(); app.feedListeners.delete(onEvent); };
 }
 
 const PAGES = { documents: documentsPage, system: systemPage, doc: docPage, search: searchPage, activity: activityPage, team: teamPage, connection: connectionPage, admin: adminPage };
@@ -875,14 +912,16 @@ document.getElementById('signout').addEventListener('click', () => signOut('Sign
 
 (async () => {
   try {
+    // a saved token is tried first (a request without one would be a 401 on every load)
+    if (app.token && (await probe(app.token)) !== 401) return startApp();
     // an open server (no users) answers without a token: nothing to ask
     if ((await probe(null)) !== 401) {
       app.token = null;
+      localStorage.removeItem(TOKEN_KEY);
       return startApp();
     }
     if (!app.token) return signInPage();
-    if ((await probe(app.token)) === 401) return signOut('Your saved token is no longer valid. Sign in again.');
-    return startApp();
+    return signOut('Your saved token is no longer valid. Sign in again.');
   } catch (e) {
     document.getElementById('main').replaceChildren(h('p', { class: 'error', role: 'alert' }, `The server could not be reached: ${e.message}`));
   }

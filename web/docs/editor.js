@@ -23,9 +23,25 @@ const fromBase64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 export function mount(parent, { client, workspace, doc, onStatus = () => {} }) {
   const ydoc = new Y.Doc();
   const text = ydoc.getText('content');
+  // CodeMirror injects its styles at run time; in a document that is a <style> element, which
+  // the page's Content-Security-Policy (style-src 'self') refuses, and the editor then draws
+  // wrongly (the gutter above the text). In a shadow root it uses a constructed stylesheet
+  // (adoptedStyleSheets), which that policy allows: the policy stays strict, the editor whole.
+  const host = document.createElement('div');
+  host.className = 'editor-host';
+  parent.append(host);
+  const root = host.attachShadow({ mode: 'open' });
   const view = new EditorView({
-    parent,
+    parent: root,
+    root,
     extensions: [
+      // the page's colours reach into the shadow root through its custom properties
+      EditorView.theme({
+        '&': { minHeight: '20rem', background: 'var(--panel)', color: 'var(--text)' },
+        '&.cm-focused': { outline: '2px solid var(--accent)' },
+        '.cm-gutters': { background: 'var(--bg)', color: 'var(--muted)', borderRight: '1px solid var(--line)' },
+        '.cm-scroller': { fontFamily: 'ui-monospace, SFMono-Regular, Menlo, Consolas, monospace' },
+      }),
       minimalSetup,
       lineNumbers(),
       highlightActiveLine(),
@@ -68,6 +84,7 @@ export function mount(parent, { client, workspace, doc, onStatus = () => {} }) {
     client.off('state', onState);
     ydoc.off('update', onUpdate);
     view.destroy();
+    host.remove();
     ydoc.destroy();
   };
 }

@@ -159,12 +159,13 @@ pub struct NewEvent {
 /// forge a status, a search, an indexing report, a message, a notification, presence or a
 /// document edit for the others. Every type a producer in this crate publishes is here (a
 /// test reads the sources to keep it so).
-pub const SERVER_ONLY: [&str; 15] = [
+pub const SERVER_ONLY: [&str; 16] = [
     "resync",
     "team_message",
     "team_notification",
     "member_joined",
     "member_left",
+    "doc_created",
     "doc_update",
     "system_status",
     "indexing_started",

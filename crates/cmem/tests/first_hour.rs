@@ -113,3 +113,36 @@ async fn images_are_not_indexed_unless_asked() {
     let s = TestServer::start_in(tmp.path(), &["--index-skip-extensions", "png"], &[]);
     assert_eq!(paths(s.url.clone()).await, ["logo.svg", "notes.md"]);
 }
+
+/// `cmem doctor --data X` tested port 8000 rather than the server running on X, and without
+/// `--token` on a server with users it blamed a proxy for dropping `Upgrade`.
+#[test]
+fn doctor_finds_the_folders_server_and_asks_for_a_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, err) = common::cmem_in(tmp.path(), &["user", "add", "alice", "--admin"]);
+    assert_eq!(code, 0, "{err}");
+    let alice = common::token_for(tmp.path(), "alice");
+    let s = TestServer::start_authed(tmp.path(), &[], &[], Some(&alice));
+    let (_, out, err) = common::cmem_in(tmp.path(), &["doctor", "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(report["url"].as_str(), Some(s.url.as_str()), "{report}");
+    let advice = report["advice"].to_string();
+    assert!(advice.contains("--token"), "{advice}");
+    assert!(
+        !advice.contains("Upgrade"),
+        "no proxy is to blame: {advice}"
+    );
+    assert!(
+        report["selftest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["transport"] == "websocket" && p["needs_token"] == true),
+        "{report}"
+    );
+    // with the token every transport gets through
+    let (code, out, _) = common::cmem_in(tmp.path(), &["doctor", "--json", "--token", &alice]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(code, 0, "{report}");
+}

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use tantivy::{IndexWriter, Term, doc};
 
@@ -59,26 +59,74 @@ fn rel_path(root: &Path, p: &Path) -> String {
         .join("/")
 }
 
+/// The rules a file is indexed by (its title, which files are skipped). When they change, the
+/// files indexed under the older ones are indexed again once: the incremental run would
+/// otherwise keep their old entries for as long as the files stay unchanged.
+const RULES: i64 = 2;
+
 fn state_db(m: &Memory) -> Result<Connection, MemoryError> {
     let c = Connection::open(m.index_dir.join("index-state.sqlite3"))?;
     c.execute_batch(
         "PRAGMA journal_mode = WAL;
-         CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime INTEGER NOT NULL, size INTEGER NOT NULL);",
+         CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime INTEGER NOT NULL, size INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
     )?;
+    let rules: Option<i64> = c
+        .query_row("SELECT value FROM meta WHERE key = 'rules'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if rules != Some(RULES) {
+        c.execute_batch(&format!(
+            "BEGIN;
+             DELETE FROM files;
+             INSERT OR REPLACE INTO meta (key, value) VALUES ('rules', {RULES});
+             COMMIT;"
+        ))?;
+    }
     Ok(c)
 }
 
-/// The title: the first Markdown heading, else the file name.
-fn title_of(text: &str, filename: &str) -> String {
-    text.lines()
-        .take(50)
-        .find_map(|l| {
-            l.trim_start()
-                .strip_prefix("# ")
-                .map(|t| t.trim().to_string())
-        })
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| filename.to_string())
+/// The title: the first Markdown heading of any level (outside code fences and front
+/// matter), else the front matter's `title:`, else the file name.
+pub(crate) fn title_of(text: &str, filename: &str) -> String {
+    let mut lines = text.lines().take(200).peekable();
+    let mut front_title = None;
+    if lines.peek().is_some_and(|l| l.trim_end() == "---") {
+        lines.next();
+        for l in lines.by_ref() {
+            if l.trim_end() == "---" || l.trim_end() == "..." {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("title:") {
+                let v = v.trim().trim_matches(|c| c == '"' || c == '\'').trim();
+                if !v.is_empty() {
+                    front_title = Some(v.to_string());
+                }
+            }
+        }
+    }
+    let mut fenced = false;
+    for l in lines {
+        let t = l.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let level = t.chars().take_while(|c| *c == '#').count();
+        if (1..=6).contains(&level)
+            && let Some(rest) = t[level..].strip_prefix([' ', '\t'])
+        {
+            let heading = rest.trim().trim_end_matches('#').trim();
+            if !heading.is_empty() {
+                return heading.to_string();
+            }
+        }
+    }
+    front_title.unwrap_or_else(|| filename.to_string())
 }
 
 struct Candidate {
@@ -564,5 +612,26 @@ mod tests {
     fn titles() {
         assert_eq!(title_of("intro\n# Big Title\n", "a.md"), "Big Title");
         assert_eq!(title_of("no heading", "a.md"), "a.md");
+        // any level, the first one
+        assert_eq!(title_of("text\n## Setup\n# Later\n", "a.md"), "Setup");
+        assert_eq!(title_of("### Deep ###\n", "a.md"), "Deep");
+        // not a heading: no space, a code fence, seven #
+        assert_eq!(
+            title_of("#hashtag\n```\n# comment\n```\n####### x\n", "a.md"),
+            "a.md"
+        );
+        // front matter: its title when no heading follows; a heading wins over it
+        assert_eq!(
+            title_of("---\ntitle: \"The Book\"\n---\nbody\n", "a.md"),
+            "The Book"
+        );
+        assert_eq!(
+            title_of("---\ntitle: Meta\n---\n## Chapter 1\n", "a.md"),
+            "Chapter 1"
+        );
+        assert_eq!(
+            title_of("---\n# not a heading: yaml\n---\nbody", "a.md"),
+            "a.md"
+        );
     }
 }

@@ -60,6 +60,25 @@ pub struct Probe {
     pub ok: bool,
     pub detail: String,
     pub ms: u64,
+    /// Refused for want of a (valid) token: the server has users, the network is fine.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub needs_token: bool,
+}
+
+/// What a 401 or 403 means for the self-test: the server wants a token, not a proxy fix.
+fn refused(status: reqwest::StatusCode, what: &str) -> String {
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        format!(
+            "HTTP 401 for {what}: this server has users and wants a token; pass --token (or set CM_TOKEN)"
+        )
+    } else {
+        format!("HTTP {status} for {what}")
+    }
+}
+
+/// Whether a probe's failure was the server asking for a token.
+fn wants_token(detail: &str) -> bool {
+    detail.contains("wants a token")
 }
 
 #[derive(Debug, Serialize)]
@@ -203,6 +222,7 @@ async fn probe_health(c: &reqwest::Client, base: &str) -> Probe {
     Probe {
         transport: "http",
         ok,
+        needs_token: wants_token(&detail),
         detail,
         ms: elapsed(t),
     }
@@ -235,6 +255,7 @@ async fn probe_polling(c: &reqwest::Client, base: &str) -> Probe {
     Probe {
         transport: "polling",
         ok,
+        needs_token: wants_token(&detail),
         detail,
         ms: elapsed(t),
     }
@@ -282,6 +303,10 @@ async fn probe_websocket(base: &str, token: Option<&str>) -> Probe {
                 ErrorCode::Closed | ErrorCode::Transport => Err(format!(
                     "the WebSocket was cut right after the upgrade ({e}): a proxy on the way does not pass WebSocket traffic (Upgrade and Connection headers); clients fall back to polling"
                 )),
+                ErrorCode::Unauthorized => Err(format!(
+                    "the WebSocket opened, and Socket.IO's connect was refused: this server has users and wants a token; pass --token (or set CM_TOKEN) ({})",
+                    e.message
+                )),
                 _ => Err(e.message),
             },
         }
@@ -300,6 +325,7 @@ async fn probe_websocket(base: &str, token: Option<&str>) -> Probe {
     Probe {
         transport: "websocket",
         ok,
+        needs_token: wants_token(&detail),
         detail,
         ms: elapsed(t),
     }
@@ -314,7 +340,7 @@ async fn probe_sse(c: &reqwest::Client, base: &str) -> Probe {
             .await
             .map_err(|e| http_failure(&e))?;
         if !r.status().is_success() {
-            return Err(format!("HTTP {} for the event stream", r.status()));
+            return Err(refused(r.status(), "the event stream"));
         }
         let ct = r
             .headers()
@@ -344,6 +370,7 @@ async fn probe_sse(c: &reqwest::Client, base: &str) -> Probe {
     Probe {
         transport: "sse",
         ok,
+        needs_token: wants_token(&detail),
         detail,
         ms: elapsed(t),
     }
@@ -361,12 +388,13 @@ async fn probe_poll(c: &reqwest::Client, base: &str) -> Probe {
             Ok(_) => (false, "the answer has no events list".to_string()),
             Err(e) => (false, format!("the answer is not JSON: {e}")),
         },
-        Ok(r) => (false, format!("HTTP {} for a poll", r.status())),
+        Ok(r) => (false, refused(r.status(), "a poll")),
         Err(e) => (false, http_failure(&e)),
     };
     Probe {
         transport: "poll",
         ok,
+        needs_token: wants_token(&detail),
         detail,
         ms: elapsed(t),
     }
@@ -410,12 +438,13 @@ async fn probe_mcp(c: &reqwest::Client, base: &str) -> Probe {
             true,
             "the MCP server is off here (mcp_enabled = false)".to_string(),
         ),
-        Ok(r) => (false, format!("HTTP {} for an MCP initialize", r.status())),
+        Ok(r) => (false, refused(r.status(), "an MCP initialize")),
         Err(e) => (false, http_failure(&e)),
     };
     Probe {
         transport: "mcp",
         ok,
+        needs_token: wants_token(&detail),
         detail,
         ms: elapsed(t),
     }
@@ -441,6 +470,7 @@ pub async fn selftest(base: &str, token: Option<&str>) -> Vec<Probe> {
                 ok: false,
                 detail: format!("no HTTP client: {e}"),
                 ms: 0,
+                needs_token: false,
             }];
         }
     };
@@ -459,7 +489,15 @@ fn advise(r: &Report) -> Vec<String> {
     let mut out = Vec::new();
     let ok = |t: &str| r.selftest.iter().any(|p| p.transport == t && p.ok);
     let tested = |t: &str| r.selftest.iter().any(|p| p.transport == t);
-    if tested("websocket") && !ok("websocket") && ok("polling") {
+    let needs_token = r.selftest.iter().any(|p| p.needs_token);
+    if needs_token {
+        out.push("This server has users: run the self-test with a token, `cmem doctor --token <token>` (an admin makes one with `cmem token create <user>`). A refusal for want of a token says nothing about the network.".into());
+    }
+    let websocket_refused = r
+        .selftest
+        .iter()
+        .any(|p| p.transport == "websocket" && p.needs_token);
+    if tested("websocket") && !ok("websocket") && ok("polling") && !websocket_refused {
         out.push(
             "WebSocket does not get through but long-polling does: Socket.IO clients fall back to polling (slower, still complete). If a reverse proxy is in front, let it pass `Upgrade` and `Connection` headers.".into(),
         );
@@ -552,13 +590,29 @@ fn journal_line(j: &serde_json::Value) -> String {
     }
 }
 
-/// Builds the report; with `url` (or a running server at the configured address) it runs the
-/// self-test.
+/// Whether something accepts TCP connections at `url`'s host and port (within a second).
+fn answers(url: &str) -> bool {
+    let Some(hostport) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    use std::net::ToSocketAddrs;
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+}
+
+/// Builds the report; with `url` (or a running server: the one the data folder recorded, or at
+/// the configured address) it runs the self-test.
 pub async fn run(loaded: &Loaded, url: Option<String>, token: Option<String>) -> Report {
     let c = &loaded.config;
     let port = port_check(c.bind);
-    // a server is assumed where the configuration says, unless told otherwise
-    let url = url.or_else(|| {
+    // the folder's server where it recorded its address (when something listens there), else
+    // where the configuration says, unless told otherwise
+    let recorded = super::running::recorded_url(&c.state_dir()).filter(|u| answers(u));
+    let url = url.or(recorded).or_else(|| {
         let running = port.as_ref().is_some_and(|p| p.state == "in_use");
         running.then(|| {
             let host = if c.bind.ip().is_unspecified() {

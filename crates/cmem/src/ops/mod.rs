@@ -2,8 +2,9 @@
 //! Windows firewall rule for the configured port), `cmem doctor` (what is wrong with this
 //! machine or this network, and which transports get through) and `cmem backup` / `cmem
 //! restore` (a consistent copy of the state while the server runs; a restore starts a new
-//! epoch).
+//! epoch), and `running`, where a folder's server records its address for those tools.
 
 pub mod backup;
 pub mod doctor;
 pub mod firewall;
+pub mod running;

@@ -63,7 +63,7 @@ static CLIENT: [Asset; 2] = [
     ),
 ];
 
-static APP: [Asset; 3] = [
+static APP: [Asset; 4] = [
     Asset::new(
         "index.html",
         "text/html; charset=utf-8",
@@ -74,6 +74,11 @@ static APP: [Asset; 3] = [
         "app.css",
         "text/css; charset=utf-8",
         repo_file!("web/app.css"),
+    ),
+    Asset::new(
+        "favicon.svg",
+        "image/svg+xml",
+        repo_file!("web/favicon.svg"),
     ),
 ];
 
@@ -125,6 +130,11 @@ pub async fn app_index(headers: HeaderMap) -> Response {
     serve(&APP[0], &headers)
 }
 
+/// `GET /favicon.ico`: browsers ask for it whatever the page says; the app's icon.
+pub async fn favicon(headers: HeaderMap) -> Response {
+    serve(&APP[3], &headers)
+}
+
 /// `GET /app/{file}`: the app's script and stylesheet.
 pub async fn app_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
     if file == DOCS.name {
@@ -134,7 +144,9 @@ pub async fn app_file(Path(file): Path<String>, headers: HeaderMap) -> Response 
         Some(a) => serve(a, &headers),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no file {file:?} under /app/; there are: app.js, app.css, docs.js"),
+            format!(
+                "no file {file:?} under /app/; there are: app.js, app.css, favicon.svg, docs.js"
+            ),
         )
         .into_response(),
     }

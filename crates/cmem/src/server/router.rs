@@ -105,6 +105,7 @@ async fn authenticate(
     if path == "/health"
         || path.starts_with("/socket.io")
         || path == "/"
+        || path == "/favicon.ico"
         || path.starts_with("/app/")
         || path == "/client"
         || path.starts_with("/client/")
@@ -224,6 +225,7 @@ pub fn router(state: App, io: Option<Arc<transports::socketio::IoEngine>>) -> Ro
         )
         .route("/health", get(health))
         .route("/", get(assets::app_index))
+        .route("/favicon.ico", get(assets::favicon))
         .route("/app/{file}", get(assets::app_file))
         .route("/client", get(assets::client_index))
         .route("/client/", get(assets::client_index))

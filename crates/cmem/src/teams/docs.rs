@@ -288,14 +288,16 @@ impl Teams {
         self.shared.docs.unload(workspace, name);
     }
 
-    /// Applies and stores one update; folds the stored updates when there are many.
+    /// Applies and stores one update; folds the stored updates when there are many. Returns
+    /// whether it is the document's first (the document is new).
     pub(super) fn doc_apply(
         &self,
         workspace: &str,
         name: &str,
         update: &[u8],
-    ) -> Result<(), TeamsError> {
+    ) -> Result<bool, TeamsError> {
         let decoded = decode_update(update)?;
+        let new = !self.doc_stored(workspace, name)?;
         let doc = self.doc(workspace, name, true)?;
         let doc = doc
             .lock()
@@ -336,7 +338,16 @@ impl Teams {
             // applied in memory but not stored: drop the copy rather than serve it
             self.unload(workspace, name);
         }
-        stored.map(|_| ())
+        stored.map(|_| new)
+    }
+
+    /// Whether a document has anything stored.
+    fn doc_stored(&self, workspace: &str, name: &str) -> Result<bool, TeamsError> {
+        Ok(self.db()?.query_row(
+            "SELECT EXISTS (SELECT 1 FROM doc_updates WHERE workspace = ?1 AND doc = ?2)",
+            [workspace, name],
+            |r| r.get(0),
+        )?)
     }
 }
 
@@ -466,22 +477,32 @@ pub async fn update(
             "update must be 1 to {MAX_UPDATE_BYTES} bytes"
         )));
     }
-    teams.doc_apply(workspace, name, update)?;
-    let event = NewEvent::new(
+    let new = teams.doc_apply(workspace, name, update)?;
+    let by = identity.user_name().unwrap_or(LOCAL_USER);
+    // a new document is announced first, so every member's list can show it at once
+    let mut events = Vec::with_capacity(2);
+    if new {
+        events.push(NewEvent::new(
+            "doc_created",
+            Scope::Workspace(workspace.to_string()),
+            json!({"workspace": workspace, "doc": name, "by": by}),
+        ));
+    }
+    events.push(NewEvent::new(
         "doc_update",
         Scope::Workspace(workspace.to_string()),
         json!({
             "workspace": workspace,
             "doc": name,
             "update": B64.encode(update),
-            "from": identity.user_name().unwrap_or(LOCAL_USER),
+            "from": by,
         }),
-    );
+    ));
     let committed = hub
-        .publish(vec![event])
+        .publish(events)
         .await
         .map_err(|e| TeamsError::Unavailable(format!("update stored but not published: {e}")))?;
-    Ok(committed.first().map(|e| e.id).unwrap_or(0))
+    Ok(committed.last().map(|e| e.id).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -125,8 +125,10 @@ fn conformance(t: &Teams) {
     // documents: stored, folded, whole for a late joiner
     let client = Doc::new();
     for i in 0..(docs::COMPACT_AFTER + 5) {
-        t.doc_apply("eng", "notes", &edit(&client, &(i % 10).to_string()))
+        let new = t
+            .doc_apply("eng", "notes", &edit(&client, &(i % 10).to_string()))
             .unwrap();
+        assert_eq!(new, i == 0, "only the first update makes a new document");
     }
     assert!(t.doc_apply("eng", "notes", b"not yjs").is_err());
     assert_eq!(

@@ -20,7 +20,7 @@ pub(crate) struct McpArgs {
     #[arg(long, env = "CM_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The folder's running server, for searches, messages and notifications (default: the
-    /// configured `bind` address).
+    /// address it recorded in the state folder, else the configured `bind`).
     #[arg(long, env = "CM_URL")]
     url: Option<String>,
 }
@@ -38,11 +38,15 @@ pub(crate) fn mcp(args: McpArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    let state_dir = loaded.config.state_dir();
     let served = rt.block_on(serve_stdio(LocalOptions {
         data_dir: args.data,
         config: loaded.config,
         token: args.token,
-        url: args.url,
+        // the folder's running server, where it recorded its address (else the configured one)
+        url: args
+            .url
+            .or_else(|| cmem::ops::running::recorded_url(&state_dir)),
     }));
     match served {
         Ok(()) => ExitCode::SUCCESS,

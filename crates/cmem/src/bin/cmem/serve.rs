@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::{EXIT_BIND, EXIT_CONFIG, EXIT_PORT_DENIED, EXIT_PORT_IN_USE, EXIT_RUNTIME};
 use cmem::config;
 use cmem::net::classify::ErrorClass;
+use cmem::ops::running;
 use cmem::server::{Server, ServerError, shutdown_signal};
 
 pub(crate) async fn serve(loaded: config::Loaded) -> Result<(), ServerError> {
@@ -21,7 +22,15 @@ pub(crate) async fn serve(loaded: config::Loaded) -> Result<(), ServerError> {
     // Scripts and tests read this line to learn the port when binding to port 0.
     println!("cmem listening on http://{addr}");
     tracing::info!(%addr, data = %server.app().config.data_dir.display(), epoch = server.hub().journal.epoch(), head = server.hub().journal.head(), "serving");
-    server.run(shutdown_signal()).await?;
+    // where `cmem doctor --data` and `cmem mcp` find this server (the port may not be the
+    // configured one)
+    let state = server.app().config.state_dir();
+    if let Err(e) = running::record(&state, addr) {
+        tracing::warn!(error = %e, "could not record the server's address in the state folder");
+    }
+    let ran = server.run(shutdown_signal()).await;
+    running::forget(&state);
+    ran?;
     Ok(())
 }
 
