@@ -16,6 +16,9 @@
 //!   come from an allowed origin: one in `cors_origins`, the server's own, or the origin of the
 //!   `Host` they were sent to. Clients that are not browsers send no `Origin` and are not
 //!   affected.
+//! - **A closed server.** Bound beyond loopback with no users and without `--insecure`, the
+//!   server answers every request with 503 and the fix, whatever the path (see
+//!   `teams::auth::identify`, which refuses the same at every authentication).
 //! - **Bodies announced too large.** A `Content-Length` above `max_payload_bytes` is a 413 at
 //!   once, before anything waits for a body that may never come.
 
@@ -79,6 +82,11 @@ fn changes_state(m: &Method) -> bool {
 
 /// The middleware; see the module docs.
 pub async fn check(State(app): State<App>, req: Request, next: Next) -> Response {
+    // an exposed server without users (and without --insecure) serves nothing at all, not
+    // even its health or its pages, until a user exists: it says how to fix that
+    if !app.config.open_allowed() && !app.teams.users_exist() {
+        return ApiError::from(crate::teams::auth::AuthError::Closed).into_response();
+    }
     // hyper answers a URL above 64 KiB itself (414, no body); below that the answer says why
     let url_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if url_len > MAX_URL_BYTES {
