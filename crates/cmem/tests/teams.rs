@@ -164,7 +164,9 @@ async fn an_exposed_server_that_loses_its_last_user_closes_instead_of_opening() 
         let (code, v) = get_as(&u(path), None).await;
         assert_eq!(code, 503, "{path}: {v}");
         assert!(
-            v["error"].as_str().is_some_and(|e| e.contains("cmem user add")),
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cmem user add")),
             "{path}: {v}"
         );
     }
