@@ -255,7 +255,10 @@ function searchPage(main) {
     inflight?.abort();
     if (!text) { results.replaceChildren(); meta.textContent = ''; exportButton.hidden = paging.hidden = true; return; }
     inflight = new AbortController();
-    const p = new URLSearchParams({ q: text, limit: String(LIMIT), offset: String(offset) });
+    // searched as the keys come: the last word also counts as the start of a word, until a
+    // space says it is whole
+    const typing = !/\s$/.test(q.value);
+    const p = new URLSearchParams({ q: text, limit: String(LIMIT), offset: String(offset), typing: String(typing) });
     if (ext.value.trim()) p.set('extensions', ext.value.replace(/\s+/g, ''));
     if (prefix.value.trim()) p.set('path_prefix', prefix.value.trim());
     try {

@@ -180,7 +180,9 @@ async fn suggestions_export_and_similar_queries() {
         .collect();
     assert_eq!(similar[0], "lumenquill vortexmint", "{v}");
     assert!(!similar.contains(&"budget report"), "{v}");
-    assert_eq!(v["data"]["similar"][0]["results"], 3);
+    // a plain query is read as a question: any of its words, ranked (five documents hold one
+    // of the two; the three with both come first)
+    assert_eq!(v["data"]["similar"][0]["results"], 5);
     let (code, _) = get(format!("{}/prompts/similar?q=", s.url)).await;
     assert_eq!(code, 400);
 }
@@ -450,4 +452,69 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A plain query is read as a question: its filler words do not decide, forms of a word meet
+/// at one stem, a word no document has costs nothing, and explicit syntax still means exactly
+/// what it says. While typing, the last word is also the start of a word.
+#[tokio::test]
+async fn plain_questions_find_the_page_that_answers_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "ops/retention.md",
+        "# Configuring retention\nThe journal keeps events for seven days. Set retention_max_age_s to change how long they are kept.\n",
+    );
+    write(
+        tmp.path(),
+        "misc/faq.md",
+        "# How do I do this\nHow do I do it? How can I? What do I do when I do not know how?\n",
+    );
+    write(
+        tmp.path(),
+        "notes/deploy.md",
+        "# Deployment\nShip the release on Friday.\n",
+    );
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+    let search = |q: &str| {
+        let url = format!(
+            "{}/api/search?q={}",
+            s.url,
+            q.replace(' ', "%20")
+                .replace('?', "%3F")
+                .replace('"', "%22")
+                .replace('+', "%2B")
+        );
+        async move {
+            let (code, v) = get(url).await;
+            assert_eq!(code, 200, "{v}");
+            v["data"]["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["path"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    // the page that shares only "how do I" with the question is not the answer
+    let got = search("How do I configure how long events are kept?").await;
+    assert_eq!(
+        got.first().map(String::as_str),
+        Some("ops/retention.md"),
+        "{got:?}"
+    );
+    assert!(!got.contains(&"misc/faq.md".to_string()), "{got:?}");
+    // a word in no document does not hide the one with the others
+    let got = search("configuring retention xylophone").await;
+    assert_eq!(got, ["ops/retention.md"]);
+    // explicit syntax: a phrase, a required and an excluded word
+    assert_eq!(search("\"seven days\"").await, ["ops/retention.md"]);
+    assert!(search("\"days seven\"").await.is_empty());
+    assert_eq!(search("+release -friday").await, Vec::<String>::new());
+    // the last word as a prefix, only while typing
+    assert!(search("confi").await.is_empty());
+    let (_, v) = get(format!("{}/api/search?q=confi&typing=true", s.url)).await;
+    assert_eq!(v["data"]["results"][0]["path"], "ops/retention.md", "{v}");
+    let (code, _) = get(format!("{}/api/search?q=x&typing=maybe", s.url)).await;
+    assert_eq!(code, 400);
 }

@@ -43,6 +43,10 @@ pub struct SearchBody {
     /// server says so); published in the search events.
     #[serde(default)]
     via: Option<String>,
+    /// The query is being typed (a search box searching as the keys come): its last word also
+    /// counts as the start of a word.
+    #[serde(default)]
+    typing: Option<bool>,
 }
 
 /// `["md", "txt"]` in JSON, `md,txt` in a query string.
@@ -70,6 +74,7 @@ struct Request {
     filters: Filters,
     session: Option<String>,
     via: &'static str,
+    typing: bool,
 }
 
 /// The query text, trimmed; empty or too long is a 400.
@@ -156,6 +161,7 @@ impl Request {
         };
         Ok(Request {
             via,
+            typing: body.typing.unwrap_or(false),
             q: query_text(&body.q, name)?,
             limit,
             offset,
@@ -178,9 +184,21 @@ impl Request {
                 "extensions",
                 "session",
                 "via",
+                "typing",
             ],
         )?;
+        let typing = match q.get("typing").map(String::as_str) {
+            None => None,
+            Some("true" | "1") => Some(true),
+            Some("false" | "0") => Some(false),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "typing `{other}` is not true or false"
+                )));
+            }
+        };
         let body = SearchBody {
+            typing,
             limit: number_param(&q, "limit", 0usize)?,
             offset: number_param(&q, "offset", 0usize)?,
             q: q.get("q").cloned().unwrap_or_default(),
@@ -220,8 +238,14 @@ async fn execute(app: &AppState, identity: &Identity, req: Request) -> Result<An
     )]);
     let memory = app.memory.clone();
     let searching = tokio::task::spawn_blocking(move || {
-        let answer =
-            crate::memory::search::search(&memory, &req.q, &req.filters, req.limit, req.offset)?;
+        let answer = crate::memory::search::search_typed(
+            &memory,
+            &req.q,
+            &req.filters,
+            req.limit,
+            req.offset,
+            req.typing,
+        )?;
         let recorded = memory.history.record(
             &req.q,
             answer.total as u64,
@@ -280,6 +304,7 @@ pub async fn run_for_mcp(
         extensions: asked.extensions.map(Extensions::List),
         session: Some("mcp".into()),
         via: Some("mcp".into()),
+        typing: None,
     };
     let req = Request::validate(body, "query")?;
     execute(app, identity, req).await

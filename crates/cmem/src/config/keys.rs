@@ -233,6 +233,9 @@ keys! {
     /// Whether `search_started` / `search_completed` carry the query text.
     /// `false` publishes `query: null`, so other clients never see what was searched.
     search_publish_query: bool = true;
+    /// The language documents and questions are read in: stop words and stems.
+    /// Changing it re-indexes every file once.
+    search_language: String = "english".into();
     /// Searches kept in the history for `GET /prompts/similar` (0 = keep none).
     search_history_max: u64 = 10_000, range 0..=10_000_000;
     /// Whether `GET /prompts/similar` offers everyone's earlier searches.
@@ -331,6 +334,8 @@ pub fn markdown_table() -> String {
             ("node_name", _) => "a name".into(),
             ("cluster_nats_url", _) => "NATS URLs, comma-separated".into(),
             ("cluster_stream", _) => "a JetStream stream name".into(),
+            ("search_language", _) => "a language with a stemmer: `english`, `german`, `french`, … (`arabic` to `turkish`)".into(),
+            ("index_skip_extensions", _) => "file extensions, comma-separated".into(),
             _ => "a whole number".into(),
         };
         let meaning = k.text();

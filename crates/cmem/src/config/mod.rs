@@ -83,6 +83,28 @@ pub enum JournalSync {
 /// The name of the state folder inside the data folder.
 pub const STATE_DIR: &str = ".collective-memory";
 
+/// The languages `search_language` may name: those with a stemmer (Snowball) in tantivy.
+pub const SEARCH_LANGUAGES: [&str; 18] = [
+    "arabic",
+    "danish",
+    "dutch",
+    "english",
+    "finnish",
+    "french",
+    "german",
+    "greek",
+    "hungarian",
+    "italian",
+    "norwegian",
+    "portuguese",
+    "romanian",
+    "russian",
+    "spanish",
+    "swedish",
+    "tamil",
+    "turkish",
+];
+
 impl Config {
     /// `<data_dir>/.collective-memory`
     pub fn state_dir(&self) -> PathBuf {
@@ -174,6 +196,13 @@ impl Config {
                     "`*` or origins like http://localhost:3000 (scheme and host, no path)",
                 ));
             }
+        }
+        if !SEARCH_LANGUAGES.contains(&self.search_language.as_str()) {
+            return Err(bad(
+                "search_language",
+                self.search_language.clone(),
+                &format!("one of {}", SEARCH_LANGUAGES.join(", ")),
+            ));
         }
         let stream = &self.cluster_stream;
         if stream.is_empty()

@@ -96,6 +96,7 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         threads: 1,
         read_only: true,
         skip_extensions: opts.config.index_skip_extensions.clone(),
+        language: opts.config.search_language.clone(),
     };
     let memory = Memory::open(&opts.data_dir, &read_only)?;
     let teams = Arc::new(crate::app::open_teams(&opts.config)?);

@@ -62,29 +62,62 @@ fn rel_path(root: &Path, p: &Path) -> String {
 /// The rules a file is indexed by (its title, which files are skipped). When they change, the
 /// files indexed under the older ones are indexed again once: the incremental run would
 /// otherwise keep their old entries for as long as the files stay unchanged.
-const RULES: i64 = 2;
+const RULES: i64 = 3;
 
 fn state_db(m: &Memory) -> Result<Connection, MemoryError> {
     let c = Connection::open(m.index_dir.join("index-state.sqlite3"))?;
     c.execute_batch(
         "PRAGMA journal_mode = WAL;
          CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime INTEGER NOT NULL, size INTEGER NOT NULL);
-         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     )?;
-    let rules: Option<i64> = c
-        .query_row("SELECT value FROM meta WHERE key = 'rules'", [], |r| {
-            r.get(0)
-        })
+    // the language is part of the rules: the stems change with it
+    let want = format!("{RULES}:{}", m.language);
+    let rules: Option<String> = c
+        .query_row(
+            "SELECT CAST(value AS TEXT) FROM meta WHERE key = 'rules'",
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
-    if rules != Some(RULES) {
-        c.execute_batch(&format!(
-            "BEGIN;
-             DELETE FROM files;
-             INSERT OR REPLACE INTO meta (key, value) VALUES ('rules', {RULES});
-             COMMIT;"
-        ))?;
+    if rules.as_deref() != Some(want.as_str()) {
+        c.execute("DELETE FROM files", [])?;
+        c.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('rules', ?1)",
+            [&want],
+        )?;
     }
     Ok(c)
+}
+
+/// The text of every Markdown heading (outside code fences), one a line: a question's words
+/// found in a heading count for more.
+pub(crate) fn headings_of(text: &str) -> String {
+    let mut out = String::new();
+    let mut fenced = false;
+    for l in text.lines() {
+        let t = l.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            fenced = !fenced;
+            continue;
+        }
+        if let Some(h) = heading(t).filter(|_| !fenced) {
+            out.push_str(h);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The text of a Markdown ATX heading line (`#` to `######`, then a space), if it is one.
+fn heading(line: &str) -> Option<&str> {
+    let level = line.chars().take_while(|c| *c == '#').count();
+    if !(1..=6).contains(&level) {
+        return None;
+    }
+    let rest = line[level..].strip_prefix([' ', '\t'])?;
+    let h = rest.trim().trim_end_matches('#').trim();
+    (!h.is_empty()).then_some(h)
 }
 
 /// The title: the first Markdown heading of any level (outside code fences and front
@@ -116,14 +149,8 @@ pub(crate) fn title_of(text: &str, filename: &str) -> String {
         if fenced {
             continue;
         }
-        let level = t.chars().take_while(|c| *c == '#').count();
-        if (1..=6).contains(&level)
-            && let Some(rest) = t[level..].strip_prefix([' ', '\t'])
-        {
-            let heading = rest.trim().trim_end_matches('#').trim();
-            if !heading.is_empty() {
-                return heading.to_string();
-            }
+        if let Some(h) = heading(t) {
+            return h.to_string();
         }
     }
     front_title.unwrap_or_else(|| filename.to_string())
@@ -265,11 +292,15 @@ fn index_file(m: &Memory, writer: &IndexWriter, rel: &str, path: &Path) -> Outco
         .map(|e| e.to_string_lossy().to_lowercase())
         .unwrap_or_default();
     writer.delete_term(Term::from_field_text(f.path, rel));
+    let title = title_of(&text, &filename);
     let added = writer.add_document(doc!(
         f.path => rel.to_string(),
         f.filename => filename.clone(),
         f.extension => extension,
-        f.title => title_of(&text, &filename),
+        f.title_stem => title.clone(),
+        f.title => title,
+        f.headings_stem => headings_of(&text),
+        f.body_stem => text.to_string(),
         f.body => text.into_owned(),
         f.modified => mtime,
         f.size => bytes.len() as u64,

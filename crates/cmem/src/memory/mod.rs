@@ -12,6 +12,7 @@
 pub mod confined;
 pub mod history;
 pub mod indexer;
+pub mod language;
 pub mod reader;
 pub mod search;
 pub mod watcher;
@@ -21,7 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tantivy::schema::{FAST, Field, STORED, STRING, Schema, TEXT};
+use tantivy::schema::{
+    FAST, Field, IndexRecordOption, STORED, STRING, Schema, TEXT, TextFieldIndexing, TextOptions,
+};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy};
 
 use crate::config::STATE_DIR;
@@ -59,10 +62,21 @@ pub struct Fields {
     pub body: Field,
     pub modified: Field,
     pub size: Field,
+    /// The body, title and headings read by [`language::analyzer`] (stop words out, stems),
+    /// for plain questions; the fields above keep the words as written, for explicit syntax,
+    /// phrases and snippets.
+    pub body_stem: Field,
+    pub title_stem: Field,
+    pub headings_stem: Field,
 }
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
+    let stemmed = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(language::ANALYZER)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
     let f = Fields {
         path: b.add_text_field("path", STRING | STORED),
         filename: b.add_text_field("filename", TEXT | STORED),
@@ -71,6 +85,9 @@ fn schema() -> (Schema, Fields) {
         body: b.add_text_field("body", TEXT | STORED),
         modified: b.add_u64_field("modified", STORED | FAST),
         size: b.add_u64_field("size", STORED | FAST),
+        body_stem: b.add_text_field("body_stem", stemmed.clone()),
+        title_stem: b.add_text_field("title_stem", stemmed.clone()),
+        headings_stem: b.add_text_field("headings_stem", stemmed),
     };
     (b.build(), f)
 }
@@ -129,6 +146,8 @@ pub struct OpenOptions {
     /// File extensions never indexed (lowercase, without the dot): images and other formats
     /// whose text is markup, not knowledge (`index_skip_extensions`).
     pub skip_extensions: Vec<String>,
+    /// The language questions and documents are read in (`search_language`).
+    pub language: String,
 }
 
 impl Default for OpenOptions {
@@ -139,6 +158,7 @@ impl Default for OpenOptions {
             threads: 1,
             read_only: false,
             skip_extensions: crate::config::Config::default().index_skip_extensions,
+            language: crate::config::Config::default().search_language,
         }
     }
 }
@@ -155,11 +175,37 @@ pub struct Memory {
     pub max_file_bytes: u64,
     /// Extensions never indexed (lowercase).
     pub skip_extensions: Vec<String>,
+    /// The language of the stemmed fields (`search_language`).
+    pub language: String,
     pub history: history::History,
     pub totals: IndexTotals,
     /// Searches answered since start: the anonymous count everyone sees (`system_status`);
     /// who searched for what goes to the searcher's own scope only.
     pub searches_total: std::sync::atomic::AtomicU64,
+}
+
+/// Opens the index in `dir`, or makes it. An index of an older schema (written by an earlier
+/// version) is moved aside and made again: the next indexing run fills it from the folder (its
+/// state, in the same folder, goes with it). A read-only opener never touches it.
+fn open_index(dir: &Path, schema: Schema, read_only: bool) -> Result<Index, MemoryError> {
+    let mmap = |d: &Path| {
+        tantivy::directory::MmapDirectory::open(d).map_err(|e| MemoryError::Index(e.into()))
+    };
+    if Index::exists(&mmap(dir)?).unwrap_or(false) {
+        let existing = Index::open(mmap(dir)?)?;
+        if existing.schema() == schema || read_only {
+            return Ok(existing);
+        }
+        drop(existing);
+        tracing::info!(index = %dir.display(), "the index was written by an earlier version; rebuilding it");
+        let io = |source| MemoryError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::remove_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    Ok(Index::open_or_create(mmap(dir)?, schema)?)
 }
 
 impl Memory {
@@ -180,9 +226,10 @@ impl Memory {
             source,
         })?;
         let (schema, fields) = schema();
-        let dir = tantivy::directory::MmapDirectory::open(&index_dir)
-            .map_err(|e| MemoryError::Index(e.into()))?;
-        let index = Index::open_or_create(dir, schema)?;
+        let index = open_index(&index_dir, schema, opts.read_only)?;
+        index
+            .tokenizers()
+            .register(language::ANALYZER, language::analyzer(&opts.language));
         let writer = if opts.read_only {
             None
         } else {
@@ -211,6 +258,7 @@ impl Memory {
             writer,
             state: Mutex::new(IndexingState::default()),
             max_file_bytes: opts.max_file_bytes,
+            language: opts.language.clone(),
             skip_extensions: opts
                 .skip_extensions
                 .iter()

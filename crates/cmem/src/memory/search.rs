@@ -7,10 +7,10 @@ use std::ops::Bound;
 use tantivy::collector::{Count, TopDocs};
 
 use tantivy::query::{
-    BooleanQuery, BoostQuery, InvertedIndexRangeQuery, Occur, Query, QueryParser, QueryParserError,
-    TermSetQuery,
+    BooleanQuery, BoostQuery, EmptyQuery, InvertedIndexRangeQuery, Occur, Query, QueryParser,
+    QueryParserError, RegexQuery, TermQuery, TermSetQuery,
 };
-use tantivy::schema::Value;
+use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{DocAddress, Score, TantivyDocument, Term};
 
@@ -87,9 +87,90 @@ fn number(doc: &TantivyDocument, f: tantivy::schema::Field) -> u64 {
         .unwrap_or_default()
 }
 
+/// Whether a query uses the explicit syntax (`"phrases"`, `+must`, `-not`, `field:value`,
+/// `AND`/`OR`/`NOT`, parentheses, `*`): then it means exactly what it says ([`parse`]);
+/// anything else is read as a question ([`question`]).
+pub fn is_explicit(q: &str) -> bool {
+    q.contains(['"', ':', '(', ')', '*'])
+        || q.split_whitespace()
+            .any(|w| w.starts_with('+') || w.starts_with('-') || matches!(w, "AND" | "OR" | "NOT"))
+}
+
+/// The words of a query as the plain fields hold them (letters and digits, lowercased).
+fn words(q: &str) -> Vec<String> {
+    q.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// A plain query read as a question: ranked any-word matching over the stemmed body, title
+/// (×3) and headings (×2), with the stop words out, so the words that carry the meaning decide
+/// and a document with more of them ranks higher; a word in none of the documents costs
+/// nothing. While `typing` (a search box searching as the keys come; the query does not end in
+/// a space or a punctuation mark) the last word also counts as the start of a word. A question of stop words only searches its words
+/// as they are. Returns the query and the terms to mark in snippets (in the plain body).
+pub fn question(
+    m: &Memory,
+    q: &str,
+    typing: bool,
+) -> Result<(Box<dyn Query>, Vec<Term>), SearchError> {
+    check_shape(q)?;
+    let f = m.fields;
+    let mut analyzer = m
+        .index
+        .tokenizers()
+        .get(super::language::ANALYZER)
+        .unwrap_or_else(|| super::language::analyzer(&m.language));
+    let stems = super::language::stems(&mut analyzer, q);
+    let words = words(q);
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    let mut marks: Vec<Term> = Vec::new();
+    let term = |field, text: &str| {
+        Box::new(TermQuery::new(
+            Term::from_field_text(field, text),
+            IndexRecordOption::WithFreqs,
+        )) as Box<dyn Query>
+    };
+    for stem in &stems {
+        clauses.push((Occur::Should, term(f.body_stem, stem)));
+        clauses.push((
+            Occur::Should,
+            Box::new(BoostQuery::new(term(f.title_stem, stem), 3.0)),
+        ));
+        clauses.push((
+            Occur::Should,
+            Box::new(BoostQuery::new(term(f.headings_stem, stem), 2.0)),
+        ));
+        marks.push(Term::from_field_text(f.body, stem));
+    }
+    for w in &words {
+        let meaningful = !super::language::stems(&mut analyzer, w).is_empty();
+        if stems.is_empty() {
+            clauses.push((Occur::Should, term(f.body, w)));
+        }
+        if meaningful || stems.is_empty() {
+            marks.push(Term::from_field_text(f.body, w));
+        }
+    }
+    let typing = typing && q.chars().last().is_some_and(char::is_alphanumeric);
+    if typing && let Some(last) = words.last().filter(|w| w.chars().count() >= 2) {
+        // the word is letters and digits only: nothing in it is a regex operator
+        let prefix = RegexQuery::from_pattern(&format!("{last}.*"), f.body)?;
+        clauses.push((
+            Occur::Should,
+            Box::new(BoostQuery::new(Box::new(prefix), 0.5)),
+        ));
+    }
+    if clauses.is_empty() {
+        return Ok((Box::new(EmptyQuery), marks));
+    }
+    Ok((Box::new(BooleanQuery::new(clauses)), marks))
+}
+
 /// Parses a query in tantivy's syntax (terms, `"phrases"`, `AND`/`OR`, `-term`, `title:word`)
-/// over title, file name and body. Every word is required unless `OR` says otherwise, as
-/// people expect from a search box. A syntax error says where it is.
+/// over title, file name and body. Every word is required unless `OR` says otherwise: explicit
+/// syntax means exactly what it says. A syntax error says where it is.
 pub fn parse(m: &Memory, q: &str) -> Result<Box<dyn Query>, SearchError> {
     check_shape(q)?;
     let f = m.fields;
@@ -230,9 +311,27 @@ pub fn search(
     limit: usize,
     offset: usize,
 ) -> Result<Answer, SearchError> {
+    search_typed(m, q, filters, limit, offset, false)
+}
+
+/// [`search`] for a query being typed ([`question`] says what that changes).
+pub fn search_typed(
+    m: &Memory,
+    q: &str,
+    filters: &Filters,
+    limit: usize,
+    offset: usize,
+    typing: bool,
+) -> Result<Answer, SearchError> {
     let started = Instant::now();
     let f = m.fields;
-    let query = filtered(m, parse(m, q)?, filters);
+    let (query, marks) = if is_explicit(q) {
+        (parse(m, q)?, None)
+    } else {
+        let (query, marks) = question(m, q, typing)?;
+        (query, Some(marks))
+    };
+    let query = filtered(m, query, filters);
     let searcher = m.reader.searcher();
     let (top, total): (Vec<(Score, DocAddress)>, usize) = searcher
         .search(
@@ -245,7 +344,13 @@ pub fn search(
             ),
         )
         .map_err(|e| refused_by_schema(q, e))?;
-    let mut snippets = SnippetGenerator::create(&searcher, &*query, f.body)
+    // a question's terms are stems in other fields: the snippet marks its words in the body
+    let highlight: Box<dyn Query> = match marks {
+        Some(terms) if !terms.is_empty() => Box::new(TermSetQuery::new(terms)),
+        Some(_) => Box::new(EmptyQuery),
+        None => query.box_clone(),
+    };
+    let mut snippets = SnippetGenerator::create(&searcher, &*highlight, f.body)
         .map_err(|e| refused_by_schema(q, e))?;
     snippets.set_max_num_chars(200);
     let mut results = Vec::with_capacity(top.len());

@@ -92,6 +92,7 @@ impl Server {
             max_file_bytes: config.index_max_file_bytes,
             history_max: config.search_history_max,
             skip_extensions: config.index_skip_extensions.clone(),
+            language: config.search_language.clone(),
             ..OpenOptions::default()
         };
         // `cmem mcp` takes the index's writer for moments while no server runs: wait that out

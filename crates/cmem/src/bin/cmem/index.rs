@@ -41,6 +41,7 @@ pub(crate) fn index(args: IndexArgs) -> ExitCode {
         threads,
         read_only: false,
         skip_extensions: loaded.config.index_skip_extensions.clone(),
+        language: loaded.config.search_language.clone(),
     };
     let memory = match Memory::open(&args.dir, &opts) {
         Ok(m) => m,

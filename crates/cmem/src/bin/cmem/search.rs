@@ -52,6 +52,7 @@ pub(crate) fn search(args: SearchArgs) -> ExitCode {
         threads: 1,
         read_only: true,
         skip_extensions: loaded.config.index_skip_extensions.clone(),
+        language: loaded.config.search_language.clone(),
     };
     let filters = Filters {
         path_prefix: args.path_prefix.clone(),
