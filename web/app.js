@@ -265,8 +265,8 @@ function searchPage(main) {
       const r = await api(`/api/search?${p}`, { signal: inflight.signal });
       meta.textContent = `${r.total} result${r.total === 1 ? '' : 's'} · ${Math.round(r.searchTime ?? 0)} ms`;
       results.replaceChildren(...r.results.map((x) => h('li', { class: 'result' },
-        h('h2', {}, h('a', { href: `#/doc?path=${encodeURIComponent(x.path)}&q=${encodeURIComponent(text)}` }, x.title || x.filename)),
-        h('div', { class: 'path' }, x.path),
+        h('h2', {}, h('a', { href: `#/doc?path=${encodeURIComponent(x.path)}&q=${encodeURIComponent(text)}${x.passage ? `&line=${x.passage.start_line}` : ''}` }, x.title || x.filename)),
+        h('div', { class: 'path' }, x.path, x.passage ? h('span', { class: 'passage' }, ` · ${x.passage.heading ? `§ ${x.passage.heading}, ` : ''}lines ${x.passage.start_line}–${x.passage.end_line}`) : null),
         h('p', { class: 'snippet' }, snippet(x.snippet || '')))));
       // Export and paging only when there is something to export or page through
       exportButton.hidden = r.total === 0;
@@ -742,11 +742,15 @@ function docPage(main) {
       const d = await api(`/api/document?path=${encodeURIComponent(path)}`);
       head.append(h('span', { class: 'muted' }, ` · ${d.size} bytes · modified ${d.lastModified ? new Date(d.lastModified).toLocaleString() : '?'}`));
       const words = queryWords(q);
-      if (!words.length) { body.textContent = d.text; return; }
-      const re = new RegExp(`(${words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`, 'gi');
-      const parts = d.text.split(re);
-      body.replaceChildren(...parts.map((p, i) => (i % 2 ? h('mark', {}, p) : p)));
-      body.querySelector('mark')?.scrollIntoView({ block: 'center' });
+      const re = words.length ? new RegExp(`(${words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`, 'gi') : null;
+      // one element a line, so a passage's first line can be scrolled to
+      const line = Number(params.get('line')) || 0;
+      body.replaceChildren(...d.text.split('\n').map((text, i) => {
+        const parts = re ? text.split(re) : [text];
+        return h('span', { class: 'line', id: `L${i + 1}` }, ...parts.map((p, j) => (j % 2 ? h('mark', {}, p) : p)), '\n');
+      }));
+      const target = (line && body.querySelector(`#L${line}`)) || body.querySelector('mark');
+      target?.scrollIntoView({ block: line ? 'start' : 'center' });
     } catch (e) {
       body.replaceChildren(h('span', { class: 'error', role: 'alert' }, e.message));
     }

@@ -70,7 +70,15 @@ test('every page keeps the strict policy; the editor draws whole; snippets, titl
 
   // a title from a second-level heading, not the file name
   await box.fill('zebrafish');
-  await page.locator('.result').filter({ hasText: 'notes/deep.md' }).getByRole('link', { name: 'Second level title' }).waitFor();
+  const deep = page.locator('.result').filter({ hasText: 'notes/deep.md' });
+  await deep.getByRole('link', { name: 'Second level title' }).waitFor();
+  // the passage that answers: its heading and lines; the link opens the document there
+  assert.match(await deep.locator('.passage').textContent(), /§ Second level title, lines 2–3/);
+  await deep.getByRole('link', { name: 'Second level title' }).click();
+  await page.locator('#L3 mark').first().waitFor();
+  assert.ok(await page.locator('#L2').isVisible(), 'the passage is in view');
+  assert.match(page.url(), /line=2/);
+  await page.goBack();
 
   // while typing, the last word is the start of a word
   await box.fill('quokk');

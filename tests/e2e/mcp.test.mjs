@@ -107,6 +107,8 @@ async function catalogueAndTools(client) {
   assert.equal(found.error, false, found.text);
   assert.match(found.text, /notes\/harbor\.md/);
   assert.match(found.text, /\*\*quokkaphonic\*\*/);
+  // the passage that answers, with its heading and the lines to read
+  assert.match(found.text, /§ Harbor plan, lines 1-5 \(read_document with start_line 1, end_line 5\)/);
   assert.doesNotMatch(found.text, /leak|vault/);
   const none = await tool(client, 'search_memory', { query: 'zebracornflakes' });
   assert.match(none.text, /No document matches/);

@@ -518,3 +518,61 @@ async fn plain_questions_find_the_page_that_answers_them() {
     let (code, _) = get(format!("{}/api/search?q=x&typing=maybe", s.url)).await;
     assert_eq!(code, 400);
 }
+
+/// Documents are split into passages along their headings at indexing time: a result names the
+/// passage that answers (heading path, lines) and its snippet comes from there; the document
+/// endpoint reads a range of lines.
+#[tokio::test]
+async fn results_point_at_the_passage_that_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "guide.md",
+        "# Guide\nWelcome to the guide.\n## Install\nRun the installer.\nPick a folder.\n## Backups\nCopy the journal with cmem backup; restore it with cmem restore.\nKeep three copies.\n",
+    );
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+    let (code, v) = get(format!(
+        "{}/api/search?q=how%20do%20I%20restore%20a%20backup%3F",
+        s.url
+    ))
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let hit = &v["data"]["results"][0];
+    assert_eq!(hit["path"], "guide.md", "{v}");
+    assert_eq!(hit["passage"]["heading"], "Guide › Backups", "{v}");
+    assert_eq!(hit["passage"]["heading_path"], json!(["Guide", "Backups"]));
+    assert_eq!(
+        (
+            hit["passage"]["start_line"].as_u64(),
+            hit["passage"]["end_line"].as_u64()
+        ),
+        (Some(6), Some(8)),
+        "{v}"
+    );
+    let snippet = hit["snippet"].as_str().unwrap();
+    assert!(
+        snippet.contains("<b>restore</b>") && !snippet.contains("installer"),
+        "{snippet}"
+    );
+    // the lines it names, read back
+    let (code, d) = get(format!(
+        "{}/api/document?path=guide.md&start_line=6&end_line=8",
+        s.url
+    ))
+    .await;
+    assert_eq!(code, 200, "{d}");
+    assert_eq!(
+        d["data"]["text"],
+        "## Backups\nCopy the journal with cmem backup; restore it with cmem restore.\nKeep three copies."
+    );
+    assert_eq!(d["data"]["total_lines"], 8);
+    for bad in [
+        "start_line=0",
+        "start_line=5&end_line=4",
+        "start_line=99",
+        "start_line=x",
+    ] {
+        let (code, v) = get(format!("{}/api/document?path=guide.md&{bad}", s.url)).await;
+        assert_eq!(code, 400, "{bad}: {v}");
+    }
+}

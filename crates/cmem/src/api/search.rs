@@ -488,14 +488,24 @@ pub async fn similar_to(
     }))
 }
 
-/// `GET /api/document?path=`: one text file of the data folder (confined as the index is: no
-/// `..`, no absolute path, nothing hidden, no symbolic link at any level).
+/// `GET /api/document?path=&start_line=&end_line=`: one text file of the data folder (confined
+/// as the index is: no `..`, no absolute path, nothing hidden, no symbolic link at any level),
+/// or a range of its lines (1-based, inclusive; a search result's passage gives one).
 pub async fn document(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     use crate::memory::reader::{self, ReadError};
-    only_params(&q, &["path"])?;
+    only_params(&q, &["path", "start_line", "end_line"])?;
+    let start: Option<usize> = number_param(&q, "start_line", 1usize)?;
+    let end: Option<usize> = number_param(&q, "end_line", 1usize)?;
+    if let (Some(s), Some(e)) = (start, end)
+        && e < s
+    {
+        return Err(ApiError::bad_request(format!(
+            "end_line ({e}) is before start_line ({s})"
+        )));
+    }
     let rel = q.get("path").cloned().unwrap_or_default();
     let root = app.memory.root.clone();
     let max = app.memory.max_file_bytes;
@@ -514,7 +524,29 @@ pub async fn document(
             };
             ApiError::new(status, e.to_string())
         })?;
-    Ok(ok(doc))
+    if start.is_none() && end.is_none() {
+        return Ok(ok(doc));
+    }
+    let lines: Vec<&str> = doc.text.lines().collect();
+    let total = lines.len();
+    let from = start.unwrap_or(1);
+    if from > total.max(1) {
+        return Err(ApiError::bad_request(format!(
+            "{} has {total} lines; start_line {from} is past its end",
+            doc.path
+        )));
+    }
+    let to = end.unwrap_or(total).min(total);
+    let text = lines[(from - 1).min(total)..to].join("\n");
+    Ok(ok(serde_json::json!({
+        "path": doc.path,
+        "text": text,
+        "size": doc.size,
+        "lastModified": doc.last_modified,
+        "start_line": from,
+        "end_line": to,
+        "total_lines": total,
+    })))
 }
 
 #[cfg(test)]

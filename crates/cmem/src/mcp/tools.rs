@@ -304,6 +304,19 @@ pub(super) fn format_answer(query: &str, answer: &Value) -> String {
             r["score"].as_f64().unwrap_or(0.0),
             r["lastModified"].as_str().unwrap_or("?")
         ));
+        // the passage that answers: its headings and lines, for read_document
+        let p = &r["passage"];
+        if let (Some(start), Some(end)) = (p["start_line"].as_u64(), p["end_line"].as_u64()) {
+            let heading = p["heading"].as_str().unwrap_or("");
+            out.push_str(&format!(
+                "   {}lines {start}-{end} (read_document with start_line {start}, end_line {end})\n",
+                if heading.is_empty() {
+                    String::new()
+                } else {
+                    format!("§ {heading}, ")
+                }
+            ));
+        }
         let snippet = snippet_text(r["snippet"].as_str().unwrap_or(""), "**");
         if !snippet.is_empty() {
             out.push_str(&format!("   {snippet}\n"));

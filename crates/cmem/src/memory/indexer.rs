@@ -62,7 +62,7 @@ fn rel_path(root: &Path, p: &Path) -> String {
 /// The rules a file is indexed by (its title, which files are skipped). When they change, the
 /// files indexed under the older ones are indexed again once: the incremental run would
 /// otherwise keep their old entries for as long as the files stay unchanged.
-const RULES: i64 = 3;
+const RULES: i64 = 4;
 
 fn state_db(m: &Memory) -> Result<Connection, MemoryError> {
     let c = Connection::open(m.index_dir.join("index-state.sqlite3"))?;
@@ -111,13 +111,18 @@ pub(crate) fn headings_of(text: &str) -> String {
 
 /// The text of a Markdown ATX heading line (`#` to `######`, then a space), if it is one.
 fn heading(line: &str) -> Option<&str> {
+    heading_level(line).map(|(_, h)| h)
+}
+
+/// A Markdown ATX heading's level (1 to 6) and text, if `line` (trimmed at the start) is one.
+pub(crate) fn heading_level(line: &str) -> Option<(usize, &str)> {
     let level = line.chars().take_while(|c| *c == '#').count();
     if !(1..=6).contains(&level) {
         return None;
     }
     let rest = line[level..].strip_prefix([' ', '\t'])?;
     let h = rest.trim().trim_end_matches('#').trim();
-    (!h.is_empty()).then_some(h)
+    (!h.is_empty()).then_some((level, h))
 }
 
 /// The title: the first Markdown heading of any level (outside code fences and front
@@ -300,6 +305,7 @@ fn index_file(m: &Memory, writer: &IndexWriter, rel: &str, path: &Path) -> Outco
         f.title_stem => title.clone(),
         f.title => title,
         f.headings_stem => headings_of(&text),
+        f.passages => super::passage::encode(&super::passage::split(&text)),
         f.body_stem => text.to_string(),
         f.body => text.into_owned(),
         f.modified => mtime,

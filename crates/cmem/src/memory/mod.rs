@@ -13,6 +13,7 @@ pub mod confined;
 pub mod history;
 pub mod indexer;
 pub mod language;
+pub mod passage;
 pub mod reader;
 pub mod search;
 pub mod watcher;
@@ -68,6 +69,9 @@ pub struct Fields {
     pub body_stem: Field,
     pub title_stem: Field,
     pub headings_stem: Field,
+    /// The document's passages (stored, not searched): `[[first line, last line, "A › B"], …]`,
+    /// split along headings at indexing time ([`passage::split`]).
+    pub passages: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -88,6 +92,7 @@ fn schema() -> (Schema, Fields) {
         body_stem: b.add_text_field("body_stem", stemmed.clone()),
         title_stem: b.add_text_field("title_stem", stemmed.clone()),
         headings_stem: b.add_text_field("headings_stem", stemmed),
+        passages: b.add_text_field("passages", STORED),
     };
     (b.build(), f)
 }

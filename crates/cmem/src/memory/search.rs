@@ -48,14 +48,27 @@ pub struct Filters {
     pub extensions: Vec<String>,
 }
 
+/// The part of a document a hit points at: the passage with most of the query's words.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PassageHit {
+    /// The headings above it, joined: `Setup › Install` (empty before the first heading).
+    pub heading: String,
+    pub heading_path: Vec<String>,
+    /// Its lines in the document, 1-based, inclusive.
+    pub start_line: usize,
+    pub end_line: usize,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Hit {
     pub id: String,
     pub title: String,
     pub filename: String,
     pub path: String,
-    /// HTML with the matched terms in `<b>`.
+    /// HTML with the matched terms in `<b>`, from the passage when there is one.
     pub snippet: String,
+    /// The passage the snippet comes from (`None` for a document indexed without passages).
+    pub passage: Option<PassageHit>,
     pub score: f32,
     #[serde(rename = "lastModified")]
     pub last_modified: String,
@@ -353,16 +366,44 @@ pub fn search_typed(
     let mut snippets = SnippetGenerator::create(&searcher, &*highlight, f.body)
         .map_err(|e| refused_by_schema(q, e))?;
     snippets.set_max_num_chars(200);
+    // the words to look for in passages: the highlighted terms of the plain body
+    let mut wanted: Vec<String> = Vec::new();
+    highlight.query_terms(&mut |term, _| {
+        if term.field() == f.body
+            && let Some(t) = term.value().as_str()
+            && !wanted.iter().any(|w| w == t)
+        {
+            wanted.push(t.to_string());
+        }
+    });
+    let mut analyzer = m
+        .index
+        .tokenizers()
+        .get(super::language::ANALYZER)
+        .unwrap_or_else(|| super::language::analyzer(&m.language));
     let mut results = Vec::with_capacity(top.len());
     for (score, addr) in top {
         let doc: TantivyDocument = searcher.doc(addr)?;
         let path = text(&doc, f.path);
         let modified = number(&doc, f.modified);
+        let body = text(&doc, f.body);
+        let passages = super::passage::decode(&text(&doc, f.passages));
+        let best = best_passage(&body, &passages, &wanted, &mut analyzer);
+        let snippet = match &best {
+            Some((_, passage_text)) => snippets.snippet(passage_text).to_html(),
+            None => snippets.snippet_from_doc(&doc).to_html(),
+        };
         results.push(Hit {
             id: path.clone(),
             title: text(&doc, f.title),
             filename: text(&doc, f.filename),
-            snippet: snippets.snippet_from_doc(&doc).to_html(),
+            snippet,
+            passage: best.map(|(p, _)| PassageHit {
+                heading: p.heading(),
+                heading_path: p.heading_path.clone(),
+                start_line: p.start_line,
+                end_line: p.end_line,
+            }),
             path,
             score,
             last_modified: chrono::DateTime::from_timestamp_millis(modified as i64)
@@ -378,6 +419,36 @@ pub fn search_typed(
         offset,
         search_time: started.elapsed().as_secs_f64() * 1000.0,
     })
+}
+
+/// The passage of a document with most of `wanted` (words as written or stems), the first
+/// of equals; with its text.
+fn best_passage<'p>(
+    body: &str,
+    passages: &'p [super::passage::Passage],
+    wanted: &[String],
+    analyzer: &mut tantivy::tokenizer::TextAnalyzer,
+) -> Option<(&'p super::passage::Passage, String)> {
+    let lines: Vec<&str> = body.lines().collect();
+    let mut best: Option<(usize, &super::passage::Passage, String)> = None;
+    for p in passages {
+        let t = p.text(&lines);
+        let lower = t.to_lowercase();
+        let mut found: std::collections::HashSet<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let stems = super::language::stems(analyzer, &t);
+        found.extend(stems.iter().map(String::as_str));
+        let score = wanted
+            .iter()
+            .filter(|w| found.contains(String::as_str(w)))
+            .count();
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            best = Some((score, p, t));
+        }
+    }
+    best.map(|(_, p, t)| (p, t))
 }
 
 /// Snippet HTML (tantivy escapes the text and marks hits with `<b>`) as plain text, with hits
