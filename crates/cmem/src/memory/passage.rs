@@ -26,7 +26,7 @@ impl Passage {
     }
 
     /// Its text within the document's `lines`.
-    pub fn text<'a>(&self, lines: &[&'a str]) -> String {
+    pub fn text(&self, lines: &[&str]) -> String {
         let from = self.start_line.saturating_sub(1).min(lines.len());
         let to = self.end_line.min(lines.len());
         lines[from..to].join("\n")
