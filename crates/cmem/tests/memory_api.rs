@@ -576,3 +576,26 @@ async fn results_point_at_the_passage_that_answers() {
         assert_eq!(code, 400, "{bad}: {v}");
     }
 }
+
+/// One search service: the HTTP API (GET and POST) and the command line check a search by the
+/// same rules and say the same thing.
+#[tokio::test]
+async fn every_front_end_checks_a_search_by_the_same_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    corpus(tmp.path());
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+    let want = "limit must be from 1 to 200";
+    let (code, v) = get(format!("{}/api/search?q=vortexmint&limit=500", s.url)).await;
+    assert_eq!(code, 400);
+    assert_eq!(v["error"], want);
+    let (code, v) = s
+        .post("/api/search", &json!({"q": "vortexmint", "limit": 500}))
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(v["error"], want);
+    drop(s);
+    let dir = tmp.path().to_str().unwrap();
+    let (code, _, err) = cmem(&["search", "vortexmint", "--data", dir, "--limit", "500"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(want), "{err}");
+}

@@ -14,18 +14,18 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::{App, AppState};
-use crate::envelope::{NewEvent, Scope};
 use crate::http::{ApiError, ApiJson, number_param, ok, only_params};
 use crate::memory::Memory;
 use crate::memory::history::Whose;
-use crate::memory::search::{Answer, Filters, MAX_LIMIT, SearchError, check_shape, snippet_text};
+use crate::memory::search::{Answer, snippet_text};
+use crate::memory::service;
 use crate::teams::auth::Identity;
 
 /// A search as the endpoints receive it, before validation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
-    /// Missing is the same as empty: [`Request::validate`] says it is required.
+    /// Missing is the same as empty: [`service::Search::validate`] says it is required.
     #[serde(alias = "query", default)]
     q: String,
     #[serde(default)]
@@ -66,114 +66,32 @@ impl Extensions {
     }
 }
 
-/// A validated search.
-struct Request {
-    q: String,
-    limit: usize,
-    offset: usize,
-    filters: Filters,
-    session: Option<String>,
-    via: &'static str,
-    typing: bool,
-}
-
-/// The query text, trimmed; empty or too long is a 400.
+/// The query text, trimmed; empty or too long is a 400 (the service's rule).
 pub(crate) fn query_text(q: &str, name: &str) -> Result<String, ApiError> {
-    let q = q.trim();
-    if q.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "{name} is required: the text to search for"
-        )));
-    }
-    // length and nesting are bounded before anything parses the query (or announces it)
-    check_shape(q).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
-    Ok(q.to_string())
+    Ok(service::query_text(q, name)?)
 }
 
-/// `path_prefix`: relative to the data folder, `/`-separated, no `..`.
+/// `path_prefix`, checked as the service checks it.
 pub(crate) fn path_prefix(p: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(raw) = p else { return Ok(None) };
-    let p = raw.replace('\\', "/");
-    let p = p.trim_start_matches("./");
-    if p.starts_with('/') || p.contains(':') {
-        return Err(ApiError::bad_request(format!(
-            "path_prefix `{raw}` must be relative to the data folder"
-        )));
-    }
-    if p.split('/').any(|part| part == "..") {
-        return Err(ApiError::bad_request(format!(
-            "path_prefix `{raw}` may not contain `..`"
-        )));
-    }
-    Ok(Some(p.to_string()).filter(|p| !p.is_empty()))
+    Ok(service::path_prefix(p)?)
 }
 
-/// `extensions` as a list, checked as [`extensions`] does.
-pub(crate) fn extension_list(e: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
-    extensions(e.map(Extensions::List))
-}
-
-/// `extensions`: up to 50, letters and digits (a leading dot is dropped), lowercased.
-fn extensions(e: Option<Extensions>) -> Result<Vec<String>, ApiError> {
-    let list = e.map(Extensions::into_vec).unwrap_or_default();
-    if list.len() > 50 {
-        return Err(ApiError::bad_request("extensions: at most 50"));
-    }
-    list.into_iter()
-        .map(|x| x.trim().trim_start_matches('.').to_lowercase())
-        .filter(|x| !x.is_empty())
-        .map(|x| {
-            if x.len() <= 20 && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                Ok(x)
-            } else {
-                Err(ApiError::bad_request(format!(
-                    "extension `{x}` is not a file extension (letters and digits, e.g. md)"
-                )))
-            }
-        })
-        .collect()
-}
-
-impl Request {
-    fn validate(body: SearchBody, name: &str) -> Result<Request, ApiError> {
-        let limit = body.limit.unwrap_or(20);
-        if limit == 0 || limit > MAX_LIMIT {
-            return Err(ApiError::bad_request(format!(
-                "limit must be from 1 to {MAX_LIMIT}"
-            )));
+impl SearchBody {
+    /// What the body asks, for the service to check.
+    fn asked(self) -> service::Asked {
+        service::Asked {
+            query: self.q,
+            limit: self.limit,
+            offset: self.offset,
+            path_prefix: self.path_prefix,
+            extensions: self.extensions.map(Extensions::into_vec),
+            session: self.session,
+            via: self.via,
+            typing: self.typing.unwrap_or(false),
         }
-        let offset = body.offset.unwrap_or(0);
-        if offset > 100_000 {
-            return Err(ApiError::bad_request("offset must be at most 100000"));
-        }
-        let session = body.session.filter(|s| !s.is_empty());
-        if session.as_ref().is_some_and(|s| s.len() > 128) {
-            return Err(ApiError::bad_request("session is longer than 128 bytes"));
-        }
-        let via = match body.via.as_deref() {
-            None | Some("api") => "api",
-            Some("mcp") => "mcp",
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "via `{other}` is not api or mcp"
-                )));
-            }
-        };
-        Ok(Request {
-            via,
-            typing: body.typing.unwrap_or(false),
-            q: query_text(&body.q, name)?,
-            limit,
-            offset,
-            filters: Filters {
-                path_prefix: path_prefix(body.path_prefix)?,
-                extensions: extensions(body.extensions)?,
-            },
-            session,
-        })
     }
 
-    fn from_query(q: HashMap<String, String>) -> Result<Request, ApiError> {
+    fn from_query(q: HashMap<String, String>) -> Result<SearchBody, ApiError> {
         only_params(
             &q,
             &[
@@ -197,7 +115,7 @@ impl Request {
                 )));
             }
         };
-        let body = SearchBody {
+        Ok(SearchBody {
             typing,
             limit: number_param(&q, "limit", 0usize)?,
             offset: number_param(&q, "offset", 0usize)?,
@@ -206,79 +124,41 @@ impl Request {
             extensions: q.get("extensions").cloned().map(Extensions::Joined),
             session: q.get("session").cloned(),
             via: q.get("via").cloned(),
-        };
-        Request::validate(body, "q")
+        })
     }
 }
 
-/// Runs a validated search: publishes `search_started` while it searches and records the
-/// search in the history on a blocking thread, times it, then publishes `search_completed`
-/// (after `search_started` is committed, so the two stay in order).
-/// Both events say which front end asked (`via`).
-///
-/// A user's search events go to that user's own scope (`user:<id>`: their connections and
-/// admins), never to everyone: the text of a search is the searcher's. Everyone sees only the
-/// count (`system_status.searches_total`). The local user of an open server is everyone there,
-/// so its searches stay global.
-async fn execute(app: &AppState, identity: &Identity, req: Request) -> Result<Answer, ApiError> {
-    // two journal events: a member's searches draw on their budget
+/// Runs a checked search through the service, as the caller: a member's searches draw on
+/// their journal budget (two events each); timed for `GET /metrics`.
+async fn execute(
+    app: &AppState,
+    identity: &Identity,
+    search: service::Search,
+) -> Result<Answer, ApiError> {
     app.teams
         .take_event_budget(identity, 2, app.config.member_events_per_s)?;
-    let via = req.via;
-    let owner = identity.user_id().unwrap_or_default().to_string();
-    let scope = match identity.user_id() {
-        Some(id) => Scope::User(id.to_string()),
-        None => Scope::Global,
-    };
-    let shown = app.config.search_publish_query.then(|| req.q.clone());
-    let started = app.hub.publish(vec![NewEvent::new(
-        "search_started",
-        scope.clone(),
-        json!({"query": shown, "via": via}),
-    )]);
-    let memory = app.memory.clone();
-    let searching = tokio::task::spawn_blocking(move || {
-        let answer = crate::memory::search::search_typed(
-            &memory,
-            &req.q,
-            &req.filters,
-            req.limit,
-            req.offset,
-            req.typing,
-        )?;
-        let recorded = memory.history.record(
-            &req.q,
-            answer.total as u64,
-            answer.search_time,
-            req.session.as_deref(),
-            &owner,
-        );
-        if let Err(e) = recorded {
-            tracing::warn!(error = %e, "could not record the search in the history");
+    let ran = service::run(
+        &app.memory,
+        &app.hub,
+        app.config.search_publish_query,
+        identity.user_id(),
+        search,
+    )
+    .await;
+    match ran {
+        Ok(answer) => {
+            app.metrics
+                .search_seconds
+                .observe(answer.search_time / 1000.0);
+            Ok(answer)
         }
-        Ok(answer)
-    });
-    let (started, answer) = tokio::join!(started, searching);
-    started?;
-    let answer = answer
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e: SearchError| {
-            app.metrics.search_errors.inc();
-            ApiError::from(e)
-        })?;
-    app.metrics
-        .search_seconds
-        .observe(answer.search_time / 1000.0);
-    app.memory
-        .searches_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    app.hub.publish(vec![NewEvent::new(
-        "search_completed",
-        scope,
-        json!({"query": shown, "results_count": answer.total, "search_time_ms": answer.search_time, "via": via}),
-    )])
-    .await?;
-    Ok(answer)
+        Err(e) => {
+            if matches!(e, service::ServiceError::Search(_)) {
+                app.metrics.search_errors.inc();
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// What another front end (the MCP server) asks for: a search validated and run exactly as
@@ -296,18 +176,19 @@ pub async fn run_for_mcp(
     identity: &Identity,
     asked: Asked,
 ) -> Result<Answer, ApiError> {
-    let body = SearchBody {
-        q: asked.query,
-        limit: asked.limit,
-        offset: None,
-        path_prefix: asked.path_prefix,
-        extensions: asked.extensions.map(Extensions::List),
-        session: Some("mcp".into()),
-        via: Some("mcp".into()),
-        typing: None,
-    };
-    let req = Request::validate(body, "query")?;
-    execute(app, identity, req).await
+    let search = service::Search::validate(
+        service::Asked {
+            query: asked.query,
+            limit: asked.limit,
+            path_prefix: asked.path_prefix,
+            extensions: asked.extensions,
+            session: Some("mcp".into()),
+            via: Some("mcp".into()),
+            ..service::Asked::default()
+        },
+        "query",
+    )?;
+    execute(app, identity, search).await
 }
 
 /// `GET /api/search?q=&limit=&offset=&path_prefix=&extensions=md,txt` and `GET /search`
@@ -316,8 +197,8 @@ pub async fn search_get(
     Extension(identity): Extension<Identity>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let req = Request::from_query(q)?;
-    Ok(ok(execute(&app, &identity, req).await?))
+    let search = service::Search::validate(SearchBody::from_query(q)?.asked(), "q")?;
+    Ok(ok(execute(&app, &identity, search).await?))
 }
 
 /// `POST /api/search {q, limit?, offset?, path_prefix?, extensions?, session?, via?}`
@@ -326,8 +207,8 @@ pub async fn search_post(
     Extension(identity): Extension<Identity>,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Response, ApiError> {
-    let req = Request::validate(body, "q")?;
-    Ok(ok(execute(&app, &identity, req).await?))
+    let search = service::Search::validate(body.asked(), "q")?;
+    Ok(ok(execute(&app, &identity, search).await?))
 }
 
 /// `GET /search/suggestions?q=&limit=`: index terms that start with `q`.
@@ -422,8 +303,8 @@ pub async fn export(
     };
     let search: SearchBody = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let req = Request::validate(search, "query")?;
-    let q = req.q.clone();
+    let req = service::Search::validate(search.asked(), "query")?;
+    let q = req.query.clone();
     let answer = execute(&app, &identity, req).await?;
     Ok((
         [
@@ -554,19 +435,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn filters_are_checked() {
+    fn a_query_string_list_of_extensions_reads_as_a_list() {
         assert_eq!(
-            path_prefix(Some("./notes\\a".into())).unwrap().as_deref(),
-            Some("notes/a")
+            Extensions::Joined(".MD, txt".into()).into_vec(),
+            vec![".MD", " txt"]
         );
-        assert!(path_prefix(Some("../x".into())).is_err());
-        assert!(path_prefix(Some("/etc".into())).is_err());
-        assert!(path_prefix(Some("C:/x".into())).is_err());
-        assert_eq!(path_prefix(Some("".into())).unwrap(), None);
-        assert_eq!(
-            extensions(Some(Extensions::Joined(".MD, txt".into()))).unwrap(),
-            vec!["md", "txt"]
-        );
-        assert!(extensions(Some(Extensions::List(vec!["m d".into()]))).is_err());
+        let body = SearchBody::from_query(HashMap::from([
+            ("q".to_string(), "x".to_string()),
+            ("extensions".to_string(), "md,txt".to_string()),
+        ]))
+        .unwrap();
+        let s = service::Search::validate(body.asked(), "q").unwrap();
+        assert_eq!(s.filters.extensions, vec!["md", "txt"]);
+        assert!(SearchBody::from_query(HashMap::from([("typo".into(), "1".into())])).is_err());
     }
 }

@@ -72,12 +72,23 @@ impl IntoResponse for ApiError {
 impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         match e {
-            SearchError::Syntax { .. } | SearchError::TooComplex(_) => {
+            SearchError::Invalid(_) | SearchError::Syntax { .. } | SearchError::TooComplex(_) => {
                 ApiError::bad_request(e.to_string())
             }
             SearchError::Index(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }
+        }
+    }
+}
+
+impl From<crate::memory::service::ServiceError> for ApiError {
+    fn from(e: crate::memory::service::ServiceError) -> Self {
+        use crate::memory::service::ServiceError;
+        match e {
+            ServiceError::Search(e) => e.into(),
+            ServiceError::Publish(e) => e.into(),
+            ServiceError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
         }
     }
 }

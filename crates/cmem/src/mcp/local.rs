@@ -17,10 +17,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::{FileChange, Shared};
-use crate::api::search::{self as api_search, Asked};
+use crate::api::search::Asked;
 use crate::config::{Config, STATE_DIR};
 use crate::journal::{self, ActivityQuery};
-use crate::memory::search::{self, Filters, MAX_LIMIT};
+use crate::memory::service;
 use crate::memory::{Memory, MemoryError, OpenOptions, indexer, watcher};
 use crate::teams::auth::{self, AuthError, Identity};
 
@@ -333,21 +333,22 @@ impl Local {
                 Err((true, _)) => {}
             }
         }
-        let q = api_search::query_text(&asked.query, "query").map_err(|e| e.message)?;
-        let limit = asked.limit.unwrap_or(10);
-        if limit == 0 || limit > MAX_LIMIT {
-            return Err(format!("limit must be from 1 to {MAX_LIMIT}"));
-        }
-        let filters = Filters {
-            path_prefix: api_search::path_prefix(asked.path_prefix).map_err(|e| e.message)?,
-            extensions: api_search::extension_list(asked.extensions).map_err(|e| e.message)?,
-        };
-        let memory = shared.memory.clone();
-        let answer =
-            tokio::task::spawn_blocking(move || search::search(&memory, &q, &filters, limit, 0))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+        // no server: the folder's index answers, checked and run by the same service
+        let search = service::Search::validate(
+            service::Asked {
+                query: asked.query,
+                limit: Some(asked.limit.unwrap_or(10)),
+                path_prefix: asked.path_prefix,
+                extensions: asked.extensions,
+                via: Some("mcp".into()),
+                ..service::Asked::default()
+            },
+            "query",
+        )
+        .map_err(|e| e.to_string())?;
+        let answer = service::search(&shared.memory, search)
+            .await
+            .map_err(|e| e.to_string())?;
         serde_json::to_value(answer).map_err(|e| e.to_string())
     }
 

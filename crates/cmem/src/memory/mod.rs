@@ -16,6 +16,7 @@ pub mod language;
 pub mod passage;
 pub mod reader;
 pub mod search;
+pub mod service;
 pub mod watcher;
 
 use std::path::{Path, PathBuf};

@@ -29,6 +29,9 @@ pub const MAX_QUERY_DEPTH: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
+    /// A parameter of the search is out of bounds (the message names it).
+    #[error("{0}")]
+    Invalid(String),
     /// The query is too long or nests too deeply; checked before anything parses it.
     #[error("{0}")]
     TooComplex(String),

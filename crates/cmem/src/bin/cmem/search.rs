@@ -7,12 +7,14 @@ use clap::Args;
 
 use crate::{EXIT_CONFIG, EXIT_RUNTIME, config_for};
 use cmem::config::STATE_DIR;
-use cmem::memory::search::{Filters, snippet_text};
+use cmem::memory::search::snippet_text;
+use cmem::memory::service;
 use cmem::memory::{Memory, OpenOptions};
 
 #[derive(Args)]
 pub(crate) struct SearchArgs {
-    /// Query: words, "a phrase", AND/OR, -word, title:word.
+    /// Query: a question in plain words, or explicit syntax ("a phrase", AND/OR, -word,
+    /// title:word).
     query: String,
     /// The folder whose index is searched.
     #[arg(long, value_name = "DIR", default_value = ".")]
@@ -54,22 +56,28 @@ pub(crate) fn search(args: SearchArgs) -> ExitCode {
         skip_extensions: loaded.config.index_skip_extensions.clone(),
         language: loaded.config.search_language.clone(),
     };
-    let filters = Filters {
-        path_prefix: args.path_prefix.clone(),
-        extensions: args
-            .extensions
-            .iter()
-            .map(|e| e.trim().trim_start_matches('.').to_lowercase())
-            .filter(|e| !e.is_empty())
-            .collect(),
+    // the rules every front end's searches are checked by
+    let checked = service::Search::validate(
+        service::Asked {
+            query: args.query.clone(),
+            limit: Some(args.limit),
+            offset: Some(args.offset),
+            path_prefix: args.path_prefix.clone(),
+            extensions: Some(args.extensions.clone()),
+            ..service::Asked::default()
+        },
+        "the query",
+    );
+    let search = match checked {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
-    let limit = args.limit.clamp(1, cmem::memory::search::MAX_LIMIT);
     let answer = Memory::open(&args.data, &opts)
         .map_err(|e| e.to_string())
-        .and_then(|m| {
-            cmem::memory::search::search(&m, &args.query, &filters, limit, args.offset)
-                .map_err(|e| e.to_string())
-        });
+        .and_then(|m| service::answer(&m, &search).map_err(|e| e.to_string()));
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
