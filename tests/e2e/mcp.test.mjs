@@ -27,7 +27,7 @@ after(async () => {
 });
 
 const TOOLS = ['list_documents', 'list_workspaces', 'notify', 'post_message', 'read_document',
-  'recent_activity', 'search_memory', 'similar_searches'];
+  'recent_activity', 'related_documents', 'search_memory', 'similar_searches'];
 
 /** A data folder with a planted document, and a secret outside it reachable by a link. */
 function folder() {
@@ -36,6 +36,7 @@ function folder() {
   writeFileSync(path.join(data, 'notes', 'harbor.md'),
     '# Harbor plan\nline two\nThe quokkaphonic release ships on Friday.\nline four\nline five\n');
   writeFileSync(path.join(data, 'readme.txt'), 'nothing to see here\n');
+  writeFileSync(path.join(data, 'notes', 'ferry.md'), '# Ferry timetable\nThe harbor plan moves the ferry berths: line two, line four and line five stay.\n');
   const outside = tempDir();
   writeFileSync(path.join(outside, 'secret.txt'), 'the vault code is 4711 quokkaphonic\n');
   // Wine shows a Unix link to a Windows program as the file itself (no reparse point), so the
@@ -110,6 +111,14 @@ async function catalogueAndTools(client) {
   // the passage that answers, with its heading and the lines to read
   assert.match(found.text, /§ Harbor plan, lines 1-5 \(read_document with start_line 1, end_line 5\)/);
   assert.doesNotMatch(found.text, /leak|vault/);
+  // the documents nearest to one, for context around a file; never the file itself
+  const related = await tool(client, 'related_documents', { path: 'notes/harbor.md' });
+  assert.equal(related.error, false, related.text);
+  assert.match(related.text, /1\. notes\/ferry\.md — Ferry timetable/);
+  assert.doesNotMatch(related.text, /\d\. notes\/harbor\.md/);
+  const unknown = await tool(client, 'related_documents', { path: 'notes/nothing.md' });
+  assert.equal(unknown.error, true);
+  assert.match(unknown.text, /not an indexed document/);
   const none = await tool(client, 'search_memory', { query: 'zebracornflakes' });
   assert.match(none.text, /No document matches/);
   const bad = await tool(client, 'search_memory', { query: 'x', limt: 3 });

@@ -44,6 +44,16 @@ pub struct ReadDocument {
     pub end_line: Option<u64>,
 }
 
+/// `related_documents`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RelatedDocuments {
+    /// The document to start from (relative to the data folder, as search results give it).
+    pub path: String,
+    /// How many (1-50, default 10).
+    pub limit: Option<usize>,
+}
+
 /// `list_documents`
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +155,13 @@ pub fn definitions() -> Vec<Value> {
             "annotations": read_only,
         }),
         json!({
+            "name": "related_documents",
+            "title": "Documents related to one",
+            "description": "The documents nearest to the one at `path`, by the distinctive words they share with it, best first: to build context around a file. Read one with read_document.",
+            "inputSchema": schema::<RelatedDocuments>(),
+            "annotations": read_only,
+        }),
+        json!({
             "name": "list_documents",
             "title": "List documents",
             "description": "Lists the indexed documents in path order, with size and last modification, optionally under a path prefix. Page with `after`.",
@@ -204,7 +221,8 @@ pub(super) fn parse_each(args: JsonObject) {
     let _ = parse::<ListWorkspaces>("", args.clone());
     let _ = parse::<PostMessage>("", args.clone());
     let _ = parse::<Notify>("", args.clone());
-    let _ = parse::<SimilarSearches>("", args);
+    let _ = parse::<SimilarSearches>("", args.clone());
+    let _ = parse::<RelatedDocuments>("", args);
 }
 
 /// Runs a tool: `Err` only for a tool that does not exist.
@@ -218,6 +236,7 @@ pub async fn call(
         "search_memory" => search_memory(shared, who, args).await,
         "read_document" => read_document(shared, args).await,
         "list_documents" => list_documents(shared, args).await,
+        "related_documents" => related_documents(shared, args).await,
         "recent_activity" => recent_activity(shared, who, args).await,
         "list_workspaces" => list_workspaces(shared, who, args),
         "post_message" => post_message(shared, who, args).await,
@@ -323,6 +342,38 @@ pub(super) fn format_answer(query: &str, answer: &Value) -> String {
         }
     }
     out
+}
+
+async fn related_documents(shared: &Shared, args: JsonObject) -> Result<String, String> {
+    let a: RelatedDocuments = parse("related_documents", args)?;
+    let limit = a.limit.unwrap_or(10);
+    if !(1..=50).contains(&limit) {
+        return Err("limit must be from 1 to 50".into());
+    }
+    crate::memory::reader::check(&a.path).map_err(|e| e.to_string())?;
+    let memory = shared.memory.clone();
+    let path = a.path.clone();
+    let near =
+        tokio::task::spawn_blocking(move || crate::memory::search::related(&memory, &path, limit))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    if near.is_empty() {
+        return Ok(format!(
+            "No other document shares enough distinctive words with `{}`.",
+            a.path
+        ));
+    }
+    let mut out = format!("The documents nearest to `{}`, best first:\n", a.path);
+    for (i, r) in near.iter().enumerate() {
+        out.push_str(&format!("\n{}. {}", i + 1, r.path));
+        if !r.title.is_empty() && r.title != r.path {
+            out.push_str(&format!(" — {}", r.title));
+        }
+        out.push_str(&format!(" (score {:.2})", r.score));
+    }
+    out.push('\n');
+    Ok(out)
 }
 
 async fn read_document(shared: &Shared, args: JsonObject) -> Result<String, String> {

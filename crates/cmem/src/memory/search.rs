@@ -470,6 +470,51 @@ pub fn snippet_text(html: &str, mark: &str) -> String {
         .join(" ")
 }
 
+/// A document near another, for `related_documents`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Related {
+    pub path: String,
+    pub title: String,
+    pub score: f32,
+}
+
+/// The documents nearest to the one at `path`, by the distinctive words they share with it
+/// (more-like-this: its rarest, most frequent words, as a query); at most `limit`, never the
+/// document itself. Blocking.
+pub fn related(m: &Memory, path: &str, limit: usize) -> Result<Vec<Related>, SearchError> {
+    let f = m.fields;
+    let searcher = m.reader.searcher();
+    let this = TermQuery::new(
+        Term::from_field_text(f.path, path),
+        IndexRecordOption::Basic,
+    );
+    let found: Vec<(Score, DocAddress)> =
+        searcher.search(&this, &TopDocs::with_limit(1).order_by_score())?;
+    let Some(&(_, addr)) = found.first() else {
+        return Err(SearchError::Invalid(format!(
+            "`{path}` is not an indexed document; list_documents names them"
+        )));
+    };
+    let like = tantivy::query::MoreLikeThisQuery::builder()
+        .with_min_doc_frequency(1)
+        .with_min_term_frequency(1)
+        .with_min_word_length(3)
+        .with_max_query_terms(25)
+        .with_document(addr);
+    let top: Vec<(Score, DocAddress)> =
+        searcher.search(&like, &TopDocs::with_limit(limit + 1).order_by_score())?;
+    let mut out = Vec::with_capacity(limit);
+    for (score, a) in top.into_iter().filter(|(_, a)| *a != addr).take(limit) {
+        let doc: TantivyDocument = searcher.doc(a)?;
+        out.push(Related {
+            path: text(&doc, f.path),
+            title: text(&doc, f.title),
+            score,
+        });
+    }
+    Ok(out)
+}
+
 /// A term from the index and how many documents hold it.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Suggestion {
