@@ -433,6 +433,10 @@ fn best_passage<'p>(
     analyzer: &mut tantivy::tokenizer::TextAnalyzer,
 ) -> Option<(&'p super::passage::Passage, String)> {
     let lines: Vec<&str> = body.lines().collect();
+    // stemming every word of a large document for each hit would cost more than the search:
+    // past this, passages are compared by the words as written
+    const STEM_UP_TO: usize = 256 * 1024;
+    let stem = body.len() <= STEM_UP_TO;
     let mut best: Option<(usize, &super::passage::Passage, String)> = None;
     for p in passages {
         let t = p.text(&lines);
@@ -441,7 +445,11 @@ fn best_passage<'p>(
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
             .collect();
-        let stems = super::language::stems(analyzer, &t);
+        let stems = if stem {
+            super::language::stems(analyzer, &t)
+        } else {
+            Vec::new()
+        };
         found.extend(stems.iter().map(String::as_str));
         let score = wanted
             .iter()
