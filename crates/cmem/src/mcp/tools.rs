@@ -810,7 +810,7 @@ mod tests {
     #[test]
     fn every_tool_has_an_object_schema_and_a_description() {
         let defs = definitions();
-        assert_eq!(defs.len(), 8);
+        assert_eq!(defs.len(), 9);
         for d in defs {
             assert_eq!(d["inputSchema"]["type"], "object", "{d}");
             assert!(d["description"].as_str().is_some_and(|s| s.len() > 40));
