@@ -599,3 +599,26 @@ async fn every_front_end_checks_a_search_by_the_same_rules() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(want), "{err}");
 }
+
+/// An index written by an earlier version (another schema) is rebuilt by the server, and a
+/// read-only opener says so instead of reading it with the wrong fields.
+#[tokio::test]
+async fn an_index_of_an_earlier_version_is_rebuilt_not_misread() {
+    let tmp = tempfile::tempdir().unwrap();
+    corpus(tmp.path());
+    let index = tmp.path().join(".collective-memory").join("index");
+    std::fs::create_dir_all(&index).unwrap();
+    {
+        let mut b = tantivy::schema::Schema::builder();
+        b.add_text_field("path", tantivy::schema::STRING | tantivy::schema::STORED);
+        tantivy::Index::create_in_dir(&index, b.build()).unwrap();
+    }
+    let dir = tmp.path().to_str().unwrap();
+    let (code, _, err) = cmem(&["search", "vortexmint", "--data", dir]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("earlier version"), "{err}");
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+    let (code, v) = get(format!("{}/api/search?q=vortexmint", s.url)).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["total"], 5, "{v}");
+}

@@ -98,7 +98,19 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         skip_extensions: opts.config.index_skip_extensions.clone(),
         language: opts.config.search_language.clone(),
     };
-    let memory = Memory::open(&opts.data_dir, &read_only)?;
+    let memory = match Memory::open(&opts.data_dir, &read_only) {
+        // an index of an earlier version: a writer makes it anew (or says another process
+        // holds it), and the catch-up below fills it from the folder
+        Err(MemoryError::Outdated(_)) => {
+            let writer = OpenOptions {
+                read_only: false,
+                ..read_only.clone()
+            };
+            drop(Memory::open(&opts.data_dir, &writer)?);
+            Memory::open(&opts.data_dir, &read_only)?
+        }
+        other => other?,
+    };
     let teams = Arc::new(crate::app::open_teams(&opts.config)?);
     // a process on this machine that reads the folder itself: open when no users exist, whatever
     // the server's bind (its writes go through the server, which decides for itself)

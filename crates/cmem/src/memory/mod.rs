@@ -52,6 +52,13 @@ pub enum MemoryError {
     Locked(PathBuf),
     #[error("this memory was opened read-only")]
     ReadOnly,
+    /// A read-only opener found an index of an earlier version, which only a writer may
+    /// rebuild.
+    #[error(
+        "the index in {} was written by an earlier version of cmem; start `cmem serve` on the folder (or run `cmem index` on it) to rebuild it",
+        .0.display()
+    )]
+    Outdated(PathBuf),
 }
 
 /// The fields of an indexed document.
@@ -191,16 +198,21 @@ pub struct Memory {
 }
 
 /// Opens the index in `dir`, or makes it. An index of an older schema (written by an earlier
-/// version) is moved aside and made again: the next indexing run fills it from the folder (its
-/// state, in the same folder, goes with it). A read-only opener never touches it.
+/// version) is removed and made again by a writer: the next indexing run fills it from the
+/// folder (its state, in the same folder, goes with it). A read-only opener never touches it:
+/// it is told the index is outdated ([`MemoryError::Outdated`]).
 fn open_index(dir: &Path, schema: Schema, read_only: bool) -> Result<Index, MemoryError> {
     let mmap = |d: &Path| {
         tantivy::directory::MmapDirectory::open(d).map_err(|e| MemoryError::Index(e.into()))
     };
     if Index::exists(&mmap(dir)?).unwrap_or(false) {
         let existing = Index::open(mmap(dir)?)?;
-        if existing.schema() == schema || read_only {
+        if existing.schema() == schema {
             return Ok(existing);
+        }
+        if read_only {
+            // its fields are not this version's: reading it with them would go wrong
+            return Err(MemoryError::Outdated(dir.to_path_buf()));
         }
         drop(existing);
         tracing::info!(index = %dir.display(), "the index was written by an earlier version; rebuilding it");
