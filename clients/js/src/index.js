@@ -595,9 +595,9 @@ export class Client extends Emitter {
     this.history = [];
     this.closed = false;
     this._timers = new Set();
-    // transports that failed since the last connection: all of them is an outage, not a
-    // proxy blocking some, and the better ones are probed again soon after it ends
-    this._failedSince = new Set();
+    // the transport of the last connection that was open: one that was lost (a server that
+    // went away, a network that changed) and came back on a lesser one is probed up again soon
+    this._lastGood = null;
     // Node: a handle that keeps the event loop (and so the program) alive while the client is
     // open, even between reconnection attempts, whose timers are unref'd; close() ends it
     this._keepAlive = isNode ? setInterval(() => {}, 1 << 30) : null;
@@ -677,15 +677,17 @@ export class Client extends Emitter {
   _connected(leg, extra) {
     this.everConnected = true;
     this._nodesTried = 0;
-    const afterOutage = this._failedSince.size >= this.transports.length;
-    this._failedSince.clear();
+    const fellFrom = this._lastGood;
+    this._lastGood = this.transports.indexOf(leg.transport);
+    // it had a better transport before it lost the connection: the fallback may say nothing
+    // about the network (an outage moves down every transport), so look up again soon
+    const afterOutage = fellFrom !== null && fellFrom < this._lastGood;
     this._setState('connected', { transport: leg.transport, ...extra });
     this._save();
     this._clearTimer(this._stableTimer);
     this._stableTimer = this._timer(() => {
       if (this.leg === leg && !leg.ended) { this.attempt = 0; this.failures = 0; }
     }, this.opts.stableAfterMs);
-    // after an outage the fallback says nothing about the network: look up again soon
     this._scheduleProbe(afterOutage ? Math.min(this.opts.probeIntervalMs, 1000 + Math.random() * 2000) : undefined);
   }
 
@@ -698,7 +700,6 @@ export class Client extends Emitter {
     }
     if (leg !== this.leg || this.closed) return;
     this.leg = null;
-    if (!leg.isOpen) this._failedSince.add(leg.transport);
     this._clearTimer(this._probeTimer);
     this.probe?.close();
     this.probe = null;
