@@ -369,21 +369,6 @@ pub fn search_typed(
     let mut snippets = SnippetGenerator::create(&searcher, &*highlight, f.body)
         .map_err(|e| refused_by_schema(q, e))?;
     snippets.set_max_num_chars(200);
-    // the words to look for in passages: the highlighted terms of the plain body
-    let mut wanted: Vec<String> = Vec::new();
-    highlight.query_terms(&mut |term, _| {
-        if term.field() == f.body
-            && let Some(t) = term.value().as_str()
-            && !wanted.iter().any(|w| w == t)
-        {
-            wanted.push(t.to_string());
-        }
-    });
-    let mut analyzer = m
-        .index
-        .tokenizers()
-        .get(super::language::ANALYZER)
-        .unwrap_or_else(|| super::language::analyzer(&m.language));
     let mut results = Vec::with_capacity(top.len());
     for (score, addr) in top {
         let doc: TantivyDocument = searcher.doc(addr)?;
@@ -391,17 +376,18 @@ pub fn search_typed(
         let modified = number(&doc, f.modified);
         let body = text(&doc, f.body);
         let passages = super::passage::decode(&text(&doc, f.passages));
-        let best = best_passage(&body, &passages, &wanted, &mut analyzer);
-        let snippet = match &best {
-            Some((_, passage_text)) => snippets.snippet(passage_text).to_html(),
-            None => snippets.snippet_from_doc(&doc).to_html(),
-        };
+        // the snippet is the document's best-scoring stretch, which starts at a match: the
+        // passage holding it is the one that answers (no second pass over the text)
+        let snip = snippets.snippet(&body);
+        let first_match = snip.highlighted().first().map_or(0, |r| r.start);
+        let best = passage_at(&body, &passages, snip.fragment(), first_match);
+        let snippet = snip.to_html();
         results.push(Hit {
             id: path.clone(),
             title: text(&doc, f.title),
             filename: text(&doc, f.filename),
             snippet,
-            passage: best.map(|(p, _)| PassageHit {
+            passage: best.map(|p| PassageHit {
                 heading: p.heading(),
                 heading_path: p.heading_path.clone(),
                 start_line: p.start_line,
@@ -424,42 +410,33 @@ pub fn search_typed(
     })
 }
 
-/// The passage of a document with most of `wanted` (words as written or stems), the first
-/// of equals; with its text.
-fn best_passage<'p>(
+/// The passage holding the first match of `fragment` (the snippet, a stretch of `body`; the
+/// match `first_match` bytes into it), or the first passage when there is nothing to place.
+fn passage_at<'p>(
     body: &str,
     passages: &'p [super::passage::Passage],
-    wanted: &[String],
-    analyzer: &mut tantivy::tokenizer::TextAnalyzer,
-) -> Option<(&'p super::passage::Passage, String)> {
-    let lines: Vec<&str> = body.lines().collect();
-    // stemming every word of a large document for each hit would cost more than the search:
-    // past this, passages are compared by the words as written
-    const STEM_UP_TO: usize = 256 * 1024;
-    let stem = body.len() <= STEM_UP_TO;
-    let mut best: Option<(usize, &super::passage::Passage, String)> = None;
-    for p in passages {
-        let t = p.text(&lines);
-        let lower = t.to_lowercase();
-        let mut found: std::collections::HashSet<&str> = lower
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .collect();
-        let stems = if stem {
-            super::language::stems(analyzer, &t)
-        } else {
-            Vec::new()
-        };
-        found.extend(stems.iter().map(String::as_str));
-        let score = wanted
+    fragment: &str,
+    first_match: usize,
+) -> Option<&'p super::passage::Passage> {
+    let at = (!fragment.is_empty())
+        .then(|| body.find(fragment))
+        .flatten()
+        .map(|offset| (offset + first_match).min(body.len()))
+        .map(|offset| {
+            body.as_bytes()[..offset]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        });
+    match at {
+        Some(line) => passages
             .iter()
-            .filter(|w| found.contains(String::as_str(w)))
-            .count();
-        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
-            best = Some((score, p, t));
-        }
+            .take_while(|p| p.start_line <= line)
+            .last()
+            .or(passages.first()),
+        None => passages.first(),
     }
-    best.map(|(_, p, t)| (p, t))
 }
 
 /// Snippet HTML (tantivy escapes the text and marks hits with `<b>`) as plain text, with hits
