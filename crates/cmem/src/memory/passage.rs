@@ -24,13 +24,6 @@ impl Passage {
     pub fn heading(&self) -> String {
         self.heading_path.join(" › ")
     }
-
-    /// Its text within the document's `lines`.
-    pub fn text(&self, lines: &[&str]) -> String {
-        let from = self.start_line.saturating_sub(1).min(lines.len());
-        let to = self.end_line.min(lines.len());
-        lines[from..to].join("\n")
-    }
 }
 
 /// The passages of `text`: a new one at every Markdown heading (outside code fences), and
@@ -121,7 +114,7 @@ mod tests {
         );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
-            p[2].text(&lines),
+            lines[p[2].start_line - 1..p[2].end_line].join("\n"),
             "## Install\nstep one\nstep two\n```\n# not a heading\n```"
         );
         let long: String = (0..150).map(|i| format!("line {i}\n")).collect();

@@ -51,7 +51,7 @@ pub struct Filters {
     pub extensions: Vec<String>,
 }
 
-/// The part of a document a hit points at: the passage with most of the query's words.
+/// The part of a document a hit points at: the passage its snippet's first match is in.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PassageHit {
     /// The headings above it, joined: `Setup › Install` (empty before the first heading).
@@ -68,9 +68,9 @@ pub struct Hit {
     pub title: String,
     pub filename: String,
     pub path: String,
-    /// HTML with the matched terms in `<b>`, from the passage when there is one.
+    /// HTML with the matched terms in `<b>`: the document's best-scoring stretch.
     pub snippet: String,
-    /// The passage the snippet comes from (`None` for a document indexed without passages).
+    /// The passage the snippet's first match is in (`None` for a document without passages).
     pub passage: Option<PassageHit>,
     pub score: f32,
     #[serde(rename = "lastModified")]
@@ -124,8 +124,8 @@ fn words(q: &str) -> Vec<String> {
 /// (×3) and headings (×2), with the stop words out, so the words that carry the meaning decide
 /// and a document with more of them ranks higher; a word in none of the documents costs
 /// nothing. While `typing` (a search box searching as the keys come; the query does not end in
-/// a space or a punctuation mark) the last word also counts as the start of a word. A question of stop words only searches its words
-/// as they are. Returns the query and the terms to mark in snippets (in the plain body).
+/// a space or a punctuation mark) the last word also counts as the start of a word. A
+/// question of stop words only searches its words as they are. Returns the query and the terms to mark in snippets (in the plain body).
 pub fn question(
     m: &Memory,
     q: &str,
@@ -376,8 +376,8 @@ pub fn search_typed(
         let modified = number(&doc, f.modified);
         let body = text(&doc, f.body);
         let passages = super::passage::decode(&text(&doc, f.passages));
-        // the snippet is the document's best-scoring stretch, which starts at a match: the
-        // passage holding it is the one that answers (no second pass over the text)
+        // the snippet is the document's best-scoring stretch: the passage holding its first
+        // match is the one that answers (no second pass over the text)
         let snip = snippets.snippet(&body);
         let first_match = snip.highlighted().first().map_or(0, |r| r.start);
         let best = passage_at(&body, &passages, snip.fragment(), first_match);
