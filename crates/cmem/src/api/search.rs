@@ -47,6 +47,9 @@ pub struct SearchBody {
     /// counts as the start of a word.
     #[serde(default)]
     typing: Option<bool>,
+    /// `hybrid` (the default with the embedding model), `keyword` or `semantic`.
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 /// `["md", "txt"]` in JSON, `md,txt` in a query string.
@@ -88,6 +91,7 @@ impl SearchBody {
             session: self.session,
             via: self.via,
             typing: self.typing.unwrap_or(false),
+            mode: self.mode,
         }
     }
 
@@ -103,6 +107,7 @@ impl SearchBody {
                 "session",
                 "via",
                 "typing",
+                "mode",
             ],
         )?;
         let typing = match q.get("typing").map(String::as_str) {
@@ -124,6 +129,7 @@ impl SearchBody {
             extensions: q.get("extensions").cloned().map(Extensions::Joined),
             session: q.get("session").cloned(),
             via: q.get("via").cloned(),
+            mode: q.get("mode").cloned(),
         })
     }
 }

@@ -19,6 +19,11 @@ pub async fn indexing(State(app): State<App>) -> Response {
     let memory = &app.memory;
     let mut state = serde_json::to_value(memory.indexing_state()).unwrap_or_default();
     state["index_docs"] = json!(memory.doc_count());
+    // the second phase: the passage vectors of meaning search, or why there are none
+    state["vectors"] = match &memory.dense {
+        Some(d) => serde_json::to_value(d.status()).unwrap_or_default(),
+        None => json!({"model": null, "reason": memory.no_model}),
+    };
     ok(state)
 }
 

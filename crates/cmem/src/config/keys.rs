@@ -236,6 +236,10 @@ keys! {
     /// The language documents and questions are read in: stop words and stems.
     /// Changing it re-indexes every file once.
     search_language: String = "english".into();
+    /// The sentence-embedding model for meaning search: `built-in` (all-MiniLM-L6-v2, carried
+    /// by the binary), `off` (keyword search only), or a folder with `config.json`,
+    /// `tokenizer.json` and `model.safetensors`. Changing the model rebuilds the vectors.
+    embedding_model: String = "built-in".into();
     /// Searches kept in the history for `GET /prompts/similar` (0 = keep none).
     search_history_max: u64 = 10_000, range 0..=10_000_000;
     /// Whether `GET /prompts/similar` offers everyone's earlier searches.
@@ -335,6 +339,7 @@ pub fn markdown_table() -> String {
             ("cluster_nats_url", _) => "NATS URLs, comma-separated".into(),
             ("cluster_stream", _) => "a JetStream stream name".into(),
             ("search_language", _) => "a language with a stemmer: `english`, `german`, `french`, … (`arabic` to `turkish`)".into(),
+            ("embedding_model", _) => "`built-in`, `off`, or a folder".into(),
             ("index_skip_extensions", _) => "file extensions, comma-separated".into(),
             _ => "a whole number".into(),
         };

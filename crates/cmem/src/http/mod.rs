@@ -75,7 +75,10 @@ impl From<SearchError> for ApiError {
             SearchError::Invalid(_) | SearchError::Syntax { .. } | SearchError::TooComplex(_) => {
                 ApiError::bad_request(e.to_string())
             }
-            SearchError::Index(_) => {
+            SearchError::Unavailable(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            SearchError::Index(_) | SearchError::Internal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }
         }

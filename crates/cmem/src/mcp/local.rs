@@ -97,6 +97,7 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         read_only: true,
         skip_extensions: opts.config.index_skip_extensions.clone(),
         language: opts.config.search_language.clone(),
+        model: crate::memory::embed::ModelChoice::parse(&opts.config.embedding_model),
     };
     let memory = match Memory::open(&opts.data_dir, &read_only) {
         // an index of an earlier version: a writer makes it anew (or says another process
@@ -104,6 +105,7 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         Err(MemoryError::Outdated(_)) => {
             let writer = OpenOptions {
                 read_only: false,
+                model: crate::memory::embed::ModelChoice::Off,
                 ..read_only.clone()
             };
             drop(Memory::open(&opts.data_dir, &writer)?);
@@ -124,6 +126,8 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         data_dir: opts.data_dir.clone(),
         options: OpenOptions {
             read_only: false,
+            // the upkeep keeps the keyword index; the vectors are the server's to make
+            model: crate::memory::embed::ModelChoice::Off,
             ..read_only.clone()
         },
     };

@@ -90,6 +90,24 @@ fn state_db(m: &Memory) -> Result<Connection, MemoryError> {
     Ok(c)
 }
 
+/// Every indexed file with the modification time and size it was indexed at.
+fn known_files(db: &Connection) -> Result<HashMap<String, (u64, u64)>, MemoryError> {
+    let mut stmt = db.prepare("SELECT path, mtime, size FROM files")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+        ))
+    })?;
+    Ok(rows.filter_map(Result::ok).collect())
+}
+
+/// Every file the keyword index holds, with the modification time and size it was indexed
+/// at: what the vectors follow ([`super::dense`]).
+pub(crate) fn indexed_files(m: &Memory) -> Result<HashMap<String, (u64, u64)>, MemoryError> {
+    known_files(&state_db(m)?)
+}
+
 /// The text of every Markdown heading (outside code fences), one a line: a question's words
 /// found in a heading count for more.
 pub(crate) fn headings_of(text: &str) -> String {
@@ -409,6 +427,9 @@ fn commit(
     }
     tx.commit()?;
     m.reader.reload()?;
+    if let Some(dense) = &m.dense {
+        dense.wake.notify_one();
+    }
     Ok(())
 }
 
@@ -488,20 +509,10 @@ fn index_blocking(
     );
 
     let mut db = state_db(m)?;
-    let known: HashMap<String, (u64, u64)> = {
-        let mut stmt = db.prepare("SELECT path, mtime, size FROM files")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
-            ))
-        })?;
-        rows.filter_map(Result::ok)
-            .filter(|(p, _)| {
-                scope_rel.is_empty() || p == &scope_rel || p.starts_with(&format!("{scope_rel}/"))
-            })
-            .collect()
-    };
+    let mut known = known_files(&db)?;
+    known.retain(|p, _| {
+        scope_rel.is_empty() || p == &scope_rel || p.starts_with(&format!("{scope_rel}/"))
+    });
     let f = m.fields;
     let writer = m.writer()?;
     let (mut indexed, mut unchanged, mut skipped, mut errors) = (0u64, 0u64, passed_over, 0u64);

@@ -10,13 +10,17 @@
 //! re-indexes only what changed.
 
 pub mod confined;
+pub mod dense;
+pub mod embed;
 pub mod history;
+pub mod hybrid;
 pub mod indexer;
 pub mod language;
 pub mod passage;
 pub mod reader;
 pub mod search;
 pub mod service;
+pub mod vectors;
 pub mod watcher;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +54,8 @@ pub enum MemoryError {
         .0.display()
     )]
     Locked(PathBuf),
+    #[error("embedding model: {0}")]
+    Model(#[from] embed::EmbedError),
     #[error("this memory was opened read-only")]
     ReadOnly,
     /// A read-only opener found an index of an earlier version, which only a writer may
@@ -161,6 +167,8 @@ pub struct OpenOptions {
     pub skip_extensions: Vec<String>,
     /// The language questions and documents are read in (`search_language`).
     pub language: String,
+    /// The sentence-embedding model for meaning search (`embedding_model`).
+    pub model: embed::ModelChoice,
 }
 
 impl Default for OpenOptions {
@@ -172,6 +180,7 @@ impl Default for OpenOptions {
             read_only: false,
             skip_extensions: crate::config::Config::default().index_skip_extensions,
             language: crate::config::Config::default().search_language,
+            model: embed::ModelChoice::BuiltIn,
         }
     }
 }
@@ -192,6 +201,10 @@ pub struct Memory {
     pub language: String,
     pub history: history::History,
     pub totals: IndexTotals,
+    /// The model and the passage vectors, when there is a model ([`dense`]).
+    pub dense: Option<dense::Dense>,
+    /// Why there is none, when there is none (said when meaning search is asked for).
+    pub no_model: Option<String>,
     /// Searches answered since start: the anonymous count everyone sees (`system_status`);
     /// who searched for what goes to the searcher's own scope only.
     pub searches_total: std::sync::atomic::AtomicU64,
@@ -266,7 +279,16 @@ impl Memory {
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()?;
         let history = history::History::open(&root.join(STATE_DIR), opts.history_max)?;
+        let (dense, no_model) = match opts.model.load()? {
+            Ok(e) => (
+                Some(dense::Dense::open(&root, Arc::new(e), opts.read_only)),
+                None,
+            ),
+            Err(why) => (None, Some(why)),
+        };
         Ok(Arc::new(Memory {
+            dense,
+            no_model,
             root,
             index_dir,
             index,

@@ -40,6 +40,12 @@ pub enum SearchError {
     Syntax { position: usize, message: String },
     #[error("search failed: {0}")]
     Index(#[from] tantivy::TantivyError),
+    /// What was asked needs something this server does not have (meaning search without the
+    /// embedding model); the message says how to get it.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("search failed: {0}")]
+    Internal(String),
 }
 
 /// Restrictions on which documents a search may return.
@@ -76,6 +82,8 @@ pub struct Hit {
     #[serde(rename = "lastModified")]
     pub last_modified: String,
     pub size: u64,
+    /// Which searches found it: `keyword`, `semantic`, or both ([`super::hybrid`]).
+    pub signals: Vec<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,16 +96,21 @@ pub struct Answer {
     /// Milliseconds.
     #[serde(rename = "searchTime")]
     pub search_time: f64,
+    /// The mode it ran in: `hybrid`, `keyword` or `semantic`.
+    pub mode: &'static str,
+    /// Something the reader should know about this answer (meaning search still catching up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-fn text(doc: &TantivyDocument, f: tantivy::schema::Field) -> String {
+pub(crate) fn stored_text(doc: &TantivyDocument, f: tantivy::schema::Field) -> String {
     doc.get_first(f)
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_string()
 }
 
-fn number(doc: &TantivyDocument, f: tantivy::schema::Field) -> u64 {
+pub(crate) fn stored_number(doc: &TantivyDocument, f: tantivy::schema::Field) -> u64 {
     doc.get_first(f)
         .and_then(|v| v.as_u64())
         .unwrap_or_default()
@@ -372,10 +385,10 @@ pub fn search_typed(
     let mut results = Vec::with_capacity(top.len());
     for (score, addr) in top {
         let doc: TantivyDocument = searcher.doc(addr)?;
-        let path = text(&doc, f.path);
-        let modified = number(&doc, f.modified);
-        let body = text(&doc, f.body);
-        let passages = super::passage::decode(&text(&doc, f.passages));
+        let path = stored_text(&doc, f.path);
+        let modified = stored_number(&doc, f.modified);
+        let body = stored_text(&doc, f.body);
+        let passages = super::passage::decode(&stored_text(&doc, f.passages));
         // the snippet is the document's best-scoring stretch: the passage holding its first
         // match is the one that answers (no second pass over the text)
         let snip = snippets.snippet(&body);
@@ -384,8 +397,8 @@ pub fn search_typed(
         let snippet = snip.to_html();
         results.push(Hit {
             id: path.clone(),
-            title: text(&doc, f.title),
-            filename: text(&doc, f.filename),
+            title: stored_text(&doc, f.title),
+            filename: stored_text(&doc, f.filename),
             snippet,
             passage: best.map(|p| PassageHit {
                 heading: p.heading(),
@@ -398,7 +411,8 @@ pub fn search_typed(
             last_modified: chrono::DateTime::from_timestamp_millis(modified as i64)
                 .map(crate::clock::rfc3339)
                 .unwrap_or_default(),
-            size: number(&doc, f.size),
+            size: stored_number(&doc, f.size),
+            signals: vec!["keyword"],
         });
     }
     Ok(Answer {
@@ -407,6 +421,8 @@ pub fn search_typed(
         limit,
         offset,
         search_time: started.elapsed().as_secs_f64() * 1000.0,
+        mode: "keyword",
+        note: None,
     })
 }
 
@@ -492,8 +508,8 @@ pub fn related(m: &Memory, path: &str, limit: usize) -> Result<Vec<Related>, Sea
     for (score, a) in top.into_iter().filter(|(_, a)| *a != addr).take(limit) {
         let doc: TantivyDocument = searcher.doc(a)?;
         out.push(Related {
-            path: text(&doc, f.path),
-            title: text(&doc, f.title),
+            path: stored_text(&doc, f.path),
+            title: stored_text(&doc, f.title),
             score,
         });
     }

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use super::Memory;
+use super::hybrid::Mode;
 use super::search::{Answer, Filters, MAX_LIMIT, SearchError, check_shape};
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::{Hub, PublishError};
@@ -45,6 +46,8 @@ pub struct Asked {
     pub via: Option<String>,
     /// The query is being typed: its last word also counts as the start of a word.
     pub typing: bool,
+    /// `hybrid`, `keyword` or `semantic` ([`super::hybrid::Mode`]); unset, the server's best.
+    pub mode: Option<String>,
 }
 
 /// A checked search.
@@ -57,6 +60,7 @@ pub struct Search {
     pub session: Option<String>,
     pub via: Via,
     pub typing: bool,
+    pub mode: Option<Mode>,
 }
 
 /// Results a search returns when the front end does not say.
@@ -148,7 +152,9 @@ impl Search {
                 )));
             }
         };
+        let mode = a.mode.as_deref().map(Mode::parse).transpose()?;
         Ok(Search {
+            mode,
             query: query_text(&a.query, name)?,
             limit,
             offset,
@@ -187,7 +193,9 @@ pub async fn search(memory: &Arc<Memory>, s: Search) -> Result<Answer, ServiceEr
 
 /// The answer to a checked search; blocking.
 pub fn answer(memory: &Memory, s: &Search) -> Result<Answer, SearchError> {
-    super::search::search_typed(memory, &s.query, &s.filters, s.limit, s.offset, s.typing)
+    super::hybrid::answer(
+        memory, &s.query, &s.filters, s.limit, s.offset, s.typing, s.mode,
+    )
 }
 
 /// Runs a checked search as the server does: publishes `search_started` while it searches and

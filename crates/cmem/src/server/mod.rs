@@ -93,6 +93,7 @@ impl Server {
             history_max: config.search_history_max,
             skip_extensions: config.index_skip_extensions.clone(),
             language: config.search_language.clone(),
+            model: crate::memory::embed::ModelChoice::parse(&config.embedding_model),
             ..OpenOptions::default()
         };
         // `cmem mcp` takes the index's writer for moments while no server runs: wait that out
@@ -198,6 +199,8 @@ impl Server {
         // Watch the folder, then bring the index up to date with it (only what changed since
         // last time); edits during that run are picked up by the watcher.
         crate::memory::watcher::start(state.memory.clone(), hub.clone());
+        // then the vectors follow the index, in the background (after each commit)
+        crate::memory::dense::start(state.memory.clone(), hub.clone());
         let (m, h) = (state.memory.clone(), hub.clone());
         tokio::spawn(async move {
             if let Err(e) = indexer::run(m, h, None).await {

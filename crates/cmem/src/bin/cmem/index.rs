@@ -42,6 +42,7 @@ pub(crate) fn index(args: IndexArgs) -> ExitCode {
         read_only: false,
         skip_extensions: loaded.config.index_skip_extensions.clone(),
         language: loaded.config.search_language.clone(),
+        model: cmem::memory::embed::ModelChoice::parse(&loaded.config.embedding_model),
     };
     let memory = match Memory::open(&args.dir, &opts) {
         Ok(m) => m,

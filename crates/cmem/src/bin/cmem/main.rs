@@ -189,7 +189,15 @@ pub(crate) const EXIT_BIND: u8 = 5;
 
 pub(crate) const EXIT_RUNTIME: u8 = 1;
 
+/// The embedding model, as build.rs found it (`MODEL`: `Some` with its bytes, or `None`).
+mod built_in_model {
+    include!(concat!(env!("OUT_DIR"), "/model.rs"));
+}
+
 fn main() -> ExitCode {
+    if let Some(files) = built_in_model::MODEL {
+        cmem::memory::embed::provide_built_in(files);
+    }
     let cli = Cli::parse();
     // the team commands answer in a line; what they did on the way (reaching a cluster's NATS,
     // catching up with its team log) is only worth a warning

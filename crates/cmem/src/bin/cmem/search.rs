@@ -55,6 +55,7 @@ pub(crate) fn search(args: SearchArgs) -> ExitCode {
         read_only: true,
         skip_extensions: loaded.config.index_skip_extensions.clone(),
         language: loaded.config.search_language.clone(),
+        model: cmem::memory::embed::ModelChoice::parse(&loaded.config.embedding_model),
     };
     // the rules every front end's searches are checked by
     let checked = service::Search::validate(
