@@ -97,7 +97,7 @@ function summary(e) {
     case 'doc_created': return `${d.by ?? '?'} made the document ${d.doc ?? ''} in ${d.workspace ?? ''}`;
     case 'member_joined': case 'member_left': return `${d.user ?? '?'} ${e.type === 'member_joined' ? 'joined' : 'left'} ${d.workspace ?? ''}`;
     case 'indexing_started': return `${d.path || 'the data folder'}: ${d.total_files ?? '?'} files`;
-    case 'indexing_progress': return `${d.processed_files ?? '?'} of ${d.total_files ?? '?'} files${d.current_file ? ` · ${d.current_file}` : ''}`;
+    case 'indexing_progress': return `${d.phase === 'embedding' ? 'embedding: ' : ''}${d.processed_files ?? '?'} of ${d.total_files ?? '?'} files${d.current_file ? ` · ${d.current_file}` : ''}`;
     case 'indexing_completed': return `${d.indexed ?? 0} indexed, ${d.unchanged ?? 0} unchanged, ${d.removed ?? 0} removed, ${d.skipped ?? 0} skipped`;
     case 'system_status': return `cpu ${Math.round(d.cpu_usage ?? 0)}% · memory ${Math.round(d.memory_usage ?? 0)}% · ${d.connected_clients ?? '?'} clients`;
     case 'resync': return `resync: ${d.reason}`;
@@ -224,7 +224,10 @@ function indexing(e) {
     const total = d.total_files ?? 0;
     box.hidden = false;
     if (total) { bar.max = total; bar.value = done; }
-    text.textContent = total ? `${done} of ${total} files` : `${done} files`;
+    // the second phase: the vectors of meaning search (no `indexing_completed` of its own)
+    const phase = d.phase === 'embedding' ? 'for meaning search: ' : '';
+    text.textContent = total ? `${phase}${done} of ${total} files` : `${phase}${done} files`;
+    if (phase && done >= total) box.hidden = true;
   }
   if (e.type === 'indexing_completed') box.hidden = true;
 }
@@ -263,10 +266,12 @@ function searchPage(main) {
     if (prefix.value.trim()) p.set('path_prefix', prefix.value.trim());
     try {
       const r = await api(`/api/search?${p}`, { signal: inflight.signal });
-      meta.textContent = `${r.total} result${r.total === 1 ? '' : 's'} · ${Math.round(r.searchTime ?? 0)} ms`;
+      meta.textContent = `${r.total} result${r.total === 1 ? '' : 's'} · ${Math.round(r.searchTime ?? 0)} ms${r.mode && r.mode !== 'keyword' ? ` · words and meaning` : ''}${r.note ? ` · ${r.note}` : ''}`;
       results.replaceChildren(...r.results.map((x) => h('li', { class: 'result' },
         h('h2', {}, h('a', { href: `#/doc?path=${encodeURIComponent(x.path)}&q=${encodeURIComponent(text)}${x.passage ? `&line=${x.passage.start_line}` : ''}` }, x.title || x.filename)),
-        h('div', { class: 'path' }, x.path, x.passage ? h('span', { class: 'passage' }, ` · ${x.passage.heading ? `§ ${x.passage.heading}, ` : ''}lines ${x.passage.start_line}–${x.passage.end_line}`) : null),
+        h('div', { class: 'path' }, x.path, x.passage ? h('span', { class: 'passage' }, ` · ${x.passage.heading ? `§ ${x.passage.heading}, ` : ''}lines ${x.passage.start_line}–${x.passage.end_line}`) : null,
+          // found by its meaning, not its words: said, since no word is marked
+          x.signals && !x.signals.includes('keyword') ? h('span', { class: 'signal', title: 'found by meaning: it shares no searched word' }, ' · by meaning') : null),
         h('p', { class: 'snippet' }, snippet(x.snippet || '')))));
       // Export and paging only when there is something to export or page through
       exportButton.hidden = r.total === 0;

@@ -7,6 +7,7 @@
 
 mod client;
 mod memory;
+mod retrieval;
 mod runs;
 mod scenario;
 mod servers;
@@ -127,6 +128,20 @@ enum Command {
     },
     /// Start cmem and the peer servers and measure them side by side; prints markdown tables.
     Compare(runs::CompareArgs),
+    /// Ask the judged questions of `data/git-questions.tsv` over the Git documentation in
+    /// each search mode (keyword, semantic, hybrid): nDCG@10, recall@5 and search times as a
+    /// markdown table. The corpus comes from `scripts/retrieval-corpus.sh`.
+    Retrieval {
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        #[arg(long)]
+        questions: Option<PathBuf>,
+        /// Times each question is asked per mode (the timings are the median over these).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        #[arg(long)]
+        cmem_bin: Option<PathBuf>,
+    },
     /// Index a generated corpus with `cmem index`, then time searches in-process, over HTTP
     /// and with ripgrep on the same files; prints a markdown table.
     Memory {
@@ -232,6 +247,24 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Smoke { cmem_bin } => runs::smoke(cmem_bin).await?,
         Command::Compare(args) => runs::compare(args).await?,
+        Command::Retrieval {
+            corpus,
+            questions,
+            repeat,
+            cmem_bin,
+        } => {
+            let r = retrieval::run(retrieval::RetrievalArgs {
+                bin: cmem_bin.unwrap_or_else(servers::default_cmem_bin),
+                corpus: corpus.unwrap_or_else(retrieval::default_corpus),
+                questions: questions.unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/git-questions.tsv")
+                }),
+                repeat,
+            })
+            .await?;
+            let table = retrieval::markdown(&r);
+            emit(&r, table);
+        }
         Command::Memory {
             corpus,
             size_mb,

@@ -174,6 +174,8 @@ pub struct Asked {
     pub limit: Option<usize>,
     pub path_prefix: Option<String>,
     pub extensions: Option<Vec<String>>,
+    /// `hybrid`, `keyword` or `semantic` (unset: the server's default).
+    pub mode: Option<String>,
 }
 
 /// Runs an [`Asked`] search (`query` is the parameter named in errors).
@@ -188,6 +190,7 @@ pub async fn run_for_mcp(
             limit: asked.limit,
             path_prefix: asked.path_prefix,
             extensions: asked.extensions,
+            mode: asked.mode,
             session: Some("mcp".into()),
             via: Some("mcp".into()),
             ..service::Asked::default()

@@ -337,6 +337,7 @@ impl Local {
                         "limit": asked.limit,
                         "path_prefix": asked.path_prefix,
                         "extensions": asked.extensions,
+                        "mode": asked.mode,
                         "session": "mcp",
                         "via": "mcp",
                     }),
@@ -356,6 +357,7 @@ impl Local {
                 limit: Some(asked.limit.unwrap_or(10)),
                 path_prefix: asked.path_prefix,
                 extensions: asked.extensions,
+                mode: asked.mode,
                 via: Some("mcp".into()),
                 ..service::Asked::default()
             },

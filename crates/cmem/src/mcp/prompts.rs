@@ -141,6 +141,7 @@ pub async fn get(
                     limit: Some(10),
                     path_prefix: None,
                     extensions: None,
+                    mode: None,
                 },
             )
             .await

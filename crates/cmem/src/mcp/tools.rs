@@ -21,8 +21,12 @@ use crate::teams::messages::{self, NotificationIn, Outgoing};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchMemory {
-    /// What to look for: words, "an exact phrase", AND / OR, -excluded, title:word.
+    /// What to look for: a question in plain words ("how do we deploy?"), or words,
+    /// "an exact phrase", AND / OR, -excluded, title:word.
     pub query: String,
+    /// `hybrid` (words and meaning, the default when the server has its embedding model),
+    /// `keyword` (words only) or `semantic` (meaning only).
+    pub mode: Option<String>,
     /// How many results (1-200, default 10).
     pub limit: Option<usize>,
     /// Only documents whose path starts with this (relative to the data folder, e.g. `docs/`).
@@ -143,7 +147,7 @@ pub fn definitions() -> Vec<Value> {
         json!({
             "name": "search_memory",
             "title": "Search the team's memory",
-            "description": "Full-text search over the team's documents (the data folder). Returns ranked results with their path, title and a snippet with the matching words in **bold**. Read a result with read_document. The search is shown to the team as a search event, like any other.",
+            "description": "Searches the team's documents (the data folder) by words and by meaning: ask a question in plain words. Returns ranked passages: each with its document's path and title, the heading and line range of the passage that answers, a snippet (matching words in **bold**) and what found it (words, meaning, or both). Read a passage with read_document and its start_line/end_line. The search is shown to the team as a search event, like any other.",
             "inputSchema": schema::<SearchMemory>(),
             "annotations": read_only,
         }),
@@ -281,6 +285,7 @@ async fn search_memory(
             limit: Some(a.limit.unwrap_or(10)),
             path_prefix: a.path_prefix,
             extensions: a.extensions,
+            mode: a.mode,
         },
     )
     .await?;
@@ -318,8 +323,18 @@ pub(super) fn format_answer(query: &str, answer: &Value) -> String {
         if !title.is_empty() && title != path {
             out.push_str(&format!(" — {title}"));
         }
+        // why it matched: which searches found it
+        let signals: Vec<&str> = r["signals"]
+            .as_array()
+            .map(|s| s.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let why = match (signals.contains(&"keyword"), signals.contains(&"semantic")) {
+            (true, true) => "words and meaning",
+            (false, true) => "meaning",
+            _ => "words",
+        };
         out.push_str(&format!(
-            " (score {:.2}, modified {})\n",
+            " (found by {why}, score {:.3}, modified {})\n",
             r["score"].as_f64().unwrap_or(0.0),
             r["lastModified"].as_str().unwrap_or("?")
         ));

@@ -11,7 +11,6 @@
 //! The vectors are saved to the state folder now and then and when a pass ends; a restart
 //! embeds only what changed since, and a missing or damaged file is rebuilt.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -43,9 +42,6 @@ const SAVE_EVERY: Duration = Duration::from_secs(30);
 /// How often a pass reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-/// Questions whose vectors are kept (paging and repeated questions skip the model).
-const QUERY_CACHE: usize = 256;
-
 /// What the vectors are doing, for `GET /system/indexing` and the status.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DenseStatus {
@@ -75,7 +71,6 @@ pub struct Dense {
     pub status: Mutex<DenseStatus>,
     /// Woken after each commit of the keyword index.
     pub wake: tokio::sync::Notify,
-    queries: Mutex<HashMap<String, Arc<Vec<f32>>>>,
     /// One thread for background embedding; questions use every core.
     pool: Option<rayon::ThreadPool>,
 }
@@ -147,30 +142,19 @@ impl Dense {
             store: RwLock::new(store),
             status: Mutex::new(status),
             wake: tokio::sync::Notify::new(),
-            queries: Mutex::new(HashMap::new()),
             pool,
         }
     }
 
-    /// The vector of a question (kept for the next time it is asked).
-    pub fn query_vector(&self, q: &str) -> Result<Arc<Vec<f32>>, EmbedError> {
-        if let Some(v) = self.queries.lock().ok().and_then(|c| c.get(q).cloned()) {
-            return Ok(v);
-        }
-        let v = Arc::new(
-            self.embedder
-                .embed(&[q])?
-                .into_iter()
-                .next()
-                .unwrap_or_default(),
-        );
-        if let Ok(mut c) = self.queries.lock() {
-            if c.len() >= QUERY_CACHE {
-                c.clear();
-            }
-            c.insert(q.to_string(), v.clone());
-        }
-        Ok(v)
+    /// The vector of a question. Not cached: a question costs the model about 10 ms, and a
+    /// search's time should say what a new question costs.
+    pub fn query_vector(&self, q: &str) -> Result<Vec<f32>, EmbedError> {
+        Ok(self
+            .embedder
+            .embed(&[q])?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
     }
 
     /// The `n` documents nearest to `q`, among those `keep` accepts.
@@ -314,6 +298,11 @@ pub fn catch_up(
     stop: &dyn Fn() -> bool,
     sink: &mut dyn FnMut(serde_json::Value),
 ) -> Result<(), super::MemoryError> {
+    // indexing first: the vectors follow the keyword index, never the other way round (and
+    // the run's `indexing_completed` comes before this pass says anything)
+    while m.indexing_state().running && !stop() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let indexed = super::indexer::indexed_files(m)?;
     let todo: Vec<(String, u64)> = {
         let Ok(mut store) = dense.store.write() else {
@@ -366,7 +355,7 @@ pub fn catch_up(
     sink(progress(0, ""));
     let mut result = Ok(());
     for (done, (path, _)) in todo.iter().enumerate() {
-        // indexing first: the vectors wait for the keyword index, never the other way round
+        // a run that starts meanwhile goes first too
         while m.indexing_state().running && !stop() {
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -2,24 +2,24 @@
 //! (the passages nearest in meaning, [`super::dense`]) and hybrid, the two lists merged by
 //! weighted reciprocal rank fusion. Each hit says which of them found it (`signals`).
 //!
-//! Rank fusion, not score mixing: BM25 scores and cosine similarities are on scales that say
-//! nothing about each other, while ranks are comparable. A document's fused score is
-//! `Σ weight / (K + rank)` over the lists it is in. The weights were tuned on the judged
-//! question set (BENCHMARKS.md, "Retrieval quality"), because plain RRF can lose to its better
-//! part when the other part is weak.
+//! The fusion is a convex combination of the two lists' scores, each min-max normalised over
+//! its candidates (the first 50, or the page's depth if deeper): a document's fused score is
+//! `SEMANTIC_WEIGHT × cosine′ + (1 − SEMANTIC_WEIGHT) × bm25′`, 0 for a list it is not in.
+//! Reciprocal rank fusion was measured beside it on the judged question set (BENCHMARKS.md,
+//! "Retrieval quality") and lost to meaning alone at every weight: when one list is much
+//! weaker, RRF gives its top ranks as much say as the stronger list's. Normalised scores keep
+//! how sure each list is.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use super::Memory;
-use super::search::{Answer, Filters, Hit, PassageHit, SearchError, search_typed};
+use super::search::{Answer, Filters, Hit, Keyword, PassageHit, SearchError, search_typed};
 use super::vectors::Near;
 
-/// The RRF constant: how quickly the weight of a rank falls.
-pub const RRF_K: f32 = 60.0;
-/// Weight of the keyword list and of the semantic list in the fusion.
-pub const KEYWORD_WEIGHT: f32 = 1.0;
-pub const SEMANTIC_WEIGHT: f32 = 1.0;
+/// The share of meaning in the fused score (words have the rest); tuned on half of the
+/// judged questions (BENCHMARKS.md).
+pub const SEMANTIC_WEIGHT: f32 = 0.7;
 
 /// Below this cosine similarity a passage is not taken as a semantic match at all (unrelated
 /// English text scores about 0 to 0.15 with this model).
@@ -133,8 +133,8 @@ pub fn answer(
             .collect();
         (hits, total)
     } else {
-        let keyword = search_typed(m, query, filters, wanted, 0, typing)?;
-        fuse(m, keyword, &near, limit, offset)
+        let keyword = Keyword::new(m, query, filters, typing)?;
+        fuse(m, &keyword, wanted, &near, limit, offset)?
     };
     Ok(Answer {
         results,
@@ -164,57 +164,70 @@ fn keeps(f: &Filters, path: &str) -> bool {
     }
 }
 
-/// Weighted RRF of the keyword answer (its first page of candidates) and the semantic list;
-/// the page `offset..offset + limit` of the fused order, and the total (every keyword match
-/// and every document only the meaning found).
+/// Min-max normalised scores (a list of one, or of equal scores, is all 1).
+fn normalised(scores: impl Iterator<Item = f32> + Clone) -> impl Iterator<Item = f32> {
+    let (lo, hi) = scores
+        .clone()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let span = hi - lo;
+    scores.map(move |x| if span > 1e-9 { (x - lo) / span } else { 1.0 })
+}
+
+/// Fuses the keyword candidates (the first `wanted`) and the semantic list; the page
+/// `offset..offset + limit` of the fused order, and the total (every keyword match and every
+/// document only the meaning found).
 fn fuse(
     m: &Memory,
-    keyword: Answer,
+    keyword: &Keyword<'_>,
+    wanted: usize,
     near: &[Near],
     limit: usize,
     offset: usize,
-) -> (Vec<Hit>, usize) {
-    let mut score: HashMap<String, f32> = HashMap::new();
-    for (rank, h) in keyword.results.iter().enumerate() {
-        *score.entry(h.path.clone()).or_default() += KEYWORD_WEIGHT / (RRF_K + rank as f32 + 1.0);
+) -> Result<(Vec<Hit>, usize), SearchError> {
+    let (top, keyword_total) = keyword.top(wanted, 0)?;
+    /// A candidate: its fused score, where the words ranked it, whether the meaning did.
+    #[derive(Default)]
+    struct Fused {
+        score: f32,
+        by_words: Option<(f32, tantivy::DocAddress)>,
+        by_meaning: bool,
+    }
+    let mut fused: HashMap<String, Fused> = HashMap::new();
+    for ((score, addr), x) in top.iter().zip(normalised(top.iter().map(|t| t.0))) {
+        let e = fused.entry(keyword.path(*addr)?).or_default();
+        e.score += (1.0 - SEMANTIC_WEIGHT) * x;
+        e.by_words = Some((*score, *addr));
     }
     let mut only_semantic = 0;
-    let by_path: HashMap<&str, &Near> = near.iter().map(|n| (n.path.as_str(), n)).collect();
-    for (rank, n) in near.iter().enumerate() {
-        let s = score.entry(n.path.clone()).or_insert_with(|| {
+    for (n, x) in near.iter().zip(normalised(near.iter().map(|n| n.score))) {
+        let e = fused.entry(n.path.clone()).or_default();
+        if e.by_words.is_none() {
             only_semantic += 1;
-            0.0
-        });
-        *s += SEMANTIC_WEIGHT / (RRF_K + rank as f32 + 1.0);
+        }
+        e.score += SEMANTIC_WEIGHT * x;
+        e.by_meaning = true;
     }
-    let mut order: Vec<(&String, &f32)> = score.iter().collect();
-    order.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
-    let mut keyword_hits: HashMap<String, Hit> = keyword
-        .results
-        .into_iter()
-        .map(|h| (h.path.clone(), h))
-        .collect();
-    let page = order
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .filter_map(|(path, fused)| {
-            let near = by_path.get(path.as_str());
-            let mut hit = match keyword_hits.remove(path) {
-                Some(mut h) => {
-                    h.signals = vec!["keyword"];
-                    if near.is_some() {
-                        h.signals.push("semantic");
-                    }
-                    h
+    let mut order: Vec<(&String, &Fused)> = fused.iter().collect();
+    order.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then_with(|| a.0.cmp(b.0)));
+    let by_path: HashMap<&str, &Near> = near.iter().map(|n| (n.path.as_str(), n)).collect();
+    let mut page = Vec::with_capacity(limit);
+    for (path, f) in order.into_iter().skip(offset).take(limit) {
+        let hit = match f.by_words {
+            Some((s, addr)) => {
+                let mut h = keyword.hit(s, addr)?;
+                if f.by_meaning {
+                    h.signals.push("semantic");
                 }
-                None => semantic_hit(m, near?)?,
-            };
-            hit.score = *fused;
-            Some(hit)
-        })
-        .collect();
-    (page, keyword.total + only_semantic)
+                Some(h)
+            }
+            None => by_path.get(path.as_str()).and_then(|n| semantic_hit(m, n)),
+        };
+        if let Some(mut h) = hit {
+            h.score = f.score;
+            page.push(h);
+        }
+    }
+    Ok((page, keyword_total + only_semantic))
 }
 
 /// A hit for a document only the meaning found: its nearest passage, with the passage's

@@ -353,53 +353,111 @@ pub fn search_typed(
     typing: bool,
 ) -> Result<Answer, SearchError> {
     let started = Instant::now();
-    let f = m.fields;
-    let (query, marks) = if is_explicit(q) {
-        (parse(m, q)?, None)
-    } else {
-        let (query, marks) = question(m, q, typing)?;
-        (query, Some(marks))
-    };
-    let query = filtered(m, query, filters);
-    let searcher = m.reader.searcher();
-    let (top, total): (Vec<(Score, DocAddress)>, usize) = searcher
-        .search(
-            &query,
-            &(
-                TopDocs::with_limit(limit.max(1))
-                    .and_offset(offset)
-                    .order_by_score(),
-                Count,
-            ),
-        )
-        .map_err(|e| refused_by_schema(q, e))?;
-    // a question's terms are stems in other fields: the snippet marks its words in the body
-    let highlight: Box<dyn Query> = match marks {
-        Some(terms) if !terms.is_empty() => Box::new(TermSetQuery::new(terms)),
-        Some(_) => Box::new(EmptyQuery),
-        None => query.box_clone(),
-    };
-    let mut snippets = SnippetGenerator::create(&searcher, &*highlight, f.body)
-        .map_err(|e| refused_by_schema(q, e))?;
-    snippets.set_max_num_chars(200);
+    let k = Keyword::new(m, q, filters, typing)?;
+    let (top, total) = k.top(limit, offset)?;
     let mut results = Vec::with_capacity(top.len());
     for (score, addr) in top {
-        let doc: TantivyDocument = searcher.doc(addr)?;
+        results.push(k.hit(score, addr)?);
+    }
+    Ok(Answer {
+        results,
+        total,
+        limit,
+        offset,
+        search_time: started.elapsed().as_secs_f64() * 1000.0,
+        mode: "keyword",
+        note: None,
+    })
+}
+
+/// A keyword search, parsed once: its ranked documents, their paths, and hits with snippets
+/// made only for the documents shown (a snippet reads the whole document's text, so hybrid
+/// search ranks 50 candidates by path and makes snippets for its page only).
+pub(crate) struct Keyword<'a> {
+    m: &'a Memory,
+    q: &'a str,
+    query: Box<dyn Query>,
+    searcher: tantivy::Searcher,
+    snippets: SnippetGenerator,
+}
+
+impl<'a> Keyword<'a> {
+    pub(crate) fn new(
+        m: &'a Memory,
+        q: &'a str,
+        filters: &Filters,
+        typing: bool,
+    ) -> Result<Keyword<'a>, SearchError> {
+        let (query, marks) = if is_explicit(q) {
+            (parse(m, q)?, None)
+        } else {
+            let (query, marks) = question(m, q, typing)?;
+            (query, Some(marks))
+        };
+        let query = filtered(m, query, filters);
+        let searcher = m.reader.searcher();
+        // a question's terms are stems in other fields: the snippet marks its words in the body
+        let highlight: Box<dyn Query> = match marks {
+            Some(terms) if !terms.is_empty() => Box::new(TermSetQuery::new(terms)),
+            Some(_) => Box::new(EmptyQuery),
+            None => query.box_clone(),
+        };
+        let mut snippets = SnippetGenerator::create(&searcher, &*highlight, m.fields.body)
+            .map_err(|e| refused_by_schema(q, e))?;
+        snippets.set_max_num_chars(200);
+        Ok(Keyword {
+            m,
+            q,
+            query,
+            searcher,
+            snippets,
+        })
+    }
+
+    /// The page `offset..offset + limit` of the ranked documents, and how many match.
+    pub(crate) fn top(
+        &self,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<(Score, DocAddress)>, usize), SearchError> {
+        self.searcher
+            .search(
+                &self.query,
+                &(
+                    TopDocs::with_limit(limit.max(1))
+                        .and_offset(offset)
+                        .order_by_score(),
+                    Count,
+                ),
+            )
+            .map_err(|e| refused_by_schema(self.q, e))
+    }
+
+    /// A ranked document's path.
+    pub(crate) fn path(&self, addr: DocAddress) -> Result<String, SearchError> {
+        let doc: TantivyDocument = self.searcher.doc(addr)?;
+        Ok(stored_text(&doc, self.m.fields.path))
+    }
+
+    /// A ranked document as a hit: its snippet (the best-scoring stretch) and the passage
+    /// the snippet's first match is in.
+    pub(crate) fn hit(&self, score: Score, addr: DocAddress) -> Result<Hit, SearchError> {
+        let f = self.m.fields;
+        let doc: TantivyDocument = self.searcher.doc(addr)?;
         let path = stored_text(&doc, f.path);
         let modified = stored_number(&doc, f.modified);
         let body = stored_text(&doc, f.body);
         let passages = super::passage::decode(&stored_text(&doc, f.passages));
         // the snippet is the document's best-scoring stretch: the passage holding its first
         // match is the one that answers (no second pass over the text)
-        let snip = snippets.snippet(&body);
+        let snip = self.snippets.snippet(&body);
         let first_match = snip.highlighted().first().map_or(0, |r| r.start);
         let best = passage_at(&body, &passages, snip.fragment(), first_match);
-        let snippet = snip.to_html();
-        results.push(Hit {
+        Ok(Hit {
             id: path.clone(),
             title: stored_text(&doc, f.title),
             filename: stored_text(&doc, f.filename),
-            snippet,
+            snippet: snip.to_html(),
             passage: best.map(|p| PassageHit {
                 heading: p.heading(),
                 heading_path: p.heading_path.clone(),
@@ -413,17 +471,8 @@ pub fn search_typed(
                 .unwrap_or_default(),
             size: stored_number(&doc, f.size),
             signals: vec!["keyword"],
-        });
+        })
     }
-    Ok(Answer {
-        results,
-        total,
-        limit,
-        offset,
-        search_time: started.elapsed().as_secs_f64() * 1000.0,
-        mode: "keyword",
-        note: None,
-    })
 }
 
 /// The passage holding the first match of `fragment` (the snippet, a stretch of `body`; the
