@@ -142,6 +142,14 @@ enum Command {
         #[arg(long)]
         cmem_bin: Option<PathBuf>,
     },
+    /// Time the exact vector scan of meaning search at a number of passages, and embedding a
+    /// question with the model in `--model-dir` (the build's copy is under target/).
+    Vectors {
+        #[arg(long, default_value_t = 100_000)]
+        passages: usize,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
     /// Index a generated corpus with `cmem index`, then time searches in-process, over HTTP
     /// and with ripgrep on the same files; prints a markdown table.
     Memory {
@@ -247,6 +255,25 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Smoke { cmem_bin } => runs::smoke(cmem_bin).await?,
         Command::Compare(args) => runs::compare(args).await?,
+        Command::Vectors {
+            passages,
+            model_dir,
+        } => {
+            let r = retrieval::vector_scan(passages, model_dir.as_deref())?;
+            let h = format!(
+                "{} passages ({} documents, {} numbers each): {:.1} MiB of vectors; nearest 50 documents p50 {:.2} ms, p99 {:.2} ms; question embedded p50 {}; model loaded in {}",
+                r.passages,
+                r.documents,
+                r.dim,
+                r.vector_mib,
+                r.p50_ms,
+                r.p99_ms,
+                r.question_p50_ms
+                    .map_or("-".into(), |t| format!("{t:.2} ms")),
+                r.model_load_ms.map_or("-".into(), |t| format!("{t:.0} ms")),
+            );
+            emit(&r, h);
+        }
         Command::Retrieval {
             corpus,
             questions,

@@ -408,7 +408,10 @@ pub async fn run(a: MemoryArgs) -> anyhow::Result<MemoryResult> {
     }
 
     let server = if a.http {
-        Some(crate::servers::start_cmem_in(&a.bin, &a.dir, &[]).await?)
+        // keyword search is what is timed here: no embedding model, so no background
+        // embedding of the corpus competes with the searches (`retrieval` and `vectors`
+        // measure meaning search)
+        Some(crate::servers::start_cmem_in(&a.bin, &a.dir, &[("CM_EMBEDDING_MODEL", "off")]).await?)
     } else {
         None
     };

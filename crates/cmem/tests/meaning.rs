@@ -127,6 +127,24 @@ async fn a_question_finds_a_document_that_shares_none_of_its_words() {
         "{both}"
     );
 
+    // each document says when its keyword entry and its vectors were made
+    let (code, doc) = get(format!("{}/api/document?path=account.md", s.url)).await;
+    assert_eq!(code, 200, "{doc}");
+    let index = &doc["data"]["index"];
+    for key in ["keyword_indexed_at", "vectors_embedded_at"] {
+        let at = index[key].as_str().unwrap_or_default();
+        assert!(at.starts_with("20") && at.ends_with('Z'), "{key}: {doc}");
+    }
+    let (_, lines) = get(format!(
+        "{}/api/document?path=account.md&start_line=7&end_line=7",
+        s.url
+    ))
+    .await;
+    assert!(
+        lines["data"]["index"]["keyword_indexed_at"].is_string(),
+        "{lines}"
+    );
+
     // explicit syntax means its words exactly: keyword, whatever the default
     let (_, ex) = search(&s, "\"release pipeline\"", None).await;
     assert_eq!(ex["data"]["mode"], "keyword");

@@ -414,8 +414,30 @@ pub async fn document(
             };
             ApiError::new(status, e.to_string())
         })?;
+    // when the document's keyword entry and its vectors were last made (null: not yet)
+    let memory = app.memory.clone();
+    let at_path = doc.path.clone();
+    let updated = tokio::task::spawn_blocking(move || {
+        let when =
+            |ms: u64| chrono::DateTime::from_timestamp_millis(ms as i64).map(crate::clock::rfc3339);
+        let keyword = crate::memory::indexer::indexed_at(&memory, &at_path)
+            .ok()
+            .flatten()
+            .filter(|ms| *ms > 0)
+            .and_then(when);
+        let vectors = memory
+            .dense
+            .as_ref()
+            .and_then(|d| d.embedded_at(&at_path))
+            .and_then(when);
+        serde_json::json!({"keyword_indexed_at": keyword, "vectors_embedded_at": vectors})
+    })
+    .await
+    .unwrap_or_default();
     if start.is_none() && end.is_none() {
-        return Ok(ok(doc));
+        let mut v = serde_json::to_value(&doc).unwrap_or_default();
+        v["index"] = updated;
+        return Ok(ok(v));
     }
     let lines: Vec<&str> = doc.text.lines().collect();
     let total = lines.len();
@@ -436,6 +458,7 @@ pub async fn document(
         "start_line": from,
         "end_line": to,
         "total_lines": total,
+        "index": updated,
     })))
 }
 

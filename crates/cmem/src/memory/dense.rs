@@ -158,7 +158,7 @@ impl Dense {
     }
 
     /// The `n` documents nearest to `q`, among those `keep` accepts.
-    pub fn nearest(&self, q: &[f32], n: usize, keep: impl Fn(&str) -> bool) -> Vec<Near> {
+    pub fn nearest(&self, q: &[f32], n: usize, keep: impl Fn(&str) -> bool + Sync) -> Vec<Near> {
         match self.store.read() {
             Ok(s) => s.nearest_docs(q, n, keep),
             Err(_) => Vec::new(),
@@ -276,17 +276,18 @@ fn embed_doc(e: &Embedder, doc: &Stored) -> Result<DocVectors, EmbedError> {
         })
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let vectors = e.embed(&refs)?.into_iter().flatten().collect();
-    Ok(DocVectors {
-        modified: doc.modified,
-        size: doc.size,
-        embedded_at: crate::clock::now_ms(),
-        passages: passages
+    let vectors: Vec<f32> = e.embed(&refs)?.into_iter().flatten().collect();
+    Ok(DocVectors::quantize(
+        doc.modified,
+        doc.size,
+        crate::clock::now_ms(),
+        passages
             .iter()
             .map(|p| (p.start_line as u32, p.end_line as u32))
             .collect(),
-        vectors,
-    })
+        &vectors,
+        e.dim(),
+    ))
 }
 
 /// One pass: drops the vectors of files no longer indexed and embeds the files whose vectors

@@ -248,18 +248,3 @@ impl Embedder {
         Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
     }
 }
-
-/// The dot product of two vectors of equal length (their cosine when both are unit vectors).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // eight accumulators, so the compiler vectorises without fast-math
-    let mut acc = [0f32; 8];
-    let (ca, ra) = a.as_chunks::<8>();
-    let (cb, rb) = b.as_chunks::<8>();
-    for (x, y) in ca.iter().zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}

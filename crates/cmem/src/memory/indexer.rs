@@ -71,6 +71,13 @@ fn state_db(m: &Memory) -> Result<Connection, MemoryError> {
          CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime INTEGER NOT NULL, size INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     )?;
+    // when each file was last indexed (added after the table; older rows say 0)
+    let has_indexed_at = c
+        .prepare("SELECT 1 FROM pragma_table_info('files') WHERE name = 'indexed_at'")?
+        .exists([])?;
+    if !has_indexed_at {
+        c.execute_batch("ALTER TABLE files ADD COLUMN indexed_at INTEGER NOT NULL DEFAULT 0;")?;
+    }
     // the language is part of the rules: the stems change with it
     let want = format!("{RULES}:{}", m.language);
     let rules: Option<String> = c
@@ -106,6 +113,23 @@ fn known_files(db: &Connection) -> Result<HashMap<String, (u64, u64)>, MemoryErr
 /// at: what the vectors follow ([`super::dense`]).
 pub(crate) fn indexed_files(m: &Memory) -> Result<HashMap<String, (u64, u64)>, MemoryError> {
     known_files(&state_db(m)?)
+}
+
+/// When the keyword index last took `path` in (ms since the epoch; `Some(0)` for a file
+/// indexed before this was kept), or `None` when it does not hold it.
+pub fn indexed_at(m: &Memory, path: &str) -> Result<Option<u64>, MemoryError> {
+    let c = Connection::open_with_flags(
+        m.index_dir.join("index-state.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let at: Option<i64> = c
+        .query_row(
+            "SELECT indexed_at FROM files WHERE path = ?1",
+            [path],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(at.map(|t| t.max(0) as u64))
 }
 
 /// The text of every Markdown heading (outside code fences), one a line: a question's words
@@ -415,11 +439,13 @@ fn commit(
     writer.commit()?;
     drop(writer);
     let tx = db.transaction()?;
+    let now = crate::clock::now_ms() as i64;
     for (p, mtime, size) in upserts {
         tx.execute(
-            "INSERT INTO files (path, mtime, size) VALUES (?1, ?2, ?3)
-             ON CONFLICT(path) DO UPDATE SET mtime = excluded.mtime, size = excluded.size",
-            params![p, *mtime as i64, *size as i64],
+            "INSERT INTO files (path, mtime, size, indexed_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(path) DO UPDATE SET mtime = excluded.mtime, size = excluded.size,
+               indexed_at = excluded.indexed_at",
+            params![p, *mtime as i64, *size as i64, now],
         )?;
     }
     for p in removals {

@@ -1,25 +1,28 @@
 //! The vector index: one vector per passage of every indexed document, the nearest ones to a
 //! question, and the file that keeps them across restarts.
 //!
-//! The search is exact (every vector is compared), not an approximate graph: at 100k passages
-//! of 384 numbers a scan takes a few milliseconds on one core, less than embedding the
-//! question, and a flat list makes what an approximate index makes hard — removing a
-//! document's passages when it changes, checking the file, rebuilding it. Each document's
+//! The search is exact (every vector is compared), not an approximate graph: a flat list makes
+//! what an approximate index makes hard — removing a document's passages when it changes,
+//! checking the file, rebuilding it — and at the sizes a team folder has the scan is cheaper
+//! than embedding the question. Vectors are kept as 8-bit codes with one scale each (a
+//! quarter of the memory of 32-bit floats): a scan of 100k passages reads 37 MiB, not 146,
+//! and memory bandwidth is what bounds it (`cmem-bench vectors`, BENCHMARKS.md). Each document's
 //! entry keeps the file's modification time and size it was embedded from, so the vectors
 //! follow the keyword index ([`super::dense`]) and a restart re-embeds only what changed.
 //!
 //! File format (`<data>/.collective-memory/vectors/<model>.bin`), little-endian: the magic
-//! `CMEMVEC1`, the dimension (u32) and document count (u32); for each document its path
+//! `CMEMVEC2`, the dimension (u32) and document count (u32); for each document its path
 //! (u32 length, UTF-8), modification time, size and embedding time (u64 each), passage count
-//! (u32), each passage's first and last line (u32 each), then its vectors (f32); last, the
-//! SHA-256 of everything before. A file that fails any check is set aside and rebuilt.
+//! (u32), each passage's first and last line (u32 each), each passage's scale (f32), then the
+//! codes (i8, dimension per passage); last, the SHA-256 of everything before. A file that
+//! fails any check (an older format included) is set aside and rebuilt.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
 use sha2::{Digest, Sha256};
 
-const MAGIC: &[u8; 8] = b"CMEMVEC1";
+const MAGIC: &[u8; 8] = b"CMEMVEC2";
 
 /// The vectors of one document.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +34,57 @@ pub struct DocVectors {
     pub embedded_at: u64,
     /// Each passage's first and last line.
     pub passages: Vec<(u32, u32)>,
-    /// `passages.len() * dim` numbers, passage after passage.
-    pub vectors: Vec<f32>,
+    /// Each passage's vector as `dim` codes, passage after passage: the number is
+    /// `code × scale`.
+    pub codes: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
+impl DocVectors {
+    /// A document's vectors (`dim` numbers a passage, passage after passage), as codes.
+    pub fn quantize(
+        modified: u64,
+        size: u64,
+        embedded_at: u64,
+        passages: Vec<(u32, u32)>,
+        vectors: &[f32],
+        dim: usize,
+    ) -> DocVectors {
+        let mut codes = Vec::with_capacity(vectors.len());
+        let mut scales = Vec::with_capacity(passages.len());
+        for v in vectors.chunks_exact(dim.max(1)) {
+            let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            scales.push(scale);
+            codes.extend(
+                v.iter()
+                    .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8),
+            );
+        }
+        DocVectors {
+            modified,
+            size,
+            embedded_at,
+            passages,
+            codes,
+            scales,
+        }
+    }
+}
+
+/// The dot product of a question's vector and a passage's codes.
+fn score(q: &[f32], codes: &[i8], scale: f32) -> f32 {
+    // eight accumulators, so the compiler vectorises without fast-math
+    let mut acc = [0f32; 8];
+    let (cq, rq) = q.as_chunks::<8>();
+    let (cc, rc) = codes.as_chunks::<8>();
+    for (x, c) in cq.iter().zip(cc) {
+        for k in 0..8 {
+            acc[k] += x[k] * c[k] as f32;
+        }
+    }
+    let tail: f32 = rq.iter().zip(rc).map(|(x, c)| x * *c as f32).sum();
+    (acc.iter().sum::<f32>() + tail) * scale
 }
 
 /// A passage near a question.
@@ -95,7 +147,54 @@ impl Ord for Scored<'_> {
     }
 }
 
+/// Documents one task of a scan takes: enough that splitting costs little, few enough that
+/// both cores get work at a few thousand documents.
+const SCAN_CHUNK: usize = 2048;
+
+/// Keeps the `n` best in a heap whose top is the worst kept.
+fn push_bounded<'a>(heap: &mut BinaryHeap<Scored<'a>>, s: Scored<'a>, n: usize) {
+    if heap.len() < n {
+        heap.push(s);
+    } else if heap.peek().is_some_and(|worst| s < *worst) {
+        heap.pop();
+        heap.push(s);
+    }
+}
+
 impl Store {
+    /// The best `n` of some documents, each with its nearest passage.
+    fn scan<'s>(
+        &self,
+        chunk: &[(&'s String, &'s DocVectors)],
+        q: &[f32],
+        n: usize,
+        keep: &(impl Fn(&str) -> bool + Sync),
+    ) -> BinaryHeap<Scored<'s>> {
+        let mut heap: BinaryHeap<Scored<'s>> = BinaryHeap::with_capacity(n + 1);
+        for (path, d) in chunk {
+            if d.passages.is_empty() || !keep(path) {
+                continue;
+            }
+            let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+            for (i, (c, scale)) in d.codes.chunks_exact(self.dim).zip(&d.scales).enumerate() {
+                let s = score(q, c, *scale);
+                if s > best {
+                    (best, at) = (s, i);
+                }
+            }
+            push_bounded(
+                &mut heap,
+                Scored {
+                    score: best,
+                    path,
+                    passage: at,
+                },
+                n,
+            );
+        }
+        heap
+    }
+
     pub fn new(dim: usize) -> Store {
         Store {
             dim,
@@ -110,39 +209,36 @@ impl Store {
 
     /// Bytes the vectors take in memory.
     pub fn vector_bytes(&self) -> usize {
-        self.docs.values().map(|d| d.vectors.len() * 4).sum()
+        self.docs
+            .values()
+            .map(|d| d.codes.len() + d.scales.len() * 4)
+            .sum()
     }
 
     /// The `n` documents nearest to `q` (a unit vector), each with its nearest passage, best
     /// first; only documents `keep` accepts are considered.
-    pub fn nearest_docs(&self, q: &[f32], n: usize, keep: impl Fn(&str) -> bool) -> Vec<Near> {
+    pub fn nearest_docs<'s>(
+        &'s self,
+        q: &[f32],
+        n: usize,
+        keep: impl Fn(&str) -> bool + Sync,
+    ) -> Vec<Near> {
+        use rayon::prelude::*;
         if n == 0 || q.len() != self.dim {
             return Vec::new();
         }
-        let mut heap: BinaryHeap<Scored<'_>> = BinaryHeap::with_capacity(n + 1);
-        for (path, d) in &self.docs {
-            if d.passages.is_empty() || !keep(path) {
-                continue;
-            }
-            let (mut best, mut at) = (f32::NEG_INFINITY, 0);
-            for (i, v) in d.vectors.chunks_exact(self.dim).enumerate() {
-                let s = super::embed::dot(q, v);
-                if s > best {
-                    (best, at) = (s, i);
+        // each core scans a share of the documents into its own best n; then they are merged
+        let docs: Vec<(&String, &DocVectors)> = self.docs.iter().collect();
+        let best_of = |chunk: &[(&'s String, &'s DocVectors)]| self.scan(chunk, q, n, &keep);
+        let heap = docs
+            .par_chunks(SCAN_CHUNK)
+            .map(best_of)
+            .reduce(BinaryHeap::new, |mut a, b| {
+                for s in b {
+                    push_bounded(&mut a, s, n);
                 }
-            }
-            let candidate = Scored {
-                score: best,
-                path,
-                passage: at,
-            };
-            if heap.len() < n {
-                heap.push(candidate);
-            } else if heap.peek().is_some_and(|worst| candidate < *worst) {
-                heap.pop();
-                heap.push(candidate);
-            }
-        }
+                a
+            });
         let mut out: Vec<Near> = heap
             .into_iter()
             .map(|s| {
@@ -166,7 +262,7 @@ impl Store {
 
     /// The file's bytes (see the module's doc).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.vector_bytes() + self.docs.len() * 64);
+        let mut out = Vec::with_capacity(48 + self.vector_bytes() + self.docs.len() * 64);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.dim as u32).to_le_bytes());
         out.extend_from_slice(&(self.docs.len() as u32).to_le_bytes());
@@ -184,9 +280,10 @@ impl Store {
                 out.extend_from_slice(&a.to_le_bytes());
                 out.extend_from_slice(&b.to_le_bytes());
             }
-            for x in &d.vectors {
+            for x in &d.scales {
                 out.extend_from_slice(&x.to_le_bytes());
             }
+            out.extend(d.codes.iter().map(|c| *c as u8));
         }
         let sum = Sha256::digest(&out);
         out.extend_from_slice(&sum);
@@ -218,18 +315,18 @@ impl Store {
                 .to_string();
             let (modified, size, embedded_at) = (r.u64()?, r.u64()?, r.u64()?);
             let n = r.u32()? as usize;
-            if n.saturating_mul(8 + dim * 4) > r.b.len() {
+            if n.saturating_mul(12 + dim) > r.b.len() {
                 return Err(FormatError::Truncated);
             }
             let mut passages = Vec::with_capacity(n);
             for _ in 0..n {
                 passages.push((r.u32()?, r.u32()?));
             }
-            let raw = r.take(n * dim * 4)?;
-            let vectors = raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let mut scales = Vec::with_capacity(n);
+            for _ in 0..n {
+                scales.push(f32::from_bits(r.u32()?));
+            }
+            let codes = r.take(n * dim)?.iter().map(|b| *b as i8).collect();
             docs.insert(
                 path,
                 DocVectors {
@@ -237,7 +334,8 @@ impl Store {
                     size,
                     embedded_at,
                     passages,
-                    vectors,
+                    codes,
+                    scales,
                 },
             );
         }
@@ -286,14 +384,12 @@ mod tests {
 
     fn store() -> Store {
         let mut s = Store::new(3);
-        let doc = |vs: &[&[f32]]| DocVectors {
-            modified: 1,
-            size: 2,
-            embedded_at: 3,
-            passages: (0..vs.len() as u32)
+        let doc = |vs: &[&[f32]]| {
+            let flat: Vec<f32> = vs.iter().flat_map(|v| unit(v)).collect();
+            let passages = (0..vs.len() as u32)
                 .map(|i| (i * 10 + 1, i * 10 + 9))
-                .collect(),
-            vectors: vs.iter().flat_map(|v| unit(v)).collect(),
+                .collect();
+            DocVectors::quantize(1, 2, 3, passages, &flat, 3)
         };
         s.docs
             .insert("a.md".into(), doc(&[&[1.0, 0.0, 0.0], &[0.0, 1.0, 0.0]]));
@@ -318,6 +414,16 @@ mod tests {
             s.nearest_docs(&[1.0, 0.0], 5, |_| true).is_empty(),
             "wrong dimension"
         );
+    }
+
+    #[test]
+    fn codes_keep_the_dot_product() {
+        let a = unit(&[0.3, -0.2, 0.9, 0.1, -0.5, 0.05, 0.7, -0.33, 0.2]);
+        let b = unit(&[0.1, 0.4, 0.8, -0.2, -0.4, 0.3, 0.5, 0.1, -0.1]);
+        let exact: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let d = DocVectors::quantize(0, 0, 0, vec![(1, 1)], &b, 9);
+        let approx = score(&a, &d.codes, d.scales[0]);
+        assert!((exact - approx).abs() < 0.01, "{exact} vs {approx}");
     }
 
     #[test]

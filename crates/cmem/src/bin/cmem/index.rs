@@ -42,7 +42,8 @@ pub(crate) fn index(args: IndexArgs) -> ExitCode {
         read_only: false,
         skip_extensions: loaded.config.index_skip_extensions.clone(),
         language: loaded.config.search_language.clone(),
-        model: cmem::memory::embed::ModelChoice::parse(&loaded.config.embedding_model),
+        // the keyword index only: `cmem serve` makes the vectors in the background
+        model: cmem::memory::embed::ModelChoice::Off,
     };
     let memory = match Memory::open(&args.dir, &opts) {
         Ok(m) => m,
