@@ -145,6 +145,25 @@ async fn a_question_finds_a_document_that_shares_none_of_its_words() {
         "{lines}"
     );
 
+    // the history offers an earlier question near in meaning, though it shares no word
+    let (code, sim) = get(format!(
+        "{}/prompts/similar?q=I+forgot+my+login+passphrase",
+        s.url
+    ))
+    .await;
+    assert_eq!(code, 200, "{sim}");
+    let offered = &sim["data"]["similar"];
+    assert!(
+        offered
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["query"] == QUESTION && e["by"] == "meaning"),
+        "{sim}"
+    );
+    let (_, none) = get(format!("{}/prompts/similar?q=quarterly+budget", s.url)).await;
+    assert_eq!(none["data"]["similar"], serde_json::json!([]), "{none}");
+
     // explicit syntax means its words exactly: keyword, whatever the default
     let (_, ex) = search(&s, "\"release pipeline\"", None).await;
     assert_eq!(ex["data"]["mode"], "keyword");

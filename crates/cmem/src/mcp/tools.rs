@@ -805,13 +805,14 @@ async fn similar_searches(
     let mut out = format!("Earlier searches like `{text}`:\n");
     for s in &list {
         out.push_str(&format!(
-            "`{}` — {} result{}, searched {} time{}, last {} (similarity {:.2})\n",
+            "`{}` — {} result{}, searched {} time{}, last {} (similar in {}, {:.2})\n",
             s["query"].as_str().unwrap_or(""),
             s["results"],
             if s["results"] == json!(1) { "" } else { "s" },
             s["times"],
             if s["times"] == json!(1) { "" } else { "s" },
             s["last_searched"].as_str().unwrap_or("?"),
+            s["by"].as_str().unwrap_or("words"),
             s["similarity"].as_f64().unwrap_or(0.0)
         ));
     }

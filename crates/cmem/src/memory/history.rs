@@ -7,7 +7,9 @@
 //! Similarity is the overlap of character trigrams (Jaccard), computed here over the most
 //! recent distinct queries. That catches shared words, word order changes and typos, needs no
 //! second index, and at the history's bounded size (`search_history_max`) costs well under a
-//! millisecond per thousand queries.
+//! millisecond per thousand queries. With the embedding model, each search also keeps its
+//! question's vector, and an earlier query near in meaning is offered too ("undo my last
+//! commit" for "revert the previous change"): the similarity is the higher of the two.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -24,6 +26,13 @@ const CANDIDATES: usize = 5_000;
 /// Below this similarity a query is not offered.
 const MIN_SIMILARITY: f64 = 0.2;
 
+/// Below this cosine similarity a query is not offered for its meaning (paraphrases of one
+/// question score about 0.6 and up with the model; unrelated questions below 0.3).
+const MIN_MEANING: f64 = 0.55;
+
+/// A question's vector and the model that made it.
+pub type Meaning<'a> = Option<(&'a str, &'a [f32])>;
+
 /// An earlier query like the one asked about.
 #[derive(Debug, Serialize)]
 pub struct Similar {
@@ -35,6 +44,8 @@ pub struct Similar {
     /// How often it was searched.
     pub times: u64,
     pub last_searched: String,
+    /// What makes it similar: `words` (shared letters) or `meaning` (the embedding model).
+    pub by: &'static str,
 }
 
 /// Whose searches a lookup may offer.
@@ -87,6 +98,18 @@ impl History {
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS searches_owner ON searches(owner, normalized)",
         )?;
+        // the question's vector and its model: added later too (older rows have none)
+        let has_vector: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('searches') WHERE name = 'vector')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_vector {
+            conn.execute_batch(
+                "ALTER TABLE searches ADD COLUMN vector BLOB;
+                 ALTER TABLE searches ADD COLUMN vector_model TEXT;",
+            )?;
+        }
         // owners were user names before they were user ids (version 1): those rows are
         // detached (kept for the shared history, offered to no one as their own), since a
         // name may since have been given to someone else
@@ -124,13 +147,33 @@ impl History {
         session: Option<&str>,
         owner: &str,
     ) -> Result<(), MemoryError> {
+        self.record_with(query, results, search_ms, session, owner, None)
+    }
+
+    /// [`History::record`], keeping the question's vector when the search made one.
+    pub fn record_with(
+        &self,
+        query: &str,
+        results: u64,
+        search_ms: f64,
+        session: Option<&str>,
+        owner: &str,
+        meaning: Meaning<'_>,
+    ) -> Result<(), MemoryError> {
         let Some(conn) = &self.conn else {
             return Ok(());
         };
+        let (model, vector) = match meaning {
+            Some((model, v)) => (
+                Some(model),
+                Some(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+            ),
+            None => (None, None),
+        };
         let conn = conn.lock().map_err(|_| MemoryError::Busy)?;
         conn.execute(
-            "INSERT INTO searches (query, normalized, results, search_ms, session, ts, owner)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO searches (query, normalized, results, search_ms, session, ts, owner, vector, vector_model)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 query,
                 normalize(query),
@@ -138,7 +181,9 @@ impl History {
                 search_ms,
                 session,
                 crate::clock::now_rfc3339(),
-                owner
+                owner,
+                vector,
+                model
             ],
         )?;
         conn.execute(
@@ -155,6 +200,18 @@ impl History {
         limit: usize,
         whose: Whose<'_>,
     ) -> Result<Vec<Similar>, MemoryError> {
+        self.similar_to(q, limit, whose, None)
+    }
+
+    /// [`History::similar`], also by meaning when `meaning` is `q`'s vector: an earlier query
+    /// whose vector (made by the same model) is near enough is offered as well.
+    pub fn similar_to(
+        &self,
+        q: &str,
+        limit: usize,
+        whose: Whose<'_>,
+        meaning: Meaning<'_>,
+    ) -> Result<Vec<Similar>, MemoryError> {
         let owner = match whose {
             Whose::Everyone => None,
             Whose::Owner(o) => Some(o),
@@ -163,10 +220,19 @@ impl History {
             return Ok(Vec::new());
         };
         let target = trigrams(&normalize(q));
-        let rows: Vec<(String, String, u64, u64, String)> = {
+        type Row = (
+            String,
+            String,
+            u64,
+            u64,
+            String,
+            Option<Vec<u8>>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = {
             let conn = conn.lock().map_err(|_| MemoryError::Busy)?;
             let mut stmt = conn.prepare(
-                "SELECT s.query, s.normalized, s.results, g.times, s.ts
+                "SELECT s.query, s.normalized, s.results, g.times, s.ts, s.vector, s.vector_model
                  FROM (SELECT normalized, MAX(id) AS last, COUNT(*) AS times
                        FROM searches WHERE ?2 IS NULL OR owner = ?2
                        GROUP BY normalized ORDER BY last DESC LIMIT ?1) g
@@ -179,20 +245,37 @@ impl History {
                     r.get::<_, i64>(2)? as u64,
                     r.get::<_, i64>(3)? as u64,
                     r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
                 ))
             })?;
             mapped.collect::<Result<_, _>>()?
         };
+        let same = normalize(q);
         let mut out: Vec<Similar> = rows
             .into_iter()
-            .filter_map(|(query, normalized, results, times, ts)| {
-                let similarity = jaccard(&target, &trigrams(&normalized));
+            .filter_map(|(query, normalized, results, times, ts, vector, model)| {
+                let words = jaccard(&target, &trigrams(&normalized));
+                let near = match (meaning, vector, model) {
+                    (Some((want, v)), Some(bytes), Some(m))
+                        if m == want && bytes.len() == v.len() * 4 && normalized != same =>
+                    {
+                        cosine(v, &bytes)
+                    }
+                    _ => 0.0,
+                };
+                let (similarity, by) = if near >= MIN_MEANING && near > words {
+                    (near, "meaning")
+                } else {
+                    (words, "words")
+                };
                 (similarity >= MIN_SIMILARITY).then(|| Similar {
                     query,
                     similarity: (similarity * 1000.0).round() / 1000.0,
                     results,
                     times,
                     last_searched: ts,
+                    by,
                 })
             })
             .collect();
@@ -240,6 +323,14 @@ fn trigrams(s: &str) -> HashSet<[char; 3]> {
     chars.windows(3).map(|w| [w[0], w[1], w[2]]).collect()
 }
 
+/// The cosine of a unit vector and one stored as little-endian f32 bytes (also a unit vector).
+fn cosine(v: &[f32], bytes: &[u8]) -> f64 {
+    v.iter()
+        .zip(bytes.chunks_exact(4))
+        .map(|(x, b)| f64::from(*x) * f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .sum()
+}
+
 fn jaccard(a: &HashSet<[char; 3]>, b: &HashSet<[char; 3]>) -> f64 {
     let union = a.union(b).count();
     if union == 0 {
@@ -278,6 +369,52 @@ mod tests {
             .unwrap();
         assert_eq!(same.times, 2);
         assert_eq!(same.results, 5);
+    }
+
+    #[test]
+    fn queries_near_in_meaning_are_offered_with_their_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path(), 100).unwrap();
+        let unit = |v: [f32; 3]| {
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.map(|x| x / n)
+        };
+        let (near, far) = (unit([1.0, 0.2, 0.0]), unit([0.0, 0.1, 1.0]));
+        h.record_with("undo my last commit", 3, 1.0, None, "", Some(("m", &near)))
+            .unwrap();
+        h.record_with("quarterly budget", 2, 1.0, None, "", Some(("m", &far)))
+            .unwrap();
+        h.record_with(
+            "go back one change",
+            1,
+            1.0,
+            None,
+            "",
+            Some(("other", &near)),
+        )
+        .unwrap();
+        let q = unit([1.0, 0.0, 0.0]);
+        let found = h
+            .similar_to(
+                "revert the previous change",
+                10,
+                Whose::Owner(""),
+                Some(("m", &q)),
+            )
+            .unwrap();
+        let by_meaning: Vec<&str> = found
+            .iter()
+            .filter(|s| s.by == "meaning")
+            .map(|s| s.query.as_str())
+            .collect();
+        assert_eq!(by_meaning, vec!["undo my last commit"], "{found:?}");
+        // without the question's vector only the words count
+        assert!(
+            h.similar("revert the previous change", 10, Whose::Owner(""))
+                .unwrap()
+                .iter()
+                .all(|s| s.by == "words")
+        );
     }
 
     #[test]

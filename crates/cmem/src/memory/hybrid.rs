@@ -151,6 +151,7 @@ pub fn answer(
         search_time: started.elapsed().as_secs_f64() * 1000.0,
         mode: mode.as_str(),
         note,
+        question: Some((dense.embedder.id().to_string(), q)),
     })
 }
 

@@ -101,6 +101,10 @@ pub struct Answer {
     /// Something the reader should know about this answer (meaning search still catching up).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The question's vector and its model, when meaning search made one: kept in the
+    /// history so later searches near in meaning find it (not sent).
+    #[serde(skip)]
+    pub question: Option<(String, Vec<f32>)>,
 }
 
 pub(crate) fn stored_text(doc: &TantivyDocument, f: tantivy::schema::Field) -> String {
@@ -367,6 +371,7 @@ pub fn search_typed(
         search_time: started.elapsed().as_secs_f64() * 1000.0,
         mode: "keyword",
         note: None,
+        question: None,
     })
 }
 

@@ -230,12 +230,16 @@ pub async fn run(
     let m = memory.clone();
     let searching = tokio::task::spawn_blocking(move || {
         let answer = answer(&m, &s)?;
-        let recorded = m.history.record(
+        let recorded = m.history.record_with(
             &s.query,
             answer.total as u64,
             answer.search_time,
             s.session.as_deref(),
             &owner,
+            answer
+                .question
+                .as_ref()
+                .map(|(model, v)| (model.as_str(), v.as_slice())),
         );
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "could not record the search in the history");
