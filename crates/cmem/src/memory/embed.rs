@@ -248,3 +248,30 @@ impl Embedder {
         Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_parse_and_a_build_without_the_model_says_how_to_get_it() {
+        assert_eq!(ModelChoice::parse("built-in"), ModelChoice::BuiltIn);
+        assert_eq!(ModelChoice::parse(" off "), ModelChoice::Off);
+        assert_eq!(
+            ModelChoice::parse("/models/minilm"),
+            ModelChoice::Dir("/models/minilm".into())
+        );
+        // the library's tests never get the binary's model
+        let why = ModelChoice::BuiltIn.load().unwrap().unwrap_err();
+        assert!(
+            why.contains("CMEM_MODEL_WHEEL") && why.contains("embedding_model"),
+            "{why}"
+        );
+        let why = ModelChoice::Off.load().unwrap().unwrap_err();
+        assert!(why.contains("off"), "{why}");
+        // a folder that holds no model is an error that names the file
+        let dir = tempfile::tempdir().unwrap();
+        let e = ModelChoice::Dir(dir.path().into()).load().unwrap_err();
+        assert!(e.to_string().contains("model.safetensors"), "{e}");
+    }
+}
