@@ -111,6 +111,18 @@ async function catalogueAndTools(client) {
   // the passage that answers, with its heading and the lines to read
   assert.match(found.text, /§ Harbor plan, lines 1-5 \(read_document with start_line 1, end_line 5\)/);
   assert.doesNotMatch(found.text, /leak|vault/);
+  assert.match(found.text, /found by words/);
+  // a question in other words: the meaning finds a passage once the vectors are made
+  let boats;
+  await until(async () => {
+    boats = await tool(client, 'search_memory', { query: 'where do the boats tie up', mode: 'semantic' });
+    return !boats.error && /1\. notes\//.test(boats.text);
+  }, 'meaning search');
+  assert.match(boats.text, /found by meaning/);
+  assert.match(boats.text, /lines \d+-\d+ \(read_document with start_line/);
+  const badMode = await tool(client, 'search_memory', { query: 'x', mode: 'fuzzy' });
+  assert.equal(badMode.error, true);
+  assert.match(badMode.text, /hybrid, keyword or semantic/);
   // the documents nearest to one, for context around a file; never the file itself
   const related = await tool(client, 'related_documents', { path: 'notes/harbor.md' });
   assert.equal(related.error, false, related.text);
