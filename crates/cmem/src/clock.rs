@@ -20,3 +20,8 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Milliseconds since the Unix epoch as RFC 3339 (`None` if out of chrono's range).
+pub fn rfc3339_ms(ms: u64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms as i64).map(rfc3339)
+}

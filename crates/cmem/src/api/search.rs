@@ -424,8 +424,7 @@ pub async fn document(
     let memory = app.memory.clone();
     let at_path = doc.path.clone();
     let updated = tokio::task::spawn_blocking(move || {
-        let when =
-            |ms: u64| chrono::DateTime::from_timestamp_millis(ms as i64).map(crate::clock::rfc3339);
+        let when = crate::clock::rfc3339_ms;
         let keyword = crate::memory::indexer::indexed_at(&memory, &at_path)
             .ok()
             .flatten()

@@ -293,9 +293,7 @@ fn semantic_hit(m: &Memory, n: &Near) -> Option<Hit> {
             end_line: n.end_line as usize,
         }),
         score: n.score,
-        last_modified: chrono::DateTime::from_timestamp_millis(doc.modified as i64)
-            .map(crate::clock::rfc3339)
-            .unwrap_or_default(),
+        last_modified: crate::clock::rfc3339_ms(doc.modified).unwrap_or_default(),
         size: doc.size,
         signals: vec!["semantic"],
     })

@@ -471,9 +471,7 @@ impl<'a> Keyword<'a> {
             }),
             path,
             score,
-            last_modified: chrono::DateTime::from_timestamp_millis(modified as i64)
-                .map(crate::clock::rfc3339)
-                .unwrap_or_default(),
+            last_modified: crate::clock::rfc3339_ms(modified).unwrap_or_default(),
             size: stored_number(&doc, f.size),
             signals: vec!["keyword"],
         })
@@ -846,9 +844,7 @@ pub fn list(
         .map(|(path, (size, modified))| Listed {
             path,
             size,
-            last_modified: chrono::DateTime::from_timestamp_millis(modified as i64)
-                .map(crate::clock::rfc3339)
-                .unwrap_or_default(),
+            last_modified: crate::clock::rfc3339_ms(modified).unwrap_or_default(),
         })
         .collect();
     Ok((listed, total))
