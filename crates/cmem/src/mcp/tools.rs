@@ -161,7 +161,7 @@ pub fn definitions() -> Vec<Value> {
         json!({
             "name": "related_documents",
             "title": "Documents related to one",
-            "description": "The documents nearest to the one at `path`, by the distinctive words they share with it, best first: to build context around a file. Read one with read_document.",
+            "description": "The documents nearest to the one at `path`, by the distinctive words they share with it and by meaning, best first: to build context around a file. Read one with read_document.",
             "inputSchema": schema::<RelatedDocuments>(),
             "annotations": read_only,
         }),
@@ -369,7 +369,7 @@ async fn related_documents(shared: &Shared, args: JsonObject) -> Result<String, 
     let memory = shared.memory.clone();
     let path = a.path.clone();
     let near =
-        tokio::task::spawn_blocking(move || crate::memory::search::related(&memory, &path, limit))
+        tokio::task::spawn_blocking(move || crate::memory::hybrid::related(&memory, &path, limit))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;

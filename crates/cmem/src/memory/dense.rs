@@ -165,6 +165,11 @@ impl Dense {
         }
     }
 
+    /// What a document is about as a whole (see [`Store::centroid`]).
+    pub fn centroid(&self, path: &str) -> Option<Vec<f32>> {
+        self.store.read().ok().and_then(|s| s.centroid(path))
+    }
+
     /// When a document's vectors were made (ms since the epoch), if it has them.
     pub fn embedded_at(&self, path: &str) -> Option<u64> {
         self.store

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::Memory;
-use super::search::{Answer, Filters, Hit, Keyword, PassageHit, SearchError, search_typed};
+use super::search::{
+    Answer, Filters, Hit, Keyword, PassageHit, Related, SearchError, search_typed,
+};
 use super::vectors::Near;
 
 /// The share of meaning in the fused score (words have the rest); tuned on half of the
@@ -170,6 +172,46 @@ fn keeps(f: &Filters, path: &str) -> bool {
         Some((_, ext)) => f.extensions.iter().any(|e| e.eq_ignore_ascii_case(ext)),
         None => false,
     }
+}
+
+/// The documents nearest to the one at `path`, by words (more-like-this over its terms) and,
+/// when it has vectors, by meaning (the passages nearest its centroid), fused as a search is.
+pub fn related(m: &Memory, path: &str, limit: usize) -> Result<Vec<Related>, SearchError> {
+    let wanted = limit.max(MIN_CANDIDATES);
+    let words = super::search::related(m, path, wanted)?;
+    let Some(centroid) = m.dense.as_ref().and_then(|d| d.centroid(path)) else {
+        return Ok(words.into_iter().take(limit).collect());
+    };
+    let near: Vec<Near> = m
+        .dense
+        .as_ref()
+        .map(|d| d.nearest(&centroid, wanted, |p| p != path))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.score >= MIN_SIMILARITY)
+        .collect();
+    let mut fused: HashMap<String, (f32, Option<String>)> = HashMap::new();
+    for (r, x) in words.iter().zip(normalised(words.iter().map(|r| r.score))) {
+        let e = fused.entry(r.path.clone()).or_default();
+        e.0 += (1.0 - SEMANTIC_WEIGHT) * x;
+        e.1 = Some(r.title.clone());
+    }
+    for (n, x) in near.iter().zip(normalised(near.iter().map(|n| n.score))) {
+        fused.entry(n.path.clone()).or_default().0 += SEMANTIC_WEIGHT * x;
+    }
+    let mut order: Vec<(String, (f32, Option<String>))> = fused.into_iter().collect();
+    order.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+    Ok(order
+        .into_iter()
+        .take(limit)
+        .filter_map(|(path, (score, title))| {
+            let title = match title {
+                Some(t) => t,
+                None => super::dense::stored(m, &path)?.title,
+            };
+            Some(Related { path, title, score })
+        })
+        .collect())
 }
 
 /// Min-max normalised scores (a list of one, or of equal scores, is all 1).

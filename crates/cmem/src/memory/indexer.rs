@@ -65,18 +65,28 @@ fn rel_path(root: &Path, p: &Path) -> String {
 const RULES: i64 = 4;
 
 fn state_db(m: &Memory) -> Result<Connection, MemoryError> {
-    let c = Connection::open(m.index_dir.join("index-state.sqlite3"))?;
+    let mut c = Connection::open(m.index_dir.join("index-state.sqlite3"))?;
+    // the vectors' pass and `/api/document` read it while a run writes: wait, never fail
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
     c.execute_batch(
         "PRAGMA journal_mode = WAL;
          CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime INTEGER NOT NULL, size INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     )?;
-    // when each file was last indexed (added after the table; older rows say 0)
-    let has_indexed_at = c
-        .prepare("SELECT 1 FROM pragma_table_info('files') WHERE name = 'indexed_at'")?
-        .exists([])?;
-    if !has_indexed_at {
-        c.execute_batch("ALTER TABLE files ADD COLUMN indexed_at INTEGER NOT NULL DEFAULT 0;")?;
+    // when each file was last indexed (added after the table; older rows say 0). A run and a
+    // watcher update may open this at the same moment: the check and the change are one
+    // write transaction, so the second waits and then finds the column
+    {
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let has_indexed_at = tx
+            .prepare("SELECT 1 FROM pragma_table_info('files') WHERE name = 'indexed_at'")?
+            .exists([])?;
+        if !has_indexed_at {
+            tx.execute_batch(
+                "ALTER TABLE files ADD COLUMN indexed_at INTEGER NOT NULL DEFAULT 0;",
+            )?;
+        }
+        tx.commit()?;
     }
     // the language is part of the rules: the stems change with it
     let want = format!("{RULES}:{}", m.language);
@@ -111,8 +121,25 @@ fn known_files(db: &Connection) -> Result<HashMap<String, (u64, u64)>, MemoryErr
 
 /// Every file the keyword index holds, with the modification time and size it was indexed
 /// at: what the vectors follow ([`super::dense`]).
+/// Read-only, and waiting out a writer: it runs beside indexing runs and watcher updates,
+/// and must never make them fail with "database is locked" (it once did, by creating the
+/// tables at the moment the first run did).
 pub(crate) fn indexed_files(m: &Memory) -> Result<HashMap<String, (u64, u64)>, MemoryError> {
-    known_files(&state_db(m)?)
+    let path = m.index_dir.join("index-state.sqlite3");
+    if !path.exists() {
+        return Ok(HashMap::new());
+    }
+    let c = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    let has_files: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_files {
+        return Ok(HashMap::new());
+    }
+    known_files(&c)
 }
 
 /// When the keyword index last took `path` in (ms since the epoch; `Some(0)` for a file
@@ -122,6 +149,7 @@ pub fn indexed_at(m: &Memory, path: &str) -> Result<Option<u64>, MemoryError> {
         m.index_dir.join("index-state.sqlite3"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
     let at: Option<i64> = c
         .query_row(
             "SELECT indexed_at FROM files WHERE path = ?1",
@@ -633,6 +661,34 @@ fn index_blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first indexing run and the vectors' first pass opened the state at the same
+    /// moment, and one of them failed ("duplicate column name", "database is locked"): the
+    /// start-up index was then never made.
+    #[test]
+    fn the_state_opens_from_many_threads_at_once() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let m = Memory::open(dir.path(), &crate::memory::OpenOptions::default()).unwrap();
+            std::thread::scope(|s| {
+                let opened: Vec<_> = (0..8)
+                    .map(|i| {
+                        let m = &m;
+                        s.spawn(move || {
+                            if i % 2 == 0 {
+                                state_db(m).map(|_| ())
+                            } else {
+                                indexed_files(m).map(|_| ())
+                            }
+                        })
+                    })
+                    .collect();
+                for o in opened {
+                    o.join().unwrap().unwrap();
+                }
+            });
+        }
+    }
 
     #[test]
     fn sub_paths_stay_inside() {

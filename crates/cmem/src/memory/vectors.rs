@@ -202,6 +202,20 @@ impl Store {
         }
     }
 
+    /// The mean of a document's passage vectors, as a unit vector: what the document is about
+    /// as a whole (`None` when it has no vectors).
+    pub fn centroid(&self, path: &str) -> Option<Vec<f32>> {
+        let d = self.docs.get(path).filter(|d| !d.scales.is_empty())?;
+        let mut sum = vec![0f32; self.dim];
+        for (c, scale) in d.codes.chunks_exact(self.dim).zip(&d.scales) {
+            for (s, x) in sum.iter_mut().zip(c) {
+                *s += *x as f32 * scale;
+            }
+        }
+        let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+        (norm > 0.0).then(|| sum.iter().map(|x| x / norm).collect())
+    }
+
     /// Passages held, over every document.
     pub fn passages(&self) -> usize {
         self.docs.values().map(|d| d.passages.len()).sum()
@@ -414,6 +428,19 @@ mod tests {
             s.nearest_docs(&[1.0, 0.0], 5, |_| true).is_empty(),
             "wrong dimension"
         );
+    }
+
+    #[test]
+    fn a_documents_centroid_points_between_its_passages() {
+        let s = store();
+        let c = s.centroid("a.md").unwrap();
+        let want = unit(&[1.0, 1.0, 0.0]);
+        assert!(
+            c.iter().zip(&want).all(|(a, b)| (a - b).abs() < 0.02),
+            "{c:?}"
+        );
+        assert!(s.centroid("empty.md").is_none());
+        assert!(s.centroid("missing.md").is_none());
     }
 
     #[test]
