@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { CMEM_BIN, startServer, tempDir } from './lib.mjs';
+import { CMEM_BIN, startServer, tempDir, until } from './lib.mjs';
 import { launchChromium } from './browser.mjs';
 
 let browser;
@@ -25,6 +25,7 @@ function folder() {
   mkdirSync(path.join(data, 'notes'));
   writeFileSync(path.join(data, 'notes', 'harbor.md'), "# Harbor plan\nThe quokkaphonic release isn't ready yet.\n");
   writeFileSync(path.join(data, 'notes', 'deep.md'), 'Intro line.\n## Second level title\nzebrafish notes\n');
+  writeFileSync(path.join(data, 'notes', 'account.md'), '# Account help\n\n## Changing your login secret\n\nOpen the profile page, choose Security, and type a new passphrase twice.\n');
   return data;
 }
 
@@ -90,6 +91,17 @@ test('every page keeps the strict policy; the editor draws whole; snippets, titl
   await empty.getByText(/No indexed document contains “quokk”/).waitFor();
   await empty.getByRole('button', { name: 'quokkaphonic' }).click();
   await page.locator('.result').filter({ hasText: 'notes/harbor.md' }).waitFor();
+
+  // a question that shares no word with its answer: found by meaning, and the page says so
+  await until(async () => {
+    const v = (await (await fetch(`${s.url}/system/indexing`)).json()).data.vectors;
+    return v.documents_total >= 3 && v.documents === v.documents_total && !v.running;
+  }, 'the vectors', 60000);
+  await box.fill('how do I reset my password ');
+  const meant = page.locator('.result').filter({ hasText: 'notes/account.md' });
+  await meant.getByText('by meaning').waitFor();
+  assert.match(await meant.locator('.passage').textContent(), /§ Account help › Changing your login secret/);
+  assert.match(await page.locator('.meta').textContent(), /words and meaning/);
 
   // the document editor under the policy: its styles apply, the line numbers sit left of the text
   await page.goto(`${s.url}/#/documents?ws=eng&doc=plan`);
