@@ -34,6 +34,13 @@ pub const MIN_SIMILARITY: f32 = 0.2;
 /// of nDCG@10).
 pub const MIN_SIMILARITY_ALONE: f32 = 0.35;
 
+/// Words a query needs before hybrid search adds documents found by meaning alone. One or
+/// two words are a lookup: the answer is the documents that have them (ranked with the
+/// meaning's help), not their neighbours — a search for a name must not answer with a
+/// document about a word spelt like it. A question or a phrase of three words or more gets
+/// the documents that say it in other words too. (Every judged question has three or more.)
+pub const MIN_WORDS_ALONE: usize = 3;
+
 /// Fewest candidates taken from each list before fusing, so that page 1 of a hybrid search
 /// sees more than the first page of each.
 const MIN_CANDIDATES: usize = 50;
@@ -143,7 +150,12 @@ pub fn answer(
         (hits, total)
     } else {
         let keyword = Keyword::new(m, query, filters, typing)?;
-        fuse(m, &keyword, wanted, &near, limit, offset)?
+        let alone = query
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .count()
+            >= MIN_WORDS_ALONE;
+        fuse(m, &keyword, wanted, &near, alone, limit, offset)?
     };
     Ok(Answer {
         results,
@@ -223,7 +235,8 @@ fn normalised(scores: impl Iterator<Item = f32> + Clone) -> impl Iterator<Item =
     scores.map(move |x| if span > 1e-9 { (x - lo) / span } else { 1.0 })
 }
 
-/// Fuses the keyword candidates (the first `wanted`) and the semantic list; the page
+/// Fuses the keyword candidates (the first `wanted`) and the semantic list (documents only
+/// the meaning found are taken when `alone`, see [`MIN_WORDS_ALONE`]); the page
 /// `offset..offset + limit` of the fused order, and the total (every keyword match and every
 /// document only the meaning found).
 fn fuse(
@@ -231,6 +244,7 @@ fn fuse(
     keyword: &Keyword<'_>,
     wanted: usize,
     near: &[Near],
+    alone: bool,
     limit: usize,
     offset: usize,
 ) -> Result<(Vec<Hit>, usize), SearchError> {
@@ -244,7 +258,7 @@ fn fuse(
     }
     let near: Vec<&Near> = near
         .iter()
-        .filter(|n| n.score >= MIN_SIMILARITY_ALONE || words_found.contains(&n.path))
+        .filter(|n| (alone && n.score >= MIN_SIMILARITY_ALONE) || words_found.contains(&n.path))
         .collect();
     /// A candidate: its fused score, where the words ranked it, whether the meaning did.
     #[derive(Default)]

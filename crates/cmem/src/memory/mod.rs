@@ -93,7 +93,10 @@ fn schema() -> (Schema, Fields) {
     let stemmed = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(language::ANALYZER)
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            // frequencies only: questions match stems one by one (BM25 needs no positions);
+            // phrases run on the plain fields, which keep theirs. Positions here made indexing
+            // slower and the index larger for nothing
+            .set_index_option(IndexRecordOption::WithFreqs),
     );
     let f = Fields {
         path: b.add_text_field("path", STRING | STORED),
