@@ -1,6 +1,6 @@
 //! Search modes and their fusion: keyword (BM25 over the words, [`super::search`]), semantic
-//! (the passages nearest in meaning, [`super::dense`]) and hybrid, the two lists merged by
-//! weighted reciprocal rank fusion. Each hit says which of them found it (`signals`).
+//! (the passages nearest in meaning, [`super::dense`]) and hybrid, the two lists fused. Each
+//! hit says which of them found it (`signals`).
 //!
 //! The fusion is a convex combination of the two lists' scores, each min-max normalised over
 //! its candidates (the first 50, or the page's depth if deeper): a document's fused score is
@@ -113,13 +113,9 @@ pub fn answer(
     let started = Instant::now();
     let mode = resolve(m, asked, query)?;
     let dense = match (mode, m.dense.as_ref()) {
+        // the keyword search marks its hits and its mode itself
         (Mode::Keyword, _) | (_, None) => {
-            let mut a = search_typed(m, query, filters, limit, offset, typing)?;
-            for h in &mut a.results {
-                h.signals = vec!["keyword"];
-            }
-            a.mode = Mode::Keyword.as_str();
-            return Ok(a);
+            return search_typed(m, query, filters, limit, offset, typing);
         }
         (_, Some(d)) => d,
     };
