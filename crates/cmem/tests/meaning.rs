@@ -266,6 +266,15 @@ async fn the_vectors_follow_edits_deletions_and_renames_and_survive_a_restart() 
         Some("help.md"),
         "{a}"
     );
+
+    // a keyword index made again from nothing (a new version's schema) keeps the vectors: the
+    // first pass waits for the start-up run instead of taking every file for gone
+    let mut s = s;
+    s.terminate();
+    std::fs::remove_dir_all(dir.join(".collective-memory").join("index")).unwrap();
+    let s = TestServer::start_in(&dir, &[], &[]);
+    let v = vectors_settled(&s, 2).await;
+    assert_eq!(v["embedded_passages"], 0, "nothing embedded again: {v}");
 }
 
 #[tokio::test]

@@ -22,9 +22,9 @@ use tantivy::query::TermQuery;
 use tantivy::schema::IndexRecordOption;
 use tantivy::{TantivyDocument, Term};
 
-use super::Memory;
 use super::embed::{EmbedError, Embedder};
 use super::vectors::{DocVectors, Near, Store};
+use super::{IndexTotals, Memory};
 use crate::config::STATE_DIR;
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
@@ -424,6 +424,15 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
     let rt = tokio::runtime::Handle::current();
     tokio::spawn(async move {
         let shutdown = hub.shutdown.clone();
+        // the first pass waits for the start-up indexing run: before it, the index state may
+        // be empty (a first start, or an index rebuilt for a new version), and a pass would
+        // take every file for gone and drop vectors that took hours to make
+        while IndexTotals::get(&m.totals.runs) == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
         loop {
             let (m2, hub2, rt2, stop) = (m.clone(), hub.clone(), rt.clone(), shutdown.clone());
             let pass = tokio::task::spawn_blocking(move || {
