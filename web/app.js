@@ -198,14 +198,17 @@ async function startApp() {
     for (const fn of app.feedListeners) fn(e);
   });
   client.on('state', (s) => {
-    const labels = { connecting: 'connecting', connected: 'live', reconnecting: 'reconnecting', offline: 'offline', closed: 'closed' };
-    const tone = s.state === 'connected' ? 'ok' : s.state === 'offline' ? 'bad' : 'warn';
+    const labels = { connecting: 'connecting', connected: 'live', reconnecting: 'reconnecting', offline: 'offline', closed: 'closed', failed: 'stopped' };
+    const tone = s.state === 'connected' ? 'ok' : s.state === 'offline' || s.state === 'failed' ? 'bad' : 'warn';
     setConn(`${labels[s.state] ?? s.state} · ${s.transport ?? ''}`, tone);
     for (const fn of app.stateListeners) fn(s);
+    // acted on by the server's code (its action), never by the words of its message
     const code = s.error?.code;
-    if (app.token && (code === 'unauthorized' || code === 'token_revoked' || code === 'user_removed')) {
-      signOut(`You were signed out: ${code === 'unauthorized' ? 'the token is no longer valid' : code.replace('_', ' ')}.`);
-    } else if (!app.token && code === 'unauthorized') {
+    const reauth = s.error?.action === 'reauthenticate' || code === 'unauthorized';
+    if (app.token && reauth) {
+      const why = s.error?.reason && s.error.reason !== 'token_invalid' ? s.error.reason.replaceAll('_', ' ') : 'the token is no longer valid';
+      signOut(`You were signed out: ${why}.`);
+    } else if (!app.token && reauth) {
       // a tab opened while the server was open: the first user ended that, so it asks at once
       signOut('This server now has users: sign in with a token.');
     }

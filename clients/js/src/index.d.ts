@@ -18,8 +18,12 @@ export interface Cursor {
   id: number;
 }
 
+/** What a client should do about a server's code (see `CODES`). */
+export type Action = 'retry' | 'reauthenticate' | 'resync' | 'give_up';
+
 export interface ConnectionState {
-  state: 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'closed';
+  /** `failed`: the server said trying again cannot help (its code's action is `give_up`); `reconnect()` starts again. */
+  state: 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'failed' | 'closed';
   /** The transport in use, or the one the next attempt will use. */
   transport: TransportName | null;
   /** The node in use, or the one the next attempt will use. */
@@ -29,7 +33,15 @@ export interface ConnectionState {
   /** Delay before the next attempt (`reconnecting`), in ms. */
   delay_ms: number;
   /** Why the last connection ended or failed (`code`: unauthorized, forbidden, timeout, stalled, closed, transport, http_NNN, or the server's close reason). */
-  error: { code: string; message: string; transport: TransportName } | null;
+  error: {
+    code: string;
+    message: string;
+    transport: TransportName | null;
+    /** The server's code, when it gave one (`token_revoked`, `forbidden`, `server_shutdown`…; see `CODES`). */
+    reason?: string;
+    /** What that code asks for; absent when the server said nothing (a network failure, a proxy). */
+    action?: Action;
+  } | null;
   /** Set when the client moved up to a better transport. */
   upgraded_from?: TransportName;
   /** `Date.now()` when the state was entered. */
@@ -43,8 +55,8 @@ export interface Storage {
 }
 
 export interface Options {
-  /** Bearer token (`cm_…`); none on an open loopback server. */
-  token?: string | null;
+  /** Bearer token (`cm_…`); none on an open loopback server. A function (sync or async) returning one is asked before the first attempt and again whenever the server's code says to reauthenticate. */
+  token?: string | null | (() => string | null | Promise<string | null>);
   /** Workspaces to receive; all of the user's when omitted. */
   workspaces?: string[] | null;
   /** Transports in order of preference. Default: websocket, polling, sse, poll. */
@@ -97,7 +109,10 @@ export declare class Client {
   off(name: string, fn: (arg: any) => void): this;
   /** The workspaces later connections ask for (null: all of the user's); the current one is not changed. */
   setWorkspaces(list: string[] | null): void;
+  /** Resolves when connected; rejects once the client has `failed` or is closed. */
   whenConnected(): Promise<void>;
+  /** Starts again after `failed` (or at once while waiting to retry), with a new token or workspaces if given. */
+  reconnect(options?: { token?: Options['token']; workspaces?: string[] | null }): void;
   send(type: string, data?: Record<string, any>, options?: { scope?: string }): Promise<SendAck>;
   close(): void;
 }
@@ -107,3 +122,7 @@ export declare function connect(url: string | string[], options?: Options): Clie
 export declare function backoffDelay(attempt: number, backoff?: { initialMs?: number; factor?: number; maxMs?: number }, random?: () => number): number;
 export declare function parseCursor(cursor: string | number | Cursor | null | undefined): Cursor | null;
 export declare const DEFAULT_TRANSPORTS: TransportName[];
+/** Every refusal and close code the server sends (generated from the server's table). */
+export declare const CODES: Readonly<Record<string, { status: number | null; action: Action; meaning: string }>>;
+/** What to do about `code`; for a code this version does not know, what the HTTP `status` suggests. */
+export declare function actionOf(code: string | null | undefined, status?: number | null): Action;

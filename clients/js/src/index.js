@@ -22,6 +22,8 @@
 // socket.io-client keeps to itself (one transport per attempt, no reconnection of its own,
 // every packet as a sign of life). It speaks the subset cmem uses: text packets, events, acks.
 
+import { CODES } from './codes.js';
+
 const DEFAULT_TRANSPORTS = ['websocket', 'polling', 'sse', 'poll'];
 const SOCKET_IO_EVENTS = new Set(['join_workspace', 'leave_workspace', 'team_message', 'team_notification', 'doc_sync', 'doc_update']);
 // names the client emits itself; envelopes of these types reach only `event` listeners
@@ -163,6 +165,33 @@ class TransportError extends Error {
   constructor(message, code = 'transport') { super(message); this.code = code; }
 }
 
+/**
+ * What to do about a server's code (`CODES`, generated from the server's table); for a code
+ * this version does not know, what the HTTP status suggests.
+ */
+export function actionOf(code, status = null) {
+  const known = code && Object.hasOwn(CODES, code) ? CODES[code] : null;
+  if (known) return known.action;
+  if (status === 401) return 'reauthenticate';
+  if (status === 408 || status === 425 || status === 429) return 'retry';
+  if (status >= 400 && status < 500) return 'give_up';
+  return 'retry';
+}
+
+/**
+ * The error for a refusal or close the server explained with `{code, message}`: its class
+ * (`code`: 'unauthorized' when a new token is needed, 'forbidden', else `fallback`) follows the
+ * server's code, never its words; `reason` is that code and `action` what it asks for.
+ */
+function serverError(refusal, status, fallback, message) {
+  const reason = refusal?.code || refusal?.data?.code || refusal?.reason || null;
+  const action = actionOf(reason, status);
+  let code = fallback;
+  if (action === 'reauthenticate') code = 'unauthorized';
+  else if (reason === 'forbidden' || (!reason && status === 403)) code = 'forbidden';
+  return Object.assign(new TransportError(message, code), { reason, action, status });
+}
+
 // ------------------------------------------------------------------------------------------
 // Socket.IO session, shared by the WebSocket and long-polling legs
 
@@ -221,16 +250,15 @@ class SioSession {
         this.pid = body?.pid;
         return leg.opened();
       case '4': {
-        const msg = body?.message ?? 'connection refused';
-        const code = /token|authenticat|unauthori/i.test(msg) ? 'unauthorized' : (/member|forbidden/i.test(msg) ? 'forbidden' : 'refused');
-        return leg.fail(new TransportError(msg, code));
+        const msg = (typeof body === 'string' ? body : body?.message) ?? 'connection refused';
+        return leg.fail(serverError(typeof body === 'object' ? body : null, null, 'refused', msg));
       }
       case '1': return leg.fail(new TransportError('the server disconnected the socket', 'closed'));
       case '2': {
         if (!Array.isArray(body) || typeof body[0] !== 'string') return;
         const [name, env] = body;
         if (name === 'cmem_close') {
-          leg.closeReason = env?.reason;
+          leg.closing = env;
           return;
         }
         if (env && typeof env === 'object' && typeof env.id === 'number') leg.client._deliver(env, leg);
@@ -281,7 +309,8 @@ class Leg {
     this.openedAt = 0;
     this.livenessMs = null;
     this.liveTimer = null;
-    this.closeReason = null;
+    // the server's last words (`cmem_close`, SSE `close`): `{code, message, …}`
+    this.closing = null;
   }
 
   /** Any sign of life: data, a heartbeat, an answer. */
@@ -305,7 +334,12 @@ class Leg {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.liveTimer);
-    if (this.closeReason && err.code === 'closed') err = new TransportError(`the server closed the connection: ${this.closeReason}`, this.closeReason);
+    if (this.closing && err.code === 'closed') {
+      const why = this.closing.code || this.closing.reason;
+      err = serverError(this.closing, null, 'closed', `the server closed the connection: ${why}`);
+      // a close is reported under the server's code (`token_revoked`, `server_shutdown`)
+      if (why) err.code = why;
+    }
     this.stop();
     this.client._legEnded(this, err);
   }
@@ -321,9 +355,17 @@ class Leg {
   stop() {}
 }
 
+/** A state's `error`: the class, the message, the transport, and the server's code and action. */
+function errorOf(err, leg) {
+  const e = { code: err.code, message: err.message, transport: leg?.transport ?? null };
+  if (err.reason) e.reason = err.reason;
+  if (err.action) e.action = err.action;
+  return e;
+}
+
 function sioAuth(client, cursor) {
   const auth = {};
-  if (client.opts.token) auth.token = client.opts.token;
+  if (client._token) auth.token = client._token;
   if (client.opts.workspaces) auth.workspaces = client.opts.workspaces;
   if (cursor) auth.last_event_id = cursorText(cursor);
   return auth;
@@ -437,10 +479,14 @@ class LongPollingLeg extends Leg {
 }
 
 function httpError(res, text) {
-  let message = text;
-  try { message = JSON.parse(text).error ?? text; } catch { /* not JSON */ }
-  const code = res.status === 401 ? 'unauthorized' : res.status === 403 ? 'forbidden' : `http_${res.status}`;
-  return new TransportError(`HTTP ${res.status}: ${String(message).slice(0, 200)}`, code);
+  let body = null;
+  try { body = JSON.parse(text); } catch { /* not JSON: a proxy's page */ }
+  const message = body?.message ?? body?.error ?? text;
+  const fallback = res.status === 401 ? 'unauthorized' : res.status === 403 ? 'forbidden' : `http_${res.status}`;
+  const err = serverError(body && typeof body === 'object' ? body : null, res.status, fallback, `HTTP ${res.status}: ${String(message).slice(0, 200)}`);
+  // a proxy's refusal says nothing of the server's: no reason, nothing to act on
+  if (!err.reason) err.action = null;
+  return err;
 }
 
 // the token goes in the Authorization header (fetch can set it), never in a URL that proxies log
@@ -516,7 +562,7 @@ class SseLeg extends Leg {
     let data;
     try { data = JSON.parse(text); } catch { return; }
     if (ev.event === 'close') {
-      this.closeReason = data?.reason;
+      this.closing = data;
       return this.fail(new TransportError('the server closed the stream', 'closed'));
     }
     this.opened();
@@ -582,6 +628,13 @@ export class Client extends Emitter {
     this._node = 0;
     this._nodesTried = 0;
     this.clientId = this.opts.clientId || randomId('js-');
+    // `token` may be a function (sync or async) that returns one: it is asked before the first
+    // attempt and again whenever the server's code says to reauthenticate
+    this._token = typeof this.opts.token === 'function' ? null : this.opts.token;
+    this._tokenStale = typeof this.opts.token === 'function';
+    // transports the server refused, since the last open connection, with a code whose action
+    // is `give_up`
+    this._gaveUp = new Set();
     this.storage = openStorage(this.opts.storage);
     const saved = this.storage?.load() || null;
     this._cursor = this.opts.from !== null && this.opts.from !== undefined ? parseCursor(this.opts.from) : (saved?.cursor ? parseCursor(saved.cursor) : null);
@@ -629,7 +682,7 @@ export class Client extends Emitter {
 
   _fetch(url, init) { return (this.opts.fetch || globalThis.fetch)(url, init); }
 
-  _headers() { return this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}; }
+  _headers() { return this._token ? { authorization: `Bearer ${this._token}` } : {}; }
 
   _timer(fn, ms) {
     const t = setTimeout(() => { this._timers.delete(t); fn(); }, ms);
@@ -654,6 +707,14 @@ export class Client extends Emitter {
   _start() {
     if (this.closed) return;
     this._clearTimer(this._retryTimer);
+    if (this._tokenStale) {
+      this._tokenStale = false;
+      Promise.resolve().then(() => this.opts.token()).then(
+        (t) => { this._token = t || null; this._start(); },
+        (e) => this._fail(Object.assign(new TransportError(`the token function failed: ${e?.message ?? e}`, 'unauthorized'), { action: 'reauthenticate' }), null),
+      );
+      return;
+    }
     this.leg?.close();
     const transport = this.transports[this._index];
     const Leg = LEGS[transport];
@@ -676,6 +737,7 @@ export class Client extends Emitter {
   /** `leg` is the connection in use from now on. */
   _connected(leg, extra) {
     this.everConnected = true;
+    this._gaveUp.clear();
     this._nodesTried = 0;
     const fellFrom = this._lastGood;
     this._lastGood = this.transports.indexOf(leg.transport);
@@ -705,6 +767,16 @@ export class Client extends Emitter {
     this.probe = null;
     const lived = leg.isOpen ? Date.now() - leg.openedAt : 0;
     if (this.state === 'offline') return;
+    // the server said trying again cannot help (a workspace the user is not a member of, a
+    // malformed request, a transport switched off): the next transport is tried at once, and
+    // once every one has said so the client stops (state `failed`), saying why
+    const givesUp = !!err.reason && err.action === 'give_up';
+    if (givesUp) {
+      this._gaveUp.add(leg.transport);
+      if (this.transports.every((t) => this._gaveUp.has(t))) return this._fail(err, leg);
+    }
+    // it asked for a new token: a token function is asked before the next attempt
+    if (err.action === 'reauthenticate' && typeof this.opts.token === 'function') this._tokenStale = true;
     // a node that cannot be reached: the next node is tried at once, with the same transport,
     // once each per round; after a round the transports fall back and back off as on one node
     if (this.bases.length > 1 && !leg.isOpen && UNREACHABLE.has(err.code)) {
@@ -714,7 +786,7 @@ export class Client extends Emitter {
         this.attempt += 1;
         this._setState('reconnecting', {
           transport: this.transports[this._index], attempt: this.attempt, delay_ms: 0,
-          error: { code: err.code, message: err.message, transport: leg.transport },
+          error: errorOf(err, leg),
         });
         this._retryTimer = this._timer(() => this._start(), 0);
         return;
@@ -725,7 +797,7 @@ export class Client extends Emitter {
     if (lived < this.opts.stableAfterMs) {
       // a timeout costs connectTimeoutMs each time: one is enough to move on (a proxy holding
       // the response), where a quick failure may be passing (a server restarting)
-      this.failures += err.code === 'timeout' ? this.opts.failuresBeforeFallback : 1;
+      this.failures += err.code === 'timeout' || givesUp ? this.opts.failuresBeforeFallback : 1;
       if (this.failures >= this.opts.failuresBeforeFallback) {
         this.failures = 0;
         this._index = (this._index + 1) % this.transports.length;
@@ -741,9 +813,39 @@ export class Client extends Emitter {
     this.attempt += 1;
     this._setState('reconnecting', {
       transport: this.transports[this._index], attempt: this.attempt, delay_ms: delay,
-      error: { code: err.code, message: err.message, transport: leg.transport },
+      error: errorOf(err, leg),
     });
     this._retryTimer = this._timer(() => this._start(), delay);
+  }
+
+  /** Stops for good after `err` (state `failed`); `reconnect()` starts again. */
+  _fail(err, leg) {
+    this._clearTimer(this._probeTimer);
+    this.probe?.close();
+    this.probe = null;
+    this.leg?.close();
+    this.leg = null;
+    this._failure = Object.assign(new Error(err.message), { code: err.code, reason: err.reason, action: err.action });
+    this._setState('failed', { transport: leg?.transport ?? this.transports[this._index], error: errorOf(err, leg) });
+    for (const w of this._waiters.splice(0)) w.reject(this._failure);
+  }
+
+  /**
+   * Starts again after `failed` (or at once, when waiting to retry): with new options first,
+   * such as `setWorkspaces` or a new `token`.
+   */
+  reconnect(options = {}) {
+    if (this.closed) return;
+    if ('token' in options) {
+      this.opts.token = options.token;
+      this._token = typeof options.token === 'function' ? null : options.token;
+      this._tokenStale = typeof options.token === 'function';
+    }
+    if ('workspaces' in options) this.setWorkspaces(options.workspaces);
+    this.attempt = 0;
+    this.failures = 0;
+    this._gaveUp.clear();
+    this._start();
   }
 
   _scheduleProbe(ms = this.opts.probeIntervalMs) {
@@ -816,6 +918,7 @@ export class Client extends Emitter {
   whenConnected() {
     if (this.state === 'connected') return Promise.resolve();
     if (this.closed) return Promise.reject(new Error('client closed'));
+    if (this.state === 'failed') return Promise.reject(this._failure);
     return new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
   }
 
@@ -860,7 +963,7 @@ export class Client extends Emitter {
       }
       if (ack?.ok) return ack;
       if (ack?.code === 'rate_limited') throw retryable('rate_limited');
-      throw Object.assign(new Error(ack?.error || `${type} refused`), { code: ack?.code || 'refused' });
+      throw Object.assign(new Error(ack?.message || ack?.error || `${type} refused`), { code: ack?.code || 'refused', action: actionOf(ack?.code) });
     }
     let path; let body;
     if (type === 'team_message' || type === 'team_notification') {
@@ -888,7 +991,11 @@ export class Client extends Emitter {
     try { json = JSON.parse(text); } catch { /* not JSON */ }
     if (res.status === 429) throw retryable('rate_limited');
     if (res.status >= 500) throw retryable(`http_${res.status}`);
-    if (!res.ok) throw Object.assign(new Error(json?.error || `HTTP ${res.status}`), { code: res.status === 401 ? 'unauthorized' : res.status === 403 ? 'forbidden' : 'invalid', status: res.status });
+    if (!res.ok) {
+      const action = actionOf(json?.code, res.status);
+      const code = action === 'reauthenticate' ? 'unauthorized' : json?.code || (res.status === 403 ? 'forbidden' : 'invalid');
+      throw Object.assign(new Error(json?.message || json?.error || `HTTP ${res.status}`), { code, reason: json?.code ?? null, action, status: res.status });
+    }
     const payload = json?.data ?? json;
     if (type === 'team_message') return { ok: true, message: payload?.message ?? payload, duplicate: res.status === 200 };
     return { ok: true, ...(payload && typeof payload === 'object' ? payload : { data: payload }) };
@@ -915,4 +1022,4 @@ export class Client extends Emitter {
   }
 }
 
-export { DEFAULT_TRANSPORTS };
+export { DEFAULT_TRANSPORTS, CODES };

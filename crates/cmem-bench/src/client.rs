@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
+use cmem_wire::sse::{SseItem, SseParser};
+use cmem_wire::{eio, sio};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,6 +19,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::stats::Stats;
+
+/// cmem sends clients no binary attachments.
+const NO_ATTACHMENTS: sio::Limits = sio::Limits {
+    max_attachments: 0,
+    max_attachment_bytes: 0,
+};
 
 /// Microseconds since the Unix epoch; the sender stamps this into each payload.
 pub fn now_us() -> u64 {
@@ -149,16 +157,23 @@ pub async fn sio_read(mut ws: Ws, stats: Arc<Stats>, idx: usize, stop: Cancellat
             m = ws.next() => m,
         };
         match msg {
-            Some(Ok(Message::Text(t))) => {
-                let b = t.as_bytes();
-                if b == b"2" {
-                    if ws.send(Message::text("3")).await.is_err() {
+            Some(Ok(Message::Text(t))) => match eio::peek(&t) {
+                Ok((eio::Type::Ping, _)) => {
+                    let pong = ws.send(Message::text("3")).await;
+                    if pong.is_err() {
                         break;
                     }
-                } else if b.starts_with(b"42") {
-                    seen.record(b, &stats, idx);
                 }
-            }
+                Ok((eio::Type::Message, m)) => {
+                    // the header only: the envelope is scanned, not parsed
+                    if let Ok(h) = sio::Header::read(m, &NO_ATTACHMENTS)
+                        && h.kind == sio::Kind::Event
+                    {
+                        seen.record(h.data.as_bytes(), &stats, idx);
+                    }
+                }
+                _ => {}
+            },
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                 stats.dropped(1);
                 break;
@@ -203,17 +218,19 @@ impl HttpReader {
         let _ = ready.send(()).await;
         let mut body = resp.bytes_stream();
         let mut seen = Seen::default();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut parser = SseParser::default();
+        let mut items = Vec::new();
         loop {
             let chunk = tokio::select! {
                 _ = stop.cancelled() => break,
                 c = body.next() => c,
             };
             let Some(Ok(chunk)) = chunk else { break };
-            buf.extend_from_slice(&chunk);
-            while let Some(end) = memchr::memmem::find(&buf, b"\n\n") {
-                seen.record(&buf[..end], &stats, idx);
-                buf.drain(..end + 2);
+            parser.feed(&chunk, &mut items)?;
+            for item in items.drain(..) {
+                if let SseItem::Event { data, .. } = item {
+                    seen.record(data.as_bytes(), &stats, idx);
+                }
             }
         }
         Ok(seen)

@@ -90,7 +90,8 @@ enum Command {
         rate: Option<u64>,
         #[arg(long, default_value_t = 100)]
         batch: u64,
-        #[arg(long, value_enum, default_value = "websocket")]
+        /// websocket, sse or poll.
+        #[arg(long, default_value = "websocket", value_parser = |s: &str| s.parse::<Transport>())]
         transport: Transport,
         #[arg(long)]
         spread_sources: bool,

@@ -80,14 +80,9 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Which transport the clients use (SSE and poll exist on cmem only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Websocket,
-    Sse,
-    Poll,
-}
+/// Which transport the clients use (SSE and poll exist on cmem only; the load generator
+/// does not drive Engine.IO long-polling).
+pub use cmem_wire::Transport;
 
 /// A set of connected clients reading until stopped.
 struct Clients {
@@ -157,6 +152,12 @@ async fn connect_clients(
                             Seen::default()
                         }
                     }
+                }
+                Transport::Polling => {
+                    let _ = ready
+                        .send(Err("the load generator drives websocket, sse and poll, not polling".into()))
+                        .await;
+                    Seen::default()
                 }
                 Transport::Sse | Transport::Poll => {
                     let (r_tx, mut r_rx) = tokio::sync::mpsc::channel(1);

@@ -83,6 +83,7 @@ impl Client {
                 node: Default::default(),
             }),
             nodes_tried: 0,
+            gave_up: Vec::new(),
             tx,
             cursor: cursor.clone(),
             idx: 0,
@@ -146,6 +147,9 @@ struct Machine {
     ever: bool,
     /// Other nodes tried since the last connection (a round ends after each was tried once).
     nodes_tried: usize,
+    /// Transports the server refused, since the last open connection, with a code that says
+    /// trying again cannot help: once every transport has, the client stops.
+    gave_up: Vec<Transport>,
 }
 
 impl Machine {
@@ -185,7 +189,7 @@ impl Machine {
         {
             let mut c = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(cur) = &*c
-                && !cur.is_before(&env)
+                && !cur.precedes(&env.epoch, env.id)
             {
                 return true;
             }
@@ -229,6 +233,27 @@ impl Machine {
                         None => return,
                     },
                 };
+            // the server said trying again cannot help (not a member of the workspace asked
+            // for, a malformed request, a transport switched off): the next transport is tried
+            // at once, and once every one has said so the client stops, saying why
+            if err.gives_up() {
+                if !self.gave_up.contains(&used) {
+                    self.gave_up.push(used);
+                }
+                if self.transports().iter().all(|t| self.gave_up.contains(t)) {
+                    let _ = self
+                        .state(
+                            Phase::Failed,
+                            transport,
+                            Duration::ZERO,
+                            Some((used, err)),
+                            None,
+                        )
+                        .await;
+                    return;
+                }
+                self.failures = self.ctx.opts.failures_before_fallback;
+            }
             // a node that cannot be reached: the next one is tried at once with the same
             // transport, each once per round; after a round, fallback and backoff as usual
             let nodes = self.ctx.nodes.len();
@@ -308,6 +333,7 @@ impl Machine {
     ) -> Option<(Transport, LegError, Duration)> {
         self.ever = true;
         self.nodes_tried = 0;
+        self.gave_up.clear();
         if !self
             .state(Phase::Connected, transport, Duration::ZERO, None, None)
             .await

@@ -1,5 +1,7 @@
-//! The client side of Engine.IO 4 / Socket.IO 5 over a WebSocket, as far as cmem uses it:
-//! the open packet, heartbeats, joining the main namespace with `auth`, and events.
+//! The client side of Engine.IO 4 / Socket.IO 5, as far as cmem uses it: the open packet,
+//! heartbeats, joining the main namespace with `auth`, and events — over a WebSocket here, and
+//! the same packets over long-polling in `legs.rs`. The packets themselves are read by
+//! `cmem-wire`, the parser the server uses.
 //!
 //! Written here rather than taken from a Socket.IO client crate because both users need what
 //! such crates hide: the load generator (`cmem-bench`) drives tens of thousands of sockets on
@@ -13,6 +15,9 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+
+use cmem_wire::codes::Refusal;
+use cmem_wire::{eio, sio};
 
 use crate::{Envelope, ErrorCode, LegError};
 
@@ -56,38 +61,60 @@ pub fn websocket_url(base: &str) -> String {
     format!("{ws}/socket.io/?EIO=4&transport=websocket")
 }
 
+/// `http(s)://host/socket.io/?EIO=4&transport=polling` for `http(s)://host`.
+pub fn polling_url(base: &str) -> String {
+    format!(
+        "{}/socket.io/?EIO=4&transport=polling",
+        base.trim_end_matches('/')
+    )
+}
+
+/// What a client reads: no binary attachments (cmem sends none to clients).
+const LIMITS: sio::Limits = sio::Limits {
+    max_attachments: 0,
+    max_attachment_bytes: 0,
+};
+
 /// A packet the server sent once the namespace is joined.
 #[derive(Debug)]
 pub enum Packet {
     /// A journal event (`42["type", envelope, "epoch:id"]`).
     Event(Box<Envelope>),
-    /// `cmem_close {reason}`: the server is about to close, and why.
-    Closing(String),
-    /// A ping, answered already.
+    /// `cmem_close`: the server is about to close, and why (its code and message).
+    Closing(Refusal),
+    /// A ping, to be answered with a pong.
     Ping,
     /// The namespace or the session was closed.
     Closed,
-    /// Anything else (acks, other events).
+    /// The namespace's answer to the join: accepted.
+    Joined,
+    /// The namespace's answer to the join: refused, and why.
+    Refused(LegError),
+    /// Anything else (acks, other namespaces, noop).
     Other,
 }
 
-/// Reads a text packet of a joined session.
+/// Reads one text packet (a WebSocket frame, or one packet of a polling payload).
 pub fn parse(text: &str) -> Packet {
-    match text.as_bytes().first() {
-        Some(b'2') => Packet::Ping,
-        Some(b'1') => Packet::Closed,
-        Some(b'4') => match text.as_bytes().get(1) {
-            Some(b'1') => Packet::Closed,
-            Some(b'2') => parse_event(&text[2..]),
-            _ => Packet::Other,
+    match eio::peek(text) {
+        Ok((eio::Type::Ping, _)) => Packet::Ping,
+        Ok((eio::Type::Close, _)) => Packet::Closed,
+        Ok((eio::Type::Message, m)) => match sio::Header::read(m, &LIMITS) {
+            Ok(h) if h.nsp != "/" => Packet::Other,
+            Ok(h) => match h.kind {
+                sio::Kind::Connect => Packet::Joined,
+                sio::Kind::ConnectError => Packet::Refused(refused(h.data)),
+                sio::Kind::Disconnect => Packet::Closed,
+                sio::Kind::Event => parse_event(h.data),
+                _ => Packet::Other,
+            },
+            Err(_) => Packet::Other,
         },
         _ => Packet::Other,
     }
 }
 
 fn parse_event(body: &str) -> Packet {
-    // an event may carry an ack id before its array; cmem's events do not
-    let body = body.trim_start_matches(|c: char| c.is_ascii_digit());
     let Ok(serde_json::Value::Array(mut args)) = serde_json::from_str::<serde_json::Value>(body)
     else {
         return Packet::Other;
@@ -97,12 +124,10 @@ fn parse_event(body: &str) -> Packet {
     }
     let env = args.swap_remove(1);
     match args.first().and_then(|v| v.as_str()) {
-        Some("cmem_close") => Packet::Closing(
-            env.get("reason")
-                .and_then(|r| r.as_str())
-                .unwrap_or("closed")
-                .to_string(),
-        ),
+        Some("cmem_close") => Packet::Closing(Refusal::read(&env).unwrap_or(Refusal {
+            code: String::new(),
+            message: "closed".into(),
+        })),
         Some(_) => match serde_json::from_value::<Envelope>(env) {
             Ok(e) => Packet::Event(Box::new(e)),
             Err(_) => Packet::Other,
@@ -111,27 +136,37 @@ fn parse_event(body: &str) -> Packet {
     }
 }
 
+/// A CONNECT_ERROR (`{message, data: {code}}`): classed by its code, never by its words.
 fn refused(body: &str) -> LegError {
-    let message = serde_json::from_str::<serde_json::Value>(body)
+    let refusal = serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| {
-            v.get("message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| body.to_string());
-    let lower = message.to_ascii_lowercase();
-    let code = if lower.contains("token") || lower.contains("authenticat") {
-        ErrorCode::Unauthorized
-    } else if lower.contains("member") || lower.contains("forbidden") {
-        ErrorCode::Forbidden
-    } else {
-        ErrorCode::Refused
-    };
-    LegError::new(
-        code,
-        format!("the server refused the connection: {message}"),
+        .and_then(|v| Refusal::read(&v))
+        .unwrap_or_else(|| Refusal {
+            code: String::new(),
+            message: body.chars().take(200).collect(),
+        });
+    LegError::from_server(
+        &refusal,
+        None,
+        ErrorCode::Refused,
+        format!("the server refused the connection: {}", refusal.message),
     )
+}
+
+/// The error for a connection the server ended after `closing` (its `cmem_close`), if any.
+pub(crate) fn closed_after(closing: Option<&Refusal>, what: &str) -> LegError {
+    match closing {
+        Some(r) => LegError::from_server(
+            r,
+            None,
+            ErrorCode::Closed,
+            format!(
+                "the server closed the connection: {} ({})",
+                r.code, r.message
+            ),
+        ),
+        None => LegError::closed(what.to_string()),
+    }
 }
 
 /// Reads the open packet on a fresh WebSocket session and joins the main namespace with
@@ -163,15 +198,18 @@ where
         .map_err(|e| LegError::transport(format!("WebSocket: {e}")))?;
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.starts_with("40") => return Ok(open),
-            Some(Ok(Message::Text(t))) if t.starts_with("44") => return Err(refused(&t[2..])),
-            Some(Ok(Message::Text(t))) if t.as_str() == "2" => ws
-                .send(Message::text("3"))
-                .await
-                .map_err(|e| LegError::transport(format!("WebSocket: {e}")))?,
-            Some(Ok(Message::Text(t))) if t.as_str() == "1" => {
-                return Err(LegError::closed("the server closed the session"));
-            }
+            Some(Ok(Message::Text(t))) => match parse(&t) {
+                Packet::Joined => return Ok(open),
+                Packet::Refused(e) => return Err(e),
+                Packet::Ping => ws
+                    .send(Message::text("3"))
+                    .await
+                    .map_err(|e| LegError::transport(format!("WebSocket: {e}")))?,
+                Packet::Closed => {
+                    return Err(LegError::closed("the server closed the session"));
+                }
+                _ => {}
+            },
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(LegError::transport(format!("WebSocket: {e}"))),
             None => return Err(LegError::closed("the WebSocket closed before joining")),
@@ -206,21 +244,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            parse(r#"42["cmem_close",{"reason":"shutdown"}]"#),
-            Packet::Closing(r) if r == "shutdown"
+            parse(r#"42["cmem_close",{"code":"server_shutdown","reason":"server_shutdown","message":"bye"}]"#),
+            Packet::Closing(r) if r.code == "server_shutdown"
         ));
         assert!(matches!(parse("2"), Packet::Ping));
         assert!(matches!(parse("41"), Packet::Closed));
         assert!(matches!(parse("1"), Packet::Closed));
+        assert!(matches!(parse(r#"40{"sid":"x"}"#), Packet::Joined));
         assert!(matches!(parse("42[oops"), Packet::Other));
         assert!(matches!(parse(r#"431[{"ok":true}]"#), Packet::Other));
+        assert!(matches!(parse(r#"42/admin,["note",{}]"#), Packet::Other));
     }
 
     #[test]
-    fn refusals_say_why() {
-        let e = refused(r#"{"message":"unknown or revoked token"}"#);
-        assert_eq!(e.code, ErrorCode::Unauthorized);
-        let e = refused(r#"{"message":"not a member of ops"}"#);
+    fn refusals_are_classed_by_code_not_by_words() {
+        let e = refused(r#"{"message":"whatever it says","data":{"code":"token_revoked"}}"#);
+        assert_eq!(
+            (e.code, e.reason.as_deref()),
+            (ErrorCode::Unauthorized, Some("token_revoked"))
+        );
+        let e = refused(r#"{"message":"a token is mentioned here","data":{"code":"forbidden"}}"#);
         assert_eq!(e.code, ErrorCode::Forbidden);
+        assert!(e.gives_up());
+        // no code: nothing is read into the words
+        let e = refused(r#"{"message":"unknown or revoked token"}"#);
+        assert_eq!((e.code, e.reason), (ErrorCode::Refused, None));
     }
 }

@@ -10,6 +10,9 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use cmem_wire::codes::Refusal;
+use cmem_wire::sse::{SseItem, SseParser};
+
 use crate::eio::{self, Packet};
 use crate::{Cursor, Envelope, ErrorCode, LegError, Options, Transport};
 
@@ -70,6 +73,7 @@ pub(crate) fn start(
     let task = LegTask::spawn(async move {
         let end = match transport {
             Transport::Websocket => websocket(&ctx, cursor, &tx).await,
+            Transport::Polling => polling(&ctx, cursor, &tx).await,
             Transport::Sse => sse(&ctx, cursor, &tx).await,
             Transport::Poll => poll(&ctx, cursor, &tx).await,
         };
@@ -82,24 +86,38 @@ fn gone() -> LegError {
     LegError::closed("the client stopped reading")
 }
 
-pub(crate) fn http_error(status: u16, message: &str) -> LegError {
-    let code = match status {
-        401 => ErrorCode::Unauthorized,
-        403 => ErrorCode::Forbidden,
-        _ => ErrorCode::Http,
-    };
-    let message: String = message.chars().take(200).collect();
-    LegError::new(code, format!("HTTP {status}: {message}"))
+/// An HTTP answer other than 2xx: classed by the server's code when its body has one (`{code,
+/// message}`), else by the status (a proxy's page says nothing of the server's).
+pub(crate) fn http_error(status: u16, body: &serde_json::Value) -> LegError {
+    match Refusal::read(body) {
+        Some(r) => {
+            let message: String = r.message.chars().take(200).collect();
+            LegError::from_server(
+                &r,
+                Some(status),
+                ErrorCode::Http,
+                format!("HTTP {status}: {message}"),
+            )
+        }
+        None => {
+            let code = match status {
+                401 => ErrorCode::Unauthorized,
+                403 => ErrorCode::Forbidden,
+                _ => ErrorCode::Http,
+            };
+            LegError::new(code, format!("HTTP {status}"))
+        }
+    }
 }
 
 async fn error_of(res: reqwest::Response) -> LegError {
     let status = res.status().as_u16();
     let text = res.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or(text);
-    http_error(status, &message)
+    let body = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|_| {
+        // not JSON (a proxy's page): its first words, as the message
+        serde_json::json!({ "message": text.chars().take(200).collect::<String>() })
+    });
+    http_error(status, &body)
 }
 
 /// Sends `req`; a network failure or a status other than 2xx is the leg's end.
@@ -132,24 +150,14 @@ async fn websocket(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default();
-            return http_error(
-                resp.status().as_u16(),
-                &format!("WebSocket upgrade refused {body}"),
+            let body = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(
+                |_| serde_json::json!({ "message": format!("WebSocket upgrade refused {body}") }),
             );
+            return http_error(resp.status().as_u16(), &body);
         }
         Err(e) => return LegError::transport(format!("WebSocket: {e}")),
     };
-    let mut auth = serde_json::Map::new();
-    if let Some(t) = &ctx.opts.token {
-        auth.insert("token".into(), t.clone().into());
-    }
-    if !ctx.opts.workspaces.is_empty() {
-        auth.insert("workspaces".into(), ctx.opts.workspaces.clone().into());
-    }
-    if let Some(c) = &cursor {
-        auth.insert("last_event_id".into(), c.to_string().into());
-    }
-    let auth = serde_json::Value::Object(auth).to_string();
+    let auth = sio_auth(ctx, cursor.as_ref());
     let open = match eio::handshake(&mut ws, &auth).await {
         Ok(o) => o,
         Err(e) => return e,
@@ -158,14 +166,9 @@ async fn websocket(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>
         return gone();
     }
     let live = open.liveness();
-    let mut closing: Option<String> = None;
-    let closed = |closing: &Option<String>| match closing {
-        Some(r) => LegError::new(
-            ErrorCode::Closed,
-            format!("the server closed the connection: {r}"),
-        ),
-        None => LegError::closed("the WebSocket closed"),
-    };
+    let mut closing: Option<Refusal> = None;
+    let closed =
+        |closing: &Option<Refusal>| eio::closed_after(closing.as_ref(), "the WebSocket closed");
     loop {
         let msg = match timeout(live, ws.next()).await {
             Err(_) => {
@@ -195,7 +198,8 @@ async fn websocket(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>
                 }
                 Packet::Closing(r) => closing = Some(r),
                 Packet::Closed => return closed(&closing),
-                Packet::Other => {}
+                Packet::Refused(e) => return e,
+                Packet::Joined | Packet::Other => {}
             },
             Message::Close(_) => return closed(&closing),
             _ => {}
@@ -203,79 +207,119 @@ async fn websocket(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>
     }
 }
 
+/// The Socket.IO `auth` a leg joins with: the token, the workspaces and the cursor.
+fn sio_auth(ctx: &Ctx, cursor: Option<&Cursor>) -> String {
+    let mut auth = serde_json::Map::new();
+    if let Some(t) = &ctx.opts.token {
+        auth.insert("token".into(), t.clone().into());
+    }
+    if !ctx.opts.workspaces.is_empty() {
+        auth.insert("workspaces".into(), ctx.opts.workspaces.clone().into());
+    }
+    if let Some(c) = cursor {
+        auth.insert("last_event_id".into(), c.to_string().into());
+    }
+    serde_json::Value::Object(auth).to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket.IO over Engine.IO long-polling
+
+/// Sends packets to a long-polling session (a pong, the namespace join).
+async fn post(ctx: &Ctx, url: &str, packets: &[&str]) -> Result<(), LegError> {
+    let body = packets.join(&cmem_wire::eio::SEPARATOR.to_string());
+    let req = ctx
+        .http
+        .post(url)
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(body)
+        .timeout(ctx.opts.connect_timeout);
+    fetch(req).await.map(|_| ())
+}
+
+async fn polling(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> LegError {
+    let base = eio::polling_url(ctx.base());
+    let res = match fetch(ctx.http.get(&base).timeout(ctx.opts.connect_timeout)).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let body = match res.text().await {
+        Ok(b) => b,
+        Err(e) => return network(&e),
+    };
+    // the handshake answer is the open packet (maybe followed by others)
+    let first = body.split(cmem_wire::eio::SEPARATOR).next().unwrap_or("");
+    let open = match first
+        .strip_prefix('0')
+        .map(serde_json::from_str::<eio::Open>)
+    {
+        Some(Ok(o)) => o,
+        _ => {
+            return LegError::new(
+                ErrorCode::Protocol,
+                format!(
+                    "expected an Engine.IO open packet, got {:?}",
+                    first.chars().take(80).collect::<String>()
+                ),
+            );
+        }
+    };
+    let url = format!("{base}&sid={}", open.sid);
+    let join = format!("40{}", sio_auth(ctx, cursor.as_ref()));
+    if let Err(e) = post(ctx, &url, &[&join]).await {
+        return e;
+    }
+    // the server answers a poll at the latest when it pings
+    let live = open.liveness();
+    let mut closing: Option<Refusal> = None;
+    loop {
+        let res = match fetch(ctx.http.get(&url).timeout(live)).await {
+            Ok(r) => r,
+            Err(e) if e.code == ErrorCode::Stalled => {
+                return LegError::new(
+                    ErrorCode::Stalled,
+                    format!(
+                        "nothing from the server for {} ms: connection presumed dead",
+                        live.as_millis()
+                    ),
+                );
+            }
+            Err(e) => return e,
+        };
+        let body = match res.text().await {
+            Ok(b) => b,
+            Err(e) => return network(&e),
+        };
+        for text in body.split(cmem_wire::eio::SEPARATOR) {
+            match eio::parse(text) {
+                Packet::Ping => {
+                    if let Err(e) = post(ctx, &url, &["3"]).await {
+                        return e;
+                    }
+                }
+                Packet::Joined => {
+                    if out.send(LegMsg::Opened).await.is_err() {
+                        return gone();
+                    }
+                }
+                Packet::Refused(e) => return e,
+                Packet::Event(e) => {
+                    if out.send(LegMsg::Event(e)).await.is_err() {
+                        return gone();
+                    }
+                }
+                Packet::Closing(r) => closing = Some(r),
+                Packet::Closed => {
+                    return eio::closed_after(closing.as_ref(), "the server closed the session");
+                }
+                Packet::Other => {}
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Server-Sent Events
-
-/// One item of an event stream.
-#[derive(Debug, PartialEq)]
-pub(crate) enum SseItem {
-    Comment(String),
-    Event { event: String, data: String },
-}
-
-/// An incremental `text/event-stream` parser (lines end with LF, CRLF or CR).
-#[derive(Default)]
-pub(crate) struct SseParser {
-    buf: Vec<u8>,
-    event: String,
-    data: Vec<String>,
-    // a CR ended the last chunk: an LF starting the next one belongs to it
-    after_cr: bool,
-}
-
-impl SseParser {
-    pub fn feed(&mut self, chunk: &[u8], items: &mut Vec<SseItem>) {
-        for &b in chunk {
-            if self.after_cr {
-                self.after_cr = false;
-                if b == b'\n' {
-                    continue;
-                }
-            }
-            match b {
-                b'\n' | b'\r' => {
-                    self.after_cr = b == b'\r';
-                    let line = String::from_utf8_lossy(&self.buf).into_owned();
-                    self.buf.clear();
-                    self.line(line, items);
-                }
-                _ => self.buf.push(b),
-            }
-        }
-    }
-
-    fn line(&mut self, line: String, items: &mut Vec<SseItem>) {
-        if line.is_empty() {
-            if !self.data.is_empty() {
-                let event = std::mem::take(&mut self.event);
-                items.push(SseItem::Event {
-                    event: if event.is_empty() {
-                        "message".into()
-                    } else {
-                        event
-                    },
-                    data: self.data.join("\n"),
-                });
-                self.data.clear();
-            }
-            self.event.clear();
-            return;
-        }
-        if let Some(c) = line.strip_prefix(':') {
-            items.push(SseItem::Comment(c.trim().to_string()));
-            return;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line.as_str(), ""),
-        };
-        match field {
-            "data" => self.data.push(value.to_string()),
-            "event" => self.event = value.to_string(),
-            _ => {}
-        }
-    }
-}
 
 /// The heartbeat interval in `connected heartbeat_ms=<n>`, if the comment is that.
 fn announced_heartbeat(comment: &str) -> Option<Duration> {
@@ -336,7 +380,9 @@ async fn sse(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> L
             Ok(Some(Err(e))) => return network(&e),
             Ok(Some(Ok(c))) => c,
         };
-        parser.feed(&chunk, &mut items);
+        if let Err(e) = parser.feed(&chunk, &mut items) {
+            return LegError::new(ErrorCode::Protocol, e.to_string());
+        }
         for item in items.drain(..) {
             // the stream is open once anything of it arrives (the server's first comment)
             if !opened {
@@ -351,13 +397,13 @@ async fn sse(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> L
                         live = hb + (hb / 2).max(Duration::from_secs(5));
                     }
                 }
-                SseItem::Event { event, data } if event == "close" => {
-                    let reason = serde_json::from_str::<serde_json::Value>(&data)
+                SseItem::Event { event, data, .. } if event == "close" => {
+                    let last = serde_json::from_str::<serde_json::Value>(&data)
                         .ok()
-                        .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_string))
-                        .unwrap_or_else(|| "closed".into());
-                    return LegError::closed(format!("the server closed the stream: {reason}"));
+                        .and_then(|v| Refusal::read(&v));
+                    return eio::closed_after(last.as_ref(), "the server closed the stream");
                 }
+                SseItem::Retry(_) => {}
                 SseItem::Event { data, .. } => {
                     let Ok(env) = serde_json::from_str::<Envelope>(&data) else {
                         continue;
@@ -438,33 +484,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sse_parser_handles_any_line_ending_and_split_chunks() {
-        let mut p = SseParser::default();
-        let mut items = Vec::new();
-        let stream = b"retry: 200\r\n: connected heartbeat_ms=15000\r\n\r\nid: e:1\nevent: note\ndata: {\"a\":\ndata: 1}\n\n: heartbeat\r\revent: close\rdata: {}\r\r";
-        // fed one byte at a time: a CRLF split across chunks is one line end
-        for b in stream.chunks(1) {
-            p.feed(b, &mut items);
-        }
-        assert_eq!(
-            items,
-            vec![
-                SseItem::Comment("connected heartbeat_ms=15000".into()),
-                SseItem::Event {
-                    event: "note".into(),
-                    data: "{\"a\":\n1}".into()
-                },
-                SseItem::Comment("heartbeat".into()),
-                SseItem::Event {
-                    event: "close".into(),
-                    data: "{}".into()
-                },
-            ]
-        );
+    fn the_announced_heartbeat_is_read() {
         assert_eq!(
             announced_heartbeat("connected heartbeat_ms=15000"),
             Some(Duration::from_secs(15))
         );
         assert_eq!(announced_heartbeat("heartbeat"), None);
+    }
+
+    #[test]
+    fn an_http_refusal_is_classed_by_its_code() {
+        let body = serde_json::json!({"code": "token_revoked", "message": "revoked"});
+        let e = http_error(401, &body);
+        assert_eq!(
+            (e.code, e.reason.as_deref()),
+            (ErrorCode::Unauthorized, Some("token_revoked"))
+        );
+        let e = http_error(403, &serde_json::json!({"message": "<html>proxy</html>"}));
+        assert_eq!((e.code, e.reason.as_deref()), (ErrorCode::Forbidden, None));
+        assert!(!e.gives_up(), "a proxy's 403 is worth falling back from");
     }
 }

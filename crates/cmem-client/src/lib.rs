@@ -2,12 +2,14 @@
 //! network does.
 //!
 //! The same state machine as the JavaScript client (`clients/js`), on tokio:
-//! - **Fallback.** Transports are tried in order (default: Socket.IO over WebSocket, SSE, plain
-//!   poll). One that cannot connect within `connect_timeout`, or is cut again and again before
+//! - **Fallback.** Transports are tried in order (default: Socket.IO over WebSocket, Socket.IO
+//!   over Engine.IO long-polling, SSE, plain poll). One that cannot connect within `connect_timeout`, or is cut again and again before
 //!   it has been up `stable_after`, is abandoned for the next; the list wraps around.
 //! - **Backoff.** Delays between attempts are random in `[0, min(max, initial × factor^n))`
 //!   ("full jitter"; 500 ms, ×2, 30 s by default), reset once a connection has been stable.
-//!   It never gives up.
+//!   It gives up only when the server says trying again cannot help (a code whose action is
+//!   `give_up`, such as `forbidden`: see `cmem_wire::codes`); then the last state is
+//!   [`Phase::Failed`] and the updates end.
 //! - **Liveness.** A connection silent for longer than the server's announced heartbeat allows
 //!   is presumed dead and replaced.
 //! - **Moving up.** While on a lesser transport, better ones are tried every `probe_interval`;
@@ -19,7 +21,7 @@
 //!
 //! Start reading at [`Client::connect`]; the state machine is `client.rs`, one connection per
 //! transport is `legs.rs`, and the Socket.IO handshake (shared with the load generator) is
-//! [`eio`].
+//! [`eio`]. The wire format itself (packets, cursors, transports, SSE, codes) is `cmem-wire`.
 //!
 //! ```no_run
 //! # async fn run() {
@@ -61,85 +63,8 @@ pub struct Envelope {
     pub publisher: Option<serde_json::Value>,
 }
 
-/// A position in a journal: the last event seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    /// The journal's epoch; `None` for a bare id (which cannot detect a new journal).
-    pub epoch: Option<String>,
-    pub id: u64,
-}
-
-impl Cursor {
-    /// `"<epoch>:<id>"` or a bare id.
-    pub fn parse(s: &str) -> Result<Cursor, ClientError> {
-        let bad = || ClientError::Cursor(s.to_string());
-        let (epoch, id) = match s.rsplit_once(':') {
-            Some((e, id)) if !e.is_empty() => (Some(e.to_string()), id),
-            Some(_) => return Err(bad()),
-            None => (None, s),
-        };
-        let id = id.parse::<u64>().map_err(|_| bad())?;
-        Ok(Cursor { epoch, id })
-    }
-
-    /// Whether `env` comes after this cursor (a new epoch always does).
-    pub fn is_before(&self, env: &Envelope) -> bool {
-        match &self.epoch {
-            Some(e) if *e != env.epoch => true,
-            _ => env.id > self.id,
-        }
-    }
-}
-
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.epoch {
-            Some(e) => write!(f, "{e}:{}", self.id),
-            None => write!(f, "{}", self.id),
-        }
-    }
-}
-
-/// The transports, best first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// Socket.IO over a WebSocket (`/socket.io/`).
-    Websocket,
-    /// Server-Sent Events (`/api/events/stream`).
-    Sse,
-    /// Plain HTTP polling (`/api/events/poll`).
-    Poll,
-}
-
-impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::Websocket, Transport::Sse, Transport::Poll];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Websocket => "websocket",
-            Transport::Sse => "sse",
-            Transport::Poll => "poll",
-        }
-    }
-
-    /// `websocket`, `sse` or `poll`. (Engine.IO long-polling is left to the JavaScript client:
-    /// a program can use SSE or poll behind a proxy that drops `Upgrade`.)
-    pub fn parse(s: &str) -> Result<Transport, ClientError> {
-        match s.trim() {
-            "websocket" => Ok(Transport::Websocket),
-            "sse" => Ok(Transport::Sse),
-            "poll" => Ok(Transport::Poll),
-            other => Err(ClientError::Transport(other.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use cmem_wire::codes::{Action, Code};
+pub use cmem_wire::{Cursor, Transport};
 
 /// Exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]
@@ -250,11 +175,19 @@ pub enum ErrorCode {
     Http,
 }
 
-/// A failed or ended connection: what, and a message that says why.
+/// A failed or ended connection: what, a message that says why, and — when the server said
+/// it — the server's code and what it asks the client to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LegError {
     pub code: ErrorCode,
     pub message: String,
+    /// The server's code (`cmem_wire::codes`), when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the server's code asks for (for a code this version does not know, what the HTTP
+    /// status suggests); `None` when the server said nothing (a network failure, a proxy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
 }
 
 impl LegError {
@@ -262,7 +195,37 @@ impl LegError {
         LegError {
             code,
             message: message.into(),
+            reason: None,
+            action: None,
         }
+    }
+
+    /// The server refused or closed with `refusal` (an HTTP answer of `status`, or none for a
+    /// Socket.IO refusal or a close): the class follows the code's action, never the message.
+    pub fn from_server(
+        refusal: &cmem_wire::Refusal,
+        status: Option<u16>,
+        fallback: ErrorCode,
+        message: impl Into<String>,
+    ) -> LegError {
+        let action = refusal.action(status);
+        let code = match (refusal.known(), action) {
+            (_, Action::Reauthenticate) => ErrorCode::Unauthorized,
+            (Some(Code::Forbidden), _) => ErrorCode::Forbidden,
+            (None, _) if status == Some(403) => ErrorCode::Forbidden,
+            _ => fallback,
+        };
+        LegError {
+            code,
+            message: message.into(),
+            reason: (!refusal.code.is_empty()).then(|| refusal.code.clone()),
+            action: Some(action),
+        }
+    }
+
+    /// Whether the server said that trying again cannot help.
+    pub fn gives_up(&self) -> bool {
+        self.reason.is_some() && self.action == Some(Action::GiveUp)
     }
 
     pub(crate) fn transport(message: impl Into<String>) -> LegError {
@@ -287,6 +250,9 @@ pub enum Phase {
     Connecting,
     Connected,
     Reconnecting,
+    /// Stopped for good: the server said trying again cannot help (the error says why). The
+    /// last update.
+    Failed,
 }
 
 /// A change of the connection, with what the next step is.
@@ -320,6 +286,10 @@ impl fmt::Display for State {
                 Some(from) => write!(f, "connected via {} (moved up from {from})", self.transport),
                 None => write!(f, "connected via {}", self.transport),
             },
+            Phase::Failed => match &self.error {
+                Some((t, e)) => write!(f, "{t}: {e}; not trying again"),
+                None => write!(f, "stopped"),
+            },
             Phase::Reconnecting => {
                 if let Some((t, e)) = &self.error {
                     write!(f, "{t}: {e}; ")?;
@@ -349,10 +319,10 @@ pub enum Update {
 /// A client that cannot be made as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("not a cursor: {0:?} (expected <epoch>:<id> or an id)")]
-    Cursor(String),
-    #[error("unknown transport {0:?}: use websocket, sse or poll")]
-    Transport(String),
+    #[error(transparent)]
+    Cursor(#[from] cmem_wire::cursor::CursorError),
+    #[error(transparent)]
+    Transport(#[from] cmem_wire::transport::UnknownTransport),
     #[error("the URL must start with http:// or https://: {0:?}")]
     Url(String),
     #[error("no transports to try")]
@@ -413,12 +383,7 @@ async fn publish_to(
     if status.is_success() {
         return Ok(body.get("data").cloned().unwrap_or(body));
     }
-    let message = body
-        .get("error")
-        .and_then(|e| e.as_str())
-        .unwrap_or("no message")
-        .to_string();
-    Err(legs::http_error(status.as_u16(), &message))
+    Err(legs::http_error(status.as_u16(), &body))
 }
 
 #[cfg(test)]
@@ -426,14 +391,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors() {
-        let c = Cursor::parse("18ec:41").unwrap();
-        assert_eq!((c.epoch.as_deref(), c.id), (Some("18ec"), 41));
-        assert_eq!(c.to_string(), "18ec:41");
-        assert_eq!(Cursor::parse("7").unwrap().epoch, None);
-        assert!(Cursor::parse(":7").is_err());
-        assert!(Cursor::parse("e:x").is_err());
-        assert!(Cursor::parse("-1").is_err());
+    fn the_server_s_code_decides_the_class_and_the_action() {
+        let r = |code: &str| cmem_wire::Refusal {
+            code: code.into(),
+            message: String::new(),
+        };
+        let e = LegError::from_server(&r("token_revoked"), None, ErrorCode::Closed, "x");
+        assert_eq!(
+            (e.code, e.action),
+            (ErrorCode::Unauthorized, Some(Action::Reauthenticate))
+        );
+        let e = LegError::from_server(&r("forbidden"), Some(403), ErrorCode::Http, "x");
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        assert!(e.gives_up());
+        let e = LegError::from_server(&r("server_shutdown"), None, ErrorCode::Closed, "x");
+        assert_eq!((e.code, e.action), (ErrorCode::Closed, Some(Action::Retry)));
+        assert!(!e.gives_up());
+        // a proxy's 403 says nothing of the server's: fall back, do not give up
+        let e = LegError::from_server(&r(""), Some(403), ErrorCode::Http, "x");
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        assert!(!e.gives_up());
     }
 
     #[test]

@@ -20,9 +20,9 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::any;
-use cmem::engine::socketio::{Connected, Emit, Namespaces, NoStream, Reply, SocketIo};
+use cmem::engine::socketio::{Connected, Emit, Namespaces, NoStream, Refused, Reply, SocketIo};
 use cmem::engine::{Close, Engine, Frame, Inbound, Incoming, Opening, Options, Outbound, Upper};
-use cmem::protocol::sio::Limits;
+use cmem_wire::sio::Limits;
 use tokio::sync::Notify;
 use tower_http::cors::CorsLayer;
 
@@ -38,14 +38,14 @@ impl Namespaces for Suite {
         _opening: &Opening,
         nsp: &str,
         auth: Option<serde_json::Value>,
-    ) -> Result<Connected<(), NoStream>, String> {
+    ) -> Result<Connected<(), NoStream>, Refused> {
         if nsp != "/" && nsp != "/custom" {
             return Err("Invalid namespace".into());
         }
         // no handshake payload is reported as an empty object, as the suites expect
         let auth = auth.unwrap_or_else(|| serde_json::json!({}));
         let mut id = [0u8; 8];
-        getrandom::fill(&mut id).map_err(|e| e.to_string())?;
+        getrandom::fill(&mut id).map_err(|e| Refused::from(e.to_string().as_str()))?;
         Ok(Connected {
             socket: (),
             stream: None,
@@ -53,7 +53,10 @@ impl Namespaces for Suite {
             pid: None,
             then: vec![Emit {
                 event: "auth".into(),
-                args: vec![rmpv::ext::to_value(&auth).map_err(|e| e.to_string())?],
+                args: vec![
+                    rmpv::ext::to_value(&auth)
+                        .map_err(|e| Refused::from(e.to_string().as_str()))?,
+                ],
             }],
         })
     }

@@ -4,8 +4,6 @@
 //! An [`Event`] keeps its envelope serialized once (`body`), so fan-out to N receivers and
 //! replay from the journal never re-serialize it: SSE and poll write the bytes as they are.
 
-use std::fmt;
-
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -14,96 +12,7 @@ use serde_json::value::RawValue;
 #[error("{0}")]
 pub struct InvalidEvent(pub String);
 
-/// Who may see an event.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Scope {
-    /// Every client.
-    Global,
-    /// Members of one workspace.
-    Workspace(String),
-    /// One connection.
-    Client(String),
-    /// One user (by id, never reused), on all their connections, and admins: what is theirs
-    /// alone, such as the text of their searches.
-    User(String),
-}
-
-/// In a scope list of a replay or activity query: every user's scope (for admins). Never a
-/// scope of its own: `*` is not an identifier character.
-pub const EVERY_USER: &str = "user:*";
-
-/// The one rule for identifiers that travel in events and URLs (event types, scope names,
-/// poll client ids): 1 to `max` characters of letters, digits and `_ - . :`.
-pub fn is_identifier(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
-}
-
-impl Scope {
-    /// Parses `global`, `workspace:<name>` or `client:<id>`.
-    pub fn parse(s: &str) -> Result<Scope, String> {
-        let valid_name = |n: &str| is_identifier(n, 128);
-        if s == "global" {
-            Ok(Scope::Global)
-        } else if let Some(w) = s.strip_prefix("workspace:") {
-            if valid_name(w) {
-                Ok(Scope::Workspace(w.to_string()))
-            } else {
-                Err(format!(
-                    "scope `{s}`: the workspace name must be 1-128 characters of letters, digits, _ - . :"
-                ))
-            }
-        } else if let Some(c) = s.strip_prefix("client:") {
-            // a connection's address is made by the server and may be longer than a name: a
-            // poll client's is its user id, its client id and a serial number
-            if is_identifier(c, 256) {
-                Ok(Scope::Client(c.to_string()))
-            } else {
-                Err(format!(
-                    "scope `{s}`: the client address must be 1-256 characters of letters, digits, _ - . :"
-                ))
-            }
-        } else if let Some(u) = s.strip_prefix("user:") {
-            if valid_name(u) {
-                Ok(Scope::User(u.to_string()))
-            } else {
-                Err(format!(
-                    "scope `{s}`: the user id must be 1-128 characters of letters, digits, _ - . :"
-                ))
-            }
-        } else {
-            Err(format!(
-                "scope `{s}` is not one of `global`, `workspace:<name>`, `client:<id>`, `user:<id>`"
-            ))
-        }
-    }
-}
-
-impl Scope {
-    /// Whether this scope is the one written as `s` (as stored in the journal), without
-    /// allocating.
-    pub fn is(&self, s: &str) -> bool {
-        match self {
-            Scope::Global => s == "global",
-            Scope::Workspace(w) => s.strip_prefix("workspace:") == Some(w.as_str()),
-            Scope::Client(c) => s.strip_prefix("client:") == Some(c.as_str()),
-            Scope::User(u) => s == EVERY_USER || s.strip_prefix("user:") == Some(u.as_str()),
-        }
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Scope::Global => f.write_str("global"),
-            Scope::Workspace(w) => write!(f, "workspace:{w}"),
-            Scope::Client(c) => write!(f, "client:{c}"),
-            Scope::User(u) => write!(f, "user:{u}"),
-        }
-    }
-}
+pub use cmem_wire::scope::{EVERY_USER, Scope, is_identifier};
 
 /// A committed event: its id, type and scope for routing, and its serialized envelope.
 #[derive(Debug)]
@@ -214,7 +123,7 @@ impl NewEvent {
                 "type `{k}` may contain only letters, digits and _ - . :"
             )));
         }
-        if crate::protocol::sio::RESERVED_EVENTS.contains(&k.as_str()) {
+        if cmem_wire::sio::RESERVED_EVENTS.contains(&k.as_str()) {
             return Err(InvalidEvent(format!(
                 "type `{k}` is reserved by Socket.IO and cannot be published"
             )));
@@ -223,76 +132,11 @@ impl NewEvent {
     }
 }
 
-/// Where a client wants to resume from: the last event id it received, optionally with the
-/// epoch that id belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub id: u64,
-    pub epoch: Option<String>,
-}
-
-impl Cursor {
-    /// A cursor as the server hands it out (SSE `id:`, poll `next_cursor`, close messages):
-    /// `<epoch>:<id>`, what [`Cursor::parse`] reads back.
-    pub fn format(epoch: &str, id: u64) -> String {
-        format!("{epoch}:{id}")
-    }
-
-    /// Parses `N` or `<epoch>:N`. Errors say what was wrong.
-    pub fn parse(s: &str) -> Result<Cursor, String> {
-        let s = s.trim();
-        let (epoch, id) = match s.rsplit_once(':') {
-            Some((e, n)) => (Some(e.to_string()), n),
-            None => (None, s),
-        };
-        let id = id.parse::<u64>().map_err(|_| {
-            format!("cursor `{s}` is not an event id (a whole number, optionally prefixed by `<epoch>:`)")
-        })?;
-        Ok(Cursor { id, epoch })
-    }
-}
+pub use cmem_wire::Cursor;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scopes_round_trip() {
-        for s in ["global", "workspace:team-a", "client:abc_1"] {
-            assert_eq!(Scope::parse(s).unwrap().to_string(), s);
-        }
-        assert!(Scope::parse("room:x").is_err());
-        assert!(Scope::parse("workspace:").is_err());
-        assert!(Scope::parse("workspace:a b").is_err());
-    }
-
-    #[test]
-    fn cursors() {
-        assert_eq!(
-            Cursor::parse("42").unwrap(),
-            Cursor {
-                id: 42,
-                epoch: None
-            }
-        );
-        assert_eq!(
-            Cursor::parse("e1:42").unwrap(),
-            Cursor {
-                id: 42,
-                epoch: Some("e1".into())
-            }
-        );
-        assert_eq!(
-            Cursor::parse(&Cursor::format("e1", 42)).unwrap(),
-            Cursor {
-                id: 42,
-                epoch: Some("e1".into())
-            }
-        );
-        assert!(Cursor::parse("abc").is_err());
-        assert!(Cursor::parse("-1").is_err());
-        assert!(Cursor::parse("").is_err());
-    }
 
     /// Every event type a producer in this crate publishes by name is server-only, so a
     /// producer added later cannot be forged through `POST /api/events` by forgetting the list.

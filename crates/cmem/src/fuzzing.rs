@@ -153,7 +153,7 @@ pub fn config_file(text: &str) {
 /// Socket.IO packets in it, binary attachments included. Whatever decodes encodes back to the
 /// same packet.
 pub fn protocol(bytes: &[u8]) {
-    use crate::protocol::{eio, sio};
+    use cmem_wire::{eio, sio};
     let limits = sio::Limits {
         max_attachments: 4,
         max_attachment_bytes: 4096,

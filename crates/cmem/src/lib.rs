@@ -30,7 +30,6 @@ pub(crate) mod monitor;
 pub(crate) mod nats;
 pub mod net;
 pub mod ops;
-pub mod protocol;
 pub mod server;
 pub mod teams;
 #[cfg(all(test, unix))]

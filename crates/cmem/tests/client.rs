@@ -222,9 +222,9 @@ async fn falls_back_past_a_disabled_transport_and_resumes_from_a_cursor() {
         .filter_map(|s| s.error.clone())
         .collect::<Vec<_>>();
     assert!(
-        failed
-            .iter()
-            .all(|(t, e)| *t == Transport::Websocket && e.message.contains("404")),
+        failed.iter().all(|(t, e)| t.is_socketio()
+            && e.message.contains("404")
+            && e.reason.as_deref() == Some("not_found")),
         "{failed:?}"
     );
     let ids = publish_tagged(&s.url, 30, "fb", Duration::ZERO).await;
@@ -561,4 +561,169 @@ async fn a_connection_gone_silent_is_presumed_dead_and_replaced() {
             "{t}: the silence was noticed: {states:?}"
         );
     }
+}
+
+/// A new token for `user` of `data`, and its id (for revoking it).
+fn token_and_id(data: &std::path::Path, user: &str) -> (String, String) {
+    let (code, out, err) = common::cmem_in(data, &["token", "create", user, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("token JSON");
+    (
+        v["token"].as_str().expect("token").to_string(),
+        v["id"].as_str().expect("token id").to_string(),
+    )
+}
+
+/// Reads a client until its updates end (or `secs` pass), returning every state.
+async fn states_until_end(mut c: Client, secs: u64) -> Vec<State> {
+    let mut states = Vec::new();
+    let read = async {
+        while let Some(u) = c.next().await {
+            if let Update::State(s) = u {
+                states.push(s);
+            }
+        }
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(secs), read).await;
+    assert!(ended.is_ok(), "the client did not stop: {states:?}");
+    states
+}
+
+/// Refusals and closes reach the client as the server's codes, and it acts on the code, never
+/// on the message: a bad token and a revoked one ask for a new token (class `Unauthorized` on
+/// every transport), shutdown is a close to retry, a workspace the user was removed from is
+/// refused by every transport and the client stops (`Failed`, the last update), and a cursor
+/// from another journal yields a `resync` whose reason is a code that asks for one.
+#[tokio::test]
+async fn the_client_acts_on_the_server_s_codes() {
+    use cmem_client::{Action, Code, ErrorCode};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    for args in [
+        &["user", "add", "alice", "--admin"][..],
+        &["user", "add", "bob"],
+        &["workspace", "create", "ops"],
+        &["workspace", "add-member", "ops", "alice"],
+        &["workspace", "add-member", "ops", "bob"],
+    ] {
+        let (code, _, err) = common::cmem_in(d, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let (alice, _) = token_and_id(d, "alice");
+    let (bob, _) = token_and_id(d, "bob");
+    let (bob2, bob2_id) = token_and_id(d, "bob");
+    let mut s = TestServer::start_authed(d, &[], &[], Some(&alice));
+    let with = |token: &str, transports: &[Transport]| {
+        let mut o = opts(&s.url, transports);
+        o.token = Some(token.to_string());
+        o
+    };
+    let failed_with = |states: &[State], reason: &str| -> std::collections::BTreeSet<String> {
+        states
+            .iter()
+            .filter_map(|s| s.error.as_ref())
+            .filter(|(_, e)| e.reason.as_deref() == Some(reason))
+            .map(|(t, _)| t.to_string())
+            .collect()
+    };
+
+    // a bad token: every transport says `token_invalid`, which asks for a new token
+    let bad = read(Client::connect(with("cm_nope_nope", &Transport::ALL)).expect("client"));
+    until("every transport refused the bad token", 30, || async {
+        let st = bad.states.lock().await;
+        (failed_with(&st, "token_invalid").len() == 4).then_some(())
+    })
+    .await;
+    for st in bad.states.lock().await.iter() {
+        if let Some((t, e)) = &st.error {
+            assert_eq!(e.code, ErrorCode::Unauthorized, "{t}: {e:?}");
+            assert_eq!(e.action, Some(Action::Reauthenticate), "{t}: {e:?}");
+        }
+        assert_ne!(
+            st.state,
+            Phase::Failed,
+            "a token problem is not given up on"
+        );
+    }
+
+    // a revoked token: the connection (long-polling, here) is closed with `token_revoked`
+    let revoked = read(Client::connect(with(&bob2, &[Transport::Polling])).expect("client"));
+    until("bob's second client connected", 15, || async {
+        revoked.connected_via().await
+    })
+    .await;
+    let (code, _, err) = common::cmem_in(d, &["token", "revoke", &bob2_id]);
+    assert_eq!(code, 0, "{err}");
+    let (_, e) = until("the revoked connection closed", 15, || async {
+        let st = revoked.states.lock().await;
+        st.iter().find_map(|s| s.error.clone())
+    })
+    .await;
+    assert_eq!(e.reason.as_deref(), Some("token_revoked"), "{e:?}");
+    assert_eq!(
+        (e.code, e.action),
+        (ErrorCode::Unauthorized, Some(Action::Reauthenticate))
+    );
+
+    // bob reads `ops`; the server shuts down: a close to retry
+    let mut o = with(&bob, &Transport::ALL);
+    o.workspaces = vec!["ops".into()];
+    let mut member = Client::connect(o).expect("client");
+    let connected = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(u) = member.next().await {
+            if let Update::State(st) = u
+                && st.state == Phase::Connected
+            {
+                return st.transport;
+            }
+        }
+        panic!("the updates ended");
+    })
+    .await
+    .expect("bob connected");
+    assert_eq!(connected, Transport::Websocket);
+    let (code, _, err) = common::cmem_in(d, &["workspace", "remove-member", "ops", "bob"]);
+    assert_eq!(code, 0, "{err}");
+    let addr = s.addr.clone();
+    s.terminate();
+    // the server comes back on the same address, without bob in `ops`
+    let _s = TestServer::start_authed(d, &["--bind", &addr], &[], Some(&alice));
+    let states = states_until_end(member, 60).await;
+    let (_, shutdown) = states
+        .iter()
+        .find_map(|s| s.error.clone())
+        .expect("an error after the shutdown");
+    assert_eq!(
+        shutdown.reason.as_deref(),
+        Some("server_shutdown"),
+        "{shutdown:?}"
+    );
+    assert_eq!(shutdown.action, Some(Action::Retry));
+    // every transport refused `ops` with `forbidden`, and then the client stopped
+    assert_eq!(failed_with(&states, "forbidden").len(), 4, "{states:?}");
+    let last = states.last().expect("a last state");
+    assert_eq!(last.state, Phase::Failed, "{states:?}");
+    let (_, why) = last.error.clone().expect("why it stopped");
+    assert_eq!(
+        (why.code, why.reason.as_deref()),
+        (ErrorCode::Forbidden, Some("forbidden"))
+    );
+
+    // a cursor of another journal: a `resync` whose reason is a code that asks for one
+    let mut o = opts(&format!("http://{addr}"), &[Transport::Sse]);
+    o.token = Some(alice.clone());
+    o.from = Some(cmem_client::Cursor {
+        epoch: Some("not-this-journal".into()),
+        id: 5,
+    });
+    let r = read(Client::connect(o).expect("client"));
+    let reason = until("a resync", 15, || async {
+        let ev = r.events.lock().await;
+        ev.iter()
+            .find(|e| e.kind == "resync")
+            .map(|e| e.data["reason"].as_str().unwrap_or("").to_string())
+    })
+    .await;
+    assert_eq!(reason, "epoch_mismatch");
+    assert_eq!(Code::parse(&reason).map(Code::action), Some(Action::Resync));
 }

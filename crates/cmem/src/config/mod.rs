@@ -26,49 +26,7 @@ mod keys;
 pub use keys::{Config, KEYS, Key, Partial, SPECS, markdown_table};
 
 /// How a client is connected (and the names `transports` takes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// Socket.IO over WebSocket.
-    Websocket,
-    /// Socket.IO over HTTP long-polling.
-    Polling,
-    /// Server-Sent Events.
-    Sse,
-    /// Plain HTTP polling.
-    Poll,
-}
-
-impl Transport {
-    pub const ALL: [Transport; 4] = [
-        Transport::Websocket,
-        Transport::Polling,
-        Transport::Sse,
-        Transport::Poll,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Websocket => "websocket",
-            Transport::Polling => "polling",
-            Transport::Sse => "sse",
-            Transport::Poll => "poll",
-        }
-    }
-}
-
-impl std::str::FromStr for Transport {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Transport::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| {
-                format!("`{s}` is not a transport; allowed: websocket, polling, sse, poll")
-            })
-    }
-}
+pub use cmem_wire::Transport;
 
 /// SQLite `synchronous` mode of the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

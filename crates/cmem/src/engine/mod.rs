@@ -67,12 +67,9 @@ impl Default for Options {
     }
 }
 
-/// The transport a session uses now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Polling,
-    Websocket,
-}
+/// The transport a session uses now: `Polling` or `Websocket` (the engine serves only
+/// Socket.IO's two).
+pub use cmem_wire::Transport;
 
 /// One message to the client, encoded once (an event's frame is shared by every receiver).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,6 +337,9 @@ impl<U: Upper> Engine<U> {
             (Transport::Polling, Some(_), _) => HttpError::BadHandshakeMethod
                 .response("long-polling uses GET to receive and POST to send"),
             (Transport::Websocket, sid, _) => websocket::accept(self, sid, req),
+            // `query` reads only the two transports the engine serves
+            (Transport::Sse | Transport::Poll, ..) => HttpError::UnknownTransport
+                .response("the Engine.IO transports are polling and websocket"),
         }
     }
 

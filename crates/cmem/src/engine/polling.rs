@@ -28,7 +28,7 @@ use super::{
     Close, Engine, Frame, HttpError, Inbound, Incoming, Opening, Outbound, Transport, Upper,
     new_sid, text_response,
 };
-use crate::protocol::eio::{self, Packet, SEPARATOR};
+use cmem_wire::eio::{self, Packet, SEPARATOR};
 
 /// How long a GET that arrives during an upgrade is held before it is released with `6`
 /// (the reference server checks every 100 ms).

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::{Close, Frame, Inbound, Incoming, Opening, Outbound, Upper};
-use crate::protocol::sio::{self, Assembly, Kind, Limits, Packet, Partial};
+use cmem_wire::sio::{self, Assembly, Kind, Limits, Packet, Partial};
 
 /// An event to send: its name and arguments (binary values become attachments).
 #[derive(Debug, Clone)]
@@ -74,18 +74,35 @@ impl EventStream for NoStream {
     }
 }
 
+/// Why a namespace refused a client: the CONNECT_ERROR's `message`, and its `data`, which
+/// socket.io-client puts on the error it hands to `connect_error` (`err.data`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl From<&str> for Refused {
+    fn from(message: &str) -> Refused {
+        Refused {
+            message: message.to_string(),
+            data: None,
+        }
+    }
+}
+
 /// The server's side of Socket.IO.
 pub trait Namespaces: Send + Sync + 'static {
     type Socket: Send + Sync + 'static;
     type Stream: EventStream;
-    /// A client asks to join `nsp` with `auth`. `Err` is the CONNECT_ERROR message
+    /// A client asks to join `nsp` with `auth`. `Err` is the CONNECT_ERROR
     /// (`Invalid namespace` for one that does not exist).
     fn connect(
         &self,
         opening: &Opening,
         nsp: &str,
         auth: Option<Value>,
-    ) -> impl Future<Output = Result<Connected<Self::Socket, Self::Stream>, String>> + Send;
+    ) -> impl Future<Output = Result<Connected<Self::Socket, Self::Stream>, Refused>> + Send;
     /// An event from the client, with its attachments in place.
     fn event(
         &self,
@@ -353,7 +370,7 @@ impl<N: Namespaces> SioIn<N> {
                 // dropped here
                 self.sockets.push((p.nsp, c.socket));
             }
-            Err(message) => {
+            Err(Refused { message, data }) => {
                 // kept for the next attempt, until a namespace is joined
                 if self.sockets.is_empty() {
                     self.opening = Some(opening);
@@ -362,7 +379,10 @@ impl<N: Namespaces> SioIn<N> {
                     kind: Kind::ConnectError,
                     nsp: p.nsp,
                     id: None,
-                    data: Some(json!({"message": message})),
+                    data: Some(match data {
+                        Some(data) => json!({"message": message, "data": data}),
+                        None => json!({"message": message}),
+                    }),
                     attachments: 0,
                 };
                 self.shared.push([Frame::message(&refusal.encode())]);

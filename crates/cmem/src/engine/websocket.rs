@@ -24,7 +24,7 @@ use super::polling::{Heartbeat, Session};
 use super::{
     Engine, Frame, HttpError, Inbound, Incoming, Opening, Outbound, Transport, Upper, new_sid,
 };
-use crate::protocol::eio::Packet;
+use cmem_wire::eio::Packet;
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 

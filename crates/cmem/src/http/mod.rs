@@ -1,6 +1,6 @@
 //! The HTTP layer beneath the API and the transports: the JSON envelope
-//! `{success, data, error, timestamp}`, [`ApiError`] and how every feature's error becomes a
-//! status, and the parsing of query parameters and cursors. Both `api/` and `transports/` answer
+//! `{success, data, error, timestamp}` (and `code`, `message` on an error), [`ApiError`] and
+//! how every feature's error becomes a status and a code (`cmem_wire::codes`), and the parsing of query parameters and cursors. Both `api/` and `transports/` answer
 //! through it, so a refusal reads the same whichever endpoint gave it.
 
 use std::collections::HashMap;
@@ -12,6 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
+
+use cmem_wire::Code;
 
 use crate::clock::now_rfc3339;
 use crate::envelope::Cursor;
@@ -31,41 +33,52 @@ pub fn ok<T: Serialize>(data: T) -> Response {
     .into_response()
 }
 
-/// An error answer: a status and a message that says what was wrong.
+/// An error answer: a status, the code a client acts on, and a message that says what was
+/// wrong.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
+    pub code: Code,
     pub message: String,
 }
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// An error with the code that goes with `status` (see [`Code::for_status`]).
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
+            status,
+            code: Code::for_status(status.as_u16()),
             message: message.into(),
         }
     }
 
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-        }
+    /// The same answer with a more precise code.
+    pub fn with_code(mut self, code: Code) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// The body every error answer has: the envelope with `code` and `message` (and `error`,
+    /// the message under its older name).
+    pub fn body(code: Code, message: &str) -> serde_json::Value {
+        json!({
+            "success": false,
+            "data": null,
+            "code": code,
+            "message": message,
+            "error": message,
+            "timestamp": now_rfc3339(),
+        })
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({
-                "success": false,
-                "data": null,
-                "error": self.message,
-                "timestamp": now_rfc3339(),
-            })),
-        )
-            .into_response()
+        (self.status, Json(ApiError::body(self.code, &self.message))).into_response()
     }
 }
 
@@ -147,24 +160,18 @@ impl From<AuthError> for ApiError {
             AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
             AuthError::Unavailable(_) | AuthError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError::new(status, e.to_string())
+        ApiError::new(status, e.to_string()).with_code(e.code())
     }
 }
 
 impl From<TeamsError> for ApiError {
     fn from(e: TeamsError) -> Self {
-        let status = match &e {
-            TeamsError::Invalid(_) => StatusCode::BAD_REQUEST,
-            TeamsError::NotFound(_) => StatusCode::NOT_FOUND,
-            TeamsError::Exists(_) | TeamsError::Conflict(_) | TeamsError::TooMany(_) => {
-                StatusCode::CONFLICT
-            }
-            TeamsError::Forbidden(_) => StatusCode::FORBIDDEN,
-            TeamsError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
-            TeamsError::Db(_) | TeamsError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            TeamsError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError::new(status, e.to_string())
+        let code = e.code();
+        let status = code
+            .status()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, e.to_string()).with_code(code)
     }
 }
 

@@ -93,11 +93,30 @@ impl StreamEnd {
     /// A short machine-readable reason, used as the close reason and in close counts.
     pub fn reason(&self) -> String {
         match self {
-            StreamEnd::Shutdown => "server_shutdown".into(),
+            StreamEnd::Shutdown => cmem_wire::Code::ServerShutdown.as_str().into(),
             StreamEnd::Closed(r) => r.clone(),
-            StreamEnd::Journal(_) => "journal_error".into(),
+            StreamEnd::Journal(_) => cmem_wire::Code::JournalError.as_str().into(),
         }
     }
+}
+
+/// What a transport tells a client before it ends the connection (Socket.IO `cmem_close`, SSE
+/// `close`): the `code` to act on (`cmem_wire::codes`; `reason` is the same under its older
+/// name), a message, whether reconnecting as it is can help (the code's action is to retry),
+/// and the cursor to resume from.
+pub fn last_words(code: &str, message: &str, last_event_id: String) -> serde_json::Value {
+    let action = cmem_wire::codes::Refusal {
+        code: code.to_string(),
+        message: String::new(),
+    }
+    .action(None);
+    json!({
+        "code": code,
+        "reason": code,
+        "message": message,
+        "reconnect": matches!(action, cmem_wire::Action::Retry | cmem_wire::Action::Resync),
+        "last_event_id": last_event_id,
+    })
 }
 
 /// How a subscription starts, decided from the client's cursor.
@@ -236,19 +255,19 @@ impl Hub {
             && e != self.journal.epoch()
         {
             return Start::Resync {
-                reason: "epoch_mismatch",
+                reason: cmem_wire::Code::EpochMismatch.as_str(),
                 requested: c,
             };
         }
         if c.id > self.journal.head() {
             return Start::Resync {
-                reason: "cursor_ahead_of_journal",
+                reason: cmem_wire::Code::CursorAheadOfJournal.as_str(),
                 requested: c,
             };
         }
         if c.id.saturating_add(1) < self.journal.oldest() {
             return Start::Resync {
-                reason: "cursor_older_than_retention",
+                reason: cmem_wire::Code::CursorOlderThanRetention.as_str(),
                 requested: c,
             };
         }

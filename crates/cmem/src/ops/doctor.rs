@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cmem_client::ErrorCode;
+use cmem_wire::codes::{Action, Refusal};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -65,20 +66,34 @@ pub struct Probe {
     pub needs_token: bool,
 }
 
-/// What a 401 or 403 means for the self-test: the server wants a token, not a proxy fix.
-fn refused(status: reqwest::StatusCode, what: &str) -> String {
-    if status == reqwest::StatusCode::UNAUTHORIZED {
-        format!(
-            "HTTP 401 for {what}: this server has users and wants a token; pass --token (or set CM_TOKEN)"
+/// What a refused HTTP answer means for the self-test, and whether it is the server asking
+/// for a token (its code's action is to reauthenticate; from something without a code, a 401):
+/// then the network is fine and the advice is `--token`, not a proxy fix.
+async fn refused(r: reqwest::Response, what: &str) -> (String, bool) {
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    let refusal = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| Refusal::read(&v));
+    let action = match &refusal {
+        Some(x) => x.action(Some(status.as_u16())),
+        None => Action::for_status(Some(status.as_u16())),
+    };
+    let code = refusal
+        .as_ref()
+        .filter(|x| !x.code.is_empty())
+        .map(|x| format!(" ({})", x.code))
+        .unwrap_or_default();
+    if action == Action::Reauthenticate {
+        (
+            format!(
+                "HTTP {status}{code} for {what}: this server has users and wants a token; pass --token (or set CM_TOKEN)"
+            ),
+            true,
         )
     } else {
-        format!("HTTP {status} for {what}")
+        (format!("HTTP {status}{code} for {what}"), false)
     }
-}
-
-/// Whether a probe's failure was the server asking for a token.
-fn wants_token(detail: &str) -> bool {
-    detail.contains("wants a token")
 }
 
 #[derive(Debug, Serialize)]
@@ -222,7 +237,7 @@ async fn probe_health(c: &reqwest::Client, base: &str) -> Probe {
     Probe {
         transport: "http",
         ok,
-        needs_token: wants_token(&detail),
+        needs_token: false,
         detail,
         ms: elapsed(t),
     }
@@ -255,7 +270,7 @@ async fn probe_polling(c: &reqwest::Client, base: &str) -> Probe {
     Probe {
         transport: "polling",
         ok,
-        needs_token: wants_token(&detail),
+        needs_token: false,
         detail,
         ms: elapsed(t),
     }
@@ -269,7 +284,7 @@ async fn probe_websocket(base: &str, token: Option<&str>) -> Probe {
         let mut req = ws_url
             .as_str()
             .into_client_request()
-            .map_err(|e| format!("bad URL: {e}"))?;
+            .map_err(|e| (format!("bad URL: {e}"), false))?;
         if let Some(tok) = token
             && let Ok(v) = format!("Bearer {tok}").parse()
         {
@@ -288,7 +303,8 @@ async fn probe_websocket(base: &str, token: Option<&str>) -> Probe {
                 }
                 other => format!("WebSocket handshake failed: {other}"),
             }
-        })?;
+        })
+        .map_err(|d| (d, false))?;
         // the open packet and the namespace join, as cmem's client library does them
         let mut auth = serde_json::Map::new();
         if let Some(tok) = token {
@@ -300,32 +316,39 @@ async fn probe_websocket(base: &str, token: Option<&str>) -> Probe {
                 Ok("WebSocket upgrade, Engine.IO open packet and Socket.IO connect".to_string())
             }
             Err(e) => match e.code {
-                ErrorCode::Closed | ErrorCode::Transport => Err(format!(
-                    "the WebSocket was cut right after the upgrade ({e}): a proxy on the way does not pass WebSocket traffic (Upgrade and Connection headers); clients fall back to polling"
+                ErrorCode::Closed | ErrorCode::Transport => Err((
+                    format!(
+                        "the WebSocket was cut right after the upgrade ({e}): a proxy on the way does not pass WebSocket traffic (Upgrade and Connection headers); clients fall back to polling"
+                    ),
+                    false,
                 )),
-                ErrorCode::Unauthorized => Err(format!(
-                    "the WebSocket opened, and Socket.IO's connect was refused: this server has users and wants a token; pass --token (or set CM_TOKEN) ({})",
-                    e.message
+                ErrorCode::Unauthorized => Err((
+                    format!(
+                        "the WebSocket opened, and Socket.IO's connect was refused: this server has users and wants a token; pass --token (or set CM_TOKEN) ({})",
+                        e.message
+                    ),
+                    true,
                 )),
-                _ => Err(e.message),
+                _ => Err((e.message, false)),
             },
         }
     };
-    let (ok, detail) = match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
-        Ok(Ok(d)) => (true, d),
-        Ok(Err(d)) => (false, d),
+    let (ok, detail, needs_token) = match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
+        Ok(Ok(d)) => (true, d, false),
+        Ok(Err((d, needs_token))) => (false, d, needs_token),
         Err(_) => (
             false,
             format!(
                 "no WebSocket answer within {} s (a proxy holding the upgrade?)",
                 PROBE_TIMEOUT.as_secs()
             ),
+            false,
         ),
     };
     Probe {
         transport: "websocket",
         ok,
-        needs_token: wants_token(&detail),
+        needs_token,
         detail,
         ms: elapsed(t),
     }
@@ -338,9 +361,9 @@ async fn probe_sse(c: &reqwest::Client, base: &str) -> Probe {
             .get(format!("{base}/api/events/stream"))
             .send()
             .await
-            .map_err(|e| http_failure(&e))?;
+            .map_err(|e| (http_failure(&e), false))?;
         if !r.status().is_success() {
-            return Err(refused(r.status(), "the event stream"));
+            return Err(refused(r, "the event stream").await);
         }
         let ct = r
             .headers()
@@ -349,28 +372,34 @@ async fn probe_sse(c: &reqwest::Client, base: &str) -> Probe {
             .unwrap_or("")
             .to_string();
         if !ct.starts_with("text/event-stream") {
-            return Err(format!(
-                "content-type is `{ct}`, not text/event-stream (something on the way rewrites it)"
+            return Err((
+                format!(
+                    "content-type is `{ct}`, not text/event-stream (something on the way rewrites it)"
+                ),
+                false,
             ));
         }
         let mut body = r.bytes_stream();
         match tokio::time::timeout(PROBE_TIMEOUT, body.next()).await {
             Ok(Some(Ok(_))) => Ok("event stream open, first bytes arrived at once".to_string()),
-            Ok(_) => Err("the event stream ended at once".to_string()),
-            Err(_) => Err(format!(
-                "no data within {} s: a proxy buffers the response; SSE needs buffering off (the server sends X-Accel-Buffering: no)",
-                PROBE_TIMEOUT.as_secs()
+            Ok(_) => Err(("the event stream ended at once".to_string(), false)),
+            Err(_) => Err((
+                format!(
+                    "no data within {} s: a proxy buffers the response; SSE needs buffering off (the server sends X-Accel-Buffering: no)",
+                    PROBE_TIMEOUT.as_secs()
+                ),
+                false,
             )),
         }
     };
-    let (ok, detail) = match attempt.await {
-        Ok(d) => (true, d),
-        Err(d) => (false, d),
+    let (ok, detail, needs_token) = match attempt.await {
+        Ok(d) => (true, d, false),
+        Err((d, needs_token)) => (false, d, needs_token),
     };
     Probe {
         transport: "sse",
         ok,
-        needs_token: wants_token(&detail),
+        needs_token,
         detail,
         ms: elapsed(t),
     }
@@ -382,19 +411,22 @@ async fn probe_poll(c: &reqwest::Client, base: &str) -> Probe {
         "{base}/api/events/poll?client_id=cmem-doctor-{}",
         std::process::id()
     );
-    let (ok, detail) = match c.get(url).send().await {
+    let (ok, detail, needs_token) = match c.get(url).send().await {
         Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
-            Ok(v) if v["events"].is_array() => (true, "poll answered".to_string()),
-            Ok(_) => (false, "the answer has no events list".to_string()),
-            Err(e) => (false, format!("the answer is not JSON: {e}")),
+            Ok(v) if v["events"].is_array() => (true, "poll answered".to_string(), false),
+            Ok(_) => (false, "the answer has no events list".to_string(), false),
+            Err(e) => (false, format!("the answer is not JSON: {e}"), false),
         },
-        Ok(r) => (false, refused(r.status(), "a poll")),
-        Err(e) => (false, http_failure(&e)),
+        Ok(r) => {
+            let (d, needs_token) = refused(r, "a poll").await;
+            (false, d, needs_token)
+        }
+        Err(e) => (false, http_failure(&e), false),
     };
     Probe {
         transport: "poll",
         ok,
-        needs_token: wants_token(&detail),
+        needs_token,
         detail,
         ms: elapsed(t),
     }
@@ -418,7 +450,7 @@ async fn probe_mcp(c: &reqwest::Client, base: &str) -> Probe {
         .json(&init)
         .send()
         .await;
-    let (ok, detail) = match sent {
+    let (ok, detail, needs_token) = match sent {
         Ok(r) if r.status().is_success() => match r.headers().get("mcp-session-id").cloned() {
             Some(id) => {
                 drop(r);
@@ -427,24 +459,29 @@ async fn probe_mcp(c: &reqwest::Client, base: &str) -> Probe {
                     .header("mcp-session-id", id)
                     .send()
                     .await;
-                (true, "an MCP session opens".to_string())
+                (true, "an MCP session opens".to_string(), false)
             }
             None => (
                 false,
                 "initialize answered without a session id".to_string(),
+                false,
             ),
         },
         Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => (
             true,
             "the MCP server is off here (mcp_enabled = false)".to_string(),
+            false,
         ),
-        Ok(r) => (false, refused(r.status(), "an MCP initialize")),
-        Err(e) => (false, http_failure(&e)),
+        Ok(r) => {
+            let (d, needs_token) = refused(r, "an MCP initialize").await;
+            (false, d, needs_token)
+        }
+        Err(e) => (false, http_failure(&e), false),
     };
     Probe {
         transport: "mcp",
         ok,
-        needs_token: wants_token(&detail),
+        needs_token,
         detail,
         ms: elapsed(t),
     }

@@ -54,8 +54,10 @@ macro_rules! repo_file {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
-static CLIENT: [Asset; 2] = [
+static CLIENT: [Asset; 3] = [
     Asset::new("index.js", JS, repo_file!("clients/js/src/index.js")),
+    // the table of codes index.js imports, generated from cmem-wire's
+    Asset::new("codes.js", JS, repo_file!("clients/js/src/codes.js")),
     Asset::new(
         "index.d.ts",
         "application/typescript; charset=utf-8",
@@ -157,7 +159,7 @@ pub async fn client_index(headers: HeaderMap) -> Response {
     serve(&CLIENT[0], &headers)
 }
 
-/// `GET /client/{file}`: `index.js` or `index.d.ts`.
+/// `GET /client/{file}`: `index.js`, `codes.js` or `index.d.ts`.
 pub async fn client_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match CLIENT.iter().find(|a| a.name == file) {
         Some(a) => serve(a, &headers),

@@ -392,13 +392,8 @@ fn listen(addr: SocketAddr, fallback: u16) -> Result<TcpListener, ServerError> {
 /// Closes a connection from an address at its cap, with a one-line 429 if the socket takes it
 /// at once (never waiting on it: the point is to spend nothing on it).
 fn refuse_at_cap(stream: tokio::net::TcpStream, at_cap: &crate::net::limit::AtCap) {
-    let body = serde_json::json!({
-        "success": false,
-        "data": null,
-        "error": at_cap.to_string(),
-        "timestamp": crate::clock::now_rfc3339(),
-    })
-    .to_string();
+    let body =
+        crate::http::ApiError::body(cmem_wire::Code::RateLimited, &at_cap.to_string()).to_string();
     let resp = format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

@@ -28,6 +28,7 @@ async fn health(State(app): State<App>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
         )
+        .with_code(cmem_wire::Code::ServerShutdown)
         .into_response();
     }
     ok(json!({

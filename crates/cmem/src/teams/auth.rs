@@ -3,6 +3,7 @@
 //! decided by [`Identity::workspaces_for`], the one place membership meets scopes.
 
 use axum::http::HeaderMap;
+use cmem_wire::Code;
 
 use super::{Teams, User};
 
@@ -30,15 +31,15 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// A short machine-readable code, for clients and close reasons.
-    pub fn code(&self) -> &'static str {
+    /// The code a client acts on.
+    pub fn code(&self) -> Code {
         match self {
-            AuthError::Missing => "token_required",
-            AuthError::Unknown => "token_invalid",
-            AuthError::Revoked(_) => "token_revoked",
-            AuthError::Unavailable(_) => "auth_unavailable",
-            AuthError::Forbidden(_) => "forbidden",
-            AuthError::Closed => "server_closed",
+            AuthError::Missing => Code::TokenRequired,
+            AuthError::Unknown => Code::TokenInvalid,
+            AuthError::Revoked(_) => Code::TokenRevoked,
+            AuthError::Unavailable(_) => Code::AuthUnavailable,
+            AuthError::Forbidden(_) => Code::Forbidden,
+            AuthError::Closed => Code::ServerClosed,
         }
     }
 }

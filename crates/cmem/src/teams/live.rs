@@ -35,7 +35,8 @@ pub fn reconcile(teams: &Teams, hub: &Hub) -> Reconciled {
     for c in hub.registry.all() {
         let Some(token_id) = c.token_id.clone() else {
             if users_exist {
-                hub.registry.close(&c, "authentication_required");
+                hub.registry
+                    .close(&c, cmem_wire::Code::AuthenticationRequired.as_str());
                 done.closed += 1;
             }
             continue;
@@ -52,11 +53,13 @@ pub fn reconcile(teams: &Teams, hub: &Hub) -> Reconciled {
         match holder {
             None => {}
             Some(TokenHolder::Revoked) => {
-                hub.registry.close(&c, "token_revoked");
+                hub.registry
+                    .close(&c, cmem_wire::Code::TokenRevoked.as_str());
                 done.closed += 1;
             }
             Some(TokenHolder::Gone) => {
-                hub.registry.close(&c, "user_removed");
+                hub.registry
+                    .close(&c, cmem_wire::Code::UserRemoved.as_str());
                 done.closed += 1;
             }
             Some(TokenHolder::Active(user)) => {

@@ -59,6 +59,24 @@ pub enum TeamsError {
     Random(String),
 }
 
+impl TeamsError {
+    /// The code a client acts on (HTTP error bodies and Socket.IO acks say it alike).
+    pub fn code(&self) -> cmem_wire::Code {
+        use cmem_wire::Code;
+        match self {
+            TeamsError::Invalid(_) => Code::Invalid,
+            TeamsError::Forbidden(_) => Code::Forbidden,
+            TeamsError::NotFound(_) => Code::NotFound,
+            TeamsError::Exists(_) => Code::Exists,
+            TeamsError::Conflict(_) => Code::Conflict,
+            TeamsError::TooFast(_) => Code::RateLimited,
+            TeamsError::TooMany(_) => Code::LimitReached,
+            TeamsError::Db(_) | TeamsError::Random(_) => Code::Internal,
+            TeamsError::Unavailable(_) => Code::Unavailable,
+        }
+    }
+}
+
 /// A user as listed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct User {

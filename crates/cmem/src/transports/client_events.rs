@@ -43,18 +43,8 @@ fn spend(s: &Socket, which: Budget) -> Result<(), TeamsError> {
 }
 
 fn refuse(e: &TeamsError) -> Value {
-    let code = match e {
-        TeamsError::Invalid(_) => "invalid",
-        TeamsError::Forbidden(_) => "forbidden",
-        TeamsError::NotFound(_) => "not_found",
-        TeamsError::Exists(_) => "exists",
-        TeamsError::Conflict(_) => "conflict",
-        TeamsError::TooFast(_) => "rate_limited",
-        TeamsError::TooMany(_) => "limit_reached",
-        TeamsError::Db(_) | TeamsError::Random(_) => "internal",
-        TeamsError::Unavailable(_) => "unavailable",
-    };
-    json!({"ok": false, "error": e.to_string(), "code": code})
+    let message = e.to_string();
+    json!({"ok": false, "code": e.code(), "message": message, "error": message})
 }
 
 /// `{workspace}` or a bare workspace name.

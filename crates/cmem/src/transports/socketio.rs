@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cmem_wire::Code;
+use cmem_wire::sio::Limits;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -37,13 +39,12 @@ use sha2::{Digest, Sha256};
 use super::{conn_meta, parse_workspaces};
 use crate::app::App;
 use crate::config::Transport;
-use crate::engine::socketio::{Connected, EventStream, Namespaces, Reply, SocketIo};
+use crate::engine::socketio::{Connected, EventStream, Namespaces, Refused, Reply, SocketIo};
 use crate::engine::{self, Close, Engine, Frame, Opening};
 use crate::envelope::{Cursor, Event, Scope};
+use crate::hub::Subscription;
 use crate::hub::registry::Conn;
-use crate::hub::{StreamEnd, Subscription};
 use crate::net::StallFlag;
-use crate::protocol::sio::Limits;
 use crate::teams::auth::{Identity, identify, token_from};
 use crate::teams::rate::RateLimit;
 
@@ -320,10 +321,18 @@ fn frame_of(sub: &Subscription, ev: &Event) -> Frame {
     })
 }
 
+/// A CONNECT_ERROR's message with the code a client acts on in its `data`.
+fn refuse(code: Code, message: impl std::fmt::Display) -> Refused {
+    Refused {
+        message: message.to_string(),
+        data: Some(json!({ "code": code })),
+    }
+}
+
 fn cmem_close(reason: &str, message: &str, last_event_id: String) -> Frame {
     let packet = json!([
         "cmem_close",
-        {"reason": reason, "message": message, "reconnect": true, "last_event_id": last_event_id}
+        crate::hub::last_words(reason, message, last_event_id)
     ]);
     Frame::message(&format!("2{packet}"))
 }
@@ -338,10 +347,7 @@ impl EventStream for Delivery {
         match sub.next().await {
             Ok(ev) => Ok(frame_of(sub, &ev)),
             Err(end) => {
-                let reason = match &end {
-                    StreamEnd::Shutdown => "server_shutdown".to_string(),
-                    other => other.reason(),
-                };
+                let reason = end.reason();
                 let last = cmem_close(
                     &reason,
                     &end.to_string(),
@@ -353,13 +359,6 @@ impl EventStream for Delivery {
                 })
             }
         }
-    }
-}
-
-fn transport_of(t: engine::Transport) -> Transport {
-    match t {
-        engine::Transport::Websocket => Transport::Websocket,
-        engine::Transport::Polling => Transport::Polling,
     }
 }
 
@@ -409,16 +408,16 @@ impl Cmem {
         &self,
         o: &Opening,
         auth: Option<Value>,
-    ) -> Result<Connected<Arc<Socket>, Delivery>, String> {
+    ) -> Result<Connected<Arc<Socket>, Delivery>, Refused> {
         let app = &self.app;
-        let mut hs = parse_auth(auth).map_err(|e| e.to_string())?;
+        let mut hs = parse_auth(auth).map_err(|e| refuse(Code::Invalid, e))?;
         // `auth.token` first; Node clients may also send the header or `?token=` on the URL
         let token = hs
             .token
             .take()
             .or_else(|| token_from(&o.headers, o.uri.query()));
         let identity = identify(&app.teams, token.as_deref(), app.config.open_allowed())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refuse(e.code(), e))?;
         let user = identity.user_name().unwrap_or("").to_string();
         let start = self.start(&hs, &user);
         let (sid, workspaces) = match &start {
@@ -441,10 +440,15 @@ impl Cmem {
                 (sid.clone(), allowed)
             }
             _ => (
-                new_socket_id().ok_or("no random numbers from the operating system")?,
+                new_socket_id().ok_or_else(|| {
+                    refuse(
+                        Code::Internal,
+                        "no random numbers from the operating system",
+                    )
+                })?,
                 identity
                     .workspaces_for(std::mem::take(&mut hs.workspaces))
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| refuse(e.code(), e))?,
             ),
         };
         let remote = o
@@ -455,12 +459,12 @@ impl Cmem {
         let registry = &app.hub.registry;
         if let Some(old) = registry.get(&sid) {
             // the transport this session replaces has not been seen to end yet
-            old.close("recovered_elsewhere");
-            registry.ended(&old, "recovered_elsewhere");
+            old.close(Code::RecoveredElsewhere.as_str());
+            registry.ended(&old, Code::RecoveredElsewhere.as_str());
         }
         let conn = registry
-            .register(sid.clone(), transport_of(o.transport), meta)
-            .ok_or("this socket id is in use")?;
+            .register(sid.clone(), o.transport, meta)
+            .ok_or_else(|| refuse(Code::Conflict, "this socket id is in use"))?;
         // The subscription starts (greeting and any resync committed) before the CONNECT
         // answer: a client learns it is connected only once its position is fixed, so nothing
         // another client publishes after that moment can fall before it, and its greeting is
@@ -470,7 +474,7 @@ impl Cmem {
             Start::Fresh { cursor } => app.hub.subscribe(conn.clone(), cursor).await,
             Start::Resync { requested } => {
                 app.hub
-                    .subscribe_resync(conn.clone(), "unknown_session", requested)
+                    .subscribe_resync(conn.clone(), Code::UnknownSession.as_str(), requested)
                     .await
             }
         };
@@ -478,8 +482,11 @@ impl Cmem {
             Ok(sub) => sub,
             Err(e) => {
                 tracing::error!(error = %e, sid = %conn.id, "could not start delivery");
-                registry.ended(&conn, "journal_error");
-                return Err(format!("the journal is unavailable: {e}"));
+                registry.ended(&conn, Code::JournalError.as_str());
+                return Err(refuse(
+                    Code::Unavailable,
+                    format!("the journal is unavailable: {e}"),
+                ));
             }
         };
         let hub = &app.hub;
@@ -509,8 +516,9 @@ impl Namespaces for Cmem {
         opening: &Opening,
         nsp: &str,
         auth: Option<Value>,
-    ) -> Result<Connected<Arc<Socket>, Delivery>, String> {
+    ) -> Result<Connected<Arc<Socket>, Delivery>, Refused> {
         if nsp != "/" {
+            // as the reference server says it, without a code: no cmem client asks for one
             return Err("Invalid namespace".into());
         }
         self.connect_root(opening, auth).await
@@ -536,7 +544,7 @@ impl Namespaces for Cmem {
         let registry = &self.app.hub.registry;
         let c = &socket.conn;
         let why = if socket.stall.as_ref().is_some_and(StallFlag::is_set) {
-            "slow_consumer"
+            Code::SlowConsumer.as_str()
         } else {
             reason
         };

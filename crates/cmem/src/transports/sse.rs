@@ -25,7 +25,6 @@ use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
-use serde_json::json;
 
 use super::{conn_meta, new_conn_id, workspaces_for};
 use crate::app::App;
@@ -49,7 +48,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let stalled = self.stalled.as_ref().is_some_and(StallFlag::is_set);
         let reason = if stalled {
-            "slow_consumer"
+            cmem_wire::Code::SlowConsumer.as_str()
         } else {
             "client_closed"
         };
@@ -99,15 +98,10 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
                     }
                     st.sub.conn().close(&reason);
                     st.phase = Phase::Done;
-                    let out = SseEvent::default().event("close").data(
-                        json!({
-                            "reason": reason,
-                            "message": end.to_string(),
-                            "reconnect": true,
-                            "last_event_id": st.sub.cursor_text(st.sub.conn().cursor()),
-                        })
-                        .to_string(),
-                    );
+                    let last = st.sub.cursor_text(st.sub.conn().cursor());
+                    let out = SseEvent::default()
+                        .event("close")
+                        .data(crate::hub::last_words(&reason, &end.to_string(), last).to_string());
                     Some((Ok(out), st))
                 }
             },

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
-use cmem_client::{Client, Cursor, ErrorCode, Options, Transport, Update};
+use cmem_client::{Action, Client, Cursor, ErrorCode, Options, Phase, Transport, Update};
 
 use crate::{EXIT_CONFIG, EXIT_RUNTIME, runtime};
 
@@ -74,7 +74,7 @@ fn options(a: &TailArgs) -> Result<Options, String> {
     o.transports = a
         .transports
         .iter()
-        .map(|t| Transport::parse(t))
+        .map(|t| t.parse::<Transport>())
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     o.from = a
@@ -142,12 +142,19 @@ pub(crate) fn tail(a: TailArgs) -> ExitCode {
                 None => return ExitCode::from(EXIT_RUNTIME),
                 Some(Update::State(s)) => {
                     eprintln!("cmem tail: {s}");
-                    // a token problem does not mend by retrying
-                    if let Some((_, e)) = &s.error
-                        && e.code == ErrorCode::Unauthorized
-                    {
-                        eprintln!("error: {e}: check --token (or CM_TOKEN)");
-                        return ExitCode::from(EXIT_CONFIG);
+                    // a token problem does not mend by retrying, nor what the server says
+                    // cannot (its code's action is `give_up`: the client stopped)
+                    if let Some((_, e)) = &s.error {
+                        if e.action == Some(Action::Reauthenticate)
+                            || e.code == ErrorCode::Unauthorized
+                        {
+                            eprintln!("error: {e}: check --token (or CM_TOKEN)");
+                            return ExitCode::from(EXIT_CONFIG);
+                        }
+                        if s.state == Phase::Failed {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(EXIT_CONFIG);
+                        }
                     }
                 }
                 Some(Update::Event(e)) => {
