@@ -8,8 +8,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { connect, backoffDelay } from '@collective-memory/client';
-import { CMEM_BIN, startServer, publish, publishMany, until, sleep, tempDir, TEST_EVENT } from './lib.mjs';
+import { connect, backoffDelay, CODES, actionOf } from '@collective-memory/client';
+import { CMEM_BIN, startServer, publish, publishMany, until, sleep, tempDir, TEST_EVENT, sioClient } from './lib.mjs';
 import { nginx, cuttingProxy, rulesProxy, stopProxies } from './proxies.mjs';
 
 const servers = [];
@@ -374,4 +374,80 @@ test("README's install line, run as written, gives a Node program a working clie
   `;
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', program], { cwd: project, timeout: 30000 }).toString();
   assert.match(out, /connected websocket/);
+});
+
+test('the client acts on the server\'s codes, never on its words: reauthenticate, retry, give up, resync', { timeout: 120000 }, async () => {
+  const data = tempDir();
+  const cmem = (...args) => execFileSync(CMEM_BIN, [...args, '--data', data], { env: { ...process.env, RUST_LOG: 'warn' } }).toString();
+  cmem('user', 'add', 'alice', '--admin');
+  cmem('user', 'add', 'bob');
+  cmem('workspace', 'create', 'ops');
+  for (const u of ['alice', 'bob']) cmem('workspace', 'add-member', 'ops', u);
+  const tokenOf = (u) => JSON.parse(cmem('token', 'create', u, '--json'));
+  const alice = tokenOf('alice').token;
+  const bob = tokenOf('bob').token;
+  const bob2 = tokenOf('bob');
+  let s = await startServer({ data });
+  servers.push(s);
+
+  // the table the client reads is the server's (generated from it): every code's action
+  assert.equal(CODES.token_revoked.action, 'reauthenticate');
+  assert.equal(CODES.forbidden.action, 'give_up');
+  assert.equal(actionOf('made_up_by_a_newer_server', 503), 'retry');
+  // the official client sees the code on `connect_error` as `err.data.code`
+  const official = sioClient(s.url, { transports: ['websocket'], extraAuth: { token: 'cm_nope_nope' } });
+  const refusal = await new Promise((resolve) => official.socket.on('connect_error', resolve));
+  assert.deepEqual([refusal.data?.code, actionOf(refusal.data?.code)], ['token_invalid', 'reauthenticate']);
+  official.socket.close();
+
+  // a bad token, and a token function: asked again whenever the server says to reauthenticate
+  let asked = 0;
+  const renewed = client(s.url, { ...quick, token: () => (++asked === 1 ? 'cm_nope_nope' : alice) });
+  await until(() => renewed.state === 'connected', 'connected with the renewed token', 30000);
+  const first = renewed.states.find((x) => x.error);
+  assert.deepEqual([first.error.code, first.error.reason, first.error.action], ['unauthorized', 'token_invalid', 'reauthenticate']);
+  assert.equal(asked, 2, 'the function was asked once more, after token_invalid');
+
+  // a revoked token: the close says `token_revoked`, which asks for a new token
+  const revoked = client(s.url, { ...quick, token: bob2.token, transports: ['sse'] });
+  await until(() => revoked.state === 'connected', 'bob connected over SSE');
+  cmem('token', 'revoke', bob2.id);
+  await until(() => revoked.states.some((x) => x.error?.reason === 'token_revoked'), 'the revocation reported', 15000);
+  assert.equal(revoked.states.find((x) => x.error?.reason === 'token_revoked').error.action, 'reauthenticate');
+  revoked.close();
+
+  // bob reads `ops`; shutdown is a close to retry; then he is no longer in `ops`: every
+  // transport refuses with `forbidden` and the client stops, saying why
+  const member = client(s.url, { ...quick, token: bob, workspaces: ['ops'] });
+  await until(() => member.state === 'connected', 'bob connected to ops');
+  cmem('workspace', 'remove-member', 'ops', 'bob');
+  await s.stop();
+  s = await startServer({ data, port: s.port });
+  servers.push(s);
+  await until(() => member.state === 'failed', 'the client stopped', 60000);
+  const shutdown = member.states.find((x) => x.error?.reason === 'server_shutdown');
+  assert.ok(shutdown, 'the shutdown was reported with its code');
+  assert.equal(shutdown.error.action, 'retry');
+  const forbidden = new Set(member.states.filter((x) => x.error?.reason === 'forbidden').map((x) => x.error.transport));
+  assert.deepEqual([...forbidden].sort(), ['poll', 'polling', 'sse', 'websocket']);
+  const last = member.states.at(-1);
+  assert.deepEqual([last.state, last.error.code, last.error.action], ['failed', 'forbidden', 'give_up']);
+  await assert.rejects(member.whenConnected(), /ops/);
+  // a new start with what is allowed connects
+  member.reconnect({ workspaces: null });
+  await until(() => member.state === 'connected', 'connected again without ops');
+
+  // a cursor of another journal: a `resync` whose reason is a code that asks for one
+  const other = client(s.url, { ...quick, token: alice, transports: ['poll'], from: 'not-this-journal:5' });
+  await until(() => other.events.some((e) => e.type === 'resync'), 'a resync');
+  const reason = other.events.find((e) => e.type === 'resync').data.reason;
+  assert.deepEqual([reason, actionOf(reason)], ['epoch_mismatch', 'resync']);
+
+  // HTTP error bodies and acks carry the code too
+  const bad = await fetch(`${s.url}/api/events/poll`, { headers: { authorization: `Bearer ${alice}` } });
+  const body = await bad.json();
+  assert.equal(bad.status, 400);
+  assert.deepEqual([body.code, typeof body.message], ['invalid', 'string']);
+  const sent = await member.send('team_message', { workspace: 'ops', text: 'hi' }).catch((e) => e);
+  assert.deepEqual([sent.code, sent.action], ['forbidden', 'give_up']);
 });

@@ -3,7 +3,9 @@
 //! draws the same table top to bottom; change both together, and only by moving a module up,
 //! never by letting a lower one reach up.
 //!
-//! The check reads the sources: every `crate::<module>` outside comments counts as a use.
+//! The check reads the sources: every `crate::<module>` outside comments counts as a use, and so
+//! does every module of a grouped import (`use crate::{hub, teams::Teams}`). The wire format is a
+//! crate of its own below all of these (`cmem-wire`), which the compiler keeps from reaching up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,11 +17,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("net", &[]),
     ("config", &["net"]),
-    ("protocol", &[]),
-    ("engine", &["protocol"]),
-    ("envelope", &["protocol"]),
+    ("engine", &[]),
+    ("envelope", &[]),
     ("journal", &["clock", "envelope", "nats", "testing"]),
-    ("hub", &["clock", "config", "envelope", "journal", "net"]),
+    ("hub", &["clock", "envelope", "journal", "net"]),
     ("memory", &["clock", "config", "envelope", "hub"]),
     ("teams", &["clock", "envelope", "hub", "nats", "testing"]),
     ("monitor", &["envelope", "hub", "memory"]),
@@ -37,8 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "transports",
         &[
-            "app", "clock", "config", "engine", "envelope", "http", "hub", "net", "protocol",
-            "teams",
+            "app", "clock", "config", "engine", "envelope", "http", "hub", "net", "teams",
         ],
     ),
     (
@@ -83,7 +83,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "hub",
             "mcp",
             "memory",
-            "protocol",
             "teams",
             "transports",
         ],
@@ -105,28 +104,61 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `crate::<name>` uses in `text`, comments left out.
+/// `crate::<name>` uses in `text`, comments left out; a grouped import
+/// (`crate::{hub, teams::{a, b}}`, over several lines too) uses each module it names.
 fn uses(text: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for line in text.lines() {
-        let code = match line.find("//") {
+    let code: Vec<&str> = text
+        .lines()
+        .map(|line| match line.find("//") {
             Some(i) => &line[..i],
             None => line,
-        };
-        let mut rest = code;
-        while let Some(i) = rest.find("crate::") {
-            let after = &rest[i + "crate::".len()..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.insert(name);
+        })
+        .collect();
+    let code = code.join("\n");
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found = BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        let after = &rest[i + "crate::".len()..];
+        if let Some(group) = after.strip_prefix('{') {
+            // the first name of each item at the group's top level
+            let (mut depth, mut item) = (0usize, String::new());
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        found.insert(ident(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                if depth == 0 {
+                    item.push(c);
+                }
             }
-            rest = after;
+            found.insert(ident(&item));
+        } else {
+            found.insert(ident(after));
         }
+        rest = after;
     }
+    found.remove("");
     found
+}
+
+#[test]
+fn grouped_imports_count_as_uses() {
+    let text = "use crate::{\n    hub::{self, Hub},\n    teams, // not crate::memory\n};\nuse crate::clock::now;";
+    let got: Vec<String> = uses(text).into_iter().collect();
+    assert_eq!(got, ["clock", "hub", "teams"]);
 }
 
 /// The module a file belongs to (`src/hub/registry.rs` → `hub`); `None` for `lib.rs` and the

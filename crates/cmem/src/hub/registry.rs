@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envelope::Scope;
 
-use crate::config::Transport;
+use cmem_wire::Transport;
 
 fn transport_from_u8(v: u8) -> Transport {
     Transport::ALL

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::config::Transport;
+use cmem_wire::Transport;
 use crate::envelope::{Cursor, NewEvent, Scope};
 use crate::hub::registry::ConnMeta;
 

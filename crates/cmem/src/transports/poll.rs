@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use super::{conn_meta, workspaces_for};
 use crate::app::App;
 use crate::clock::now_rfc3339;
-use crate::config::Transport;
+use cmem_wire::Transport;
 use crate::envelope::Cursor;
 use crate::http::{ApiError, number_param, parse_cursor, query_params};
 use crate::hub::Hub;

@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 
 use super::{conn_meta, parse_workspaces};
 use crate::app::App;
-use crate::config::Transport;
+use cmem_wire::Transport;
 use crate::engine::socketio::{Connected, EventStream, Namespaces, Refused, Reply, SocketIo};
 use crate::engine::{self, Close, Engine, Frame, Opening};
 use crate::envelope::{Cursor, Event, Scope};

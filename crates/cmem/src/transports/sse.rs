@@ -28,7 +28,7 @@ use futures::Stream;
 
 use super::{conn_meta, new_conn_id, workspaces_for};
 use crate::app::App;
-use crate::config::Transport;
+use cmem_wire::Transport;
 use crate::http::ApiError;
 use crate::http::{parse_cursor, query_params};
 use crate::hub::registry::Conn;
