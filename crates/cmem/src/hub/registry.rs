@@ -8,12 +8,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use cmem_wire::Transport;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::Scope;
-
-use cmem_wire::Transport;
 
 fn transport_from_u8(v: u8) -> Transport {
     Transport::ALL

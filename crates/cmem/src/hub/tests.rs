@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cmem_wire::Transport;
 use serde_json::json;
 
 use super::*;
-use cmem_wire::Transport;
 use crate::envelope::{Cursor, NewEvent, Scope};
 use crate::hub::registry::ConnMeta;
 

@@ -19,13 +19,13 @@ use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use cmem_wire::Transport;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{conn_meta, workspaces_for};
 use crate::app::App;
 use crate::clock::now_rfc3339;
-use cmem_wire::Transport;
 use crate::envelope::Cursor;
 use crate::http::{ApiError, number_param, parse_cursor, query_params};
 use crate::hub::Hub;

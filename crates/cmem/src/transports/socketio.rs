@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cmem_wire::Code;
+use cmem_wire::Transport;
 use cmem_wire::sio::Limits;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -38,7 +39,6 @@ use sha2::{Digest, Sha256};
 
 use super::{conn_meta, parse_workspaces};
 use crate::app::App;
-use cmem_wire::Transport;
 use crate::engine::socketio::{Connected, EventStream, Namespaces, Refused, Reply, SocketIo};
 use crate::engine::{self, Close, Engine, Frame, Opening};
 use crate::envelope::{Cursor, Event, Scope};

@@ -24,11 +24,11 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use cmem_wire::Transport;
 use futures::Stream;
 
 use super::{conn_meta, new_conn_id, workspaces_for};
 use crate::app::App;
-use cmem_wire::Transport;
 use crate::http::ApiError;
 use crate::http::{parse_cursor, query_params};
 use crate::hub::registry::Conn;
