@@ -620,5 +620,22 @@ impl Subscription {
     }
 }
 
+/// A hub on a fresh journal in `dir`, for the tests of the layers above.
+#[cfg(test)]
+pub(crate) fn for_tests(dir: &std::path::Path) -> Arc<Hub> {
+    let options = HubOptions {
+        state_dir: dir.to_path_buf(),
+        queue_bound: 1024,
+        journal: crate::journal::JournalOptions {
+            full_sync: false,
+            batch_max: 1000,
+            retention_max_events: 0,
+            retention_max_age_s: 0,
+        },
+        cluster: None,
+    };
+    Hub::open(options).expect("a hub in a temporary folder")
+}
+
 #[cfg(test)]
 mod tests;

@@ -367,32 +367,55 @@ pub(crate) fn compact_stored(
     if stored <= COMPACT_AFTER {
         return Ok(());
     }
-    let updates: Vec<Vec<u8>> = db
-        .prepare("SELECT data FROM doc_updates WHERE workspace = ?1 AND doc = ?2 ORDER BY seq")?
-        .query_map(params![workspace, name], |r| r.get(0))?
+    let updates: Vec<(i64, Vec<u8>)> = db
+        .prepare(
+            "SELECT seq, data FROM doc_updates WHERE workspace = ?1 AND doc = ?2 ORDER BY seq",
+        )?
+        .query_map(params![workspace, name], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let full = guarded("stored document", || {
+    // only what was folded is deleted: an update that cannot be read stays stored as it is
+    // (a later version may read it), and is reported
+    let (full, folded) = guarded("stored document", || {
         let doc = Doc::new();
+        let mut folded = Vec::with_capacity(updates.len());
         {
             let mut txn = doc.transact_mut();
-            for u in &updates {
-                if let Ok(u) = Update::decode_v1(u) {
-                    let _ = txn.apply_update(u);
+            for (seq, u) in &updates {
+                let applied = Update::decode_v1(u)
+                    .map_err(|e| e.to_string())
+                    .and_then(|u| txn.apply_update(u).map_err(|e| e.to_string()));
+                match applied {
+                    Ok(()) => folded.push(*seq),
+                    Err(e) => tracing::error!(
+                        workspace,
+                        doc = name,
+                        seq,
+                        error = %e,
+                        "a stored document update cannot be read; it is kept, not folded"
+                    ),
                 }
             }
         }
-        doc.transact()
-            .encode_state_as_update_v1(&StateVector::default())
+        let full = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        (full, folded)
     })?;
-    db.execute(
-        "DELETE FROM doc_updates WHERE workspace = ?1 AND doc = ?2",
-        params![workspace, name],
-    )?;
+    let mut delete =
+        db.prepare("DELETE FROM doc_updates WHERE workspace = ?1 AND doc = ?2 AND seq = ?3")?;
+    for seq in &folded {
+        delete.execute(params![workspace, name, seq])?;
+    }
     db.execute(
         "INSERT INTO doc_updates (workspace, doc, data) VALUES (?1, ?2, ?3)",
         params![workspace, name, full],
     )?;
-    tracing::debug!(workspace, doc = name, folded = stored, "document compacted");
+    tracing::debug!(
+        workspace,
+        doc = name,
+        folded = folded.len(),
+        "document compacted"
+    );
     Ok(())
 }
 
@@ -550,6 +573,44 @@ pub(crate) mod tests {
             .get_string(&client.transact());
         assert_eq!(text.get_string(&joiner.transact()), want);
         assert_eq!(want.len(), (COMPACT_AFTER + 10) as usize);
+    }
+
+    /// Compaction folds what it can read and keeps what it cannot: a stored update that does
+    /// not decode (written by a later version, or damaged) is not deleted with the others.
+    #[test]
+    fn compaction_keeps_an_update_it_cannot_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Teams::open(dir.path()).unwrap();
+        let client = Doc::new();
+        t.doc_apply("eng", "notes", &edit(&client, 0, "a")).unwrap();
+        t.db()
+            .unwrap()
+            .execute(
+                "INSERT INTO doc_updates (workspace, doc, data) VALUES ('eng', 'notes', x'ff00ff')",
+                [],
+            )
+            .unwrap();
+        for _ in 0..COMPACT_AFTER {
+            t.doc_apply("eng", "notes", &edit(&client, 0, "b")).unwrap();
+        }
+        let rows: Vec<Vec<u8>> = t
+            .db()
+            .unwrap()
+            .prepare("SELECT data FROM doc_updates WHERE doc = 'notes' ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(rows.len() < 10, "compacted: {} rows", rows.len());
+        assert!(
+            rows.contains(&vec![0xff, 0x00, 0xff]),
+            "the unreadable update is kept"
+        );
+        let want = client
+            .get_or_insert_text("t")
+            .get_string(&client.transact());
+        assert_eq!(text_of(&t, "eng", "notes"), want);
     }
 
     /// The text `t` of a document, as a late joiner syncing from nothing would see it.

@@ -3,7 +3,10 @@
 //! workspace's scope, so members receive it live or when they resume.
 //!
 //! A client that retries (its ack was lost, it reconnected) sends the same `client_msg_id`;
-//! the retry returns the stored message and publishes nothing, so nobody sees it twice.
+//! the retry returns the stored message and publishes nothing, so nobody sees it twice —
+//! unless the message was stored and never published (the attempt that stored it could not
+//! publish it, nor take it back, or the process stopped between the two): then the retry
+//! publishes it, so no message stays in the history that its members never received live.
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -14,6 +17,26 @@ use super::store::{Change, Check};
 use super::{Teams, TeamsError, check_name};
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
+
+/// What storing a message found.
+#[derive(Debug)]
+pub(super) enum Stored {
+    /// Stored now.
+    New(Message),
+    /// Stored before with this `client_msg_id`; `published`: its event is in the journal.
+    Again { message: Message, published: bool },
+}
+
+impl Stored {
+    /// The message, and whether it was there already.
+    #[cfg(test)]
+    pub(super) fn parts(self) -> (Message, bool) {
+        match self {
+            Stored::New(m) => (m, false),
+            Stored::Again { message, .. } => (message, true),
+        }
+    }
+}
 
 /// The author of messages on an open server, where nobody signs in.
 pub const LOCAL_USER: &str = "local";
@@ -51,18 +74,18 @@ impl Teams {
         user: &str,
         text: &str,
         client_msg_id: Option<&str>,
-    ) -> Result<(Message, bool), TeamsError> {
-        let find = |db: &rusqlite::Connection| -> Result<Option<Message>, TeamsError> {
+    ) -> Result<Stored, TeamsError> {
+        let find = |db: &rusqlite::Connection| -> Result<Option<(Message, bool)>, TeamsError> {
             let Some(cid) = client_msg_id else {
                 return Ok(None);
             };
             Ok(db
                 .query_row(
                     &format!(
-                        "SELECT {COLUMNS} FROM messages WHERE workspace = ?1 AND user = ?2 AND client_msg_id = ?3"
+                        "SELECT {COLUMNS}, event_id IS NOT NULL FROM messages WHERE workspace = ?1 AND user = ?2 AND client_msg_id = ?3"
                     ),
                     params![workspace, user, cid],
-                    row,
+                    |r| Ok((row(r)?, r.get::<_, bool>(6)?)),
                 )
                 .optional()?)
         };
@@ -88,23 +111,29 @@ impl Teams {
             Ok(id) => id,
             Err(TeamsError::Exists(_)) => {
                 let found = find(&*self.db()?)?;
-                return found.map(|m| (m, true)).ok_or_else(|| {
-                    TeamsError::Unavailable("message vanished; send it again".into())
-                });
+                return found
+                    .map(|(message, published)| Stored::Again { message, published })
+                    .ok_or_else(|| {
+                        TeamsError::Unavailable("message vanished; send it again".into())
+                    });
             }
             Err(e) => return Err(e),
         };
-        Ok((
-            Message {
-                id,
-                workspace: workspace.into(),
-                user: user.into(),
-                text: text.into(),
-                client_msg_id: client_msg_id.map(str::to_string),
-                ts,
-            },
-            false,
-        ))
+        Ok(Stored::New(Message {
+            id,
+            workspace: workspace.into(),
+            user: user.into(),
+            text: text.into(),
+            client_msg_id: client_msg_id.map(str::to_string),
+            ts,
+        }))
+    }
+
+    /// Marks message `id` as being published by this process; `None` when a send under way
+    /// is publishing it already. The mark goes when the guard is dropped.
+    fn claim_publishing(&self, id: i64) -> Option<Publishing<'_>> {
+        let mut set = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(id).then_some(Publishing { teams: self, id })
     }
 
     fn unstore_message(&self, id: i64) -> Result<(), TeamsError> {
@@ -178,6 +207,23 @@ impl Teams {
     }
 }
 
+/// A message this process is publishing (see `Teams::claim_publishing`).
+struct Publishing<'a> {
+    teams: &'a Teams,
+    id: i64,
+}
+
+impl Drop for Publishing<'_> {
+    fn drop(&mut self) {
+        let mut set = self
+            .teams
+            .publishing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.id);
+    }
+}
+
 /// What a client sends.
 pub struct Outgoing<'a> {
     pub workspace: &'a str,
@@ -211,25 +257,50 @@ pub async fn send(
         ));
     }
     let user = identity.user_name().unwrap_or(LOCAL_USER);
-    let (msg, duplicate) = teams.store_message(m.workspace, user, text, cid)?;
-    if duplicate {
+    let (msg, again) = match teams.store_message(m.workspace, user, text, cid)? {
+        Stored::New(msg) => (msg, false),
+        Stored::Again {
+            message,
+            published: true,
+        } => return Ok((message, true)),
+        // stored and never published: this retry publishes it (below), unless the send that
+        // stored it is still publishing
+        Stored::Again {
+            message,
+            published: false,
+        } => (message, true),
+    };
+    let Some(_claim) = teams.claim_publishing(msg.id) else {
         return Ok((msg, true));
-    }
+    };
+    // the same message published by two nodes of a cluster is stored once
     let event = NewEvent::new(
         "team_message",
         Scope::Workspace(msg.workspace.clone()),
         json!(msg),
-    );
+    )
+    .once_as(format!("team_message:{}:{}", msg.workspace, msg.id));
     match hub.publish(vec![event]).await {
         Ok(committed) => {
-            if let Some(e) = committed.first() {
-                let _ = teams.set_message_event(msg.id, e.id);
+            if let Some(e) = committed.first()
+                && let Err(err) = teams.set_message_event(msg.id, e.id)
+            {
+                // published all the same; a retry would publish it again, which the journal's
+                // de-duplication absorbs only in a cluster
+                tracing::error!(error = %err, message = msg.id, "could not record a message's event id");
             }
-            Ok((msg, false))
+            Ok((msg, again))
         }
         Err(e) => {
-            // not published, so not kept: the client's retry will store it again
-            let _ = teams.unstore_message(msg.id);
+            // not published, so not kept: the client's retry stores it again. Should taking it
+            // back fail too, the retry finds it stored and unpublished and publishes it then.
+            if let Err(err) = teams.unstore_message(msg.id) {
+                tracing::error!(
+                    error = %err,
+                    message = msg.id,
+                    "a message that could not be published could not be taken back either; a retry with its client_msg_id publishes it"
+                );
+            }
             Err(TeamsError::Unavailable(format!("message not sent: {e}")))
         }
     }

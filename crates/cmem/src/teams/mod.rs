@@ -137,6 +137,8 @@ pub struct Teams {
     event_budgets: rate::Budgets,
     /// Longest message or notification body, in characters (`team_message_max_chars`).
     message_max_chars: std::sync::atomic::AtomicU64,
+    /// Messages being published by a send under way in this process (see `messages::send`).
+    publishing: Mutex<std::collections::HashSet<i64>>,
 }
 
 /// Where changes go (see [`store`]).
@@ -287,6 +289,7 @@ impl Teams {
             http_budgets: rate::Budgets::default(),
             event_budgets: rate::Budgets::default(),
             message_max_chars: std::sync::atomic::AtomicU64::new(4000),
+            publishing: Mutex::new(std::collections::HashSet::new()),
         }
     }
 

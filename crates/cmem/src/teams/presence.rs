@@ -291,6 +291,26 @@ async fn follow(s: &stream::Stream, subjects: &str) -> Result<consumer::pull::Or
     .map_err(|e| e.to_string())
 }
 
+/// This process's name in the presence announcements: random, so that no two processes share
+/// one (a node restarted, two nodes given the same name). Without randomness from the system
+/// it is made of the node's name, the process id and the clock — still one per process — and
+/// the log says so; it is never a constant that two nodes could both fall back to.
+fn instance_id(node: &str, fill: impl FnOnce(&mut [u8]) -> Result<(), getrandom::Error>) -> String {
+    let mut id = [0u8; 8];
+    match fill(&mut id) {
+        Ok(()) => super::store::hex(&id),
+        Err(e) => {
+            // the clock, and a count for two calls within one tick of a coarse clock
+            static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+            let made = format!("{node}-{}-{nanos:x}-{n}", std::process::id());
+            tracing::error!(error = %e, instance = %made, "no random numbers from the operating system; the presence instance is named from the node, the process and the clock");
+            made
+        }
+    }
+}
+
 async fn run_cluster(
     hub: Arc<Hub>,
     teams: Arc<Teams>,
@@ -298,9 +318,7 @@ async fn run_cluster(
     link: Link,
     node: String,
 ) {
-    let mut id = [0u8; 8];
-    let _ = getrandom::fill(&mut id);
-    let me = super::store::hex(&id);
+    let me = instance_id(&node, getrandom::fill);
     let subjects = format!("{}_presence", link.base.to_lowercase());
     let say = |a: Announcement| {
         let js = link.js.clone();
@@ -512,6 +530,23 @@ pub fn online(hub: &Hub, teams: &Teams, workspace: &str) -> Vec<serde_json::Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_is_never_named_by_a_constant() {
+        assert_eq!(
+            instance_id("n1", |b| {
+                b.fill(0xab);
+                Ok(())
+            }),
+            "abababababababab"
+        );
+        let failing = |_: &mut [u8]| Err(getrandom::Error::UNSUPPORTED);
+        let a = instance_id("n1", failing);
+        let b = instance_id("n1", failing);
+        assert!(a.starts_with(&format!("n1-{}-", std::process::id())), "{a}");
+        assert_ne!(a, b, "two instances are told apart");
+        assert_ne!(a, "0000000000000000");
+    }
 
     fn entry(w: &str, u: &str) -> Entry {
         Entry {

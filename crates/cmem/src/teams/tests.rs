@@ -103,12 +103,21 @@ fn conformance(t: &Teams) {
     ));
     assert!(t.tokens(Some("alice")).unwrap()[0].revoked_at.is_some());
     // messages: a retry with the same client_msg_id is the stored message, not a new one
-    let (m1, dup) = t.store_message("eng", "alice", "hi", Some("c1")).unwrap();
+    let (m1, dup) = t
+        .store_message("eng", "alice", "hi", Some("c1"))
+        .unwrap()
+        .parts();
     assert!(!dup);
-    let (again, dup) = t.store_message("eng", "alice", "hi", Some("c1")).unwrap();
+    let (again, dup) = t
+        .store_message("eng", "alice", "hi", Some("c1"))
+        .unwrap()
+        .parts();
     assert!(dup);
     assert_eq!(again, m1);
-    let (m2, _) = t.store_message("eng", "alice", "second", None).unwrap();
+    let (m2, _) = t
+        .store_message("eng", "alice", "second", None)
+        .unwrap()
+        .parts();
     assert!(m2.id > m1.id);
     let page = t.messages("eng", None, 10).unwrap();
     assert_eq!(page, [m2.clone(), m1.clone()]);
@@ -150,6 +159,54 @@ fn conformance(t: &Teams) {
     assert!(t.workspace("eng").unwrap().unwrap().members.is_empty());
     assert_eq!(holder(&tok.id), TokenHolder::Gone);
     assert_eq!(t.users().unwrap().len(), 1);
+}
+
+/// A message stored and never published (the send that stored it could neither publish it nor
+/// take it back) is published by the retry that finds it, once; a retry of a published
+/// message publishes nothing.
+#[tokio::test]
+async fn a_retry_publishes_a_message_its_first_send_could_not() {
+    use messages::{LOCAL_USER, Outgoing, send};
+    let dir = tempfile::tempdir().unwrap();
+    let t = Teams::open(dir.path()).unwrap();
+    let hub = crate::hub::for_tests(dir.path());
+    let mut seen = hub.tap();
+    // what a failed publish followed by a failed take-back leaves
+    let (stored, _) = t
+        .store_message("eng", LOCAL_USER, "hi", Some("c1"))
+        .unwrap()
+        .parts();
+    let retry = || Outgoing {
+        workspace: "eng",
+        text: "hi",
+        client_msg_id: Some("c1"),
+    };
+    for _ in 0..2 {
+        let (m, again) = send(&t, &hub, &auth::Identity::Open, retry())
+            .await
+            .unwrap();
+        assert_eq!((m.id, again), (stored.id, true));
+    }
+    // a fence: everything published before it has reached the tap
+    hub.publish(vec![crate::envelope::NewEvent::new(
+        "fence",
+        crate::envelope::Scope::Global,
+        serde_json::json!({}),
+    )])
+    .await
+    .unwrap();
+    let mut published = Vec::new();
+    loop {
+        let ev = seen.recv().await.unwrap();
+        if ev.kind == "fence" {
+            break;
+        }
+        if ev.kind == "team_message" {
+            published.push(ev.json().to_string());
+        }
+    }
+    assert_eq!(published.len(), 1, "published once: {published:?}");
+    assert!(published[0].contains(&format!("\"id\":{}", stored.id)));
 }
 
 #[test]
@@ -281,7 +338,10 @@ mod jetstream {
             let (ma, mb) = std::thread::scope(|s| {
                 let ha = s.spawn(|| a.store_message("eng", "carol", "once", Some(&cid)));
                 let hb = s.spawn(|| b.store_message("eng", "carol", "once", Some(&cid)));
-                (ha.join().unwrap().unwrap(), hb.join().unwrap().unwrap())
+                (
+                    ha.join().unwrap().unwrap().parts(),
+                    hb.join().unwrap().unwrap().parts(),
+                )
             });
             assert_eq!(ma.0.id, mb.0.id);
             assert!(
