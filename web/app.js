@@ -269,7 +269,7 @@ function searchPage(main) {
     if (prefix.value.trim()) p.set('path_prefix', prefix.value.trim());
     try {
       const r = await api(`/api/search?${p}`, { signal: inflight.signal });
-      meta.textContent = `${r.total} result${r.total === 1 ? '' : 's'} · ${Math.round(r.searchTime ?? 0)} ms${r.mode && r.mode !== 'keyword' ? ` · words and meaning` : ''}${r.note ? ` · ${r.note}` : ''}`;
+      meta.textContent = `${r.total} result${r.total === 1 ? '' : 's'} · ${Math.round(r.search_time_ms ?? 0)} ms${r.mode && r.mode !== 'keyword' ? ` · words and meaning` : ''}${r.note ? ` · ${r.note}` : ''}`;
       results.replaceChildren(...r.results.map((x) => h('li', { class: 'result' },
         h('h2', {}, h('a', { href: `#/doc?path=${encodeURIComponent(x.path)}&q=${encodeURIComponent(text)}${x.passage ? `&line=${x.passage.start_line}` : ''}` }, x.title || x.filename)),
         h('div', { class: 'path' }, x.path, x.passage ? h('span', { class: 'passage' }, ` · ${x.passage.heading ? `§ ${x.passage.heading}, ` : ''}lines ${x.passage.start_line}–${x.passage.end_line}`) : null,
@@ -748,7 +748,7 @@ function docPage(main) {
   (async () => {
     try {
       const d = await api(`/api/document?path=${encodeURIComponent(path)}`);
-      head.append(h('span', { class: 'muted' }, ` · ${d.size} bytes · modified ${d.lastModified ? new Date(d.lastModified).toLocaleString() : '?'}`));
+      head.append(h('span', { class: 'muted' }, ` · ${d.size} bytes · modified ${d.last_modified ? new Date(d.last_modified).toLocaleString() : '?'}`));
       const words = queryWords(q);
       const re = words.length ? new RegExp(`(${words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`, 'gi') : null;
       // one element a line, so a passage's first line can be scrolled to

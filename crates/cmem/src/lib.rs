@@ -32,7 +32,7 @@ pub mod net;
 pub mod ops;
 pub mod server;
 pub mod teams;
-#[cfg(all(test, unix))]
+#[cfg(test)]
 pub(crate) mod testing;
 pub(crate) mod transports;
 

@@ -16,6 +16,20 @@ async fn body(resp: reqwest::Response) -> (u16, Value) {
     (status, v)
 }
 
+/// Waits until the server holds a poll request of `client` open (diagnostics say `waiting`):
+/// what a test that checks a long poll waits for, instead of a sleep.
+async fn held(s: &TestServer, client: &str) {
+    common::until(&format!("a held poll of {client}"), 10, || async {
+        let (_, v) = common::get(format!("{}/api/websocket/status", s.url)).await;
+        v["data"]["connections"]["clients"]
+            .as_array()?
+            .iter()
+            .any(|c| c["id"] == client && c["waiting"] == true)
+            .then_some(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn health_and_publish_assign_increasing_ids() {
     let s = TestServer::start(&[]);
@@ -234,7 +248,8 @@ async fn poll_validates_input_and_long_polls() {
             .await
             .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the fence: the server says the request is held (it was not answered at once)
+    held(&s, "lp").await;
     assert!(
         !waiting.is_finished(),
         "a long poll with nothing to say waits"
@@ -260,7 +275,7 @@ async fn poll_validates_input_and_long_polls() {
             .await
             .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    held(&s, "lp").await;
     s.publish(json!({"type": "for_lp", "scope": address})).await;
     let v = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await

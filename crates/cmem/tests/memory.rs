@@ -94,8 +94,11 @@ async fn a_word_in_three_files_finds_those_three() {
             .contains(&format!("<b>{WORD}</b>")),
         "{a}"
     );
-    assert!(a["lastModified"].as_str().unwrap().ends_with('Z'));
-    assert!(d["searchTime"].as_f64().is_some());
+    assert!(a["last_modified"].as_str().unwrap().ends_with('Z'));
+    assert!(d["search_time_ms"].as_f64().is_some());
+    // the release before's keys, kept one release
+    assert_eq!(a["lastModified"], a["last_modified"]);
+    assert_eq!(d["searchTime"], d["search_time_ms"]);
 
     // paging: total stays the true total
     let (_, v) = get(format!("{}/search?q={WORD}&limit=1&offset=1", s.url)).await;

@@ -421,7 +421,8 @@ async fn documents_are_read_within_the_data_folder_only() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["data"]["text"], "# A\nhello there\n");
     assert_eq!(v["data"]["path"], "notes/a.md");
-    assert!(v["data"]["lastModified"].is_string());
+    assert!(v["data"]["last_modified"].is_string());
+    assert_eq!(v["data"]["lastModified"], v["data"]["last_modified"]);
     for (p, status, says) in [
         ("../../etc/passwd", 400, "`..`"),
         ("/etc/passwd", 400, "relative"),

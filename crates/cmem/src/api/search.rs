@@ -200,6 +200,20 @@ pub async fn run_for_mcp(
     execute(app, identity, search).await
 }
 
+/// An answer with the keys of the release before as well (`searchTime`, each result's
+/// `lastModified`), which that release's clients read. Deprecated (README says so): removed in
+/// the next release; the keys are snake_case like every other.
+fn with_old_keys(answer: Answer) -> serde_json::Value {
+    let mut v = serde_json::to_value(&answer).unwrap_or_default();
+    v["searchTime"] = v["search_time_ms"].clone();
+    if let Some(results) = v["results"].as_array_mut() {
+        for r in results {
+            r["lastModified"] = r["last_modified"].clone();
+        }
+    }
+    v
+}
+
 /// `GET /api/search?q=&limit=&offset=&path_prefix=&extensions=md,txt` and `GET /search`
 pub async fn search_get(
     State(app): State<App>,
@@ -207,7 +221,7 @@ pub async fn search_get(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let search = service::Search::validate(SearchBody::from_query(q)?.asked(), "q")?;
-    Ok(ok(execute(&app, &identity, search).await?))
+    Ok(ok(with_old_keys(execute(&app, &identity, search).await?)))
 }
 
 /// `POST /api/search {q, limit?, offset?, path_prefix?, extensions?, session?, via?}`
@@ -217,7 +231,7 @@ pub async fn search_post(
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Response, ApiError> {
     let search = service::Search::validate(body.asked(), "q")?;
-    Ok(ok(execute(&app, &identity, search).await?))
+    Ok(ok(with_old_keys(execute(&app, &identity, search).await?)))
 }
 
 /// `GET /search/suggestions?q=&limit=`: index terms that start with `q`.
@@ -442,6 +456,8 @@ pub async fn document(
     if start.is_none() && end.is_none() {
         let mut v = serde_json::to_value(&doc).unwrap_or_default();
         v["index"] = updated;
+        // the release before's key, deprecated (see `with_old_keys`)
+        v["lastModified"] = v["last_modified"].clone();
         return Ok(ok(v));
     }
     let lines: Vec<&str> = doc.text.lines().collect();
@@ -459,6 +475,8 @@ pub async fn document(
         "path": doc.path,
         "text": text,
         "size": doc.size,
+        "last_modified": doc.last_modified,
+        // the release before's key, deprecated (see `with_old_keys`)
         "lastModified": doc.last_modified,
         "start_line": from,
         "end_line": to,

@@ -84,6 +84,9 @@ pub struct Conn {
     direct_from: AtomicU64,
     /// Where workspace joins and leaves are reported (connections with a user only).
     presence: Option<PresenceTx>,
+    /// A poll request of this client is held open, waiting for an event (diagnostics, and
+    /// what tests wait for instead of sleeping).
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -94,6 +97,11 @@ impl Conn {
     /// The transport changed (Socket.IO upgrades from long-polling to WebSocket).
     pub fn set_transport(&self, t: Transport) {
         self.transport.store(t as u8, Ordering::Relaxed);
+    }
+
+    /// A poll request starts or stops waiting for an event.
+    pub fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Relaxed);
     }
 
     pub fn touch(&self) {
@@ -309,6 +317,8 @@ pub struct ConnView {
     pub user: Option<String>,
     pub scopes: Vec<String>,
     pub cursor: u64,
+    /// A poll request of this client is held open, waiting for an event.
+    pub waiting: bool,
 }
 
 const MAX_ERRORS: usize = 200;
@@ -371,6 +381,7 @@ impl Registry {
             transport: AtomicU8::new(transport as u8),
             connected_at: crate::clock::now_rfc3339(),
             last_activity_ms: AtomicI64::new(now_ms()),
+            waiting: std::sync::atomic::AtomicBool::new(false),
             user_agent: meta.user_agent,
             remote_addr: meta.remote_addr,
             user: meta.user,
@@ -534,6 +545,7 @@ impl Registry {
                 user: c.user.clone(),
                 scopes: c.scope_strings(),
                 cursor: c.cursor(),
+                waiting: c.waiting.load(Ordering::Relaxed),
             })
             .collect();
         v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));

@@ -305,13 +305,7 @@ async fn read_all(j: &Journal, after: u64) -> Vec<u64> {
 
 /// Waits (bounded) until `done` holds; retention runs on the writer's own schedule.
 async fn until(what: &str, done: impl Fn() -> bool) {
-    for _ in 0..200 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    crate::testing::until(what, 10, || async { done().then_some(()) }).await
 }
 
 #[tokio::test]

@@ -336,7 +336,7 @@ pub(super) fn format_answer(query: &str, answer: &Value) -> String {
         out.push_str(&format!(
             " (found by {why}, score {:.3}, modified {})\n",
             r["score"].as_f64().unwrap_or(0.0),
-            r["lastModified"].as_str().unwrap_or("?")
+            r["last_modified"].as_str().unwrap_or("?")
         ));
         // the passage that answers: its headings and lines, for read_document
         let p = &r["passage"];

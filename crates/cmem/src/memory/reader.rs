@@ -16,7 +16,6 @@ pub struct Document {
     pub path: String,
     pub text: String,
     pub size: u64,
-    #[serde(rename = "lastModified")]
     pub last_modified: Option<String>,
 }
 

@@ -79,7 +79,6 @@ pub struct Hit {
     /// The passage the snippet's first match is in (`None` for a document without passages).
     pub passage: Option<PassageHit>,
     pub score: f32,
-    #[serde(rename = "lastModified")]
     pub last_modified: String,
     pub size: u64,
     /// Which searches found it: `keyword`, `semantic`, or both ([`super::hybrid`]).
@@ -94,7 +93,7 @@ pub struct Answer {
     pub limit: usize,
     pub offset: usize,
     /// Milliseconds.
-    #[serde(rename = "searchTime")]
+    #[serde(rename = "search_time_ms")]
     pub search_time: f64,
     /// The mode it ran in: `hybrid`, `keyword` or `semantic`.
     pub mode: &'static str,
@@ -760,7 +759,6 @@ mod tests {
 pub struct Listed {
     pub path: String,
     pub size: u64,
-    #[serde(rename = "lastModified")]
     pub last_modified: String,
 }
 

@@ -243,7 +243,6 @@ fn the_local_store_keeps_its_promises() {
 mod jetstream {
     use super::*;
     use crate::testing::nats;
-    use std::time::{Duration, Instant};
 
     fn options(url: &str, stream: &str) -> cluster::ClusterOptions {
         cluster::ClusterOptions {
@@ -261,14 +260,7 @@ mod jetstream {
 
     /// Waits (at most 10 s) for `f` to hold; whether it did.
     fn eventually(f: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        f()
+        crate::testing::eventually(10, f)
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::clock::now_rfc3339;
 use crate::envelope::Cursor;
 use crate::http::{ApiError, number_param, parse_cursor, query_params};
 use crate::hub::Hub;
+use crate::hub::registry::Conn;
 use crate::teams::auth::Identity;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -148,10 +149,20 @@ pub async fn poll(
         app.hub.resume(conn.clone(), cursor).await?
     };
     let until = tokio::time::Instant::now() + wait;
+    /// Marks the connection as waiting while the request is held (also when it is dropped).
+    struct Waiting<'a>(&'a Conn);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.set_waiting(false);
+        }
+    }
+    conn.set_waiting(!wait.is_zero());
+    let held = Waiting(&conn);
     let events = sub
         .fill(limit, until)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    drop(held);
     let next_cursor = sub.position();
     drop(sub);
     conn.set_cursor(next_cursor);

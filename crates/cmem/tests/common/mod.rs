@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod shared;
+#[allow(unused_imports)]
+pub use shared::until;
+
 pub struct TestServer {
     pub child: Child,
     pub url: String,
@@ -209,22 +213,6 @@ pub fn token_for(data: &Path, user: &str) -> String {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("token JSON");
     v["token"].as_str().expect("token").to_string()
-}
-
-/// Polls `f` until it returns `Some`, or panics after `secs`.
-pub async fn until<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// Sends a request (with a bearer token if given) and returns the status and the JSON body
