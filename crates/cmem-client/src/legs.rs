@@ -347,13 +347,8 @@ async fn sse(ctx: &Ctx, cursor: Option<Cursor>, out: &mpsc::Sender<LegMsg>) -> L
         Ok(r) => r,
         Err(e) => return e,
     };
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    if !ct.starts_with("text/event-stream") {
+    let ct = crate::content_type(&res);
+    if !cmem_wire::sse::is_event_stream(&ct) {
         return LegError::new(
             ErrorCode::Protocol,
             format!("not an event stream (content-type {ct:?})"),

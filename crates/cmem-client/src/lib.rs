@@ -331,6 +331,15 @@ pub enum ClientError {
     Http(String),
 }
 
+/// A response's `Content-Type`, empty when it has none (or one that is not text).
+pub fn content_type(res: &reqwest::Response) -> String {
+    res.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Publishes one event with `POST /api/events` and returns the server's answer (`{ids, epoch,
 /// count}`). `url` may list a cluster's nodes separated by commas: the next is tried when one
 /// cannot be reached (the request is never sent twice to a node that answered).

@@ -3,6 +3,14 @@
 //! standard's event-stream interpretation reads them. Lines end with LF, CRLF or CR; a line is
 //! bounded, so a proxy that streams garbage cannot make the reader hold unbounded memory.
 
+/// The media type of an event stream.
+pub const MIME: &str = "text/event-stream";
+
+/// Whether a response's `Content-Type` is an event stream's (parameters allowed).
+pub fn is_event_stream(content_type: &str) -> bool {
+    content_type.trim_start().starts_with(MIME)
+}
+
 /// One item of an event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SseItem {

@@ -2,7 +2,8 @@
 //! published.
 //!
 //! An [`Event`] keeps its envelope serialized once (`body`), so fan-out to N receivers and
-//! replay from the journal never re-serialize it: SSE and poll write the bytes as they are.
+//! replay from the journal never re-serialize it: SSE and poll write the bytes as they are,
+//! and the Socket.IO transport keeps the frames it builds around them (its `FrameCache`).
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -22,9 +23,6 @@ pub struct Event {
     pub scope: Scope,
     /// The whole envelope as JSON.
     pub body: Box<RawValue>,
-    /// The event as one transport frame, encoded by the first connection that sends it and
-    /// shared by every other (the Socket.IO packet: the same bytes for every receiver).
-    pub frame: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl Event {

@@ -120,7 +120,6 @@ fn event_from(epoch: &str, id: u64, payload: &[u8]) -> Result<Arc<Event>, Journa
         kind: stored.kind.to_string(),
         scope,
         body: RawValue::from_string(body).map_err(|e| corrupt(e.to_string()))?,
-        frame: Default::default(),
     }))
 }
 

@@ -434,7 +434,6 @@ fn rows_to_events(
             kind,
             scope,
             body,
-            frame: Default::default(),
         }));
     }
     Ok(out)
@@ -583,7 +582,6 @@ impl Writer {
                         kind: ev.kind.clone(),
                         scope: ev.scope.clone(),
                         body,
-                        frame: Default::default(),
                     }));
                 }
             }

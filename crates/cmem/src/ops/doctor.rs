@@ -365,13 +365,8 @@ async fn probe_sse(c: &reqwest::Client, base: &str) -> Probe {
         if !r.status().is_success() {
             return Err(refused(r, "the event stream").await);
         }
-        let ct = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        if !ct.starts_with("text/event-stream") {
+        let ct = cmem_client::content_type(&r);
+        if !cmem_wire::sse::is_event_stream(&ct) {
             return Err((
                 format!(
                     "content-type is `{ct}`, not text/event-stream (something on the way rewrites it)"

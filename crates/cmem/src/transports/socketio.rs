@@ -29,6 +29,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use cmem_wire::Code;
 use cmem_wire::Transport;
@@ -282,6 +283,41 @@ fn new_socket_id() -> Option<String> {
 pub struct Cmem {
     app: App,
     keys: SessionKeys,
+    frames: Arc<FrameCache>,
+}
+
+/// The Socket.IO frames of recent events, shared by every socket of the namespace: an event's
+/// frame is built by the first socket that sends it and reused by the others (the same bytes
+/// for every receiver). Kept here, by the transport that encodes them, not on the event: a
+/// fixed ring of slots indexed by event id, each holding the newest event that maps to it, so
+/// there is nothing to evict and nothing to lock (`arc-swap`), and what it holds is bounded by
+/// its size, not by the journal's in-memory window.
+pub(crate) struct FrameCache {
+    slots: Box<[ArcSwapOption<(u64, Bytes)>]>,
+}
+
+impl FrameCache {
+    /// Slots: a burst reaches every socket while its events are among the newest this many.
+    const SLOTS: usize = 4096;
+
+    fn new() -> FrameCache {
+        FrameCache {
+            slots: (0..Self::SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+        }
+    }
+
+    /// Event `id`'s frame, built with `build` unless a socket built it already.
+    fn get_or_build(&self, id: u64, build: impl FnOnce() -> Bytes) -> Bytes {
+        let slot = &self.slots[(id % Self::SLOTS as u64) as usize];
+        if let Some(hit) = slot.load().as_ref()
+            && hit.0 == id
+        {
+            return hit.1.clone();
+        }
+        let frame = build();
+        slot.store(Some(Arc::new((id, frame.clone()))));
+        frame
+    }
 }
 
 /// One client in the namespace.
@@ -294,13 +330,13 @@ pub struct Socket {
     pub(crate) budgets: Mutex<Option<Box<(RateLimit, RateLimit)>>>,
 }
 
-/// The events one socket receives: its subscription.
-pub struct Delivery(Subscription);
+/// The events one socket receives: its subscription, and where shared frames are kept.
+pub struct Delivery(Subscription, Arc<FrameCache>);
 
 /// `42["<type>",<envelope>,"<epoch>:<id>"]`: built once per event and shared by every
-/// receiver, except for an event addressed to one connection (built for it alone, and not
-/// kept beside the event in the journal's in-memory window).
-fn frame_of(sub: &Subscription, ev: &Event) -> Frame {
+/// receiver through `frames`, except for an event addressed to one connection (built for it
+/// alone, and not kept).
+fn frame_of(sub: &Subscription, frames: &FrameCache, ev: &Event) -> Frame {
     let build = || {
         let kind = serde_json::to_string(&ev.kind).unwrap_or_else(|_| "\"\"".into());
         let offset = Value::String(sub.cursor_text(ev.id)).to_string();
@@ -317,7 +353,7 @@ fn frame_of(sub: &Subscription, ev: &Event) -> Frame {
     };
     Frame::Message(match ev.scope {
         Scope::Client(_) => build(),
-        _ => ev.frame.get_or_init(build).clone(),
+        _ => frames.get_or_build(ev.id, build),
     })
 }
 
@@ -343,9 +379,9 @@ impl EventStream for Delivery {
     }
 
     async fn next(&mut self) -> Result<Frame, Close> {
-        let Delivery(sub) = self;
+        let Delivery(sub, frames) = self;
         match sub.next().await {
-            Ok(ev) => Ok(frame_of(sub, &ev)),
+            Ok(ev) => Ok(frame_of(sub, frames, &ev)),
             Err(end) => {
                 let reason = end.reason();
                 let last = cmem_close(
@@ -499,7 +535,7 @@ impl Cmem {
                 stall: o.extensions.get::<StallFlag>().cloned(),
                 budgets: Mutex::new(None),
             }),
-            stream: Some(Delivery(sub)),
+            stream: Some(Delivery(sub, self.frames.clone())),
             sid,
             pid: Some(pid),
             then: Vec::new(),
@@ -608,6 +644,7 @@ pub fn build(
         Cmem {
             app: app.clone(),
             keys,
+            frames: Arc::new(FrameCache::new()),
         },
         // What a socket may hold of a binary packet still waiting for its attachments (before
         // CONNECT too): no more than one message's worth in all. Our binary events
@@ -632,6 +669,30 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_is_built_once_and_never_given_for_another_event() {
+        let cache = FrameCache::new();
+        let built = std::cell::Cell::new(0);
+        let frame = |id: u64| {
+            cache.get_or_build(id, || {
+                built.set(built.get() + 1);
+                Bytes::from(format!("frame {id}"))
+            })
+        };
+        assert_eq!(frame(7), "frame 7");
+        assert_eq!(frame(7), "frame 7");
+        assert_eq!(
+            built.get(),
+            1,
+            "the second socket reuses the first one's frame"
+        );
+        // an event that maps to the same slot replaces it, and is never answered with the old
+        let other = 7 + FrameCache::SLOTS as u64;
+        assert_eq!(frame(other), format!("frame {other}"));
+        assert_eq!(frame(7), "frame 7");
+        assert_eq!(built.get(), 3);
+    }
 
     #[test]
     fn auth_forms() {
