@@ -244,3 +244,72 @@ fn the_checker_sees_uses_and_skips_comments() {
         ["clock", "hub"].iter().map(|s| s.to_string()).collect()
     );
 }
+
+/// `super::<sibling>` uses in `text` (grouped ones too), comments left out.
+fn sibling_uses(text: &str, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+    // only `super::`: a file's `crate::<name>` is a top-level module, whatever its name
+    let as_crate = text
+        .replace("crate::", "CRATE::")
+        .replace("super::", "crate::");
+    uses(&as_crate)
+        .into_iter()
+        .filter(|u| siblings.contains(u))
+        .collect()
+}
+
+/// Inside a module folder the files may use each other, but never in a circle: a circle means
+/// two of them are one thing cut in two, or one should sit beneath the others.
+#[test]
+fn no_module_folder_has_an_import_circle() {
+    let mut circles = Vec::new();
+    for entry in std::fs::read_dir(src()).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .collect();
+        let name = |p: &Path| p.file_stem().unwrap().to_str().unwrap().to_string();
+        let siblings: BTreeSet<String> = files
+            .iter()
+            .map(|p| name(p))
+            .filter(|n| n != "mod" && n != "tests")
+            .collect();
+        let graph: BTreeMap<String, BTreeSet<String>> = files
+            .iter()
+            .filter(|p| siblings.contains(&name(p)))
+            .map(|p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                // a file's own test module may reach anywhere
+                let text = text.split("#[cfg(test)]").next().unwrap_or("");
+                (name(p), sibling_uses(text, &siblings))
+            })
+            .collect();
+        // depth-first search for a path back to where it started
+        for start in graph.keys() {
+            let mut stack = vec![vec![start.clone()]];
+            while let Some(path) = stack.pop() {
+                let last = path.last().unwrap();
+                for next in graph.get(last).into_iter().flatten() {
+                    if next == start {
+                        let mut c = path.clone();
+                        c.push(next.clone());
+                        circles.push(format!("{}: {}", dir.display(), c.join(" -> ")));
+                    } else if !path.contains(next) {
+                        let mut p = path.clone();
+                        p.push(next.clone());
+                        stack.push(p);
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        circles.is_empty(),
+        "import circles:\n{}",
+        circles.join("\n")
+    );
+}

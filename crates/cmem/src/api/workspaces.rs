@@ -13,13 +13,13 @@ use serde_json::json;
 
 use crate::app::{App, AppState};
 use crate::http::{ApiError, ApiJson, number_param, ok, only_params};
-use crate::teams::auth::Identity;
+use crate::teams::auth::{self, Identity};
 use crate::teams::messages::{self, NotificationIn, Outgoing};
 use crate::teams::presence;
 
 /// The same per-second message limit Socket.IO connections have, per user over HTTP.
 fn http_budget(app: &AppState, identity: &Identity) -> Result<(), ApiError> {
-    let user = identity.user_name().unwrap_or(messages::LOCAL_USER);
+    let user = identity.user_name().unwrap_or(auth::LOCAL_USER);
     app.teams
         .take_http_budget(user, app.config.team_messages_per_s)
         .map_err(ApiError::from)
@@ -44,7 +44,7 @@ pub async fn history(
             "limit must be from 1 to {MAX_PAGE}"
         )));
     }
-    messages::check_access(&app.teams, &identity, &ws)?;
+    auth::check_access(&app.teams, &identity, &ws)?;
     let page = app.teams.messages(&ws, before, limit)?;
     let next_before = (page.len() == limit)
         .then(|| page.last().map(|m| m.id))
@@ -169,7 +169,7 @@ pub async fn online(
     Extension(identity): Extension<Identity>,
     Path(ws): Path<String>,
 ) -> Result<Response, ApiError> {
-    messages::check_access(&app.teams, &identity, &ws)?;
+    auth::check_access(&app.teams, &identity, &ws)?;
     Ok(ok(
         json!({"workspace": ws, "online": presence::online(&app.hub, &app.teams, &ws)}),
     ))
@@ -182,7 +182,7 @@ pub async fn documents(
     Extension(identity): Extension<Identity>,
     Path(ws): Path<String>,
 ) -> Result<Response, ApiError> {
-    messages::check_access(&app.teams, &identity, &ws)?;
+    auth::check_access(&app.teams, &identity, &ws)?;
     let teams = app.teams.clone();
     let w = ws.clone();
     let names = tokio::task::spawn_blocking(move || teams.doc_names(&w))

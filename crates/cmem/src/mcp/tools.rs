@@ -14,7 +14,7 @@ use crate::api::search::{self as api_search, Asked};
 use crate::journal::ActivityQuery;
 use crate::memory::reader;
 use crate::memory::search::{self, snippet_text};
-use crate::teams::auth::Identity;
+use crate::teams::auth::{self, Identity};
 use crate::teams::messages::{self, NotificationIn, Outgoing};
 
 /// `search_memory`
@@ -532,7 +532,7 @@ pub(super) async fn activity(
             if !member.contains(&ws) {
                 return Err(format!(
                     "`{}` is not a member of workspace `{ws}`; list_workspaces names yours",
-                    who.user_name().unwrap_or(messages::LOCAL_USER)
+                    who.user_name().unwrap_or(auth::LOCAL_USER)
                 ));
             }
             vec![format!("workspace:{ws}")]
@@ -680,7 +680,7 @@ async fn post_message(shared: &Shared, who: &Identity, args: JsonObject) -> Resu
     let a: PostMessage = parse("post_message", args)?;
     let msg = match &shared.backend {
         Backend::Server(app) => {
-            let user = who.user_name().unwrap_or(messages::LOCAL_USER);
+            let user = who.user_name().unwrap_or(auth::LOCAL_USER);
             app.teams
                 .take_http_budget(user, app.config.team_messages_per_s)
                 .map_err(|e| e.to_string())?;
@@ -720,7 +720,7 @@ async fn notify(shared: &Shared, who: &Identity, args: JsonObject) -> Result<Str
     let body = a.body.unwrap_or_default();
     let note = match &shared.backend {
         Backend::Server(app) => {
-            let user = who.user_name().unwrap_or(messages::LOCAL_USER);
+            let user = who.user_name().unwrap_or(auth::LOCAL_USER);
             app.teams
                 .take_http_budget(user, app.config.team_messages_per_s)
                 .map_err(|e| e.to_string())?;

@@ -205,16 +205,7 @@ fn heading(line: &str) -> Option<&str> {
     heading_level(line).map(|(_, h)| h)
 }
 
-/// A Markdown ATX heading's level (1 to 6) and text, if `line` (trimmed at the start) is one.
-pub(crate) fn heading_level(line: &str) -> Option<(usize, &str)> {
-    let level = line.chars().take_while(|c| *c == '#').count();
-    if !(1..=6).contains(&level) {
-        return None;
-    }
-    let rest = line[level..].strip_prefix([' ', '\t'])?;
-    let h = rest.trim().trim_end_matches('#').trim();
-    (!h.is_empty()).then_some((level, h))
-}
+pub(crate) use super::passage::heading_level;
 
 /// The title: the first Markdown heading of any level (outside code fences and front
 /// matter), else the front matter's `title:`, else the file name.
@@ -302,12 +293,7 @@ fn walk(root: &Path, from: &Path, skip: &[String]) -> (Vec<Candidate>, u64) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let mtime = mtime_ms(&meta);
         let Some(rel) = rel_utf8(root, entry.path()) else {
             tracing::warn!(path = %entry.path().display(), "not indexed: the file name is not UTF-8 (rename it to index it)");
             passed_over += 1;
@@ -364,7 +350,7 @@ fn index_file(m: &Memory, writer: &IndexWriter, rel: &str, path: &Path) -> Outco
             return Outcome::Error;
         }
     };
-    let (size, mtime) = (meta.len(), super::watcher::mtime_ms(&meta));
+    let (size, mtime) = (meta.len(), mtime_ms(&meta));
     if size > m.max_file_bytes {
         return skip();
     }
@@ -677,6 +663,15 @@ fn index_blocking(
         }),
     );
     Ok(())
+}
+
+/// Modification time in milliseconds, as the index state keeps it.
+pub(crate) fn mtime_ms(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

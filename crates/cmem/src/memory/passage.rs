@@ -54,9 +54,7 @@ pub fn split(text: &str) -> Vec<Passage> {
         if t.starts_with("```") || t.starts_with("~~~") {
             fenced = !fenced;
         }
-        let heading = (!fenced)
-            .then(|| super::indexer::heading_level(t))
-            .flatten();
+        let heading = (!fenced).then(|| heading_level(t)).flatten();
         if let Some((level, h)) = heading {
             close(&mut out, start, n - 1, &path, has_text);
             path.retain(|(l, _)| *l < level);
@@ -88,6 +86,17 @@ pub fn encode(passages: &[Passage]) -> String {
 /// Passages as stored (nothing, for a document indexed before passages existed).
 pub fn decode(stored: &str) -> Vec<Passage> {
     serde_json::from_str(stored).unwrap_or_default()
+}
+
+/// A Markdown ATX heading's level (1 to 6) and text, if `line` (trimmed at the start) is one.
+pub(crate) fn heading_level(line: &str) -> Option<(usize, &str)> {
+    let level = line.chars().take_while(|c| *c == '#').count();
+    if !(1..=6).contains(&level) {
+        return None;
+    }
+    let rest = line[level..].strip_prefix([' ', '\t'])?;
+    let h = rest.trim().trim_end_matches('#').trim();
+    (!h.is_empty()).then_some((level, h))
 }
 
 #[cfg(test)]

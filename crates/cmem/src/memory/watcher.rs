@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +14,8 @@ use notify_debouncer_full::notify::{self, EventKind, RecommendedWatcher, Recursi
 use notify_debouncer_full::{DebounceEventResult, NoCache, new_debouncer_opt};
 use serde_json::json;
 
-use super::{Memory, indexer};
+use super::Memory;
+use super::indexer;
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
 
@@ -173,13 +174,4 @@ fn watched_rel(root: &Path, p: &Path) -> Option<String> {
         return None;
     }
     Some(parts.join("/"))
-}
-
-/// Modification time in milliseconds, as the index state keeps it.
-pub(crate) fn mtime_ms(meta: &std::fs::Metadata) -> u64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

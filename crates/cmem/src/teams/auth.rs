@@ -5,7 +5,7 @@
 use axum::http::HeaderMap;
 use cmem_wire::Code;
 
-use super::{Teams, User};
+use super::{Teams, TeamsError, User, check_name};
 
 /// Why a client is refused. Messages say what to send instead.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -163,6 +163,22 @@ pub fn strip_token(query: &str) -> String {
         .filter(|p| !p.is_empty() && !p.starts_with("token=") && *p != "token")
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// The author of messages on an open server, where nobody signs in.
+pub const LOCAL_USER: &str = "local";
+
+/// Whether `identity` may read and write `workspace`: anyone on an open server, members
+/// otherwise (asked of the database each time, so a removal applies at once).
+pub fn check_access(teams: &Teams, identity: &Identity, workspace: &str) -> Result<(), TeamsError> {
+    check_name("workspace", workspace)?;
+    match identity.user_name() {
+        None => Ok(()),
+        Some(user) if teams.is_member(workspace, user)? => Ok(()),
+        Some(user) => Err(TeamsError::Forbidden(format!(
+            "`{user}` is not a member of workspace `{workspace}`"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -12,9 +12,9 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
-use super::auth::Identity;
+use super::auth::{Identity, LOCAL_USER, check_access};
 use super::store::{Change, Check};
-use super::{Teams, TeamsError, check_name};
+use super::{Teams, TeamsError};
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
 
@@ -37,9 +37,6 @@ impl Stored {
         }
     }
 }
-
-/// The author of messages on an open server, where nobody signs in.
-pub const LOCAL_USER: &str = "local";
 
 /// A stored message.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -164,19 +161,6 @@ impl Teams {
             )?
             .collect::<Result<_, _>>()?;
         Ok(rows)
-    }
-}
-
-/// Whether `identity` may read and write `workspace`: anyone on an open server, members
-/// otherwise (asked of the database each time, so a removal applies at once).
-pub fn check_access(teams: &Teams, identity: &Identity, workspace: &str) -> Result<(), TeamsError> {
-    check_name("workspace", workspace)?;
-    match identity.user_name() {
-        None => Ok(()),
-        Some(user) if teams.is_member(workspace, user)? => Ok(()),
-        Some(user) => Err(TeamsError::Forbidden(format!(
-            "`{user}` is not a member of workspace `{workspace}`"
-        ))),
     }
 }
 

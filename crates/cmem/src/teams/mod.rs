@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod docs;
+mod fold;
 pub mod live;
 pub mod messages;
 pub mod presence;

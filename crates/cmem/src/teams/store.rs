@@ -437,7 +437,7 @@ pub fn apply(db: &Connection, id: Option<i64>, change: &Change) -> Result<i64, T
                 "INSERT INTO doc_updates (workspace, doc, data) VALUES (?1, ?2, ?3)",
                 params![workspace, doc, bytes],
             )?;
-            super::docs::compact_stored(db, workspace, doc)?;
+            super::fold::compact_stored(db, workspace, doc)?;
         }
         Change::SocketWorkspaces {
             sid,

@@ -166,7 +166,8 @@ fn conformance(t: &Teams) {
 /// message publishes nothing.
 #[tokio::test]
 async fn a_retry_publishes_a_message_its_first_send_could_not() {
-    use messages::{LOCAL_USER, Outgoing, send};
+    use auth::LOCAL_USER;
+    use messages::{Outgoing, send};
     let dir = tempfile::tempdir().unwrap();
     let t = Teams::open(dir.path()).unwrap();
     let hub = crate::hub::for_tests(dir.path());

@@ -1,19 +1,35 @@
 //! What Socket.IO clients may send: `join_workspace`, `leave_workspace`, `team_message`,
 //! `team_notification`, and for shared documents `doc_sync` and `doc_update` (whose payloads
 //! may carry binary, so they are read as `rmpv::Value`).
-//! Each answers with an ack `{ok: true, …}` or `{ok: false, error, code}`; anything a client
+//! Each answers with an ack `{ok: true, …}` or `{ok: false, code, message}`; anything a client
 //! should see as a consequence (the message itself, presence) goes through the journal like
-//! every other event. Acks are the only thing written to a socket from here.
+//! every other event. Acks are the only thing written to a socket from here. The [`Socket`]
+//! (one client in the namespace) is defined here, beneath the namespace that makes it.
+
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
 use super::MAX_WORKSPACES_PER_CONN;
-use super::socketio::Socket;
+use crate::app::App;
+use crate::hub::registry::Conn;
+use crate::net::StallFlag;
 use crate::teams::TeamsError;
 use crate::teams::auth::Identity;
+use crate::teams::auth::check_access;
 use crate::teams::docs;
 use crate::teams::messages::{self, Outgoing};
 use crate::teams::rate::RateLimit;
+
+/// One client in the namespace.
+pub struct Socket {
+    pub(crate) app: App,
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) identity: Identity,
+    pub(crate) stall: Option<StallFlag>,
+    /// Message and document-operation budgets, made on first use.
+    pub(crate) budgets: Mutex<Option<Box<(RateLimit, RateLimit)>>>,
+}
 
 /// Which of a socket's budgets an operation spends.
 #[derive(Clone, Copy)]
@@ -79,7 +95,7 @@ fn remember_workspaces(s: &Socket) {
 
 fn join(s: &Socket, d: Value) -> Result<Value, TeamsError> {
     let ws = workspace_of(&d)?;
-    messages::check_access(&s.app.teams, who(s), &ws)?;
+    check_access(&s.app.teams, who(s), &ws)?;
     let conn = &s.conn;
     if conn.workspaces().len() >= MAX_WORKSPACES_PER_CONN && !conn.workspaces().contains(&ws) {
         return Err(TeamsError::Invalid(format!(

@@ -38,16 +38,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::client_events::Socket;
 use super::{conn_meta, parse_workspaces};
 use crate::app::App;
 use crate::engine::socketio::{Connected, EventStream, Namespaces, Refused, Reply, SocketIo};
 use crate::engine::{self, Close, Engine, Frame, Opening};
 use crate::envelope::{Cursor, Event, Scope};
 use crate::hub::Subscription;
-use crate::hub::registry::Conn;
 use crate::net::StallFlag;
 use crate::teams::auth::{Identity, identify, token_from};
-use crate::teams::rate::RateLimit;
 
 /// Browsers send `Origin` on WebSocket upgrades and cross-origin polling; refuse origins the
 /// rule the guard applies to state-changing requests does not allow
@@ -318,16 +317,6 @@ impl FrameCache {
         slot.store(Some(Arc::new((id, frame.clone()))));
         frame
     }
-}
-
-/// One client in the namespace.
-pub struct Socket {
-    pub(crate) app: App,
-    pub(crate) conn: Arc<Conn>,
-    pub(crate) identity: Identity,
-    stall: Option<StallFlag>,
-    /// Message and document-operation budgets, made on first use.
-    pub(crate) budgets: Mutex<Option<Box<(RateLimit, RateLimit)>>>,
 }
 
 /// The events one socket receives: its subscription, and where shared frames are kept.
