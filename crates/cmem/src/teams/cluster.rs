@@ -371,41 +371,6 @@ impl ClusterStore {
         self.wait_applied(last)
     }
 
-    /// Commits a change made by `make` from this node's view (see [`super::store`]).
-    pub(crate) fn commit(
-        &self,
-        check: Check,
-        make: &dyn Fn(&Connection) -> Result<Change, TeamsError>,
-    ) -> Result<i64, TeamsError> {
-        for _ in 0..WRITE_TRIES {
-            let (payload, after) = {
-                let db = lock(&self.conn)?;
-                let after = applied_in(&db)?;
-                (self.payload(&make(&db)?)?, after)
-            };
-            let expected = (check == Check::Checked).then_some(after);
-            let sent = run_on(
-                self.handle()?,
-                WRITE_WAIT,
-                "the team log did not store the change",
-                publish(self.js.clone(), self.subject.clone(), payload, expected),
-            )?;
-            match sent {
-                Ok(seq) => {
-                    self.wait_applied(seq)?;
-                    return Ok(seq as i64);
-                }
-                Err(Refused::Moved) => self.catch_up()?,
-                Err(Refused::Failed(e)) => {
-                    return Err(unavailable("the team log did not store the change", e));
-                }
-            }
-        }
-        Err(TeamsError::Unavailable(format!(
-            "the team log kept changing under this change ({WRITE_TRIES} tries); try again"
-        )))
-    }
-
     pub fn link(&self) -> Link {
         Link {
             js: self.js.clone(),
@@ -567,5 +532,54 @@ impl Follower {
             self.shared.applied(&foreign, true);
         }
         Ok(())
+    }
+}
+
+impl super::Engine for ClusterStore {
+    /// Commits a change made by `make` from this node's view (see [`super::store`]).
+    fn commit(
+        &self,
+        check: Check,
+        make: &dyn Fn(&Connection) -> Result<Change, TeamsError>,
+    ) -> Result<i64, TeamsError> {
+        for _ in 0..WRITE_TRIES {
+            let (payload, after) = {
+                let db = lock(&self.conn)?;
+                let after = applied_in(&db)?;
+                (self.payload(&make(&db)?)?, after)
+            };
+            let expected = (check == Check::Checked).then_some(after);
+            let sent = run_on(
+                self.handle()?,
+                WRITE_WAIT,
+                "the team log did not store the change",
+                publish(self.js.clone(), self.subject.clone(), payload, expected),
+            )?;
+            match sent {
+                Ok(seq) => {
+                    self.wait_applied(seq)?;
+                    return Ok(seq as i64);
+                }
+                Err(Refused::Moved) => self.catch_up()?,
+                Err(Refused::Failed(e)) => {
+                    return Err(unavailable("the team log did not store the change", e));
+                }
+            }
+        }
+        Err(TeamsError::Unavailable(format!(
+            "the team log kept changing under this change ({WRITE_TRIES} tries); try again"
+        )))
+    }
+
+    fn link(&self) -> Option<Link> {
+        Some(ClusterStore::link(self))
+    }
+
+    fn state(&self) -> Option<serde_json::Value> {
+        Some(ClusterStore::state(self))
+    }
+
+    fn applied(&self) -> Option<u64> {
+        Some(ClusterStore::applied(self))
     }
 }

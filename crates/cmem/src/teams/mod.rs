@@ -131,7 +131,7 @@ pub enum TokenHolder {
 pub struct Teams {
     conn: Arc<Mutex<Connection>>,
     shared: Arc<Shared>,
-    store: Store,
+    store: Box<dyn Engine>,
     /// Message budgets of HTTP senders, by user (HTTP has no connection to hang them on).
     http_budgets: rate::Budgets,
     /// Journal events a member's HTTP and MCP requests may append, per user id.
@@ -142,10 +142,64 @@ pub struct Teams {
     publishing: Mutex<std::collections::HashSet<i64>>,
 }
 
-/// Where changes go (see [`store`]).
-enum Store {
-    Local,
-    Cluster(Box<cluster::ClusterStore>),
+/// What every team store does, as `journal::Engine` is for events: it commits a change made
+/// from the current state, deterministically applied by `store::apply`. Reads go to this
+/// process's SQLite view either way. Two engines: [`Local`] (one node: one SQLite transaction
+/// on `teams.sqlite3`) and `cluster::ClusterStore` (the change is appended to the cluster's
+/// team log, and the call returns once this node's view has applied it).
+pub(crate) trait Engine: Send + Sync {
+    /// Commits the change `make` builds from the current state (`make` may refuse, with the
+    /// reason); the id of the message or notification it made, else 0.
+    fn commit(
+        &self,
+        check: Check,
+        make: &dyn Fn(&Connection) -> Result<Change, TeamsError>,
+    ) -> Result<i64, TeamsError>;
+
+    /// The cluster's NATS connection and names (`None` on a single node).
+    fn link(&self) -> Option<cluster::Link> {
+        None
+    }
+
+    /// The store's state for status pages (`None` on a single node).
+    fn state(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// How far the team log has been applied here (`None` on a single node).
+    fn applied(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// One node's team store: a change is one SQLite transaction on `teams.sqlite3`.
+struct Local {
+    conn: Arc<Mutex<Connection>>,
+    shared: Arc<Shared>,
+}
+
+impl Engine for Local {
+    fn commit(
+        &self,
+        _check: Check,
+        make: &dyn Fn(&Connection) -> Result<Change, TeamsError>,
+    ) -> Result<i64, TeamsError> {
+        let mut db = self
+            .conn
+            .lock()
+            .map_err(|_| TeamsError::Unavailable("teams database lock poisoned".into()))?;
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let change = make(&tx)?;
+        let id = store::apply(&tx, None, &change)?;
+        tx.commit()?;
+        drop(db);
+        let mut effects = store::Effects::default();
+        effects.note(&change);
+        if effects.access {
+            self.shared.users_exist.store(-1, Ordering::Relaxed);
+        }
+        Ok(id)
+    }
 }
 
 /// What the code that applies changes (this process's, or a cluster follower) tells the rest.
@@ -255,7 +309,12 @@ impl Teams {
     /// Opens (or creates) `teams.sqlite3` in the state folder: a single node's team state.
     pub fn open(state_dir: &Path) -> Result<Teams, TeamsError> {
         let conn = Arc::new(Mutex::new(open_db(state_dir, LOCAL_FILE)?));
-        Ok(Teams::with(conn, Arc::new(Shared::new()), Store::Local))
+        let shared = Arc::new(Shared::new());
+        let local = Local {
+            conn: conn.clone(),
+            shared: shared.clone(),
+        };
+        Ok(Teams::with(conn, shared, Box::new(local)))
     }
 
     /// Opens team state as configured: a cluster's team log when `cluster` is given (with
@@ -279,10 +338,10 @@ impl Teams {
             None
         };
         let c = cluster::ClusterStore::open(opts, conn.clone(), shared.clone(), seed)?;
-        Ok(Teams::with(conn, shared, Store::Cluster(Box::new(c))))
+        Ok(Teams::with(conn, shared, Box::new(c)))
     }
 
-    fn with(conn: Arc<Mutex<Connection>>, shared: Arc<Shared>, store: Store) -> Teams {
+    fn with(conn: Arc<Mutex<Connection>>, shared: Arc<Shared>, store: Box<dyn Engine>) -> Teams {
         Teams {
             conn,
             shared,
@@ -301,36 +360,17 @@ impl Teams {
         check: store::Check,
         make: &dyn Fn(&Connection) -> Result<store::Change, TeamsError>,
     ) -> Result<i64, TeamsError> {
-        match &self.store {
-            Store::Local => {
-                let mut db = self.db()?;
-                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let change = make(&tx)?;
-                let id = store::apply(&tx, None, &change)?;
-                tx.commit()?;
-                drop(db);
-                let mut effects = store::Effects::default();
-                effects.note(&change);
-                if effects.access {
-                    self.forget_users_exist();
-                }
-                Ok(id)
-            }
-            Store::Cluster(c) => c.commit(check, make),
-        }
+        self.store.commit(check, make)
     }
 
     /// Whether team state is a cluster's.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.store, Store::Cluster(_))
+        self.store.link().is_some()
     }
 
     /// The cluster's NATS connection and names (`None` on a single node).
     pub fn cluster_link(&self) -> Option<cluster::Link> {
-        match &self.store {
-            Store::Local => None,
-            Store::Cluster(c) => Some(c.link()),
-        }
+        self.store.link()
     }
 
     /// The live nodes of a cluster by name, as their presence announcements say (empty on a
@@ -345,18 +385,13 @@ impl Teams {
 
     /// The cluster as this node sees it, for status pages (`None` on a single node).
     pub fn cluster_state(&self) -> Option<serde_json::Value> {
-        let Store::Cluster(c) = &self.store else {
-            return None;
-        };
-        Some(serde_json::json!({"nodes": self.cluster_nodes(), "teams": c.state()}))
+        let teams = self.store.state()?;
+        Some(serde_json::json!({"nodes": self.cluster_nodes(), "teams": teams}))
     }
 
     /// How far a cluster node has applied the team log (`None` on a single node).
     pub fn team_log_applied(&self) -> Option<u64> {
-        match &self.store {
-            Store::Local => None,
-            Store::Cluster(c) => Some(c.applied()),
-        }
+        self.store.applied()
     }
 
     /// Counts access changes applied from elsewhere (another node).
