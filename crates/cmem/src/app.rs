@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use crate::access::Access;
+use crate::collab::Collab;
 use crate::config::{Config, JournalSync, PlatformProfile, Sources};
 use crate::hub::{Hub, HubOptions};
 use crate::journal::JournalOptions;
@@ -13,7 +15,7 @@ use crate::journal::jetstream::JetStreamOptions;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
-use crate::teams::Teams;
+use crate::teams::TeamStore;
 use crate::teams::cluster::ClusterOptions;
 
 /// Everything a request may need.
@@ -22,8 +24,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Journal, connections, fan-out, shutdown.
     pub hub: Arc<Hub>,
-    /// Users, tokens, workspaces, messages, shared documents: who may connect and see what.
-    pub teams: Arc<Teams>,
+    /// Users, tokens, workspaces and members: who may connect and see what.
+    pub access: Access,
+    /// Messages, notifications, presence, shared documents (and the team store beneath).
+    pub collab: Arc<Collab>,
     /// The index of the data folder, search and its history.
     pub memory: Arc<Memory>,
     /// System status (CPU, memory, disk), published on a timer.
@@ -78,7 +82,15 @@ fn teams_cluster(config: &Config) -> Option<ClusterOptions> {
     })
 }
 
-/// Opens the team state as configured: `teams.sqlite3`, or a cluster's team log.
-pub fn open_teams(config: &Config) -> Result<Teams, crate::teams::TeamsError> {
-    Teams::open_with(&config.state_dir(), teams_cluster(config).as_ref())
+/// Opens the team store as configured: `teams.sqlite3`, or a cluster's team log.
+pub fn open_teams(config: &Config) -> Result<TeamStore, crate::teams::TeamsError> {
+    TeamStore::open_with(&config.state_dir(), teams_cluster(config).as_ref())
+}
+
+/// Team state over `store`: who may do what, and collaboration.
+pub fn team_parts(store: TeamStore) -> (Access, Arc<Collab>) {
+    let store = Arc::new(store);
+    let access = Access::new(store.clone());
+    let collab = Arc::new(Collab::new(store, access.clone()));
+    (access, collab)
 }

@@ -93,7 +93,7 @@ pub fn query_string(s: &str) {
         assert!(q.keys().all(|k| allowed.contains(&k.as_str()) || k == "_"));
         let _ = crate::transports::parse_workspaces(q.get("workspaces").map(String::as_str));
     }
-    let _ = crate::teams::auth::strip_token(s);
+    let _ = crate::access::auth::strip_token(s);
 }
 
 /// The Socket.IO handshake `auth` object.
@@ -106,9 +106,13 @@ pub fn socketio_auth(bytes: &[u8]) {
 /// A Yjs update and a state vector, through `doc_update` and `doc_sync` as the server runs
 /// them (a scratch teams database; one document per input, so none grows without bound).
 pub fn yjs(bytes: &[u8]) {
-    static T: OnceLock<Option<crate::teams::Teams>> = OnceLock::new();
+    static T: OnceLock<Option<crate::collab::Collab>> = OnceLock::new();
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let Some(t) = T.get_or_init(|| crate::teams::Teams::open(&scratch("teams")).ok()) else {
+    let Some(t) = T.get_or_init(|| {
+        let store = std::sync::Arc::new(crate::teams::TeamStore::open(&scratch("teams")).ok()?);
+        let access = crate::access::Access::new(store.clone());
+        Some(crate::collab::Collab::new(store, access))
+    }) else {
         return;
     };
     let name = format!(
@@ -133,7 +137,7 @@ pub fn client_payload(bytes: &[u8]) {
     }
     for key in ["update", "state_vector"] {
         if let Some(b) = field(&packed, key) {
-            let _ = crate::teams::docs::bytes_of(b, key);
+            let _ = crate::collab::docs::bytes_of(b, key);
         }
     }
     let _ = serde_json::to_value(&packed);

@@ -12,9 +12,11 @@
 //! Start reading at `hub`: it owns `publish`, the fan-out channel and the resume algorithm that
 //! every transport shares. `ARCHITECTURE.md` at the repository root is the map.
 
+pub mod access;
 pub(crate) mod api;
 pub(crate) mod app;
 pub(crate) mod clock;
+pub mod collab;
 pub mod config;
 pub mod engine;
 pub(crate) mod envelope;

@@ -16,9 +16,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::collab::Collab;
 use crate::hub::Hub;
 use crate::memory::{IndexTotals, Memory};
-use crate::teams::Teams;
 
 /// The media type `GET /metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -33,7 +33,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(hub: Arc<Hub>, memory: Arc<Memory>, teams: Arc<Teams>) -> Metrics {
+    pub fn new(hub: Arc<Hub>, memory: Arc<Memory>, teams: Arc<Collab>) -> Metrics {
         let mut registry = Registry::default();
         // 0.1 ms to ~3 s
         let search_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
@@ -68,7 +68,7 @@ impl Metrics {
 struct Live {
     hub: Arc<Hub>,
     memory: Arc<Memory>,
-    teams: Arc<Teams>,
+    teams: Arc<Collab>,
 }
 
 impl fmt::Debug for Live {
@@ -165,7 +165,7 @@ impl Collector for Live {
             "Id of the oldest event kept",
             info.oldest as i64,
         )?;
-        if let Some(applied) = self.teams.team_log_applied() {
+        if let Some(applied) = self.teams.store().team_log_applied() {
             gauge(
                 c,
                 "cmem_cluster_nodes",

@@ -22,44 +22,56 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("journal", &["clock", "envelope", "nats", "testing"]),
     ("hub", &["clock", "envelope", "journal", "net"]),
     ("memory", &["clock", "config", "envelope", "hub"]),
-    ("teams", &["clock", "envelope", "hub", "nats", "testing"]),
+    ("teams", &["clock", "nats"]),
+    ("access", &["clock", "hub", "teams"]),
+    (
+        "collab",
+        &["access", "clock", "envelope", "hub", "teams", "testing"],
+    ),
     ("monitor", &["envelope", "hub", "memory"]),
-    ("metrics", &["hub", "memory", "teams"]),
+    ("metrics", &["collab", "hub", "memory", "teams"]),
     (
         "app",
         &[
-            "config", "hub", "journal", "memory", "metrics", "monitor", "teams",
+            "access", "collab", "config", "hub", "journal", "memory", "metrics", "monitor", "teams",
         ],
     ),
     (
         "http",
-        &["clock", "envelope", "hub", "journal", "memory", "teams"],
+        &[
+            "access", "clock", "collab", "envelope", "hub", "journal", "memory", "teams",
+        ],
     ),
     (
         "transports",
         &[
-            "app", "clock", "config", "engine", "envelope", "http", "hub", "net", "teams",
+            "access", "app", "clock", "collab", "config", "engine", "envelope", "http", "hub",
+            "net", "teams",
         ],
     ),
     (
         "api",
         &[
-            "app", "clock", "config", "envelope", "http", "hub", "memory", "metrics", "teams",
+            "access", "app", "clock", "collab", "config", "envelope", "http", "hub", "memory",
+            "metrics", "teams",
         ],
     ),
     (
         "mcp",
         &[
-            "api", "app", "clock", "config", "envelope", "http", "journal", "memory", "teams",
+            "access", "api", "app", "clock", "collab", "config", "envelope", "http", "journal",
+            "memory", "teams",
         ],
     ),
     ("ops", &["clock", "config", "journal", "net"]),
     (
         "server",
         &[
+            "access",
             "api",
             "app",
             "clock",
+            "collab",
             "config",
             "http",
             "hub",
@@ -76,7 +88,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "fuzzing",
         &[
+            "access",
             "api",
+            "collab",
             "config",
             "envelope",
             "http",

@@ -25,7 +25,7 @@ fn created(data: serde_json::Value) -> Response {
 
 /// `GET /api/admin/users`
 pub async fn users(State(app): State<App>) -> Result<Response, ApiError> {
-    Ok(ok(app.teams.users()?))
+    Ok(ok(app.access.users()?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,15 +46,15 @@ pub async fn add_user(
     State(app): State<App>,
     ApiJson(b): ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
-    let user = app.teams.add_user(&b.name, b.admin)?;
+    let user = app.access.add_user(&b.name, b.admin)?;
     let token = if b.create_token {
-        Some(app.teams.create_token(&user.name, b.label.as_deref())?)
+        Some(app.access.create_token(&user.name, b.label.as_deref())?)
     } else {
         None
     };
     // the first user ends the open server: connections opened without a token (this one
     // included, if it is a stream) are closed now, not when the watcher next looks
-    let closed = crate::teams::live::reconcile(&app.teams, &app.hub).closed;
+    let closed = crate::access::live::reconcile(&app.access, &app.hub).closed;
     Ok(created(
         json!({"user": user, "token": token, "connections_closed": closed}),
     ))
@@ -66,7 +66,7 @@ pub async fn remove_user(
     State(app): State<App>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let removed = app.teams.remove_user(&name, false)?;
+    let removed = app.access.remove_user(&name, false)?;
     // their searches go with them (a name given again later starts with none either way:
     // the history is keyed by the id)
     if let Err(e) = app.memory.history.forget(&removed.id) {
@@ -101,7 +101,7 @@ pub async fn create_token(
     };
     let label = body.label;
     Ok(created(json!(
-        app.teams.create_token(&name, label.as_deref())?
+        app.access.create_token(&name, label.as_deref())?
     )))
 }
 
@@ -111,7 +111,7 @@ pub async fn tokens(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     only_params(&q, &["user"])?;
-    Ok(ok(app.teams.tokens(q.get("user").map(String::as_str))?))
+    Ok(ok(app.access.tokens(q.get("user").map(String::as_str))?))
 }
 
 /// `POST /api/admin/tokens/{id}/revoke`: also closes the connections opened with it.
@@ -119,14 +119,14 @@ pub async fn revoke_token(
     State(app): State<App>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    app.teams.revoke_token(&id)?;
+    app.access.revoke_token(&id)?;
     let closed = app.hub.registry.close_token(&id, "token_revoked");
     Ok(ok(json!({"revoked": id, "connections_closed": closed})))
 }
 
 /// `GET /api/admin/workspaces`
 pub async fn workspaces(State(app): State<App>) -> Result<Response, ApiError> {
-    Ok(ok(app.teams.workspaces()?))
+    Ok(ok(app.access.workspaces()?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,7 +140,7 @@ pub async fn create_workspace(
     State(app): State<App>,
     ApiJson(b): ApiJson<NewWorkspace>,
 ) -> Result<Response, ApiError> {
-    Ok(created(json!(app.teams.create_workspace(&b.name)?)))
+    Ok(created(json!(app.access.create_workspace(&b.name)?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,7 +155,7 @@ pub async fn add_member(
     Path(ws): Path<String>,
     ApiJson(b): ApiJson<NewMember>,
 ) -> Result<Response, ApiError> {
-    app.teams.add_member(&ws, &b.user)?;
+    app.access.add_member(&ws, &b.user)?;
     Ok(created(json!({"workspace": ws, "user": b.user})))
 }
 
@@ -165,7 +165,7 @@ pub async fn remove_member(
     State(app): State<App>,
     Path((ws, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    app.teams.remove_member(&ws, &user)?;
+    app.access.remove_member(&ws, &user)?;
     let left = app
         .hub
         .registry

@@ -13,7 +13,7 @@ pub async fn status(State(app): State<App>) -> Response {
     let j = app.hub.journal.info();
     let engine = app.hub.journal.state().await;
     let c = &app.config;
-    let tokens = app.teams.users_exist();
+    let tokens = app.access.users_exist();
     let exposed = !c.bind.ip().is_loopback();
     // "closed" cannot be seen here (a closed server refuses this request too); it is named so
     // the three states are one list
@@ -54,8 +54,8 @@ pub async fn status(State(app): State<App>) -> Response {
             "engine": engine,
         },
         // the nodes seen alive and the team log (null on a single node)
-        "cluster": app.teams.cluster_state(),
-        "documents_loaded": app.teams.docs_loaded(),
+        "cluster": app.collab.cluster_state(),
+        "documents_loaded": app.collab.docs_loaded(),
         "events_published": app.hub.published_total(),
         "catch_ups_from_journal": app.hub.catch_ups_total(),
         "closes_by_reason": app.hub.registry.closes_by_reason(),

@@ -16,10 +16,10 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::access::auth::Identity;
 use crate::app::App;
 use crate::envelope::{NewEvent, SERVER_ONLY, Scope};
 use crate::http::{ApiError, ApiJson, ok};
-use crate::teams::auth::Identity;
 
 /// Largest batch accepted in one request.
 pub const MAX_BATCH: usize = 1000;
@@ -133,7 +133,7 @@ pub async fn publish(
         .map(|e| e.published_by(publisher.clone()))
         .collect();
     check_scopes(&identity, &events)?;
-    app.teams.take_event_budget(
+    app.collab.take_event_budget(
         &identity,
         events.len() as u64,
         app.config.member_events_per_s,

@@ -13,13 +13,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::access::auth::Identity;
 use crate::app::{App, AppState};
 use crate::http::{ApiError, ApiJson, number_param, ok, only_params};
 use crate::memory::Memory;
 use crate::memory::history::Whose;
 use crate::memory::search::{Answer, snippet_text};
 use crate::memory::service;
-use crate::teams::auth::Identity;
 
 /// A search as the endpoints receive it, before validation.
 #[derive(Debug, Deserialize)]
@@ -141,7 +141,7 @@ async fn execute(
     identity: &Identity,
     search: service::Search,
 ) -> Result<Answer, ApiError> {
-    app.teams
+    app.collab
         .take_event_budget(identity, 2, app.config.member_events_per_s)?;
     let ran = service::run(
         &app.memory,

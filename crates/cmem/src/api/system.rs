@@ -8,11 +8,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::access::auth::Identity;
 use crate::app::App;
 use crate::envelope::{NewEvent, Scope};
 use crate::http::{ApiError, ok};
 use crate::memory::{MemoryError, indexer};
-use crate::teams::auth::Identity;
 
 /// `GET /system/indexing`
 pub async fn indexing(State(app): State<App>) -> Response {

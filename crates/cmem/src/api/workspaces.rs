@@ -11,16 +11,16 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::access::auth::{self, Identity};
 use crate::app::{App, AppState};
+use crate::collab::messages::{self, NotificationIn, Outgoing};
+use crate::collab::presence;
 use crate::http::{ApiError, ApiJson, number_param, ok, only_params};
-use crate::teams::auth::{self, Identity};
-use crate::teams::messages::{self, NotificationIn, Outgoing};
-use crate::teams::presence;
 
 /// The same per-second message limit Socket.IO connections have, per user over HTTP.
 fn http_budget(app: &AppState, identity: &Identity) -> Result<(), ApiError> {
     let user = identity.user_name().unwrap_or(auth::LOCAL_USER);
-    app.teams
+    app.collab
         .take_http_budget(user, app.config.team_messages_per_s)
         .map_err(ApiError::from)
 }
@@ -44,8 +44,8 @@ pub async fn history(
             "limit must be from 1 to {MAX_PAGE}"
         )));
     }
-    auth::check_access(&app.teams, &identity, &ws)?;
-    let page = app.teams.messages(&ws, before, limit)?;
+    auth::check_access(&app.access, &identity, &ws)?;
+    let page = app.collab.messages(&ws, before, limit)?;
     let next_before = (page.len() == limit)
         .then(|| page.last().map(|m| m.id))
         .flatten();
@@ -72,7 +72,7 @@ pub async fn send(
 ) -> Result<Response, ApiError> {
     http_budget(&app, &identity)?;
     let (msg, duplicate) = messages::send(
-        &app.teams,
+        &app.collab,
         &app.hub,
         &identity,
         Outgoing {
@@ -109,7 +109,7 @@ pub async fn notify(
 ) -> Result<Response, ApiError> {
     http_budget(&app, &identity)?;
     let note = messages::notify(
-        &app.teams,
+        &app.collab,
         &app.hub,
         &identity,
         NotificationIn {
@@ -144,7 +144,7 @@ pub async fn notifications(
     let member_of = match &identity {
         Identity::Open => None,
         Identity::User { user, .. } => Some(
-            app.teams
+            app.access
                 .user(&user.name)?
                 .map(|u| u.workspaces)
                 .ok_or_else(|| {
@@ -159,7 +159,7 @@ pub async fn notifications(
         None => messages::Workspaces::Every,
         Some(ws) => messages::Workspaces::Only(ws),
     };
-    let list = app.teams.notifications(from, after, limit as usize)?;
+    let list = app.collab.notifications(from, after, limit as usize)?;
     Ok(ok(json!({"notifications": list})))
 }
 
@@ -169,9 +169,9 @@ pub async fn online(
     Extension(identity): Extension<Identity>,
     Path(ws): Path<String>,
 ) -> Result<Response, ApiError> {
-    auth::check_access(&app.teams, &identity, &ws)?;
+    auth::check_access(&app.access, &identity, &ws)?;
     Ok(ok(
-        json!({"workspace": ws, "online": presence::online(&app.hub, &app.teams, &ws)}),
+        json!({"workspace": ws, "online": presence::online(&app.hub, &app.collab, &ws)}),
     ))
 }
 
@@ -182,8 +182,8 @@ pub async fn documents(
     Extension(identity): Extension<Identity>,
     Path(ws): Path<String>,
 ) -> Result<Response, ApiError> {
-    auth::check_access(&app.teams, &identity, &ws)?;
-    let teams = app.teams.clone();
+    auth::check_access(&app.access, &identity, &ws)?;
+    let teams = app.collab.clone();
     let w = ws.clone();
     let names = tokio::task::spawn_blocking(move || teams.doc_names(&w))
         .await
@@ -201,7 +201,7 @@ pub async fn me(
     Ok(ok(match &identity {
         Identity::Open => {
             let all: Vec<String> = app
-                .teams
+                .access
                 .workspaces()?
                 .into_iter()
                 .map(|w| w.name)

@@ -15,12 +15,12 @@ use serde_json::json;
 
 use cmem_wire::Code;
 
+use crate::access::auth::AuthError;
 use crate::clock::now_rfc3339;
 use crate::envelope::Cursor;
 use crate::hub::PublishError;
 use crate::memory::search::SearchError;
 use crate::teams::TeamsError;
-use crate::teams::auth::AuthError;
 
 /// A successful answer in the JSON envelope.
 pub fn ok<T: Serialize>(data: T) -> Response {

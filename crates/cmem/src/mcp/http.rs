@@ -22,10 +22,10 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 
 use super::{Mcp, Shared};
+use crate::access::auth::Identity;
 use crate::app::App;
 use crate::http::ApiError;
 use crate::teams::TokenHolder;
-use crate::teams::auth::Identity;
 
 /// A session with no request for this long is closed (its client starts a new one).
 pub const IDLE: Duration = Duration::from_secs(300);
@@ -146,7 +146,7 @@ async fn close_revoked(
             // a database that cannot answer now is asked again next second
             let standing = live.contains(&sid)
                 && !matches!(
-                    app.teams.token_holder(&token),
+                    app.access.token_holder(&token),
                     Ok(TokenHolder::Revoked | TokenHolder::Gone)
                 );
             if standing {

@@ -17,12 +17,12 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::{FileChange, Shared};
+use crate::access::auth::{self, AuthError, Identity};
 use crate::api::search::Asked;
 use crate::config::{Config, STATE_DIR};
 use crate::journal::{self, ActivityQuery};
 use crate::memory::service;
 use crate::memory::{Memory, MemoryError, OpenOptions, indexer, watcher};
-use crate::teams::auth::{self, AuthError, Identity};
 
 /// Why `cmem mcp` cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +113,10 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         }
         other => other?,
     };
-    let teams = Arc::new(crate::app::open_teams(&opts.config)?);
+    let access = crate::access::Access::new(Arc::new(crate::app::open_teams(&opts.config)?));
     // a process on this machine that reads the folder itself: open when no users exist, whatever
     // the server's bind (its writes go through the server, which decides for itself)
-    let identity = auth::identify(&teams, opts.token.as_deref(), true).map_err(|e| match e {
+    let identity = auth::identify(&access, opts.token.as_deref(), true).map_err(|e| match e {
         AuthError::Missing => LocalError::TokenNeeded,
         e => LocalError::Refused(e),
     })?;
@@ -186,7 +186,7 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
     };
     let shared = Arc::new(Shared {
         memory,
-        teams,
+        access,
         max_file_bytes: opts.config.index_max_file_bytes,
         changes,
         backend: super::Backend::Local(local),

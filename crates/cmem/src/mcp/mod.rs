@@ -44,12 +44,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::access::Access;
+use crate::access::auth::Identity;
 use crate::app::App;
 use crate::memory::Memory;
 use crate::memory::reader::{self, ReadError};
 use crate::memory::search;
-use crate::teams::auth::Identity;
-use crate::teams::{Teams, TokenHolder};
+use crate::teams::TokenHolder;
 
 /// Where resource URIs point: `cmem://doc/<path relative to the data folder>`.
 pub const DOC_URI: &str = "cmem://doc/";
@@ -81,7 +82,7 @@ pub(crate) enum Backend {
 pub(crate) struct Shared {
     pub(crate) backend: Backend,
     pub(crate) memory: Arc<Memory>,
-    pub(crate) teams: Arc<Teams>,
+    pub(crate) access: Access,
     /// Largest document `read_document` returns (`index_max_file_bytes`).
     pub(crate) max_file_bytes: u64,
     /// Every change to the data folder, for resource notifications.
@@ -121,7 +122,7 @@ impl Shared {
         });
         Arc::new(Shared {
             memory: app.memory.clone(),
-            teams: app.teams.clone(),
+            access: app.access.clone(),
             max_file_bytes: app.config.index_max_file_bytes,
             changes,
             backend: Backend::Server(app),
@@ -176,7 +177,7 @@ impl Mcp {
             let Some(id) = i.token_id() else {
                 return Ok(i.clone());
             };
-            return match self.shared.teams.token_holder(id) {
+            return match self.shared.access.token_holder(id) {
                 Ok(TokenHolder::Active(user)) => Ok(Identity::User {
                     user,
                     token_id: id.to_string(),
@@ -264,7 +265,7 @@ impl Mcp {
     fn follow_changes(&self, peer: Peer<RoleServer>, token_id: Option<String>) {
         let mut rx = self.shared.changes.subscribe();
         let subscribed = self.subscribed.clone();
-        let teams = self.shared.teams.clone();
+        let access = self.shared.access.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(15));
             loop {
@@ -276,7 +277,7 @@ impl Mcp {
                     return;
                 }
                 if let Some(id) = &token_id
-                    && !matches!(teams.token_holder(id), Ok(TokenHolder::Active(_)))
+                    && !matches!(access.token_holder(id), Ok(TokenHolder::Active(_)))
                 {
                     tracing::info!(
                         "an MCP session's token is no longer valid; its notifications stop"

@@ -5,9 +5,9 @@ use rmcp::model::{ErrorData as McpError, GetPromptResult, JsonObject};
 use serde_json::{Value, json};
 
 use super::{Shared, tools, wire};
+use crate::access::auth::Identity;
 use crate::api::search::Asked;
 use crate::journal::ActivityQuery;
-use crate::teams::auth::Identity;
 
 /// Events a "what changed" prompt reads at most.
 const CHANGES_MAX: usize = 300;

@@ -10,12 +10,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{Backend, Shared};
+use crate::access::auth::{self, Identity};
 use crate::api::search::{self as api_search, Asked};
+use crate::collab::messages::{self, NotificationIn, Outgoing};
 use crate::journal::ActivityQuery;
 use crate::memory::reader;
 use crate::memory::search::{self, snippet_text};
-use crate::teams::auth::{self, Identity};
-use crate::teams::messages::{self, NotificationIn, Outgoing};
 
 /// `search_memory`
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -504,14 +504,14 @@ async fn list_documents(shared: &Shared, args: JsonObject) -> Result<String, Str
 pub(super) fn member_of(shared: &Shared, who: &Identity) -> Result<Vec<String>, String> {
     match who {
         Identity::Open => Ok(shared
-            .teams
+            .access
             .workspaces()
             .map_err(|e| e.to_string())?
             .into_iter()
             .map(|w| w.name)
             .collect()),
         Identity::User { user, .. } => shared
-            .teams
+            .access
             .user(&user.name)
             .map_err(|e| e.to_string())?
             .map(|u| u.workspaces)
@@ -645,7 +645,7 @@ pub(super) fn event_line(e: &Value) -> String {
 fn list_workspaces(shared: &Shared, who: &Identity, args: JsonObject) -> Result<String, String> {
     let _: ListWorkspaces = parse("list_workspaces", args)?;
     let mine = member_of(shared, who)?;
-    let all = shared.teams.workspaces().map_err(|e| e.to_string())?;
+    let all = shared.access.workspaces().map_err(|e| e.to_string())?;
     let me = match who {
         Identity::Open => "the local user of an open server (no users exist)".to_string(),
         Identity::User { user, .. } => format!(
@@ -681,11 +681,11 @@ async fn post_message(shared: &Shared, who: &Identity, args: JsonObject) -> Resu
     let msg = match &shared.backend {
         Backend::Server(app) => {
             let user = who.user_name().unwrap_or(auth::LOCAL_USER);
-            app.teams
+            app.collab
                 .take_http_budget(user, app.config.team_messages_per_s)
                 .map_err(|e| e.to_string())?;
             let (m, _) = messages::send(
-                &app.teams,
+                &app.collab,
                 &app.hub,
                 who,
                 Outgoing {
@@ -721,11 +721,11 @@ async fn notify(shared: &Shared, who: &Identity, args: JsonObject) -> Result<Str
     let note = match &shared.backend {
         Backend::Server(app) => {
             let user = who.user_name().unwrap_or(auth::LOCAL_USER);
-            app.teams
+            app.collab
                 .take_http_budget(user, app.config.team_messages_per_s)
                 .map_err(|e| e.to_string())?;
             let n = messages::notify(
-                &app.teams,
+                &app.collab,
                 &app.hub,
                 who,
                 NotificationIn {

@@ -84,8 +84,8 @@ fn changes_state(m: &Method) -> bool {
 pub async fn check(State(app): State<App>, req: Request, next: Next) -> Response {
     // an exposed server without users (and without --insecure) serves nothing at all, not
     // even its health or its pages, until a user exists: it says how to fix that
-    if !app.config.open_allowed() && !app.teams.users_exist() {
-        return ApiError::from(crate::teams::auth::AuthError::Closed).into_response();
+    if !app.config.open_allowed() && !app.access.users_exist() {
+        return ApiError::from(crate::access::auth::AuthError::Closed).into_response();
     }
     // hyper answers a URL above 64 KiB itself (414, no body); below that the answer says why
     let url_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
@@ -106,7 +106,7 @@ pub async fn check(State(app): State<App>, req: Request, next: Next) -> Response
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
     if let Some(host) = &host
         && !host_allowed(host, &app.config.allowed_hosts)
-        && !app.teams.users_exist()
+        && !app.access.users_exist()
     {
         return ApiError::new(
             StatusCode::FORBIDDEN,

@@ -107,12 +107,12 @@ impl Server {
                 other => break other?,
             }
         };
-        let teams = crate::app::open_teams(&config)?;
-        teams.limit_docs(
+        let (access, collab) = crate::app::team_parts(crate::app::open_teams(&config)?);
+        collab.limit_docs(
             config.docs_cached_max as usize,
             config.docs_per_workspace_max as usize,
         );
-        if !addr.ip().is_loopback() && !config.insecure && !teams.users_exist() {
+        if !addr.ip().is_loopback() && !config.insecure && !access.users_exist() {
             return Err(ServerError::Insecure {
                 addr,
                 data: config.data_dir.display().to_string(),
@@ -128,14 +128,14 @@ impl Server {
         let hub = Hub::open_configured(hub_options(&config)).await?;
         // the recovery key of Socket.IO sessions: shared by a cluster's nodes, else local
         let shared_key = hub.journal.shared_secret("socketio").await?;
-        teams.limit_messages(config.team_message_max_chars);
-        let teams = Arc::new(teams);
+        collab.limit_messages(config.team_message_max_chars);
         let monitor = Monitor::new(hub.clone(), memory.clone(), config.status_interval_s);
-        let metrics = Arc::new(Metrics::new(hub.clone(), memory.clone(), teams.clone()));
+        let metrics = Arc::new(Metrics::new(hub.clone(), memory.clone(), collab.clone()));
         let app = Arc::new(AppState {
             config: Arc::new(config),
             hub,
-            teams,
+            access,
+            collab,
             memory,
             monitor,
             metrics,
@@ -187,11 +187,14 @@ impl Server {
             hub.clone(),
             config.poll_client_ttl_s,
         ));
-        tokio::spawn(crate::teams::live::watch(state.teams.clone(), hub.clone()));
+        tokio::spawn(crate::access::live::watch(
+            Arc::new(state.access.clone()),
+            hub.clone(),
+        ));
         if let Some(changes) = hub.registry.take_presence_changes() {
-            tokio::spawn(crate::teams::presence::run(
+            tokio::spawn(crate::collab::presence::run(
                 hub.clone(),
-                state.teams.clone(),
+                state.collab.clone(),
                 changes,
                 state.config.node(),
             ));

@@ -14,11 +14,11 @@ use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{assets, guard};
+use crate::access::auth;
 use crate::api::{admin, config, diagnostics, events, search, system, workspaces};
 use crate::app::App;
 use crate::config::Transport;
 use crate::http::{ApiError, ok};
-use crate::teams::auth;
 use crate::transports;
 
 async fn health(State(app): State<App>) -> Response {
@@ -115,7 +115,7 @@ async fn authenticate(
     }
     let query = req.uri().query().map(str::to_string);
     let token = auth::token_from(req.headers(), query.as_deref());
-    let identity = match auth::identify(&app.teams, token.as_deref(), app.config.open_allowed()) {
+    let identity = match auth::identify(&app.access, token.as_deref(), app.config.open_allowed()) {
         Ok(i) => i,
         Err(e) => {
             let mut resp = ApiError::from(e).into_response();

@@ -11,15 +11,15 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::MAX_WORKSPACES_PER_CONN;
+use crate::access::auth::Identity;
+use crate::access::auth::check_access;
 use crate::app::App;
+use crate::collab::docs;
+use crate::collab::messages::{self, Outgoing};
+use crate::collab::rate::RateLimit;
 use crate::hub::registry::Conn;
 use crate::net::StallFlag;
 use crate::teams::TeamsError;
-use crate::teams::auth::Identity;
-use crate::teams::auth::check_access;
-use crate::teams::docs;
-use crate::teams::messages::{self, Outgoing};
-use crate::teams::rate::RateLimit;
 
 /// One client in the namespace.
 pub struct Socket {
@@ -86,7 +86,7 @@ fn who(s: &Socket) -> &Identity {
 fn remember_workspaces(s: &Socket) {
     if let Err(e) = s
         .app
-        .teams
+        .access
         .save_socket_workspaces(&s.conn.id, &s.conn.workspaces())
     {
         tracing::warn!(error = %e, sid = %s.conn.id, "could not keep the socket's workspaces");
@@ -95,7 +95,7 @@ fn remember_workspaces(s: &Socket) {
 
 fn join(s: &Socket, d: Value) -> Result<Value, TeamsError> {
     let ws = workspace_of(&d)?;
-    check_access(&s.app.teams, who(s), &ws)?;
+    check_access(&s.app.access, who(s), &ws)?;
     let conn = &s.conn;
     if conn.workspaces().len() >= MAX_WORKSPACES_PER_CONN && !conn.workspaces().contains(&ws) {
         return Err(TeamsError::Invalid(format!(
@@ -125,7 +125,7 @@ async fn message(s: &Socket, d: Value) -> Result<Value, TeamsError> {
     let text = field("text").ok_or_else(|| TeamsError::Invalid("text is missing".into()))?;
     spend(s, Budget::Messages)?;
     let (msg, duplicate) = messages::send(
-        &s.app.teams,
+        &s.app.collab,
         &s.app.hub,
         who(s),
         Outgoing {
@@ -144,7 +144,7 @@ async fn notification(s: &Socket, d: Value) -> Result<Value, TeamsError> {
         field("workspace").ok_or_else(|| TeamsError::Invalid("workspace is missing".into()))?;
     spend(s, Budget::Messages)?;
     let note = messages::notify(
-        &s.app.teams,
+        &s.app.collab,
         &s.app.hub,
         who(s),
         messages::NotificationIn {
@@ -179,7 +179,7 @@ fn doc_sync(s: &Socket, d: rmpv::Value) -> Result<Value, TeamsError> {
         None => Vec::new(),
     };
     docs::sync(
-        &s.app.teams,
+        &s.app.collab,
         who(s),
         text_field(&d, "workspace")?,
         text_field(&d, "doc")?,
@@ -194,7 +194,7 @@ async fn doc_update(s: &Socket, d: rmpv::Value) -> Result<Value, TeamsError> {
         "update",
     )?;
     let id = docs::update(
-        &s.app.teams,
+        &s.app.collab,
         &s.app.hub,
         who(s),
         text_field(&d, "workspace")?,

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::HeaderMap;
 
+use crate::access::auth::Identity;
 use crate::envelope::Scope;
 use crate::http::ApiError;
 use crate::hub::registry::ConnMeta;
-use crate::teams::auth::Identity;
 
 /// The workspaces a connection subscribes to: parsed from the request, then checked against
 /// the identity's memberships (403 for a workspace the user is not in).

@@ -24,13 +24,13 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{conn_meta, workspaces_for};
+use crate::access::auth::Identity;
 use crate::app::App;
 use crate::clock::now_rfc3339;
 use crate::envelope::Cursor;
 use crate::http::{ApiError, number_param, parse_cursor, query_params};
 use crate::hub::Hub;
 use crate::hub::registry::Conn;
-use crate::teams::auth::Identity;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;

@@ -40,13 +40,13 @@ use sha2::{Digest, Sha256};
 
 use super::client_events::Socket;
 use super::{conn_meta, parse_workspaces};
+use crate::access::auth::{Identity, identify, token_from};
 use crate::app::App;
 use crate::engine::socketio::{Connected, EventStream, Namespaces, Refused, Reply, SocketIo};
 use crate::engine::{self, Close, Engine, Frame, Opening};
 use crate::envelope::{Cursor, Event, Scope};
 use crate::hub::Subscription;
 use crate::net::StallFlag;
-use crate::teams::auth::{Identity, identify, token_from};
 
 /// Browsers send `Origin` on WebSocket upgrades and cross-origin polling; refuse origins the
 /// rule the guard applies to state-changing requests does not allow
@@ -441,7 +441,7 @@ impl Cmem {
             .token
             .take()
             .or_else(|| token_from(&o.headers, o.uri.query()));
-        let identity = identify(&app.teams, token.as_deref(), app.config.open_allowed())
+        let identity = identify(&app.access, token.as_deref(), app.config.open_allowed())
             .map_err(|e| refuse(e.code(), e))?;
         let user = identity.user_name().unwrap_or("").to_string();
         let start = self.start(&hs, &user);
@@ -449,7 +449,7 @@ impl Cmem {
             Start::Recover { sid, .. } => {
                 // the workspaces the session had, as far as the user still belongs to them
                 let had = app
-                    .teams
+                    .access
                     .socket_workspaces(sid)
                     .ok()
                     .flatten()
@@ -615,7 +615,7 @@ pub fn build(
         s => s,
     };
     let max_age_ms = (max_age_s as i64).saturating_mul(1000);
-    let (teams, shutdown) = (app.teams.clone(), app.hub.shutdown.clone());
+    let (access, shutdown) = (app.access.clone(), app.hub.shutdown.clone());
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -623,7 +623,7 @@ pub fn build(
                 _ = every.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
-            if let Err(e) = teams.prune_socket_sessions(max_age_ms) {
+            if let Err(e) = access.prune_socket_sessions(max_age_ms) {
                 tracing::warn!(error = %e, "could not prune old socket sessions");
             }
         }

@@ -28,13 +28,13 @@ use cmem_wire::Transport;
 use futures::Stream;
 
 use super::{conn_meta, new_conn_id, workspaces_for};
+use crate::access::auth::Identity;
 use crate::app::App;
 use crate::http::ApiError;
 use crate::http::{parse_cursor, query_params};
 use crate::hub::registry::Conn;
 use crate::hub::{Hub, StreamEnd, Subscription};
 use crate::net::StallFlag;
-use crate::teams::auth::Identity;
 
 /// Removes the connection from the registry when the stream is dropped (client gone or
 /// stream ended), counting why.

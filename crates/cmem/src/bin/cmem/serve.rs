@@ -12,7 +12,9 @@ pub(crate) async fn serve(loaded: config::Loaded) -> Result<(), ServerError> {
     tracing::info!(profile = loaded.profile.name(), "configuration loaded");
     let server = Server::bind(loaded).await?;
     let addr = server.local_addr();
-    if !addr.ip().is_loopback() && server.app().config.insecure && !server.app().teams.users_exist()
+    if !addr.ip().is_loopback()
+        && server.app().config.insecure
+        && !server.app().access.users_exist()
     {
         tracing::warn!(
             %addr,

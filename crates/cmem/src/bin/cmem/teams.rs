@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::{DataArg, EXIT_RUNTIME, Failure, config_for, data_dir, report};
-use cmem::teams::{Teams, TeamsError};
+use cmem::access::Access;
+use cmem::teams::TeamsError;
 
 #[derive(Subcommand)]
 pub(crate) enum UserCmd {
@@ -70,13 +71,15 @@ pub(crate) enum TeamsCmd {
 /// Opens the teams database of a data folder as configured: `teams.sqlite3`, or the
 /// cluster's team log when `cluster_nats_url` is set (then a change made here reaches every
 /// node).
-pub(crate) fn open_teams(data: &DataArg) -> Result<Teams, ExitCode> {
+pub(crate) fn open_teams(data: &DataArg) -> Result<Access, ExitCode> {
     let dir = data_dir(data)?;
     let loaded = config_for(&dir)?;
-    cmem::open_teams(&loaded.config).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(EXIT_RUNTIME)
-    })
+    cmem::open_teams(&loaded.config)
+        .map(|store| Access::new(std::sync::Arc::new(store)))
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        })
 }
 
 /// Forgets a removed user's searches in the folder's history (shared with a running server).

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::TeamsError;
+use crate::teams::TeamsError;
 
 /// Allows `per_s` a second on average, in bursts of up to twice that.
 #[derive(Debug, Clone)]

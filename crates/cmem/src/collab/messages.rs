@@ -12,11 +12,12 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
-use super::auth::{Identity, LOCAL_USER, check_access};
-use super::store::{Change, Check};
-use super::{Teams, TeamsError};
+use super::Collab;
+use crate::access::auth::{Identity, LOCAL_USER, check_access};
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
+use crate::teams::TeamsError;
+use crate::teams::store::{Change, Check};
 
 /// What storing a message found.
 #[derive(Debug)]
@@ -62,7 +63,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 
 const COLUMNS: &str = "id, workspace, user, text, client_msg_id, ts";
 
-impl Teams {
+impl Collab {
     /// Stores a message unless one with the same `(workspace, user, client_msg_id)` exists;
     /// returns the message and whether it was already there.
     pub(super) fn store_message(
@@ -86,7 +87,7 @@ impl Teams {
                 )
                 .optional()?)
         };
-        let ts = super::now();
+        let ts = crate::teams::now();
         let change = Change::Message {
             workspace: workspace.into(),
             user: user.into(),
@@ -100,14 +101,14 @@ impl Teams {
         } else {
             Check::Blind
         };
-        let committed = self.commit(check, &|db| match find(db)? {
+        let committed = self.store.commit(check, &|db| match find(db)? {
             Some(_) => Err(TeamsError::Exists(String::new())),
             None => Ok(change.clone()),
         });
         let id = match committed {
             Ok(id) => id,
             Err(TeamsError::Exists(_)) => {
-                let found = find(&*self.db()?)?;
+                let found = find(&*self.store.db()?)?;
                 return found
                     .map(|(message, published)| Stored::Again { message, published })
                     .ok_or_else(|| {
@@ -134,12 +135,14 @@ impl Teams {
     }
 
     fn unstore_message(&self, id: i64) -> Result<(), TeamsError> {
-        self.commit(Check::Blind, &|_| Ok(Change::Unmessage { id }))?;
+        self.store
+            .commit(Check::Blind, &|_| Ok(Change::Unmessage { id }))?;
         Ok(())
     }
 
     fn set_message_event(&self, id: i64, event_id: u64) -> Result<(), TeamsError> {
-        self.commit(Check::Blind, &|_| Ok(Change::MessageEvent { id, event_id }))?;
+        self.store
+            .commit(Check::Blind, &|_| Ok(Change::MessageEvent { id, event_id }))?;
         Ok(())
     }
 
@@ -150,7 +153,7 @@ impl Teams {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Message>, TeamsError> {
-        let db = self.db()?;
+        let db = self.store.db()?;
         let mut stmt = db.prepare(&format!(
             "SELECT {COLUMNS} FROM messages WHERE workspace = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
         ))?;
@@ -164,7 +167,7 @@ impl Teams {
     }
 }
 
-impl Teams {
+impl Collab {
     /// Spends one message from an HTTP sender's budget (per user; `local` on an open server).
     pub fn take_http_budget(&self, user: &str, per_s: u64) -> Result<(), TeamsError> {
         self.http_budgets.take(user, per_s, 1, "messages")
@@ -191,9 +194,9 @@ impl Teams {
     }
 }
 
-/// A message this process is publishing (see `Teams::claim_publishing`).
+/// A message this process is publishing (see `Collab::claim_publishing`).
 struct Publishing<'a> {
-    teams: &'a Teams,
+    teams: &'a Collab,
     id: i64,
 }
 
@@ -217,12 +220,12 @@ pub struct Outgoing<'a> {
 
 /// Checks, stores and publishes a message. Returns it and whether it was a retry.
 pub async fn send(
-    teams: &Teams,
+    teams: &Collab,
     hub: &Hub,
     identity: &Identity,
     m: Outgoing<'_>,
 ) -> Result<(Message, bool), TeamsError> {
-    check_access(teams, identity, m.workspace)?;
+    check_access(teams.access(), identity, m.workspace)?;
     let text = m.text.trim();
     if text.is_empty() {
         return Err(TeamsError::Invalid("text is empty".into()));
@@ -313,9 +316,9 @@ pub struct NotificationIn<'a> {
     pub level: Option<&'a str>,
 }
 
-impl Teams {
+impl Collab {
     pub(super) fn store_notification(&self, n: &Notification) -> Result<i64, TeamsError> {
-        self.commit(Check::Blind, &|_| {
+        self.store.commit(Check::Blind, &|_| {
             Ok(Change::Notification {
                 workspace: n.workspace.clone(),
                 sender: n.from.clone(),
@@ -340,7 +343,7 @@ impl Teams {
             Workspaces::Every => None,
             Workspaces::Only(ws) => Some(serde_json::to_string(ws).unwrap_or_else(|_| "[]".into())),
         };
-        let db = self.db()?;
+        let db = self.store.db()?;
         let mut stmt = db.prepare(
             "SELECT id, workspace, sender, title, body, level, ts FROM notifications
              WHERE id > ?1 AND (?3 IS NULL OR workspace IN (SELECT value FROM json_each(?3)))
@@ -374,12 +377,12 @@ pub enum Workspaces<'a> {
 /// Checks, stores and publishes a `team_notification` to a workspace's members: online ones
 /// receive it live, the others when they resume (or from `GET /api/notifications`).
 pub async fn notify(
-    teams: &Teams,
+    teams: &Collab,
     hub: &Hub,
     identity: &Identity,
     n: NotificationIn<'_>,
 ) -> Result<Notification, TeamsError> {
-    check_access(teams, identity, n.workspace)?;
+    check_access(teams.access(), identity, n.workspace)?;
     let level = n.level.unwrap_or("info");
     if !LEVELS.contains(&level) {
         return Err(TeamsError::Invalid(format!(
@@ -406,7 +409,7 @@ pub async fn notify(
         title: title.into(),
         body: n.body.into(),
         level: level.into(),
-        ts: super::now(),
+        ts: crate::teams::now(),
     };
     note.id = teams.store_notification(&note)?;
     let event = NewEvent::new(

@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::Teams;
-use super::cluster::Link;
+use super::Collab;
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
 use crate::hub::registry::PresenceChange;
+use crate::teams::cluster::Link;
 
 /// How often a node announces who is online on it even when nothing changed.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -183,11 +183,11 @@ fn kind(t: &Transition) -> (&'static str, &String, &String) {
 /// node alone, or across the cluster when `teams` is a cluster's.
 pub async fn run(
     hub: Arc<Hub>,
-    teams: Arc<Teams>,
+    teams: Arc<Collab>,
     changes: UnboundedReceiver<PresenceChange>,
     node: String,
 ) {
-    match teams.cluster_link() {
+    match teams.store().cluster_link() {
         Some(link) => run_cluster(hub, teams, changes, link, node).await,
         None => run_local(hub, changes).await,
     }
@@ -298,7 +298,7 @@ async fn follow(s: &stream::Stream, subjects: &str) -> Result<consumer::pull::Or
 fn instance_id(node: &str, fill: impl FnOnce(&mut [u8]) -> Result<(), getrandom::Error>) -> String {
     let mut id = [0u8; 8];
     match fill(&mut id) {
-        Ok(()) => super::store::hex(&id),
+        Ok(()) => crate::teams::store::hex(&id),
         Err(e) => {
             // the clock, and a count for two calls within one tick of a coarse clock
             static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -313,7 +313,7 @@ fn instance_id(node: &str, fill: impl FnOnce(&mut [u8]) -> Result<(), getrandom:
 
 async fn run_cluster(
     hub: Arc<Hub>,
-    teams: Arc<Teams>,
+    teams: Arc<Collab>,
     mut changes: UnboundedReceiver<PresenceChange>,
     link: Link,
     node: String,
@@ -415,7 +415,7 @@ async fn run_cluster(
                         Ok(a) => {
                             expiring.remove(&a.instance);
                             let view = (!a.bye).then_some((a.node, a.online));
-                            if let Ok(mut board) = teams.shared.board.write() {
+                            if let Ok(mut board) = teams.board.write() {
                                 let made = board.replace(&a.instance, view, Instant::now());
                                 if live {
                                     transitions.extend(made.into_iter().map(|t| (seq, t)));
@@ -436,7 +436,7 @@ async fn run_cluster(
             },
             _ = tick.tick() => {
                 let now = Instant::now();
-                let silent = teams.shared.board.read().map(|b| b.silent(now)).unwrap_or_default();
+                let silent = teams.board.read().map(|b| b.silent(now)).unwrap_or_default();
                 for gone in silent {
                     if gone == me || expiring.get(&gone).is_some_and(|t| now.duration_since(*t) < HEARTBEAT * 2) {
                         continue;
@@ -493,10 +493,10 @@ async fn run_cluster(
 
 /// Who is online in a workspace: each user once, with their connections — on this node, or
 /// on every node of a cluster.
-pub fn online(hub: &Hub, teams: &Teams, workspace: &str) -> Vec<serde_json::Value> {
+pub fn online(hub: &Hub, teams: &Collab, workspace: &str) -> Vec<serde_json::Value> {
     let mut by_user: BTreeMap<String, Vec<String>> = Default::default();
-    if teams.is_cluster() {
-        if let Ok(board) = teams.shared.board.read() {
+    if teams.store().is_cluster() {
+        if let Ok(board) = teams.board.read() {
             for v in board.nodes.values() {
                 for e in v.online.iter().filter(|e| e.workspace == workspace) {
                     by_user

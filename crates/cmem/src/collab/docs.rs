@@ -29,14 +29,15 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
-use super::auth::{Identity, LOCAL_USER, check_access};
-use super::store::{Change, Check};
-use super::{Teams, TeamsError, check_name};
+use super::Collab;
+use crate::access::auth::{Identity, LOCAL_USER, check_access};
 use crate::envelope::{NewEvent, Scope};
 use crate::hub::Hub;
+use crate::teams::store::{Change, Check};
+use crate::teams::{TeamsError, check_name};
 
-pub use super::fold::COMPACT_AFTER;
-use super::fold::guarded;
+pub use crate::teams::fold::COMPACT_AFTER;
+use crate::teams::fold::guarded;
 
 /// Largest update accepted, in bytes.
 pub const MAX_UPDATE_BYTES: usize = 1_000_000;
@@ -120,16 +121,12 @@ pub fn bytes_of(v: &rmpv::Value, what: &str) -> Result<Vec<u8>, TeamsError> {
     }
 }
 
-impl Teams {
+impl Collab {
     /// Sets the memory and count limits of shared documents (the server does, from its
     /// configuration; the defaults hold otherwise).
     pub fn limit_docs(&self, cached_max: usize, per_workspace_max: usize) {
-        self.shared
-            .docs
-            .cached_max
-            .store(cached_max, Ordering::Relaxed);
-        self.shared
-            .docs
+        self.docs.cached_max.store(cached_max, Ordering::Relaxed);
+        self.docs
             .per_workspace_max
             .store(per_workspace_max, Ordering::Relaxed);
     }
@@ -146,12 +143,7 @@ impl Teams {
 
     /// How many documents are loaded in memory.
     pub fn docs_loaded(&self) -> usize {
-        self.shared
-            .docs
-            .open
-            .lock()
-            .map(|l| l.docs.len())
-            .unwrap_or(0)
+        self.docs.open.lock().map(|l| l.docs.len()).unwrap_or(0)
     }
 
     /// The in-memory document, loaded from its stored updates on first use. A document with
@@ -161,8 +153,7 @@ impl Teams {
     fn doc(&self, workspace: &str, name: &str, create: bool) -> Result<SharedDoc, TeamsError> {
         let key = (workspace.to_string(), name.to_string());
         let lock = || {
-            self.shared
-                .docs
+            self.docs
                 .open
                 .lock()
                 .map_err(|_| TeamsError::Invalid("documents lock poisoned".into()))
@@ -177,7 +168,7 @@ impl Teams {
             }
         }
         let updates: Vec<Vec<u8>> = {
-            let db = self.db()?;
+            let db = self.store.db()?;
             let mut stmt = db.prepare(
                 "SELECT data FROM doc_updates WHERE workspace = ?1 AND doc = ?2 ORDER BY seq",
             )?;
@@ -188,8 +179,8 @@ impl Teams {
             if !create {
                 return Ok(Arc::new(Mutex::new(Doc::new())));
             }
-            let max = self.shared.docs.per_workspace_max.load(Ordering::Relaxed);
-            let existing: i64 = self.db()?.query_row(
+            let max = self.docs.per_workspace_max.load(Ordering::Relaxed);
+            let existing: i64 = self.store.db()?.query_row(
                 "SELECT COUNT(DISTINCT doc) FROM doc_updates WHERE workspace = ?1",
                 [workspace],
                 |r| r.get(0),
@@ -217,7 +208,7 @@ impl Teams {
         if let Some((d, _)) = loaded.docs.get(&key) {
             return Ok(d.clone());
         }
-        loaded.evict_down_to(self.shared.docs.cached_max.load(Ordering::Relaxed));
+        loaded.evict_down_to(self.docs.cached_max.load(Ordering::Relaxed));
         let doc = Arc::new(Mutex::new(doc));
         let now = loaded.clock;
         loaded.docs.insert(key, (doc.clone(), now));
@@ -226,7 +217,7 @@ impl Teams {
 
     /// The shared documents of `workspace`, most recently edited first (at most 1,000).
     pub fn doc_names(&self, workspace: &str) -> Result<Vec<String>, TeamsError> {
-        let db = self.db()?;
+        let db = self.store.db()?;
         let mut q = db.prepare(
             "SELECT doc FROM doc_updates WHERE workspace = ?1 GROUP BY doc ORDER BY MAX(seq) DESC LIMIT 1000",
         )?;
@@ -284,7 +275,7 @@ impl Teams {
     /// Drops a loaded document (a panic may have left it half changed); it is reloaded from
     /// storage when next asked for.
     fn unload(&self, workspace: &str, name: &str) {
-        self.shared.docs.unload(workspace, name);
+        self.docs.unload(workspace, name);
     }
 
     /// Applies and stores one update; folds the stored updates when there are many. Returns
@@ -326,7 +317,7 @@ impl Teams {
         }
         drop(doc);
         let data = B64.encode(update);
-        let stored = self.commit(Check::Blind, &|_| {
+        let stored = self.store.commit(Check::Blind, &|_| {
             Ok(Change::DocUpdate {
                 workspace: workspace.into(),
                 doc: name.into(),
@@ -342,7 +333,7 @@ impl Teams {
 
     /// Whether a document has anything stored.
     fn doc_stored(&self, workspace: &str, name: &str) -> Result<bool, TeamsError> {
-        Ok(self.db()?.query_row(
+        Ok(self.store.db()?.query_row(
             "SELECT EXISTS (SELECT 1 FROM doc_updates WHERE workspace = ?1 AND doc = ?2)",
             [workspace, name],
             |r| r.get(0),
@@ -390,13 +381,13 @@ fn check_doc_name(name: &str) -> Result<(), TeamsError> {
 /// `doc_sync`: checks access and answers with what the client lacks (base64) and the
 /// server's state vector (base64).
 pub fn sync(
-    teams: &Teams,
+    teams: &Collab,
     identity: &Identity,
     workspace: &str,
     name: &str,
     sv: &[u8],
 ) -> Result<serde_json::Value, TeamsError> {
-    check_access(teams, identity, workspace)?;
+    check_access(teams.access(), identity, workspace)?;
     check_doc_name(name)?;
     let (update, server_sv) = teams.doc_sync(workspace, name, sv)?;
     Ok(json!({
@@ -409,14 +400,14 @@ pub fn sync(
 
 /// `doc_update`: checks access, applies and stores the update, publishes it as `doc_update`.
 pub async fn update(
-    teams: &Teams,
+    teams: &Collab,
     hub: &Hub,
     identity: &Identity,
     workspace: &str,
     name: &str,
     update: &[u8],
 ) -> Result<u64, TeamsError> {
-    check_access(teams, identity, workspace)?;
+    check_access(teams.access(), identity, workspace)?;
     check_doc_name(name)?;
     if update.is_empty() || update.len() > MAX_UPDATE_BYTES {
         return Err(TeamsError::Invalid(format!(
@@ -469,15 +460,16 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let client = Doc::new();
         {
-            let t = Teams::open(dir.path()).unwrap();
+            let t = crate::collab::for_tests(dir.path());
             for i in 0..(COMPACT_AFTER + 10) {
                 let u = edit(&client, 0, &format!("{}", i % 10));
                 t.doc_apply("eng", "notes", &u).unwrap();
             }
             assert!(t.doc_apply("eng", "notes", b"not yjs").is_err());
         }
-        let t = Teams::open(dir.path()).unwrap();
+        let t = crate::collab::for_tests(dir.path());
         let rows: i64 = t
+            .store()
             .db()
             .unwrap()
             .query_row("SELECT COUNT(*) FROM doc_updates", [], |r| r.get(0))
@@ -503,10 +495,11 @@ pub(crate) mod tests {
     #[test]
     fn compaction_keeps_an_update_it_cannot_read() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Teams::open(dir.path()).unwrap();
+        let t = crate::collab::for_tests(dir.path());
         let client = Doc::new();
         t.doc_apply("eng", "notes", &edit(&client, 0, "a")).unwrap();
-        t.db()
+        t.store()
+            .db()
             .unwrap()
             .execute(
                 "INSERT INTO doc_updates (workspace, doc, data) VALUES ('eng', 'notes', x'ff00ff')",
@@ -517,6 +510,7 @@ pub(crate) mod tests {
             t.doc_apply("eng", "notes", &edit(&client, 0, "b")).unwrap();
         }
         let rows: Vec<Vec<u8>> = t
+            .store()
             .db()
             .unwrap()
             .prepare("SELECT data FROM doc_updates WHERE doc = 'notes' ORDER BY seq")
@@ -537,7 +531,7 @@ pub(crate) mod tests {
     }
 
     /// The text `t` of a document, as a late joiner syncing from nothing would see it.
-    pub(crate) fn text_of(t: &Teams, workspace: &str, name: &str) -> String {
+    pub(crate) fn text_of(t: &Collab, workspace: &str, name: &str) -> String {
         let (full, _) = t.doc_sync(workspace, name, &[]).unwrap();
         let back = Doc::new();
         back.transact_mut()
@@ -551,7 +545,7 @@ pub(crate) mod tests {
     #[test]
     fn an_update_that_breaks_encoding_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Teams::open(dir.path()).unwrap();
+        let t = crate::collab::for_tests(dir.path());
         let client = Doc::new();
         t.doc_apply("eng", "x", &edit(&client, 0, "kept")).unwrap();
         let crash = [1u8, 1, 0xb4, 0x55, 0x0a, 0x42, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -563,7 +557,7 @@ pub(crate) mod tests {
     #[test]
     fn memory_and_count_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Teams::open(dir.path()).unwrap();
+        let t = crate::collab::for_tests(dir.path());
         t.limit_docs(3, 5);
         // names that were never written load nothing
         for i in 0..100 {

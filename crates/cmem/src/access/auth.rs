@@ -5,7 +5,8 @@
 use axum::http::HeaderMap;
 use cmem_wire::Code;
 
-use super::{Teams, TeamsError, User, check_name};
+use super::Access;
+use crate::teams::{TeamsError, User, check_name};
 
 /// Why a client is refused. Messages say what to send instead.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -122,7 +123,7 @@ impl Identity {
 /// loopback bind or `--insecure`). Both are asked at every call, so a server that loses its
 /// last user while exposed closes instead of opening.
 pub fn identify(
-    teams: &Teams,
+    teams: &Access,
     token: Option<&str>,
     open_allowed: bool,
 ) -> Result<Identity, AuthError> {
@@ -170,7 +171,11 @@ pub const LOCAL_USER: &str = "local";
 
 /// Whether `identity` may read and write `workspace`: anyone on an open server, members
 /// otherwise (asked of the database each time, so a removal applies at once).
-pub fn check_access(teams: &Teams, identity: &Identity, workspace: &str) -> Result<(), TeamsError> {
+pub fn check_access(
+    teams: &Access,
+    identity: &Identity,
+    workspace: &str,
+) -> Result<(), TeamsError> {
     check_name("workspace", workspace)?;
     match identity.user_name() {
         None => Ok(()),

@@ -5,6 +5,8 @@
 
 use super::messages::{Notification, Workspaces};
 use super::*;
+use crate::access::auth;
+use crate::teams::{LOCAL_FILE, TeamsError, TokenHolder, cluster, now};
 use docs::tests::text_of;
 use yrs::Doc;
 
@@ -12,7 +14,7 @@ fn edit(doc: &Doc, s: &str) -> Vec<u8> {
     docs::tests::edit(doc, 0, s)
 }
 
-fn note(t: &Teams, title: &str) -> i64 {
+fn note(t: &Collab, title: &str) -> i64 {
     t.store_notification(&Notification {
         id: 0,
         workspace: "eng".into(),
@@ -26,82 +28,92 @@ fn note(t: &Teams, title: &str) -> i64 {
 }
 
 /// What every team store does, on a store with nothing in it.
-fn conformance(t: &Teams) {
+fn conformance(t: &Collab) {
     // users
-    assert!(!t.users_exist());
-    t.add_user("alice", true).unwrap();
-    t.add_user("bob", false).unwrap();
-    assert!(t.users_exist(), "adding a user forgets the cached answer");
+    assert!(!t.access().users_exist());
+    t.access().add_user("alice", true).unwrap();
+    t.access().add_user("bob", false).unwrap();
+    assert!(
+        t.access().users_exist(),
+        "adding a user forgets the cached answer"
+    );
     assert!(matches!(
-        t.add_user("alice", false),
+        t.access().add_user("alice", false),
         Err(TeamsError::Exists(_))
     ));
     assert!(matches!(
-        t.add_user("../x", false),
+        t.access().add_user("../x", false),
         Err(TeamsError::Invalid(_))
     ));
     assert!(matches!(
-        t.remove_user("ghost", false),
+        t.access().remove_user("ghost", false),
         Err(TeamsError::NotFound(_))
     ));
     // tokens
-    let tok = t.create_token("alice", Some("laptop")).unwrap();
+    let tok = t.access().create_token("alice", Some("laptop")).unwrap();
     assert!(tok.token.starts_with(&format!("cm_{}_", tok.id)));
     assert!(matches!(
-        t.create_token("ghost", None),
+        t.access().create_token("ghost", None),
         Err(TeamsError::NotFound(_))
     ));
-    let (who, id) = t.authenticate(&tok.token).unwrap();
+    let (who, id) = t.access().authenticate(&tok.token).unwrap();
     assert_eq!((who.name.as_str(), id.as_str()), ("alice", tok.id.as_str()));
     assert!(matches!(
-        t.authenticate("cm_nope_nope"),
+        t.access().authenticate("cm_nope_nope"),
         Err(auth::AuthError::Unknown)
     ));
     // workspaces and members
-    t.create_workspace("eng").unwrap();
+    t.access().create_workspace("eng").unwrap();
     assert!(matches!(
-        t.create_workspace("eng"),
+        t.access().create_workspace("eng"),
         Err(TeamsError::Exists(_))
     ));
-    t.add_member("eng", "alice").unwrap();
-    t.add_member("eng", "bob").unwrap();
+    t.access().add_member("eng", "alice").unwrap();
+    t.access().add_member("eng", "bob").unwrap();
     assert!(matches!(
-        t.add_member("eng", "alice"),
+        t.access().add_member("eng", "alice"),
         Err(TeamsError::Exists(_))
     ));
     assert!(matches!(
-        t.add_member("nope", "alice"),
+        t.access().add_member("nope", "alice"),
         Err(TeamsError::NotFound(_))
     ));
     assert!(matches!(
-        t.add_member("eng", "ghost"),
+        t.access().add_member("eng", "ghost"),
         Err(TeamsError::NotFound(_))
     ));
-    assert_eq!(t.user("alice").unwrap().unwrap().workspaces, vec!["eng"]);
     assert_eq!(
-        t.workspace("eng").unwrap().unwrap().members,
+        t.access().user("alice").unwrap().unwrap().workspaces,
+        vec!["eng"]
+    );
+    assert_eq!(
+        t.access().workspace("eng").unwrap().unwrap().members,
         ["alice", "bob"]
     );
-    t.remove_member("eng", "bob").unwrap();
+    t.access().remove_member("eng", "bob").unwrap();
     assert!(matches!(
-        t.remove_member("eng", "bob"),
+        t.access().remove_member("eng", "bob"),
         Err(TeamsError::NotFound(_))
     ));
-    assert!(!t.is_member("eng", "bob").unwrap());
+    assert!(!t.access().is_member("eng", "bob").unwrap());
     // revocation
-    let holder = |id: &str| t.token_holder(id).unwrap();
+    let holder = |id: &str| t.access().token_holder(id).unwrap();
     assert!(matches!(holder(&tok.id), TokenHolder::Active(_)));
-    t.revoke_token(&tok.id).unwrap();
+    t.access().revoke_token(&tok.id).unwrap();
     assert!(matches!(
-        t.revoke_token(&tok.id),
+        t.access().revoke_token(&tok.id),
         Err(TeamsError::NotFound(_))
     ));
     assert_eq!(holder(&tok.id), TokenHolder::Revoked);
     assert!(matches!(
-        t.authenticate(&tok.token),
+        t.access().authenticate(&tok.token),
         Err(auth::AuthError::Revoked(_))
     ));
-    assert!(t.tokens(Some("alice")).unwrap()[0].revoked_at.is_some());
+    assert!(
+        t.access().tokens(Some("alice")).unwrap()[0]
+            .revoked_at
+            .is_some()
+    );
     // messages: a retry with the same client_msg_id is the stored message, not a new one
     let (m1, dup) = t
         .store_message("eng", "alice", "hi", Some("c1"))
@@ -146,19 +158,29 @@ fn conformance(t: &Teams) {
     );
     assert_eq!(t.doc_names("eng").unwrap(), ["notes"]);
     // Socket.IO sessions' workspaces
-    t.save_socket_workspaces("s1", &ws).unwrap();
-    assert_eq!(t.socket_workspaces("s1").unwrap(), Some(ws.to_vec()));
-    assert_eq!(t.socket_workspaces("s2").unwrap(), None);
+    t.access().save_socket_workspaces("s1", &ws).unwrap();
+    assert_eq!(
+        t.access().socket_workspaces("s1").unwrap(),
+        Some(ws.to_vec())
+    );
+    assert_eq!(t.access().socket_workspaces("s2").unwrap(), None);
     // removing a user takes their tokens and memberships
     // ... but the last admin only on purpose
     assert!(matches!(
-        t.remove_user("alice", false),
+        t.access().remove_user("alice", false),
         Err(TeamsError::Conflict(_))
     ));
-    t.remove_user("alice", true).unwrap();
-    assert!(t.workspace("eng").unwrap().unwrap().members.is_empty());
+    t.access().remove_user("alice", true).unwrap();
+    assert!(
+        t.access()
+            .workspace("eng")
+            .unwrap()
+            .unwrap()
+            .members
+            .is_empty()
+    );
     assert_eq!(holder(&tok.id), TokenHolder::Gone);
-    assert_eq!(t.users().unwrap().len(), 1);
+    assert_eq!(t.access().users().unwrap().len(), 1);
 }
 
 /// A message stored and never published (the send that stored it could neither publish it nor
@@ -169,7 +191,7 @@ async fn a_retry_publishes_a_message_its_first_send_could_not() {
     use auth::LOCAL_USER;
     use messages::{Outgoing, send};
     let dir = tempfile::tempdir().unwrap();
-    let t = Teams::open(dir.path()).unwrap();
+    let t = crate::collab::for_tests(dir.path());
     let hub = crate::hub::for_tests(dir.path());
     let mut seen = hub.tap();
     // what a failed publish followed by a failed take-back leaves
@@ -213,16 +235,16 @@ async fn a_retry_publishes_a_message_its_first_send_could_not() {
 #[test]
 fn the_local_store_keeps_its_promises() {
     let dir = tempfile::tempdir().unwrap();
-    let t = Teams::open(dir.path()).unwrap();
-    let tok = t.create_token("nobody", None);
+    let t = crate::collab::for_tests(dir.path());
+    let tok = t.access().create_token("nobody", None);
     assert!(tok.is_err());
     conformance(&t);
     // no token's secret is in the file
-    let secret = t.tokens(None).unwrap();
+    let secret = t.access().tokens(None).unwrap();
     assert!(secret.is_empty(), "alice's tokens went with her");
     let kept = {
-        t.add_user("dora", false).unwrap();
-        t.create_token("dora", None).unwrap().token
+        t.access().add_user("dora", false).unwrap();
+        t.access().create_token("dora", None).unwrap().token
     };
     let raw = std::fs::read(dir.path().join(LOCAL_FILE)).unwrap();
     let wal = std::fs::read(dir.path().join("teams.sqlite3-wal")).unwrap_or_default();
@@ -232,8 +254,8 @@ fn the_local_store_keeps_its_promises() {
     }
     drop(t);
     // and keeps them across reopening
-    let t = Teams::open(dir.path()).unwrap();
-    assert_eq!(t.users().unwrap()[0].name, "bob");
+    let t = crate::collab::for_tests(dir.path());
+    assert_eq!(t.access().users().unwrap()[0].name, "bob");
     assert_eq!(
         text_of(&t, "eng", "notes").len(),
         (docs::COMPACT_AFTER + 5) as usize
@@ -253,9 +275,15 @@ mod jetstream {
         }
     }
 
-    fn node(url: &str, stream: &str) -> (Teams, tempfile::TempDir) {
+    /// Team state on a cluster's team log, viewed from `dir`.
+    fn open(dir: &std::path::Path, options: Option<&cluster::ClusterOptions>) -> Collab {
+        let store = Arc::new(TeamStore::open_with(dir, options).unwrap());
+        Collab::new(store.clone(), Access::new(store))
+    }
+
+    fn node(url: &str, stream: &str) -> (Collab, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let t = Teams::open_with(dir.path(), Some(&options(url, stream))).unwrap();
+        let t = open(dir.path(), Some(&options(url, stream)));
         (t, dir)
     }
 
@@ -272,10 +300,10 @@ mod jetstream {
         assert_eq!(t.cluster_state().unwrap()["teams"]["engine"], "jetstream");
         drop(t);
         // a node that comes back applies only what it missed; one that never ran replays all
-        let back = Teams::open_with(dir.path(), Some(&options(&n.url, "CONF"))).unwrap();
+        let back = open(dir.path(), Some(&options(&n.url, "CONF")));
         let (fresh, _d) = node(&n.url, "CONF");
         for t in [&back, &fresh] {
-            assert_eq!(t.users().unwrap()[0].name, "bob");
+            assert_eq!(t.access().users().unwrap()[0].name, "bob");
             assert_eq!(
                 text_of(t, "eng", "notes").len(),
                 (docs::COMPACT_AFTER + 5) as usize
@@ -294,25 +322,25 @@ mod jetstream {
         let n = nats();
         let (a, _da) = node(&n.url, "SHARE");
         let (b, _db) = node(&n.url, "SHARE");
-        a.add_user("alice", false).unwrap();
-        let tok = a.create_token("alice", None).unwrap();
-        assert!(eventually(|| b.authenticate(&tok.token).is_ok()));
+        a.access().add_user("alice", false).unwrap();
+        let tok = a.access().create_token("alice", None).unwrap();
+        assert!(eventually(|| b.access().authenticate(&tok.token).is_ok()));
         // a revocation on one node reaches the other, and wakes its watcher
-        let seen = b.access_changes();
-        a.revoke_token(&tok.id).unwrap();
+        let seen = b.store().access_changes();
+        a.access().revoke_token(&tok.id).unwrap();
         assert!(eventually(
-            || b.token_holder(&tok.id).unwrap() == TokenHolder::Revoked
+            || b.access().token_holder(&tok.id).unwrap() == TokenHolder::Revoked
         ));
-        assert!(b.access_changes() > seen);
+        assert!(b.store().access_changes() > seen);
         // a node refuses what the other already did
         assert!(matches!(
-            b.revoke_token(&tok.id),
+            b.access().revoke_token(&tok.id),
             Err(TeamsError::NotFound(_))
         ));
         // both nodes create the same user at once: exactly one succeeds
         let results: Vec<_> = std::thread::scope(|s| {
-            let ha = s.spawn(|| a.add_user("carol", false));
-            let hb = s.spawn(|| b.add_user("carol", false));
+            let ha = s.spawn(|| a.access().add_user("carol", false));
+            let hb = s.spawn(|| b.access().add_user("carol", false));
             vec![ha.join().unwrap(), hb.join().unwrap()]
         });
         assert_eq!(
@@ -364,21 +392,21 @@ mod jetstream {
         let n = nats();
         let dir = tempfile::tempdir().unwrap();
         {
-            let t = Teams::open_with(dir.path(), Some(&options(&n.url, "REMADE"))).unwrap();
-            t.add_user("alice", false).unwrap();
+            let t = open(dir.path(), Some(&options(&n.url, "REMADE")));
+            t.access().add_user("alice", false).unwrap();
         }
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let js = async_nats::jetstream::new(async_nats::connect(n.url.as_str()).await.unwrap());
             js.delete_stream("REMADE_TEAMS").await.unwrap();
         });
-        let t = Teams::open_with(dir.path(), Some(&options(&n.url, "REMADE"))).unwrap();
+        let t = open(dir.path(), Some(&options(&n.url, "REMADE")));
         assert!(
-            t.users().unwrap().is_empty(),
+            t.access().users().unwrap().is_empty(),
             "the old stream's users are gone"
         );
-        t.add_user("bob", false).unwrap();
-        assert_eq!(t.users().unwrap()[0].name, "bob");
+        t.access().add_user("bob", false).unwrap();
+        assert_eq!(t.access().users().unwrap()[0].name, "bob");
     }
 
     #[test]
@@ -386,34 +414,37 @@ mod jetstream {
         let n = nats();
         let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let tok = {
-            let t = Teams::open(one.path()).unwrap();
-            t.add_user("alice", true).unwrap();
-            t.create_workspace("eng").unwrap();
-            t.add_member("eng", "alice").unwrap();
-            let gone = t.create_token("alice", None).unwrap();
-            t.revoke_token(&gone.id).unwrap();
-            (t.create_token("alice", None).unwrap(), gone)
+            let t = open(one.path(), None);
+            t.access().add_user("alice", true).unwrap();
+            t.access().create_workspace("eng").unwrap();
+            t.access().add_member("eng", "alice").unwrap();
+            let gone = t.access().create_token("alice", None).unwrap();
+            t.access().revoke_token(&gone.id).unwrap();
+            (t.access().create_token("alice", None).unwrap(), gone)
         };
-        Teams::open(two.path())
-            .unwrap()
+        open(two.path(), None)
+            .access()
             .add_user("zed", false)
             .unwrap();
-        let a = Teams::open_with(one.path(), Some(&options(&n.url, "SEED"))).unwrap();
-        let b = Teams::open_with(two.path(), Some(&options(&n.url, "SEED"))).unwrap();
+        let a = open(one.path(), Some(&options(&n.url, "SEED")));
+        let b = open(two.path(), Some(&options(&n.url, "SEED")));
         for t in [&a, &b] {
-            assert_eq!(t.authenticate(&tok.0.token).unwrap().0.workspaces, ["eng"]);
+            assert_eq!(
+                t.access().authenticate(&tok.0.token).unwrap().0.workspaces,
+                ["eng"]
+            );
             assert!(matches!(
-                t.authenticate(&tok.1.token),
+                t.access().authenticate(&tok.1.token),
                 Err(auth::AuthError::Revoked(_))
             ));
             assert!(
-                t.user("zed").unwrap().is_none(),
+                t.access().user("zed").unwrap().is_none(),
                 "the first node's users win"
             );
         }
         // the single node's file is left as it was
         assert_eq!(
-            Teams::open(two.path()).unwrap().users().unwrap()[0].name,
+            open(two.path(), None).access().users().unwrap()[0].name,
             "zed"
         );
     }

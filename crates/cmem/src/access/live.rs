@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Teams, TokenHolder};
+use super::Access;
 use crate::hub::Hub;
+use crate::teams::TokenHolder;
 
 /// How often the database is checked for changes made by other processes.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -28,7 +29,7 @@ pub struct Reconciled {
 
 /// Checks every live connection against the teams database and acts on the differences.
 /// A database that cannot answer closes nothing and is logged: the next change retries.
-pub fn reconcile(teams: &Teams, hub: &Hub) -> Reconciled {
+pub fn reconcile(teams: &Access, hub: &Hub) -> Reconciled {
     let mut done = Reconciled::default();
     let users_exist = teams.users_exist_now();
     let mut holders: HashMap<String, Option<TokenHolder>> = HashMap::new();
@@ -84,8 +85,13 @@ pub fn reconcile(teams: &Teams, hub: &Hub) -> Reconciled {
 /// Watches the database until shutdown and reconciles after every change made elsewhere:
 /// another process (SQLite's `data_version`, checked every [`WATCH_EVERY`]) or, in a cluster,
 /// another node (applied from the team log, which wakes this at once).
-pub async fn watch(teams: Arc<Teams>, hub: Arc<Hub>) {
-    let version = |t: &Teams| t.data_version().ok().map(|v| (v, t.access_changes()));
+pub async fn watch(teams: Arc<Access>, hub: Arc<Hub>) {
+    let version = |t: &Access| {
+        t.store()
+            .data_version()
+            .ok()
+            .map(|v| (v, t.store().access_changes()))
+    };
     let mut seen = version(&teams);
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,7 +99,7 @@ pub async fn watch(teams: Arc<Teams>, hub: Arc<Hub>) {
         tokio::select! {
             _ = hub.shutdown.cancelled() => return,
             _ = tick.tick() => {}
-            _ = teams.access_changed() => {}
+            _ = teams.store().access_changed() => {}
         }
         let Some(now) = version(&teams) else {
             tracing::warn!("cannot watch the teams database");
