@@ -451,3 +451,32 @@ test('the client acts on the server\'s codes, never on its words: reauthenticate
   const sent = await member.send('team_message', { workspace: 'ops', text: 'hi' }).catch((e) => e);
   assert.deepEqual([sent.code, sent.action], ['forbidden', 'give_up']);
 });
+
+test('a slow consumer (a frozen network under a burst) is cut by the server; the client retries and loses nothing', { timeout: 90000 }, async () => {
+  const s = await startServer({
+    args: ['--ping-interval-ms', '1000', '--ping-timeout-ms', '1000', '--max-payload-bytes', '2000000'],
+    env: { CM_SLOW_CONSUMER_TIMEOUT_MS: '300' },
+  });
+  servers.push(s);
+  const net = await cuttingProxy(s.port);
+  const c = client(net.url, { ...quick, transports: ['websocket'] });
+  await until(() => c.state === 'connected', 'connected');
+  assert.ok(net.freezeAll() >= 1, 'the connection frozen');
+  // some 8 MB while nothing moves: the server's writes stall and it cuts the socket
+  const pad = 'p'.repeat(16000);
+  const ids = [];
+  for (let b = 0; b < 10; b++) {
+    const events = Array.from({ length: 50 }, (_, i) => ({ type: TEST_EVENT, data: { tag: 'slow', seq: b * 50 + i, pad } }));
+    ids.push(...await publish(s.url, events));
+  }
+  await until(async () => {
+    const st = await (await fetch(`${s.url}/api/websocket/status`)).json();
+    return (st.data.closes_by_reason.slow_consumer ?? 0) >= 1;
+  }, 'the server cut it as a slow consumer', 30000);
+  // a close with no last words (nothing more could be written): the client notices the silence
+  // and retries, as the code's action says, from its cursor
+  await until(() => c.tests('slow').length === ids.length, 'every event after the cut', 60000);
+  exactlyOnce(c, ids, 'slow');
+  assert.ok(c.states.some((x) => x.error?.code === 'stalled'), 'the silence was noticed');
+  assert.equal(actionOf('slow_consumer'), 'retry', 'the table says to retry');
+});

@@ -727,3 +727,76 @@ async fn the_client_acts_on_the_server_s_codes() {
     assert_eq!(reason, "epoch_mismatch");
     assert_eq!(Code::parse(&reason).map(Code::action), Some(Action::Resync));
 }
+
+/// A client whose network stops carrying anything (a frozen proxy) is cut by the server as a
+/// slow consumer once its writes stall — a close with no last words, since nothing more can
+/// be written to it. The class's action is to retry: the client notices the silence,
+/// reconnects from its cursor and delivers every event once, in order.
+#[tokio::test]
+async fn a_slow_consumer_is_cut_and_resumes_with_nothing_lost() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start_in(
+        data.path(),
+        &[
+            "--max-payload-bytes",
+            "2000000",
+            "--ping-interval-ms",
+            "1000",
+            "--ping-timeout-ms",
+            "1000",
+        ],
+        &[("CM_SLOW_CONSUMER_TIMEOUT_MS", "300")],
+    );
+    let p = proxy(s.addr.clone()).await;
+    let r = read(Client::connect(opts(&p.url, &[Transport::Websocket])).expect("client"));
+    until("connected", 10, || async { r.connected_via().await }).await;
+    p.freeze.send_modify(|n| *n += 1);
+    // some 8 MB while nothing moves: the server's writes stall
+    let pad = "p".repeat(16_000);
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for batch in 0..10 {
+        let events: Vec<_> = (0..50)
+            .map(|i| json!({"type": "test_event", "data": {"tag": "slow", "seq": batch * 50 + i, "pad": pad}}))
+            .collect();
+        let v: serde_json::Value = http
+            .post(format!("{}/api/events", s.url))
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .expect("publish")
+            .json()
+            .await
+            .expect("publish answer");
+        ids.extend(
+            v["data"]["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_u64().expect("id")),
+        );
+    }
+    until(
+        "the server cut the client as a slow consumer",
+        30,
+        || async {
+            let st = s.status().await;
+            (st["closes_by_reason"]["slow_consumer"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        r.wait("slow", ids.len(), 60).await,
+        ids,
+        "once each, in order"
+    );
+    r.assert_in_order().await;
+    assert!(
+        r.cuts().await >= 1,
+        "the client saw its connection end and reconnected"
+    );
+}
