@@ -689,16 +689,21 @@ async fn the_client_acts_on_the_server_s_codes() {
     // the server comes back on the same address, without bob in `ops`
     let _s = TestServer::start_authed(d, &["--bind", &addr], &[], Some(&alice));
     let states = states_until_end(member, 60).await;
-    let (_, shutdown) = states
-        .iter()
-        .find_map(|s| s.error.clone())
-        .expect("an error after the shutdown");
-    assert_eq!(
-        shutdown.reason.as_deref(),
-        Some("server_shutdown"),
-        "{shutdown:?}"
-    );
-    assert_eq!(shutdown.action, Some(Action::Retry));
+    // a graceful stop says why (Windows has no signal to ask another console process for one:
+    // the test server is killed there, and the client sees its connection cut)
+    #[cfg(unix)]
+    {
+        let (_, shutdown) = states
+            .iter()
+            .find_map(|s| s.error.clone())
+            .expect("an error after the shutdown");
+        assert_eq!(
+            shutdown.reason.as_deref(),
+            Some("server_shutdown"),
+            "{shutdown:?}"
+        );
+        assert_eq!(shutdown.action, Some(Action::Retry));
+    }
     // every transport refused `ops` with `forbidden`, and then the client stopped
     assert_eq!(failed_with(&states, "forbidden").len(), 4, "{states:?}");
     let last = states.last().expect("a last state");
