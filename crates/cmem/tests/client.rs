@@ -89,6 +89,29 @@ impl Reader {
     }
 }
 
+/// Publishes `events` in one request; their ids.
+async fn publish_batch(
+    http: &reqwest::Client,
+    url: &str,
+    events: Vec<serde_json::Value>,
+) -> Vec<u64> {
+    let r: serde_json::Value = http
+        .post(format!("{url}/api/events"))
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .expect("publish")
+        .json()
+        .await
+        .expect("publish answer");
+    r["data"]["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id"))
+        .collect()
+}
+
 async fn publish_tagged(url: &str, n: usize, tag: &str, gap: Duration) -> Vec<u64> {
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
@@ -97,22 +120,7 @@ async fn publish_tagged(url: &str, n: usize, tag: &str, gap: Duration) -> Vec<u6
             .iter()
             .map(|i| json!({"type": "test_event", "data": {"tag": tag, "seq": i}}))
             .collect();
-        let r: serde_json::Value = http
-            .post(format!("{url}/api/events"))
-            .json(&json!({ "events": events }))
-            .send()
-            .await
-            .expect("publish")
-            .json()
-            .await
-            .expect("publish answer");
-        ids.extend(
-            r["data"]["ids"]
-                .as_array()
-                .expect("ids")
-                .iter()
-                .map(|v| v.as_u64().expect("id")),
-        );
+        ids.extend(publish_batch(&http, url, events).await);
         tokio::time::sleep(gap).await;
     }
     ids
@@ -764,22 +772,7 @@ async fn a_slow_consumer_is_cut_and_resumes_with_nothing_lost() {
         let events: Vec<_> = (0..50)
             .map(|i| json!({"type": "test_event", "data": {"tag": "slow", "seq": batch * 50 + i, "pad": pad}}))
             .collect();
-        let v: serde_json::Value = http
-            .post(format!("{}/api/events", s.url))
-            .json(&json!({ "events": events }))
-            .send()
-            .await
-            .expect("publish")
-            .json()
-            .await
-            .expect("publish answer");
-        ids.extend(
-            v["data"]["ids"]
-                .as_array()
-                .expect("ids")
-                .iter()
-                .map(|v| v.as_u64().expect("id")),
-        );
+        ids.extend(publish_batch(&http, &s.url, events).await);
     }
     until(
         "the server cut the client as a slow consumer",
