@@ -184,7 +184,9 @@ export function actionOf(code, status = null) {
  * server's code, never its words; `reason` is that code and `action` what it asks for.
  */
 function serverError(refusal, status, fallback, message) {
-  const reason = refusal?.code || refusal?.data?.code || refusal?.reason || null;
+  // only a name is a cmem code: Engine.IO's own errors carry numbers (`{"code": 1}`)
+  const name = (v) => (typeof v === 'string' && v ? v : null);
+  const reason = name(refusal?.code) ?? name(refusal?.data?.code) ?? name(refusal?.reason);
   const action = actionOf(reason, status);
   let code = fallback;
   if (action === 'reauthenticate') code = 'unauthorized';

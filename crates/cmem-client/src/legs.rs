@@ -498,5 +498,13 @@ mod tests {
         let e = http_error(403, &serde_json::json!({"message": "<html>proxy</html>"}));
         assert_eq!((e.code, e.reason.as_deref()), (ErrorCode::Forbidden, None));
         assert!(!e.gives_up(), "a proxy's 403 is worth falling back from");
+        // Engine.IO's own errors carry a number, not a cmem code: a session another node does
+        // not know is retried (a new session), never given up on
+        let e = http_error(
+            400,
+            &serde_json::json!({"code": 1, "message": "Session ID unknown"}),
+        );
+        assert_eq!(e.reason, None);
+        assert!(!e.gives_up());
     }
 }
