@@ -6,7 +6,7 @@
 use super::messages::{Notification, Workspaces};
 use super::*;
 use crate::access::auth;
-use crate::teams::{LOCAL_FILE, TeamsError, TokenHolder, cluster, now};
+use crate::teams::{LOCAL_FILE, TeamsError, TokenHolder, now};
 use docs::tests::text_of;
 use yrs::Doc;
 
@@ -265,6 +265,7 @@ fn the_local_store_keeps_its_promises() {
 #[cfg(unix)]
 mod jetstream {
     use super::*;
+    use crate::teams::cluster;
     use crate::testing::nats;
 
     fn options(url: &str, stream: &str) -> cluster::ClusterOptions {
