@@ -105,11 +105,10 @@ impl StreamEnd {
 /// name), a message, whether reconnecting as it is can help (the code's action is to retry),
 /// and the cursor to resume from.
 pub fn last_words(code: &str, message: &str, last_event_id: String) -> serde_json::Value {
-    let action = cmem_wire::codes::Refusal {
-        code: code.to_string(),
-        message: String::new(),
-    }
-    .action(None);
+    // a close without a status: an unknown code is retried (`Action::for_status(None)`)
+    let action = cmem_wire::Code::parse(code)
+        .map(cmem_wire::Code::action)
+        .unwrap_or_else(|| cmem_wire::Action::for_status(None));
     json!({
         "code": code,
         "reason": code,
