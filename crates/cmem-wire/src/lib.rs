@@ -9,6 +9,7 @@
 //! - [`cursor`], [`scope`]: where a client resumes, and who may see an event.
 //! - [`transport`]: the four ways a client connects.
 //! - [`sse`]: an incremental `text/event-stream` parser for clients.
+//! - [`ws`]: WebSocket framing for the server, holding nothing between messages.
 //! - [`codes`]: every refusal and close a client can get, with what it should do about it.
 //!
 //! Pure data and parsing: no I/O, no async runtime.
@@ -20,6 +21,7 @@ pub mod scope;
 pub mod sio;
 pub mod sse;
 pub mod transport;
+pub mod ws;
 
 pub use codes::{Action, Code, Refusal};
 pub use cursor::Cursor;

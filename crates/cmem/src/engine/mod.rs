@@ -22,6 +22,7 @@
 pub mod polling;
 pub mod socketio;
 mod websocket;
+mod wsstream;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -44,10 +45,6 @@ pub struct Options {
     pub max_payload: usize,
     pub polling: bool,
     pub websocket: bool,
-    /// Bytes a WebSocket reads at a time (the read buffer grows for larger messages).
-    pub ws_read_chunk: usize,
-    /// Bytes of outgoing frames a WebSocket gathers before it writes them to the socket.
-    pub ws_write_batch: usize,
     /// How long a probed WebSocket may take to send `5` (upgrade) after `2probe`.
     pub upgrade_timeout: Duration,
 }
@@ -60,8 +57,6 @@ impl Default for Options {
             max_payload: 1_000_000,
             polling: true,
             websocket: true,
-            ws_read_chunk: 512,
-            ws_write_batch: 16 * 1024,
             upgrade_timeout: Duration::from_secs(10),
         }
     }

@@ -13,20 +13,19 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::FutureExt;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::polling::{Heartbeat, Session};
+use super::wsstream::{ReadError, WsStream};
 use super::{
     Engine, Frame, HttpError, Inbound, Incoming, Opening, Outbound, Transport, Upper, new_sid,
 };
 use cmem_wire::eio::Packet;
+use cmem_wire::ws::{self, Message, WsError};
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Ws = WsStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// How long a closing session tries to send its last frame and a close frame.
 const GOODBYE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -71,7 +70,7 @@ pub(super) fn accept<U: Upper>(
         );
     };
     // an upgrade names a long-polling session that exists and is not upgrading already
-    let accept = tungstenite::handshake::derive_accept_key(&key);
+    let accept = ws::accept_key(&key);
     let probe = match sid {
         None => None,
         Some(sid) => match engine.session(&sid) {
@@ -82,13 +81,8 @@ pub(super) fn accept<U: Upper>(
                 let on_upgrade = hyper::upgrade::on(&mut req);
                 tokio::spawn(async move {
                     if let Ok(upgraded) = on_upgrade.await {
-                        let mut ws = WebSocketStream::from_raw_socket(
-                            TokioIo::new(upgraded),
-                            Role::Server,
-                            None,
-                        )
-                        .await;
-                        let _ = tokio::time::timeout(GOODBYE, ws.close(None)).await;
+                        let mut ws = WsStream::new(TokioIo::new(upgraded), 1024);
+                        let _ = tokio::time::timeout(GOODBYE, ws.close()).await;
                     }
                 });
                 return switching(accept);
@@ -126,19 +120,11 @@ fn switching(accept: String) -> axum::response::Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn text(s: &str) -> Message {
-    Message::Text(Utf8Bytes::from(s))
-}
-
-fn message(f: Frame) -> Message {
+/// Adds an engine frame to what the session's next flush writes.
+fn feed(ws: &mut Ws, f: &Frame) {
     match f {
-        Frame::Message(b) => match Utf8Bytes::try_from(b) {
-            Ok(t) => Message::Text(t),
-            // frames are built from strings; this cannot happen, and sending the bytes as
-            // binary would be worse than sending them as they are
-            Err(_) => Message::Text(Utf8Bytes::from("")),
-        },
-        Frame::Binary(b) => Message::Binary(b),
+        Frame::Message(b) => ws.feed(ws::opcode::TEXT, b),
+        Frame::Binary(b) => ws.feed(ws::opcode::BINARY, b),
     }
 }
 
@@ -171,14 +157,7 @@ async fn start<U: Upper>(
             return None;
         }
     };
-    let o = &engine.options;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(o.ws_read_chunk)
-        .write_buffer_size(o.ws_write_batch)
-        .max_message_size(Some(o.max_payload))
-        .max_frame_size(Some(o.max_payload));
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let ws = WsStream::new(TokioIo::new(upgraded), engine.options.max_payload);
     match probe {
         None => fresh(engine, ws, parts).await,
         Some(session) => upgrade(engine, ws, session).await,
@@ -192,7 +171,7 @@ async fn fresh<U: Upper>(
     parts: axum::http::request::Parts,
 ) -> Option<Started<U>> {
     let Some(sid) = new_sid() else {
-        let _ = ws.close(None).await;
+        let _ = tokio::time::timeout(GOODBYE, ws.close()).await;
         return None;
     };
     let (inn, out) = engine.upper.open(Opening {
@@ -203,7 +182,7 @@ async fn fresh<U: Upper>(
         sid: sid.clone(),
     });
     let open = format!("0{}", engine.handshake(&sid, Transport::Websocket));
-    if ws.send(text(&open)).await.is_err() {
+    if ws.send_text(&open).await.is_err() {
         let mut inn = inn;
         inn.closed("client_closed");
         return None;
@@ -234,8 +213,8 @@ async fn upgrade<U: Upper>(
     loop {
         let m = tokio::time::timeout_at(deadline, ws.next()).await;
         match m {
-            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2probe" => {
-                if ws.send(text("3probe")).await.is_err() {
+            Ok(Ok(Message::Text(t))) if t == "2probe" => {
+                if ws.send_text("3probe").await.is_err() {
                     break;
                 }
                 if !probed {
@@ -245,7 +224,7 @@ async fn upgrade<U: Upper>(
                     probed = true;
                 }
             }
-            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "5" && probed => {
+            Ok(Ok(Message::Text(t))) if t == "5" && probed => {
                 let Some((mut inn, out, heartbeat, control)) = session.take(&engine).await else {
                     break;
                 };
@@ -260,29 +239,31 @@ async fn upgrade<U: Upper>(
                     upgraded: Some(session.sid().clone()),
                 });
             }
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(Ok(Message::Ping(p))) => {
+                ws.feed(ws::opcode::PONG, &p);
+                if ws.flush().await.is_err() {
+                    break;
+                }
+            }
+            Ok(Ok(Message::Pong)) => {}
             // anything else ends the probe; long-polling goes on
             _ => break,
         }
     }
     session.cancel_upgrade();
-    let _ = ws.close(None).await;
+    let _ = tokio::time::timeout(GOODBYE, ws.close()).await;
     None
 }
 
 /// Why a read ended the session.
-fn read_error(e: &tungstenite::Error) -> &'static str {
+fn read_error(e: &ReadError) -> &'static str {
     match e {
         // a client that went away without a close frame (a process or tab ended, a network
         // dropped) is a close, not a malformed packet
-        tungstenite::Error::ConnectionClosed
-        | tungstenite::Error::AlreadyClosed
-        | tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => "client_closed",
-        tungstenite::Error::Capacity(_) => "message_too_large",
-        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => "bad_packet",
-        _ => "transport_error",
+        ReadError::Closed => "client_closed",
+        ReadError::Ws(WsError::TooLarge { .. }) => "message_too_large",
+        ReadError::Ws(_) => "bad_packet",
+        ReadError::Io(_) => "transport_error",
     }
 }
 
@@ -296,13 +277,7 @@ async fn run<U: Upper>(mut s: Started<U>) {
     let mut reason: Cow<'static, str> = Cow::Borrowed("client_closed");
     let mut last: Option<Frame> = None;
     for p in std::mem::take(&mut s.control) {
-        if s.ws.feed(text(&p.encode())).await.is_err() {
-            if let Some(sid) = &s.upgraded {
-                s.engine.upgrade_ended(sid);
-            }
-            s.inn.closed("transport_error");
-            return;
-        }
+        s.ws.feed_text(&p.encode());
     }
     let sleep = tokio::time::sleep_until(s.heartbeat.pong_due.unwrap_or(s.heartbeat.next_ping));
     tokio::pin!(sleep);
@@ -319,12 +294,11 @@ async fn run<U: Upper>(mut s: Started<U>) {
         let step = tokio::select! {
             biased;
             m = s.ws.next() => match m {
-                Some(Ok(m)) => Step::Read(m),
-                Some(Err(e)) => {
+                Ok(m) => Step::Read(m),
+                Err(e) => {
                     tracing::debug!(error = %e, "websocket read ended the session");
                     Step::End(Cow::Borrowed(read_error(&e)), None)
                 }
-                None => Step::End(Cow::Borrowed("client_closed"), None),
             },
             r = s.out.next() => match r {
                 Ok(f) => Step::Send(f),
@@ -345,7 +319,7 @@ async fn run<U: Upper>(mut s: Started<U>) {
                 let due = Instant::now() + timeout;
                 s.heartbeat.pong_due = Some(due);
                 sleep.as_mut().reset(due);
-                if s.ws.send(text("2")).await.is_err() {
+                if s.ws.send_text("2").await.is_err() {
                     reason = Cow::Borrowed("transport_error");
                     break 'session;
                 }
@@ -353,21 +327,13 @@ async fn run<U: Upper>(mut s: Started<U>) {
             }
             Step::Send(f) => {
                 let mut end = None;
-                if s.ws.feed(message(f)).await.is_err() {
-                    reason = Cow::Borrowed("transport_error");
-                    break 'session;
-                }
+                feed(&mut s.ws, &f);
                 for _ in 1..MAX_FRAMES_PER_WRITE {
                     if !s.out.more_ready() {
                         break;
                     }
                     match s.out.next().now_or_never() {
-                        Some(Ok(f)) => {
-                            if s.ws.feed(message(f)).await.is_err() {
-                                reason = Cow::Borrowed("transport_error");
-                                break 'session;
-                            }
-                        }
+                        Some(Ok(f)) => feed(&mut s.ws, &f),
                         Some(Err(c)) => {
                             end = Some(c);
                             break;
@@ -386,7 +352,7 @@ async fn run<U: Upper>(mut s: Started<U>) {
                 continue;
             }
             Step::Read(m) => match m {
-                Message::Text(t) => match Packet::decode(t.as_str()) {
+                Message::Text(t) => match Packet::decode(&t) {
                     Ok(Packet::Pong(_)) => {
                         if s.heartbeat.pong_due.take().is_some() {
                             s.heartbeat.next_ping = Instant::now() + interval;
@@ -405,10 +371,11 @@ async fn run<U: Upper>(mut s: Started<U>) {
                         break 'session;
                     }
                 },
-                Message::Binary(b) => Incoming::Binary(b.into()),
+                Message::Binary(b) => Incoming::Binary(b),
                 Message::Close(_) => break 'session,
-                // tungstenite queued the answer to a ping: send it
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                Message::Pong => continue,
+                Message::Ping(p) => {
+                    s.ws.feed(ws::opcode::PONG, &p);
                     if s.ws.flush().await.is_err() {
                         reason = Cow::Borrowed("transport_error");
                         break 'session;
@@ -429,9 +396,9 @@ async fn run<U: Upper>(mut s: Started<U>) {
     // its sessions to end before it exits has sent them their last words.
     let _ = Box::pin(tokio::time::timeout(GOODBYE, async {
         if let Some(f) = last {
-            let _ = s.ws.send(message(f)).await;
+            feed(&mut s.ws, &f);
         }
-        let _ = s.ws.close(None).await;
+        s.ws.close().await;
     }))
     .await;
     if let Some(sid) = &s.upgraded {
