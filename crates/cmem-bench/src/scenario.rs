@@ -135,7 +135,7 @@ async fn connect_clients(
         let ep = t.endpoint();
         let base = t.base.clone();
         let http = http.clone();
-        let source = client::source_for(i, 20_000, spread_sources, t.source_block);
+        let source = client::source_for(i, client::PER_SOURCE, spread_sources, t.source_block);
         tasks.spawn(async move {
             let permit = sem.acquire_owned().await.ok();
             match transport {
