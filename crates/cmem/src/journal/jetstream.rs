@@ -22,7 +22,6 @@
 //! `append` get increasing ids, contiguous unless another node publishes at the same moment,
 //! and a failure halfway leaves the first ones stored (each was acknowledged on its own).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -234,13 +233,10 @@ impl Follower {
         };
         if let Ok(mut r) = self.recent.write() {
             // the window stays contiguous: a gap (retention) restarts it
-            if r.back().is_some_and(|b| b.id + 1 != id) {
+            if r.back_id().is_some_and(|b| b + 1 != id) {
                 r.clear();
             }
-            if r.len() >= RECENT_CAPACITY {
-                r.pop_front();
-            }
-            r.push_back(event.clone());
+            r.push(event.clone());
         }
         self.head.store(id, Ordering::Release);
         match &event.scope {
@@ -327,7 +323,7 @@ impl JetStreamJournal {
         } else {
             info.state.first_sequence
         };
-        let recent: Recent = Arc::new(std::sync::RwLock::new(VecDeque::with_capacity(1024)));
+        let recent: Recent = super::new_window();
         let (tx, delivered) = watch::channel(head);
         let journal = JetStreamJournal {
             js,

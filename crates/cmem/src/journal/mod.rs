@@ -17,6 +17,7 @@
 
 pub mod jetstream;
 pub mod sqlite;
+mod window;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,42 +109,22 @@ pub struct ActivityQuery {
     pub limit: usize,
 }
 
-/// The newest committed events an engine keeps in memory, contiguous in id, oldest first.
-pub(crate) type Recent = Arc<std::sync::RwLock<std::collections::VecDeque<Arc<Event>>>>;
+/// The newest committed events an engine keeps in memory (see [`window`]).
+pub(crate) type Recent = Arc<std::sync::RwLock<window::Window>>;
+
+fn new_window() -> Recent {
+    Arc::new(std::sync::RwLock::new(window::Window::new()))
+}
 
 /// Serves `q` from an engine's in-memory window if the window covers everything after
 /// `q.after`.
 fn read_window(recent: &Recent, q: &ReadQuery) -> Option<Vec<Arc<Event>>> {
-    let r = recent.read().ok()?;
-    let front = r.front()?.id;
-    if q.after + 1 < front {
-        return None;
-    }
-    let start = (q.after + 1 - front) as usize;
-    let out = r
-        .range(start.min(r.len())..)
-        .take_while(|e| e.id <= q.upto)
-        .filter(|e| match &q.scopes {
-            None => true,
-            Some(list) => list.iter().any(|s| e.scope.is(s)),
-        })
-        .take(q.limit.max(1))
-        .cloned()
-        .collect();
-    Some(out)
+    recent.read().ok()?.read(q)
 }
 
 /// Empties an engine's in-memory window; returns how many events it held.
 fn clear_window(recent: &Recent) -> usize {
-    recent
-        .write()
-        .map(|mut r| {
-            let n = r.len();
-            r.clear();
-            r.shrink_to_fit();
-            n
-        })
-        .unwrap_or(0)
+    recent.write().map(|mut r| r.clear()).unwrap_or(0)
 }
 
 /// A storage engine of the journal (see the module's documentation for what each promises).

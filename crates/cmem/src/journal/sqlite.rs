@@ -20,7 +20,6 @@
 //!   absence — never touch SQLite. Older ranges go through a small pool of read connections on
 //!   the blocking pool; WAL lets them run beside the writer.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -234,7 +233,7 @@ impl SqliteJournal {
         });
         // Warm the in-memory window with the newest stored events, so a resume right after a
         // restart is served from memory too.
-        let recent: Recent = Arc::new(std::sync::RwLock::new(VecDeque::with_capacity(1024)));
+        let recent: Recent = super::new_window();
         {
             let from = head
                 .saturating_sub(RECENT_CAPACITY as u64)
@@ -512,8 +511,6 @@ impl Writer {
                 // reports `head + 1`, which is the first id of this batch.
                 if let Ok(mut r) = self.recent.write() {
                     r.extend(events.iter().cloned());
-                    let excess = r.len().saturating_sub(RECENT_CAPACITY);
-                    r.drain(..excess);
                 }
                 self.shared.head.store(new_head, Ordering::Release);
                 self.shared
@@ -638,9 +635,7 @@ impl Writer {
                 let oldest = min.map(|m| m as u64).unwrap_or(head + 1);
                 self.shared.oldest.store(oldest, Ordering::Release);
                 if let Ok(mut r) = self.recent.write() {
-                    while r.front().is_some_and(|e| e.id < oldest) {
-                        r.pop_front();
-                    }
+                    r.drop_before(oldest);
                 }
             }
             tracing::debug!(deleted, "journal retention applied");
