@@ -202,3 +202,49 @@ pub fn protocol(bytes: &[u8]) {
         }
     }
 }
+
+/// What a client sends on a WebSocket, as the server's frame decoder reads it: whatever the
+/// bytes, no panic, no message over the limit, and the same messages (or the same error)
+/// whether the bytes come at once or split at any point (the first byte chooses where).
+pub fn websocket_frames(bytes: &[u8]) {
+    use cmem_wire::ws::{Decoded, Decoder, Message, WsError};
+    const LIMIT: usize = 1024;
+    fn run(chunks: &[&[u8]]) -> (Vec<Message>, Option<WsError>) {
+        let mut d = Decoder::new(LIMIT);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match d.decode(&buf) {
+                    Err(e) => return (out, Some(e)),
+                    Ok(Decoded::NeedMore { frame_len }) => {
+                        assert!(frame_len == 0 || frame_len > buf.len());
+                        break;
+                    }
+                    Ok(Decoded::Frame { used, message }) => {
+                        assert!(used > 0 && used <= buf.len());
+                        buf.drain(..used);
+                        if let Some(m) = message {
+                            let len = match &m {
+                                Message::Text(t) => t.len(),
+                                Message::Binary(b) | Message::Ping(b) => b.len(),
+                                Message::Pong | Message::Close(_) => 0,
+                            };
+                            assert!(len <= LIMIT);
+                            out.push(m);
+                        }
+                    }
+                }
+            }
+        }
+        (out, None)
+    }
+    let Some((&first, rest)) = bytes.split_first() else {
+        return;
+    };
+    let at = (first as usize).min(rest.len());
+    let whole = run(&[rest]);
+    let split = run(&[&rest[..at], &rest[at..]]);
+    assert_eq!(whole, split);
+}

@@ -143,6 +143,36 @@ proptest! {
     }
 
     #[test]
+    fn websocket_frame_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        fuzzing::websocket_frames(&bytes);
+    }
+
+    #[test]
+    fn websocket_masked_frames(
+        split in any::<u8>(),
+        frames in prop::collection::vec(
+            (any::<bool>(), prop::sample::select(vec![0u8, 1, 2, 8, 9, 10, 3]), any::<[u8; 4]>(), prop::collection::vec(any::<u8>(), 0..300)),
+            0..5,
+        )
+    ) {
+        // well-formed headers around random payloads, so the decoder gets past the header
+        let mut bytes = vec![split];
+        for (fin, op, mask, payload) in frames {
+            bytes.push(if fin { 0x80 } else { 0 } | op);
+            match payload.len() {
+                n @ 0..=125 => bytes.push(0x80 | n as u8),
+                n => {
+                    bytes.push(0x80 | 126);
+                    bytes.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+            }
+            bytes.extend_from_slice(&mask);
+            bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        fuzzing::websocket_frames(&bytes);
+    }
+
+    #[test]
     fn config_files(text in "((bind|ping_interval_ms|transports|cors_origins|queue_bound|data_dir|x) = (\"[^\"\n]{0,20}\"|[0-9]{1,12}|\\[\"a\", ?\"b\"\\]|true|\\{\\}|\\[\\[|)\n|\\[[a-z]{0,5}\\]\n|\\PC{0,10}\n){0,8}") {
         fuzzing::config_file(&text);
     }
