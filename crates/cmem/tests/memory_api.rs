@@ -401,46 +401,6 @@ async fn watcher_honours_nested_gitignore_files() {
     assert_eq!(paths(&v), vec!["team/final.md", "y.tmp"], "{v}");
 }
 
-/// The watcher watches each top-level folder rather than the whole data folder (so that the
-/// state folder's writes do not wake it): a folder made after the start, with files written
-/// into it at once as `cp -r` does, is indexed, and so is a file written into it later.
-#[tokio::test]
-async fn a_folder_copied_in_after_the_start_is_watched() {
-    let tmp = tempfile::tempdir().unwrap();
-    corpus(tmp.path());
-    let s = TestServer::start_in(tmp.path(), &[], &[]);
-    // the watcher is set up before the first indexing run starts
-    until("the first indexing run is over", 20, || async {
-        let (_, v) = get(format!("{}/system/indexing", s.url)).await;
-        (v["data"]["running"] == false && v["data"]["finished_at"].is_string()).then_some(())
-    })
-    .await;
-    write(tmp.path(), "copied/deep/a.md", "vantablur copied at once");
-    write(tmp.path(), "copied/b.md", "vantablur beside it");
-    until("the copied files are searchable", 20, || async {
-        let (_, v) = get(format!("{}/api/search?q=vantablur", s.url)).await;
-        (paths(&v).len() == 2).then_some(())
-    })
-    .await;
-    write(
-        tmp.path(),
-        "copied/deep/later.md",
-        "vantablur written later",
-    );
-    let v = until("the later file is searchable", 20, || async {
-        let (_, v) = get(format!("{}/api/search?q=vantablur", s.url)).await;
-        (paths(&v).len() == 3).then_some(v)
-    })
-    .await;
-    let mut got = paths(&v);
-    got.sort();
-    assert_eq!(
-        got,
-        vec!["copied/b.md", "copied/deep/a.md", "copied/deep/later.md"],
-        "{v}"
-    );
-}
-
 /// `GET /api/document?path=` serves the data folder's own text files and nothing else: no `..`,
 /// no absolute path, no hidden file (the server's state included), no link out.
 #[tokio::test]

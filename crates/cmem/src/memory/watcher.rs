@@ -81,23 +81,14 @@ pub fn watch(root: &Path, stop: CancellationToken) -> Option<mpsc::Receiver<Vec<
             return None;
         }
     };
-    // The folder itself, then each folder in it that the index looks at, recursively: not
-    // the state folder (`.collective-memory`), where every journal commit, index segment and
-    // vectors file would otherwise wake the watcher (a tenth of the server's CPU under a
-    // stream of publishes), nor the other hidden or skipped folders.
-    if let Err(e) = debouncer.watch(root, RecursiveMode::NonRecursive) {
+    if let Err(e) = debouncer.watch(root, RecursiveMode::Recursive) {
         tracing::warn!(error = %e, root = %root.display(), "cannot watch the data folder");
         return None;
-    }
-    if let Ok(entries) = std::fs::read_dir(root) {
-        for entry in entries.flatten() {
-            watch_folder(&mut debouncer, root, &entry.path());
-        }
     }
     let (out, changes) = mpsc::channel::<Vec<Change>>(64);
     let root = root.to_path_buf();
     tokio::spawn(async move {
-        let mut debouncer = debouncer; // dropping it stops the watcher
+        let _keep = debouncer; // dropping it stops the watcher
         loop {
             let batch = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -106,19 +97,6 @@ pub fn watch(root: &Path, stop: CancellationToken) -> Option<mpsc::Receiver<Vec<
             let mut last: BTreeMap<String, (PathBuf, &'static str)> = BTreeMap::new();
             for (p, k) in batch {
                 if let Some(rel) = watched_rel(&root, &p) {
-                    // A folder made (or moved) into the data folder is watched from now on,
-                    // and what it held before the watch began is reported as created
-                    // (`cp -r` writes the files right after the folder).
-                    if k != "deleted"
-                        && p.parent() == Some(root.as_path())
-                        && watch_folder(&mut debouncer, &root, &p)
-                    {
-                        for file in files_under(&p) {
-                            if let Some(rel) = watched_rel(&root, &file) {
-                                last.entry(rel).or_insert((file, "created"));
-                            }
-                        }
-                    }
                     last.insert(rel, (p, k));
                 }
             }
@@ -142,43 +120,6 @@ pub fn watch(root: &Path, stop: CancellationToken) -> Option<mpsc::Receiver<Vec<
         }
     });
     Some(changes)
-}
-
-/// Watches `path`, directly inside `root`, with everything under it, if it is a folder the
-/// index looks at (not hidden, not skipped, not a link). Whether it is now watched.
-fn watch_folder<W: notify::Watcher, C: notify_debouncer_full::FileIdCache>(
-    debouncer: &mut notify_debouncer_full::Debouncer<W, C>,
-    root: &Path,
-    path: &Path,
-) -> bool {
-    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-    if !is_dir || watched_rel(root, path).is_none() {
-        return false;
-    }
-    match debouncer.watch(path, RecursiveMode::Recursive) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, path = %path.display(), "cannot watch a folder");
-            false
-        }
-    }
-}
-
-/// The files under `dir`, without following links or entering hidden folders.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    ignore::WalkBuilder::new(dir)
-        .hidden(true)
-        .follow_links(false)
-        .git_ignore(false)
-        .git_global(false)
-        .git_exclude(false)
-        .ignore(false)
-        .parents(false)
-        .build()
-        .flatten()
-        .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
-        .map(|e| e.into_path())
-        .collect()
 }
 
 /// Starts watching the data folder; runs until shutdown. Each batch of changes is indexed,
