@@ -282,6 +282,25 @@ pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Appends a whole client frame to `out`: masked with `mask`, as a client must send it (the
+/// server's tests and fuzzing build their input with it).
+pub fn encode_client(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
+    out.push(if fin { 0x80 } else { 0 } | opcode);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+}
+
 /// Appends a close frame with `status` to `out`.
 pub fn encode_close(status: u16, out: &mut Vec<u8>) {
     encode(opcode::CLOSE, &status.to_be_bytes(), out);
@@ -301,22 +320,9 @@ pub fn accept_key(key: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    /// A client frame: masked with `mask`.
     fn client(fin: bool, op: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | op];
-        match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
-            n @ 126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let mut out = Vec::new();
+        encode_client(fin, op, payload, mask, &mut out);
         out
     }
 

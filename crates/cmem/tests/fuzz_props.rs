@@ -158,16 +158,7 @@ proptest! {
         // well-formed headers around random payloads, so the decoder gets past the header
         let mut bytes = vec![split];
         for (fin, op, mask, payload) in frames {
-            bytes.push(if fin { 0x80 } else { 0 } | op);
-            match payload.len() {
-                n @ 0..=125 => bytes.push(0x80 | n as u8),
-                n => {
-                    bytes.push(0x80 | 126);
-                    bytes.extend_from_slice(&(n as u16).to_be_bytes());
-                }
-            }
-            bytes.extend_from_slice(&mask);
-            bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+            cmem_wire::ws::encode_client(fin, op, &payload, mask, &mut bytes);
         }
         fuzzing::websocket_frames(&bytes);
     }

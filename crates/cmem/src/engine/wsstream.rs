@@ -190,17 +190,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn client_frame(op: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x11, 0x22, 0x33, 0x44];
-        let mut f = vec![0x80 | op];
-        match payload.len() {
-            n @ 0..=125 => f.push(0x80 | n as u8),
-            n => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let mut f = Vec::new();
+        ws::encode_client(true, op, payload, [0x11, 0x22, 0x33, 0x44], &mut f);
         f
     }
 
