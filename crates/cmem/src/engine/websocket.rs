@@ -33,6 +33,11 @@ const GOODBYE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Frames gathered into one write at most.
 const MAX_FRAMES_PER_WRITE: usize = 64;
 
+/// Bytes gathered into one write at most (past this the write goes out and the next frames
+/// wait for the next one): a session's buffer stays small even when large events come in a
+/// burst.
+const MAX_BYTES_PER_WRITE: usize = 16 * 1024;
+
 fn header_has(req: &Request<Body>, name: header::HeaderName, token: &str) -> bool {
     req.headers()
         .get_all(name)
@@ -329,7 +334,7 @@ async fn run<U: Upper>(mut s: Started<U>) {
                 let mut end = None;
                 feed(&mut s.ws, &f);
                 for _ in 1..MAX_FRAMES_PER_WRITE {
-                    if !s.out.more_ready() {
+                    if s.ws.buffered() >= MAX_BYTES_PER_WRITE || !s.out.more_ready() {
                         break;
                     }
                     match s.out.next().now_or_never() {

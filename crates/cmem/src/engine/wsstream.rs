@@ -132,6 +132,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         ws::encode(opcode, payload, &mut self.out);
     }
 
+    /// Bytes fed and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.out.len() - self.written
+    }
+
     pub fn feed_text(&mut self, text: &str) {
         self.feed(ws::opcode::TEXT, text.as_bytes());
     }
