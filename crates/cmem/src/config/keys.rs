@@ -210,7 +210,7 @@ keys! {
     retention_max_events: u64 = 1_000_000;
     /// Journal retention by age in seconds (0 = unlimited).
     retention_max_age_s: u64 = 7 * 24 * 3600;
-    /// SQLite `synchronous` for the journal: `full` survives power loss, `normal` a process crash.
+    /// How the journal reaches the disk: `full` syncs every commit before it is acknowledged (survives power loss), `normal` leaves that to the OS (survives a process crash).
     journal_sync: JournalSync = JournalSync::Full;
     /// Most events committed in one group commit.
     journal_batch_max: usize = 1000, range 1..=100_000;

@@ -67,7 +67,8 @@ pub struct Fanout {
 /// Settings the journal needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct JournalOptions {
-    /// SQLite `synchronous = FULL` (survives power loss) rather than `NORMAL` (a crash).
+    /// Each commit is synced to disk before it is acknowledged (survives power loss), rather
+    /// than left to the OS (survives a process crash).
     pub full_sync: bool,
     pub batch_max: usize,
     pub retention_max_events: u64,

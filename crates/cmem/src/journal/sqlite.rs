@@ -5,11 +5,19 @@
 //! - **One writer thread** owns the write connection. Publishers send batches over a bounded
 //!   channel; the writer drains whatever is queued (up to `journal_batch_max` events) and commits
 //!   it in one transaction — a group commit, so one fsync covers many publishers.
+//! - **The sync has a thread of its own** (`journal_sync = "full"`): SQLite writes each commit
+//!   to its WAL without syncing, and `cmem-journal-sync` makes the WAL durable with one
+//!   `fdatasync` for every commit written since its last, then publishes them. The writer
+//!   meanwhile writes the next commit, so the disk's flush and SQLite's work overlap instead of
+//!   taking turns. Nothing is published or acknowledged before its sync: the head, the window,
+//!   the fan-out and the replies all wait for it. (A process crash loses nothing written: the
+//!   WAL is in the page cache; the sync is for power loss.)
 //! - **Ids are assigned by the writer**, from a head counter stored in the `meta` table inside the
 //!   same transaction, so they increase monotonically across restarts even when retention has
 //!   deleted every row.
-//! - **Fan-out happens after commit**, in id order, from the writer thread: an event a client
-//!   receives live is always already on disk, so it can always be replayed. Events addressed to
+//! - **Fan-out happens after commit** (and its sync), in id order, from one thread (the sync
+//!   thread, or the writer's without one): an event a client receives live is always already on
+//!   disk, so it can always be replayed. Events addressed to
 //!   one client (`client:<id>`) do not go to the shared channel — that would wake every
 //!   connection for each one; the [`Fanout`] sink nudges that one connection instead, which
 //!   then reads them from the journal.
@@ -21,7 +29,7 @@
 //!   the blocking pool; WAL lets them run beside the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +52,8 @@ struct Shared {
     oldest: AtomicU64,
     appended: AtomicU64,
     commits: AtomicU64,
+    /// A sync of the WAL failed: every later write is refused (see [`sync_loop`]).
+    failed: AtomicBool,
 }
 
 enum Msg {
@@ -61,6 +71,9 @@ pub struct SqliteJournal {
     tx: mpsc::Sender<Msg>,
     path: PathBuf,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Who syncs commits to disk: `thread` (the sync thread), `sqlite` (inside each commit, when
+    /// the WAL was not found) or `off` (`journal_sync = "normal"`).
+    sync: &'static str,
 }
 
 /// Runs an [`ActivityQuery`] on a journal file without starting a writer (read-only; safe
@@ -68,10 +81,16 @@ pub struct SqliteJournal {
 pub fn activity_in(path: &Path, q: &ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    activity_rows(&conn, q)
+    activity_rows(&conn, q, None)
 }
 
-fn activity_rows(conn: &Connection, q: &ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+/// `upto`: the newest id the caller may see (a server's head: a commit still waiting for its
+/// sync is in the file but not yet published).
+fn activity_rows(
+    conn: &Connection,
+    q: &ActivityQuery,
+    upto: Option<u64>,
+) -> Result<Vec<Arc<Event>>, JournalError> {
     if q.scopes.is_empty() || q.types.as_ref().is_some_and(|t| t.is_empty()) {
         return Ok(Vec::new());
     }
@@ -97,6 +116,10 @@ fn activity_rows(conn: &Connection, q: &ActivityQuery) -> Result<Vec<Arc<Event>>
             " AND type NOT IN ({})",
             list(&q.exclude, &mut args)
         ));
+    }
+    if let Some(upto) = upto {
+        args.push((upto.min(i64::MAX as u64) as i64).into());
+        sql.push_str(&format!(" AND id <= ?{}", args.len()));
     }
     let limit = q.limit.max(1);
     match q.after {
@@ -230,6 +253,7 @@ impl SqliteJournal {
             oldest: AtomicU64::new(oldest),
             appended: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         });
         // Warm the in-memory window with the newest stored events, so a resume right after a
         // restart is served from memory too.
@@ -253,12 +277,46 @@ impl SqliteJournal {
             }
         }
         let (tx, rx) = mpsc::channel(4096);
+        let publisher = Publisher {
+            recent: recent.clone(),
+            shared: shared.clone(),
+            fanout,
+        };
+        // With `journal_sync = "full"`, the WAL is synced by a thread of its own, so that
+        // writing the next commit overlaps the flush of the last (see `sync_loop`); SQLite
+        // itself then only writes. Without the WAL at hand SQLite syncs in each commit.
+        let wal = if opts.full_sync {
+            open_wal(&path)
+        } else {
+            None
+        };
+        let sync = match (&wal, opts.full_sync) {
+            (Some(_), _) => "thread",
+            (None, true) => "sqlite",
+            (None, false) => "off",
+        };
+        let next = match wal {
+            Some(wal) => {
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+                std::thread::Builder::new()
+                    .name("cmem-journal-sync".into())
+                    .spawn(move || sync_loop(move || wal.sync_data(), sync_rx, publisher))
+                    .map_err(|source| JournalError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Next::Sync(sync_tx)
+            }
+            None => Next::Publish(publisher),
+        };
         let writer = Writer {
             conn,
             recent: recent.clone(),
             shared: shared.clone(),
-            fanout,
             opts,
+            written: head,
+            next,
             // `None`: prune at the first chance. (Never `Instant::now() - d`: on Windows an
             // `Instant` counts from boot, so that panics early after boot.)
             last_prune: None,
@@ -277,6 +335,7 @@ impl SqliteJournal {
             tx,
             path,
             readers: Arc::new(Mutex::new(Vec::new())),
+            sync,
         })
     }
 
@@ -347,9 +406,15 @@ impl SqliteJournal {
     /// Runs an [`ActivityQuery`] on a read connection (the blocking pool).
     pub async fn activity(&self, q: ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || activity_in(&path, &q))
-            .await
-            .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
+        let upto = self.head();
+        tokio::task::spawn_blocking(move || {
+            let conn =
+                Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            activity_rows(&conn, &q, Some(upto))
+        })
+        .await
+        .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
     }
 
     /// Empties the in-memory window of recent events; reads go to SQLite until new commits
@@ -442,13 +507,160 @@ struct Writer {
     conn: Connection,
     recent: Recent,
     shared: Arc<Shared>,
-    fanout: Fanout,
     opts: JournalOptions,
+    /// The id of the newest event written to SQLite. Ahead of `shared.head` while a commit
+    /// waits for its sync; ids are given from here.
+    written: u64,
+    /// Where a commit goes next: the sync thread (`journal_sync = "full"` with the WAL found),
+    /// or straight to [`Publisher::publish`].
+    next: Next,
     /// When retention last ran; `None` before the first run.
     last_prune: Option<Instant>,
 }
 
 type Reply = oneshot::Sender<Result<Vec<Arc<Event>>, JournalError>>;
+
+/// A commit written to SQLite, on its way to its publishers.
+struct Committed {
+    /// The id of its last event.
+    head: u64,
+    events: Vec<Arc<Event>>,
+    /// Each publisher's reply and how many of `events` are theirs, in order.
+    replies: Vec<(usize, Reply)>,
+}
+
+enum Next {
+    Publish(Publisher),
+    Sync(std::sync::mpsc::SyncSender<SyncMsg>),
+}
+
+enum SyncMsg {
+    Committed(Committed),
+    /// Everything sent before is published; then this is answered.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// How many commits may wait for the sync thread before the writer waits too.
+const SYNC_QUEUE: usize = 0;
+
+/// Makes commits visible: the window, then the head, then the fan-out in id order, then the
+/// replies. Runs on exactly one thread (the writer's, or the sync thread's), so commits are
+/// published in the order they were written.
+struct Publisher {
+    recent: Recent,
+    shared: Arc<Shared>,
+    fanout: Fanout,
+}
+
+impl Publisher {
+    fn publish(&self, c: Committed) {
+        // The window first, then the head: a reader that sees the new head finds the events
+        // in the window. `oldest` needs no update: an empty journal already reports
+        // `head + 1`, which is the first id of this batch.
+        let before = self.shared.head.load(Ordering::Acquire);
+        if let Ok(mut r) = self.recent.write() {
+            r.extend(c.events.iter().cloned());
+        }
+        self.shared.head.store(c.head, Ordering::Release);
+        self.shared
+            .appended
+            .fetch_add(c.head.saturating_sub(before), Ordering::Relaxed);
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        let mut events = c.events.into_iter();
+        for (n, reply) in c.replies {
+            let mine: Vec<Arc<Event>> = events.by_ref().take(n).collect();
+            for e in &mine {
+                match &e.scope {
+                    Scope::Client(client) => (self.fanout.direct)(client, e.id),
+                    // no receivers is fine: nobody is connected
+                    _ => {
+                        let _ = self.fanout.shared.send(e.clone());
+                    }
+                }
+            }
+            let _ = reply.send(Ok(mine));
+        }
+    }
+
+    /// Answers a commit whose sync failed: it is not durable, so nobody sees it.
+    fn refuse(c: Committed, why: &str) {
+        for (_, reply) in c.replies {
+            let _ = reply.send(Err(JournalError::Write(why.to_string())));
+        }
+    }
+}
+
+/// The sync thread: makes the WAL durable for every commit queued behind one `fdatasync`, then
+/// publishes them. The writer meanwhile writes the next commit, so the disk's flush no longer
+/// stops the writing (with `synchronous = FULL` SQLite flushed inside each commit).
+///
+/// A failed sync is not retried (after a failed `fsync` the kernel may have dropped the
+/// unwritten pages, and a second `fsync` can succeed without them): the journal refuses
+/// every later write, and the server must be restarted (SQLite then recovers what the WAL
+/// holds).
+fn sync_loop(
+    mut sync: impl FnMut() -> std::io::Result<()>,
+    rx: std::sync::mpsc::Receiver<SyncMsg>,
+    publisher: Publisher,
+) {
+    let mut queued: Vec<SyncMsg> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        queued.push(first);
+        while let Ok(m) = rx.try_recv() {
+            queued.push(m);
+        }
+        let has_commits = queued.iter().any(|m| matches!(m, SyncMsg::Committed(_)));
+        let synced = if !has_commits || publisher.shared.failed.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            sync()
+        };
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "journal sync failed; the journal refuses writes until the server restarts");
+            publisher.shared.failed.store(true, Ordering::Release);
+        }
+        let failed = publisher.shared.failed.load(Ordering::Acquire);
+        for m in queued.drain(..) {
+            match m {
+                SyncMsg::Committed(c) if failed => Publisher::refuse(c, SYNC_FAILED),
+                SyncMsg::Committed(c) => publisher.publish(c),
+                SyncMsg::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+const SYNC_FAILED: &str = "the journal's disk failed to sync; restart the server (nothing after the last acknowledged event is kept)";
+
+/// Opens the WAL of the journal at `db` for syncing it, and syncs its folder once so that
+/// the file itself survives a power loss. `None` (then SQLite syncs in each commit) when the
+/// WAL is not where SQLite keeps it.
+fn open_wal(db: &Path) -> Option<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    // write access: Windows flushes a file only through a handle that may write it
+    let wal = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(PathBuf::from(name))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "journal WAL not found; SQLite syncs each commit itself");
+            return None;
+        }
+    };
+    #[cfg(unix)]
+    if let Some(dir) = db.parent()
+        && let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all())
+    {
+        tracing::warn!(error = %e, "cannot sync the journal's folder; SQLite syncs each commit itself");
+        return None;
+    }
+    Some(wal)
+}
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>, rt: tokio::runtime::Handle) {
@@ -489,6 +701,7 @@ impl Writer {
                 self.commit(batch);
             }
             if let Some(done) = shutdown {
+                self.flush();
                 self.prune_now();
                 rx.close();
                 tracing::info!(
@@ -502,34 +715,43 @@ impl Writer {
         }
     }
 
+    /// Waits until every commit written so far is published.
+    fn flush(&self) {
+        if let Next::Sync(tx) = &self.next {
+            let (done, wait) = std::sync::mpsc::channel();
+            if tx.send(SyncMsg::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+
     fn commit(&mut self, batch: Vec<(Vec<NewEvent>, Reply)>) {
-        let head = self.shared.head.load(Ordering::Acquire);
-        match self.write_batch(head, &batch) {
-            Ok((new_head, events)) => {
-                // The window first, then the head: a reader that sees the new head finds the
-                // events in the window. `oldest` needs no update: an empty journal already
-                // reports `head + 1`, which is the first id of this batch.
-                if let Ok(mut r) = self.recent.write() {
-                    r.extend(events.iter().cloned());
-                }
-                self.shared.head.store(new_head, Ordering::Release);
-                self.shared
-                    .appended
-                    .fetch_add(new_head - head, Ordering::Relaxed);
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                let mut events = events.into_iter();
-                for (evs, reply) in batch {
-                    let mine: Vec<Arc<Event>> = events.by_ref().take(evs.len()).collect();
-                    for e in &mine {
-                        match &e.scope {
-                            Scope::Client(client) => (self.fanout.direct)(client, e.id),
-                            // no receivers is fine: nobody is connected
-                            _ => {
-                                let _ = self.fanout.shared.send(e.clone());
-                            }
+        if self.shared.failed.load(Ordering::Acquire) {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(JournalError::Write(SYNC_FAILED.into())));
+            }
+            return;
+        }
+        match self.write_batch(&batch) {
+            Ok((head, events)) => {
+                self.written = head;
+                let c = Committed {
+                    head,
+                    events,
+                    replies: batch
+                        .into_iter()
+                        .map(|(evs, reply)| (evs.len(), reply))
+                        .collect(),
+                };
+                match &self.next {
+                    Next::Publish(p) => p.publish(c),
+                    Next::Sync(tx) => {
+                        if let Err(std::sync::mpsc::SendError(SyncMsg::Committed(c))) =
+                            tx.send(SyncMsg::Committed(c))
+                        {
+                            Publisher::refuse(c, "the journal's sync thread stopped");
                         }
                     }
-                    let _ = reply.send(Ok(mine));
                 }
             }
             Err(e) => {
@@ -544,14 +766,13 @@ impl Writer {
 
     fn write_batch(
         &mut self,
-        head: u64,
         batch: &[(Vec<NewEvent>, Reply)],
     ) -> Result<(u64, Vec<Arc<Event>>), JournalError> {
         let now = chrono::Utc::now();
         let ts = crate::clock::rfc3339(now);
         let ts_ms = now.timestamp_millis();
         let tx = self.conn.transaction()?;
-        let mut id = head;
+        let mut id = self.written;
         let mut out = Vec::new();
         {
             let mut stmt = tx.prepare_cached(
@@ -582,11 +803,11 @@ impl Writer {
                     }));
                 }
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES ('head', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [id.to_string()],
-            )?;
+            )?
+            .execute([id.to_string()])?;
         }
         tx.commit()?;
         Ok((id, out))
@@ -685,6 +906,100 @@ impl Engine for SqliteJournal {
 
     fn state(&self) -> BoxFuture<'_, serde_json::Value> {
         let path = self.path.display().to_string();
-        Box::pin(async move { serde_json::json!({"engine": "sqlite", "path": path}) })
+        let sync = self.sync;
+        Box::pin(async move { serde_json::json!({"engine": "sqlite", "path": path, "sync": sync}) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Answer = oneshot::Receiver<Result<Vec<Arc<Event>>, JournalError>>;
+
+    fn committed(head: u64, n: usize) -> (Committed, Answer) {
+        let (reply, rx) = oneshot::channel();
+        let events = (head + 1 - n as u64..=head)
+            .map(|id| {
+                Arc::new(Event {
+                    id,
+                    kind: "t".into(),
+                    scope: Scope::Global,
+                    body: RawValue::from_string("{}".into()).unwrap(),
+                })
+            })
+            .collect();
+        (
+            Committed {
+                head,
+                events,
+                replies: vec![(n, reply)],
+            },
+            rx,
+        )
+    }
+
+    /// A failed sync publishes nothing it covered, and the journal refuses from then on (a
+    /// second `fsync` could succeed without the pages the first one lost).
+    #[test]
+    fn a_failed_sync_publishes_nothing_and_stops_the_journal() {
+        let shared = Arc::new(Shared {
+            epoch: "e".into(),
+            head: AtomicU64::new(0),
+            oldest: AtomicU64::new(1),
+            appended: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+        });
+        let (tx, mut fanned) = tokio::sync::broadcast::channel(16);
+        let publisher = Publisher {
+            recent: super::super::new_window(),
+            shared: shared.clone(),
+            fanout: Fanout {
+                shared: tx,
+                direct: Box::new(|_, _| {}),
+            },
+        };
+        let (to_sync, rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        let mut results = vec![Ok(()), Err(std::io::Error::other("EIO")), Ok(())];
+        results.reverse();
+        let thread = std::thread::spawn(move || {
+            sync_loop(move || results.pop().unwrap_or(Ok(())), rx, publisher)
+        });
+        let send = |c| to_sync.send(SyncMsg::Committed(c)).unwrap();
+        let flush = || {
+            let (done, wait) = std::sync::mpsc::channel();
+            to_sync.send(SyncMsg::Flush(done)).unwrap();
+            wait.recv().unwrap();
+        };
+        let (c, mut first) = committed(2, 2);
+        send(c);
+        flush();
+        assert_eq!(first.try_recv().unwrap().unwrap().len(), 2);
+        assert_eq!(shared.head.load(Ordering::Acquire), 2);
+        let (c, mut second) = committed(3, 1);
+        send(c);
+        flush();
+        assert!(matches!(
+            second.try_recv().unwrap(),
+            Err(JournalError::Write(_))
+        ));
+        assert!(shared.failed.load(Ordering::Acquire));
+        // the next sync would succeed; the journal still refuses
+        let (c, mut third) = committed(4, 1);
+        send(c);
+        flush();
+        assert!(third.try_recv().unwrap().is_err());
+        assert_eq!(
+            shared.head.load(Ordering::Acquire),
+            2,
+            "nothing unsynced is published"
+        );
+        let ids: Vec<u64> = std::iter::from_fn(|| fanned.try_recv().ok())
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
+        drop(to_sync);
+        thread.join().unwrap();
     }
 }

@@ -85,6 +85,17 @@ pub fn watch(root: &Path, stop: CancellationToken) -> Option<mpsc::Receiver<Vec<
         tracing::warn!(error = %e, root = %root.display(), "cannot watch the data folder");
         return None;
     }
+    // The state folder (the journal's WAL, the index's segments) is never indexed, and its
+    // writes would wake the watcher's threads for each commit: with inotify, one recursive
+    // watch is a watch per folder, and the state folder's (with those below it) can be taken
+    // off again. Where the OS watches the tree as one (Windows, macOS) this finds no watch of
+    // its own and changes nothing; those events are dropped in `watched_rel` as before.
+    let state = root.join(crate::config::STATE_DIR);
+    if state.is_dir()
+        && let Err(e) = debouncer.unwatch(&state)
+    {
+        tracing::debug!(error = %e, "the state folder stays watched");
+    }
     let (out, changes) = mpsc::channel::<Vec<Change>>(64);
     let root = root.to_path_buf();
     tokio::spawn(async move {
