@@ -80,6 +80,23 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The resident size once it has stopped growing (the same reading 300 ms apart, or after
+/// 3 s): a server just started still allocates for a moment after it listens (cmem: about
+/// 3.5 MiB in its first 100 ms), which a baseline taken at once charges to the connections
+/// that follow.
+async fn settled_rss_kib(pid: u32) -> Option<u64> {
+    let mut last = rss_kib(pid)?;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = rss_kib(pid)?;
+        if now == last {
+            return Some(now);
+        }
+        last = now;
+    }
+    Some(last)
+}
+
 /// Which transport the clients use (SSE and poll exist on cmem only; the load generator
 /// does not drive Engine.IO long-polling).
 pub use cmem_wire::Transport;
@@ -219,7 +236,10 @@ pub struct IdleResult {
 }
 
 pub async fn idle(t: &Target, n: usize, settle: Duration, spread: bool) -> IdleResult {
-    let before = t.pid.and_then(rss_kib);
+    let before = match t.pid {
+        Some(pid) => settled_rss_kib(pid).await,
+        None => None,
+    };
     let stats = Arc::new(Stats::new(n));
     let clients = connect_clients(t, n, Transport::Websocket, stats, None, spread, 256).await;
     tokio::time::sleep(settle).await;

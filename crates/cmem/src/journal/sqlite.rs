@@ -540,7 +540,9 @@ enum SyncMsg {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
-/// How many commits may wait for the sync thread before the writer waits too.
+/// How many commits may wait for the sync thread before the writer waits too. None: a
+/// hand-over, so the writer waits until the sync thread takes its commit, and meanwhile the
+/// next batch gathers in the channel (a queue of 64 was no faster; BENCHMARKS.md).
 const SYNC_QUEUE: usize = 0;
 
 /// Makes commits visible: the window, then the head, then the fan-out in id order, then the
