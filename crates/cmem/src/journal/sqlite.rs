@@ -79,9 +79,18 @@ pub struct SqliteJournal {
 /// Runs an [`ActivityQuery`] on a journal file without starting a writer (read-only; safe
 /// beside a running server).
 pub fn activity_in(path: &Path, q: &ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
+    activity_upto(path, q, None)
+}
+
+/// [`activity_in`], seeing no id above `upto` when given.
+fn activity_upto(
+    path: &Path,
+    q: &ActivityQuery,
+    upto: Option<u64>,
+) -> Result<Vec<Arc<Event>>, JournalError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    activity_rows(&conn, q, None)
+    activity_rows(&conn, q, upto)
 }
 
 /// `upto`: the newest id the caller may see (a server's head: a commit still waiting for its
@@ -290,12 +299,7 @@ impl SqliteJournal {
         } else {
             None
         };
-        let sync = match (&wal, opts.full_sync) {
-            (Some(_), _) => "thread",
-            (None, true) => "sqlite",
-            (None, false) => "off",
-        };
-        let next = match wal {
+        let (next, sync) = match wal {
             Some(wal) => {
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
                 let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
@@ -306,9 +310,10 @@ impl SqliteJournal {
                         path: path.clone(),
                         source,
                     })?;
-                Next::Sync(sync_tx)
+                (Next::Sync(sync_tx), "thread")
             }
-            None => Next::Publish(publisher),
+            None if opts.full_sync => (Next::Publish(publisher), "sqlite"),
+            None => (Next::Publish(publisher), "off"),
         };
         let writer = Writer {
             conn,
@@ -407,14 +412,9 @@ impl SqliteJournal {
     pub async fn activity(&self, q: ActivityQuery) -> Result<Vec<Arc<Event>>, JournalError> {
         let path = self.path.clone();
         let upto = self.head();
-        tokio::task::spawn_blocking(move || {
-            let conn =
-                Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            conn.busy_timeout(Duration::from_secs(10))?;
-            activity_rows(&conn, &q, Some(upto))
-        })
-        .await
-        .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
+        tokio::task::spawn_blocking(move || activity_upto(&path, &q, Some(upto)))
+            .await
+            .map_err(|e| JournalError::Write(format!("reader task failed: {e}")))?
     }
 
     /// Empties the in-memory window of recent events; reads go to SQLite until new commits

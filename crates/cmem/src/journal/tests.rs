@@ -267,20 +267,25 @@ fn open_with_direct(
     (j, rx, direct)
 }
 
-#[tokio::test]
-async fn sqlite_passes_the_conformance_suite() {
+/// The conformance suite on the SQLite engine opened with `opts`, each part on a new store.
+async fn sqlite_conformance(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
-    let (j, _rx) = open(dir.path(), options());
+    let (j, _rx) = open(dir.path(), opts.clone());
     conformance::activity(&j).await;
     conformance::reads(&j).await;
     j.close().await;
     let dir = tempfile::tempdir().unwrap();
-    let (j, rx, direct) = open_with_direct(dir.path(), options());
+    let (j, rx, direct) = open_with_direct(dir.path(), opts.clone());
     conformance::ids_and_fanout(Arc::new(j), rx, direct).await;
     let dir = tempfile::tempdir().unwrap();
-    let (j, _rx) = open(dir.path(), options());
+    let (j, _rx) = open(dir.path(), opts.clone());
     let path = dir.path().to_path_buf();
-    conformance::reopen(j, move || async move { open(&path, options()).0 }).await;
+    conformance::reopen(j, move || async move { open(&path, opts).0 }).await;
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_conformance_suite() {
+    sqlite_conformance(options()).await;
 }
 
 /// With `journal_sync = "full"` the WAL is synced by a thread of its own, which also publishes:
@@ -292,24 +297,13 @@ async fn sqlite_with_its_sync_thread_passes_the_conformance_suite() {
         full_sync: true,
         ..options()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (j, _rx) = open(dir.path(), full());
-    assert_eq!(j.state().await["sync"], "thread");
-    conformance::activity(&j).await;
-    conformance::reads(&j).await;
-    j.close().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (j, rx, direct) = open_with_direct(dir.path(), full());
-    conformance::ids_and_fanout(Arc::new(j), rx, direct).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (j, _rx) = open(dir.path(), full());
-    let path = dir.path().to_path_buf();
-    conformance::reopen(j, move || async move { open(&path, full()).0 }).await;
+    sqlite_conformance(full()).await;
 
     // many publishers at once: commits overlap their syncs, yet every reply holds its own
     // contiguous ids, the fan-out sees every id once in order, and a close waits for the last
     let dir = tempfile::tempdir().unwrap();
     let (j, mut rx) = open(dir.path(), full());
+    assert_eq!(j.state().await["sync"], "thread");
     let j = Arc::new(j);
     let tasks: Vec<_> = (0..64)
         .map(|_| {
