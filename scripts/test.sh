@@ -39,5 +39,6 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ] \
   || [ -n "$(find ../../clients/js/src ../../clients/js/package.json -newer node_modules/.package-lock.json 2>/dev/null | head -1)" ]; then
   npm ci --no-audit --no-fund
 fi
-# bounded, so a hung client can never hold CI for long
-timeout 900 node --test --test-concurrency=1 --test-reporter=spec
+# bounded, so a hung client can never hold CI for long: a test that hangs fails after 3
+# minutes, naming itself (the slowest take about 20 s)
+timeout 900 node --test --test-concurrency=1 --test-reporter=spec --test-timeout=180000

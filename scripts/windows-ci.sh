@@ -37,6 +37,29 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 
+# Runs a step with its output kept in target/windows-<name>.log as well. A step that fails
+# (or hangs until its timeout) ends the run with a summary of what it said, printed after
+# Wine is stopped: the last lines of a run are the ones read, and stopping Wine can print a
+# dump of its leftover objects that would otherwise bury them.
+step() {
+  local name=$1
+  shift
+  local log="$root/target/windows-$name.log" rc=0
+  "$@" 2>&1 | tee "$log" || rc=$?
+  ((rc == 0)) && return 0
+  wineserver -k >/dev/null 2>&1 || true
+  sleep 1
+  {
+    echo
+    echo "!!! Windows: $name failed (exit $rc$( ((rc == 124)) && echo ': timed out')); full output: $log"
+    echo "--- what it flagged (slow, failed, panicked):"
+    grep -aE 'running for over|FAILED|failed|panicked|^not ok|✖|timed out|did not exit' "$log" | tail -40
+    echo "--- its last lines:"
+    tail -30 "$log"
+  } >&2
+  exit "$rc"
+}
+
 echo "== Windows: Wine prefix with the ProcessPrng stand-in"
 mkdir -p "$WINEPREFIX"
 [ -d "$WINEPREFIX/drive_c/windows/system32" ] || timeout 300 wineboot -i >/dev/null 2>&1 || true
@@ -51,10 +74,12 @@ cargo build --locked --target "$TARGET" -p cmem --bins
 timeout 60 wine "target/$TARGET/debug/cmem.exe" --version
 
 echo "== Windows: Rust test suite under Wine"
-timeout 1800 cargo test --locked --target "$TARGET" -p cmem --no-fail-fast -- --test-threads=2
+# the suite takes about 4 minutes under Wine; libtest names a test that runs over 60 s
+step rust-tests timeout 900 cargo test --locked --target "$TARGET" -p cmem --no-fail-fast -- --test-threads=2
 
 echo "== Windows: end-to-end suites against cmem.exe under Wine"
 cd tests/e2e
-CMEM_BIN="$root/scripts/wine-cmem" CMEM_GRACEFUL_SIGNAL=SIGINT \
-  timeout 1200 node --test --test-concurrency=1 --test-reporter=spec \
+# about 90 s under Wine; a test that hangs fails after 3 minutes and names itself
+step e2e env CMEM_BIN="$root/scripts/wine-cmem" CMEM_GRACEFUL_SIGNAL=SIGINT \
+  timeout 900 node --test --test-concurrency=1 --test-reporter=spec --test-timeout=180000 \
   hub.test.mjs memory.test.mjs teams.test.mjs mcp.test.mjs

@@ -14,6 +14,8 @@ export const CMEM_BIN = process.env.CMEM_BIN || path.resolve(here, '../../target
 // A remote target (e.g. the Windows build under Wine) may be given instead of a local binary.
 export const TEST_EVENT = 'test_event';
 const GRACEFUL_SIGNAL = process.env.CMEM_GRACEFUL_SIGNAL || 'SIGTERM';
+// a graceful stop takes well under a second; Wine is slower, and a debug build slower still
+const STOP_MS = 30000;
 
 export function tempDir() {
   return mkdtempSync(path.join(tmpdir(), 'cmem-e2e-'));
@@ -76,12 +78,25 @@ async function startOnce({ data = tempDir(), port = 0, args = [], env = {} } = {
     url, data, child, exited,
     port: Number(new URL(url).port),
     stderr: () => stderr,
-    async stop(signal = 'SIGTERM') {
+    /**
+     * Signals the server and resolves with how it exited. A server that has not exited
+     * within `ms` is killed and the call throws, saying so: a shutdown that hangs fails the
+     * test that asked for it instead of holding the whole run until its timeout.
+     */
+    async stop(signal = 'SIGTERM', ms = STOP_MS) {
       if (child.exitCode !== null || child.signalCode !== null) return exited;
       // Windows has no SIGTERM: a console server stops gracefully on Ctrl-C, which Wine
       // delivers for SIGINT (scripts/windows-ci.sh sets CMEM_GRACEFUL_SIGNAL=SIGINT)
-      child.kill(signal === 'SIGTERM' ? GRACEFUL_SIGNAL : signal);
-      return exited;
+      const sent = signal === 'SIGTERM' ? GRACEFUL_SIGNAL : signal;
+      child.kill(sent);
+      let timer;
+      const late = new Promise((r) => { timer = setTimeout(() => r(null), ms); });
+      const how = await Promise.race([exited, late]);
+      clearTimeout(timer);
+      if (how) return how;
+      child.kill('SIGKILL');
+      await exited;
+      throw new Error(`the server did not exit within ${ms} ms of ${sent}; it was killed. Its stderr ends:\n${stderr.slice(-2000)}`);
     },
   };
 }
