@@ -45,6 +45,7 @@ step() {
   local name=$1
   shift
   local log="$root/target/windows-$name.log" rc=0
+  mkdir -p "$root/target"
   "$@" 2>&1 | tee "$log" || rc=$?
   ((rc == 0)) && return 0
   wineserver -k >/dev/null 2>&1 || true
@@ -53,7 +54,7 @@ step() {
     echo
     echo "!!! Windows: $name failed (exit $rc$( ((rc == 124)) && echo ': timed out')); full output: $log"
     echo "--- what it flagged (slow, failed, panicked):"
-    grep -aE 'running for over|FAILED|failed|panicked|^not ok|✖|timed out|did not exit' "$log" | tail -40
+    grep -aE 'running for over|FAILED|failed|panicked|^not ok|✖|timed out|did not exit' "$log" | tail -40 || true
     echo "--- its last lines:"
     tail -30 "$log"
   } >&2
