@@ -449,28 +449,38 @@ impl Subscription {
     }
 
     /// The next event this connection may see, in id order; waits for one.
+    ///
+    /// A connection closed by [`Conn::close`] (revoked, too slow) gets no further event. A
+    /// shutdown is seen once the subscription would wait: `closed` is polled after the
+    /// channel, so a wake-up for an event does not pay for the cancellation token's mutex.
     pub async fn next(&mut self) -> Result<Arc<Event>, StreamEnd> {
         loop {
+            if self.conn.is_closing() {
+                return Err(self.end());
+            }
             if let Some(ev) = self.ready().await? {
                 return Ok(ev);
             }
             let received = tokio::select! {
                 biased;
-                _ = &mut self.closed => {
-                    return Err(if self.hub.shutdown.is_cancelled() {
-                        StreamEnd::Shutdown
-                    } else {
-                        StreamEnd::Closed(self.conn.close_reason().unwrap_or_else(|| "closed".into()))
-                    });
-                }
                 // An event addressed to this connection alone was committed: `ready` reads it
                 // from the journal.
                 _ = self.conn.nudged() => continue,
                 r = self.rx.recv() => r,
+                _ = &mut self.closed => return Err(self.end()),
             };
             if let Some(ev) = self.take(received)? {
                 return Ok(ev);
             }
+        }
+    }
+
+    /// Why the stream ended: a shutdown, or the connection's close.
+    fn end(&self) -> StreamEnd {
+        if self.hub.shutdown.is_cancelled() {
+            StreamEnd::Shutdown
+        } else {
+            StreamEnd::Closed(self.conn.close_reason().unwrap_or_else(|| "closed".into()))
         }
     }
 

@@ -87,6 +87,9 @@ pub struct Conn {
     /// A poll request of this client is held open, waiting for an event (diagnostics, and
     /// what tests wait for instead of sleeping).
     waiting: std::sync::atomic::AtomicBool,
+    /// [`Conn::close`] was called: a load, where `closer` (a shutdown also cancels it) needs
+    /// its mutex. The subscription checks this before each event it hands out.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -252,7 +255,13 @@ impl Conn {
         {
             *r = Some(reason.to_string());
         }
+        self.closing.store(true, Ordering::Release);
         self.closer.cancel();
+    }
+
+    /// Whether [`Conn::close`] was called (a shutdown is seen through `closer` only).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// The reason given to [`Conn::close`], if any.
@@ -382,6 +391,7 @@ impl Registry {
             connected_at: crate::clock::now_rfc3339(),
             last_activity_ms: AtomicI64::new(now_ms()),
             waiting: std::sync::atomic::AtomicBool::new(false),
+            closing: std::sync::atomic::AtomicBool::new(false),
             user_agent: meta.user_agent,
             remote_addr: meta.remote_addr,
             user: meta.user,

@@ -309,6 +309,8 @@ async fn a_subscription_ends_with_the_reason_it_was_closed_for() {
     let a = conn(&hub, "a", &[]);
     let mut sub = hub.subscribe(a.clone(), None).await.unwrap();
     drain(&mut sub).await;
+    // events committed and waiting for it: a revoked connection gets none of them
+    publish(&hub, vec![Scope::Global, Scope::Global]).await;
     hub.registry.close(&a, "token_revoked");
     match sub.next().await {
         Err(StreamEnd::Closed(reason)) => assert_eq!(reason, "token_revoked"),
