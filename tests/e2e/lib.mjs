@@ -23,13 +23,16 @@ export function tempDir() {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `fn` until it returns truthy or `ms` pass; throws with `what` on timeout. */
+/**
+ * Polls `fn` until it returns truthy or `ms` pass; throws with `what` on timeout (a function
+ * is called then, so it can say how far things got).
+ */
 export async function until(fn, what, ms = 15000) {
   const end = Date.now() + ms;
   for (;;) {
     const v = await fn();
     if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`);
     await sleep(25);
   }
 }
@@ -207,13 +210,19 @@ export function sseClient(url, { cursor = null, types = [TEST_EVENT], name = 'ss
   return rec;
 }
 
-/** A long-poll loop; keeps its cursor in `after`, retries through server restarts. */
+/**
+ * A long-poll loop; keeps its cursor in `after`, retries through server restarts. A request
+ * that gets no answer within its wait and 10 s more is abandoned and retried, as a real client
+ * would (a server killed under Wine can leave its sockets open, answering nothing); closing
+ * aborts the request in flight.
+ */
 export function pollClient(url, { clientId, cursor = null, wait = 1, name = 'poll', query = '' } = {}) {
   const rec = new Recorder(name);
   rec.cursor = cursor;
   rec.errors = [];
   rec.responses = 0;
   let stopped = false;
+  const closing = new AbortController();
   const loop = (async () => {
     while (!stopped) {
       const q = new URLSearchParams(query);
@@ -221,7 +230,8 @@ export function pollClient(url, { clientId, cursor = null, wait = 1, name = 'pol
       q.set('wait', String(wait));
       if (rec.cursor !== null) q.set('after', String(rec.cursor));
       try {
-        const res = await fetch(`${url}/api/events/poll?${q}`);
+        const signal = AbortSignal.any([closing.signal, AbortSignal.timeout((wait + 10) * 1000)]);
+        const res = await fetch(`${url}/api/events/poll?${q}`, { signal });
         const body = await res.json();
         if (!res.ok) { rec.errors.push(body.error); await sleep(100); continue; }
         rec.responses++;
@@ -233,7 +243,7 @@ export function pollClient(url, { clientId, cursor = null, wait = 1, name = 'pol
       }
     }
   })();
-  rec.close = async () => { stopped = true; await loop; };
+  rec.close = async () => { stopped = true; closing.abort(); await loop; };
   return rec;
 }
 
