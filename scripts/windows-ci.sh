@@ -54,7 +54,7 @@ step() {
     echo
     echo "!!! Windows: $name failed (exit $rc$( ((rc == 124)) && echo ': timed out')); full output: $log"
     echo "--- what it flagged (slow, failed, panicked):"
-    grep -aE 'running for over|FAILED|failed|panicked|^not ok|✖|timed out|did not exit' "$log" | tail -40 || true
+    grep -aE 'running for over|FAILED|[1-9][0-9]* failed|panicked|^not ok|✖|timed out|did not exit' "$log" | tail -40 || true
     echo "--- its last lines:"
     tail -30 "$log"
   } >&2

@@ -493,7 +493,8 @@ impl Subscription {
         until: tokio::time::Instant,
     ) -> Result<Vec<Arc<Event>>, JournalError> {
         let mut out = Vec::new();
-        while out.len() < limit {
+        // a closed connection gets no further event here either (see `next`)
+        while out.len() < limit && !self.conn.is_closing() {
             if let Some(ev) = self.ready().await? {
                 out.push(ev);
                 continue;

@@ -316,6 +316,12 @@ async fn a_subscription_ends_with_the_reason_it_was_closed_for() {
         Err(StreamEnd::Closed(reason)) => assert_eq!(reason, "token_revoked"),
         other => panic!("expected a close, got {other:?}"),
     }
+    // nor does a poll request's page
+    let page = sub
+        .fill(10, tokio::time::Instant::now() + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(page.is_empty());
     let b = conn(&hub, "b", &[]);
     let mut sub = hub.subscribe(b, None).await.unwrap();
     drain(&mut sub).await;
