@@ -15,12 +15,13 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use super::{Close, Frame, Inbound, Incoming, Opening, Outbound, Upper};
 use cmem_wire::sio::{self, Assembly, Kind, Limits, Packet, Partial};
@@ -147,9 +148,17 @@ struct Queue<T> {
 }
 
 /// What the two halves share.
+///
+/// The inbound half changes the queue rarely (a CONNECT, an ack); the outbound half looks for
+/// changes before every event it delivers. So a change raises `changed` and wakes the outbound
+/// half, and the outbound half takes the queue's lock only when `changed` is up: an event
+/// costs one atomic load here, not a lock and a `Notify` waiter added and removed.
 struct Shared<T> {
     queue: Mutex<Queue<T>>,
-    notify: Notify,
+    /// The queue changed since the outbound half last looked.
+    changed: AtomicBool,
+    /// The outbound half, when it waits.
+    waker: AtomicWaker,
 }
 
 impl<T> Shared<T> {
@@ -161,7 +170,27 @@ impl<T> Shared<T> {
         self.lock()
             .frames
             .extend(frames.into_iter().map(|f| (f, false)));
-        self.notify.notify_one();
+        self.signal();
+    }
+
+    /// Tells the outbound half that the queue changed (after the change, outside the lock).
+    fn signal(&self) {
+        self.changed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once the queue changed; otherwise the task is woken when it does.
+    fn poll_changed(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.changed.load(Ordering::Acquire) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // a change between the first look and the registration woke nobody
+        if self.changed.load(Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }
 
@@ -177,7 +206,8 @@ impl<N: Namespaces> Upper for SocketIo<N> {
                 stream_gone: false,
                 joined: false,
             }),
-            notify: Notify::new(),
+            changed: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         });
         (
             SioIn {
@@ -277,7 +307,7 @@ impl<N: Namespaces> SioIn<N> {
                         q.stream = None;
                         q.stream_gone = true;
                         drop(q);
-                        self.shared.notify.notify_one();
+                        self.shared.signal();
                     }
                 }
             }
@@ -365,7 +395,7 @@ impl<N: Namespaces> SioIn<N> {
                         q.stream_gone = false;
                     }
                 }
-                self.shared.notify.notify_one();
+                self.shared.signal();
                 // what the request said is not needed any more (it can be large): `opening` is
                 // dropped here
                 self.sockets.push((p.nsp, c.socket));
@@ -406,9 +436,7 @@ impl<T: EventStream> Outbound for SioOut<T> {
         if self.boundary {
             return false;
         }
-        let q = self.shared.lock();
-        !q.frames.is_empty()
-            || q.stream.is_some()
+        self.shared.changed.load(Ordering::Acquire)
             || self.stream.as_ref().is_some_and(EventStream::more_ready)
     }
 
@@ -418,16 +446,11 @@ impl<T: EventStream> Outbound for SioOut<T> {
             tokio::task::yield_now().await;
         }
         loop {
-            {
+            if self.shared.changed.load(Ordering::Acquire) {
+                // lowered before the look: a change made after it raises it again
+                self.shared.changed.store(false, Ordering::Release);
                 let mut q = self.shared.lock();
-                if let Some((f, boundary)) = q.frames.pop_front() {
-                    if q.frames.is_empty() {
-                        // replies are rare: give their room back rather than keep it idle
-                        q.frames = VecDeque::new();
-                    }
-                    self.boundary = boundary;
-                    return Ok(f);
-                }
+                // everything but the frames is taken in this one look
                 if let Some(s) = q.stream.take() {
                     self.stream = Some(s);
                 }
@@ -438,8 +461,20 @@ impl<T: EventStream> Outbound for SioOut<T> {
                 if q.joined {
                     self.connect_by = None;
                 }
+                if let Some((f, boundary)) = q.frames.pop_front() {
+                    if q.frames.is_empty() {
+                        // replies are rare: give their room back rather than keep it idle
+                        q.frames = VecDeque::new();
+                    } else {
+                        // more to take next time
+                        self.shared.changed.store(true, Ordering::Release);
+                    }
+                    self.boundary = boundary;
+                    return Ok(f);
+                }
             }
-            let notified = self.shared.notify.notified();
+            let shared = &self.shared;
+            let notified = std::future::poll_fn(|cx| shared.poll_changed(cx));
             match (&mut self.stream, &mut self.connect_by) {
                 (Some(s), _) => {
                     tokio::select! {

@@ -19,14 +19,13 @@ pub mod registry;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde_json::json;
 use tokio::sync::broadcast;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{Cursor, Event, NewEvent, Scope};
 use crate::journal::jetstream::{JetStreamJournal, JetStreamOptions};
@@ -55,7 +54,8 @@ pub struct Hub {
     pub journal: Journal,
     pub registry: Arc<Registry>,
     fanout: broadcast::Sender<Arc<Event>>,
-    /// Cancelled when the server shuts down; every subscription ends.
+    /// Cancelled when the server shuts down, by [`Hub::shut_down`] (which also ends every
+    /// subscription): the tasks beside the transports watch it.
     pub shutdown: CancellationToken,
     started: Instant,
     published: AtomicU64,
@@ -195,6 +195,13 @@ impl Hub {
         Ok(parts.hub(Journal::with_engine(Box::new(engine))))
     }
 
+    /// Starts the shutdown: cancels [`Hub::shutdown`] and tells every connection, whose
+    /// subscription then ends once it has handed out what is ready.
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.registry.shut_down();
+    }
+
     /// Every event committed from now on to the shared channel (not those addressed to one
     /// connection), for a feature inside the server that follows the journal without being a
     /// connection: the MCP server's resource notifications. A receiver that falls more than
@@ -328,9 +335,7 @@ impl Hub {
         let start_after = self.position(&conn, cursor, greet, forced).await?;
         let head = self.journal.head();
         conn.set_cursor(start_after);
-        let closed = Box::pin(conn.closer.clone().cancelled_owned());
         Ok(Subscription {
-            closed,
             hub: self.clone(),
             conn,
             rx,
@@ -408,10 +413,6 @@ impl Hub {
 
 /// A position in the event stream for one connection; the transports pull from it.
 pub struct Subscription {
-    /// Resolves when the connection is closed or the server shuts down (its token is a child
-    /// of the shutdown token). Kept across calls: creating a `cancelled()` future per event
-    /// would register and unregister a waiter on every delivery.
-    closed: Pin<Box<WaitForCancellationFutureOwned>>,
     hub: Arc<Hub>,
     conn: Arc<Conn>,
     rx: broadcast::Receiver<Arc<Event>>,
@@ -451,8 +452,7 @@ impl Subscription {
     /// The next event this connection may see, in id order; waits for one.
     ///
     /// A connection closed by [`Conn::close`] (revoked, too slow) gets no further event. A
-    /// shutdown is seen once the subscription would wait: `closed` is polled after the
-    /// channel, so a wake-up for an event does not pay for the cancellation token's mutex.
+    /// shutdown is seen once the subscription would wait: what is ready is handed out first.
     pub async fn next(&mut self) -> Result<Arc<Event>, StreamEnd> {
         loop {
             if self.conn.is_closing() {
@@ -461,13 +461,17 @@ impl Subscription {
             if let Some(ev) = self.ready().await? {
                 return Ok(ev);
             }
+            if self.conn.is_shut() {
+                return Err(self.end());
+            }
+            let conn = &self.conn;
             let received = tokio::select! {
                 biased;
-                // An event addressed to this connection alone was committed: `ready` reads it
-                // from the journal.
-                _ = self.conn.nudged() => continue,
+                // An event addressed to this connection alone was committed (`ready` reads it
+                // from the journal), or the connection closed, or the server shuts down: the
+                // checks above say which.
+                _ = std::future::poll_fn(|cx| conn.poll_signal(cx)) => continue,
                 r = self.rx.recv() => r,
-                _ = &mut self.closed => return Err(self.end()),
             };
             if let Some(ev) = self.take(received)? {
                 return Ok(ev);
@@ -477,7 +481,7 @@ impl Subscription {
 
     /// Why the stream ended: a shutdown, or the connection's close.
     fn end(&self) -> StreamEnd {
-        if self.hub.shutdown.is_cancelled() {
+        if self.conn.is_shut() {
             StreamEnd::Shutdown
         } else {
             StreamEnd::Closed(self.conn.close_reason().unwrap_or_else(|| "closed".into()))

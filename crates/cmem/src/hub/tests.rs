@@ -325,7 +325,7 @@ async fn a_subscription_ends_with_the_reason_it_was_closed_for() {
     let b = conn(&hub, "b", &[]);
     let mut sub = hub.subscribe(b, None).await.unwrap();
     drain(&mut sub).await;
-    hub.shutdown.cancel();
+    hub.shut_down();
     assert!(matches!(sub.next().await, Err(StreamEnd::Shutdown)));
     // a page being waited for ends early, empty, rather than failing
     let got = sub
@@ -333,6 +333,40 @@ async fn a_subscription_ends_with_the_reason_it_was_closed_for() {
         .await
         .unwrap();
     assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn a_waiting_subscription_wakes_for_a_close_and_hands_out_what_is_ready_before_a_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(options(dir.path(), 64)).unwrap();
+    let a = conn(&hub, "a", &[]);
+    let mut sub = hub.subscribe(a.clone(), None).await.unwrap();
+    drain(&mut sub).await;
+    let waiting = tokio::spawn(async move { sub.next().await.map(|e| e.id) });
+    // one turn of this single-threaded runtime: the spawned task runs until it waits
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    hub.registry.close(&a, "too_slow");
+    match waiting.await.unwrap() {
+        Err(StreamEnd::Closed(reason)) => assert_eq!(reason, "too_slow"),
+        other => panic!("expected a close, got {other:?}"),
+    }
+
+    let b = conn(&hub, "b", &[]);
+    let mut sub = hub.subscribe(b, None).await.unwrap();
+    drain(&mut sub).await;
+    let ids = publish(&hub, vec![Scope::Global, Scope::Global]).await;
+    hub.shut_down();
+    // committed before the shutdown: still handed out, then the stream ends
+    assert_eq!(sub.next().await.unwrap().id, ids[0]);
+    assert_eq!(sub.next().await.unwrap().id, ids[1]);
+    assert!(matches!(sub.next().await, Err(StreamEnd::Shutdown)));
+
+    // a connection that arrives during the shutdown ends too, rather than wait forever
+    let c = conn(&hub, "c", &[]);
+    let mut sub = hub.subscribe(c, None).await.unwrap();
+    drain(&mut sub).await;
+    assert!(matches!(sub.next().await, Err(StreamEnd::Shutdown)));
 }
 
 mod interleavings {

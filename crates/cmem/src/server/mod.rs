@@ -299,7 +299,7 @@ impl Server {
                     tracing::info!("shutting down: closing clients");
                     // ends SSE streams (with a `close` event), long polls, and Socket.IO
                     // deliveries (with `cmem_close` and an Engine.IO close)
-                    hub.shutdown.cancel();
+                    hub.shut_down();
                     deadline = Some(tokio::time::Instant::now() + grace);
                     continue;
                 }
