@@ -184,10 +184,15 @@ pub async fn sio_connect(
 /// Reads a Socket.IO session until `stop`, answering pings and recording deliveries.
 pub async fn sio_read(mut ws: Ws, stats: Arc<Stats>, idx: usize, stop: CancellationToken) -> Seen {
     let mut seen = Seen::default();
+    // one waiter for the whole read: a `cancelled()` made per message locks the token's
+    // mutex twice per delivery, shared by every client of the run
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let msg = tokio::select! {
-            _ = stop.cancelled() => break,
+            biased;
             m = ws.next() => m,
+            _ = &mut stopped => break,
         };
         match msg {
             Some(Ok(Message::Text(t))) => match eio::peek(&t) {
@@ -253,10 +258,13 @@ impl HttpReader {
         let mut seen = Seen::default();
         let mut parser = SseParser::default();
         let mut items = Vec::new();
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             let chunk = tokio::select! {
-                _ = stop.cancelled() => break,
+                biased;
                 c = body.next() => c,
+                _ = &mut stopped => break,
             };
             let Some(Ok(chunk)) = chunk else { break };
             parser.feed(&chunk, &mut items)?;
