@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target in fuzz/ for a bounded time (default 10 s each; CI uses the
-# default, by hand give more: `scripts/fuzz.sh 600`, or one target: `scripts/fuzz.sh 600 yjs`).
+# Runs every cargo-fuzz target in fuzz/ for a bounded time (default 10 s each; CI gives 5, by
+# hand give more: `scripts/fuzz.sh 600`, or one target: `scripts/fuzz.sh 600 yjs`).
 # Starts from the seeds in fuzz/corpus/<target> (copied, so the repository is not written to)
 # and fails on the first crash, leaving the input in fuzz/artifacts/<target>/.
 #
