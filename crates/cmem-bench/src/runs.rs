@@ -209,6 +209,7 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut pdps, mut pp50, mut pp99, mut pmax) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut pcpu, mut pgen) = (Vec::new(), Vec::new());
         for _ in 0..a.runs {
             let s = start(name).await?;
             let r = scenario::idle(
@@ -260,6 +261,8 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
             pp50.push(r.latency.p50_ms);
             pp99.push(r.latency.p99_ms);
             pmax.push(r.latency.max_ms);
+            pcpu.extend(r.server_cpu_us_per_delivery);
+            pgen.extend(r.generator_cpu_us_per_delivery);
             drop(s);
         }
         idle_rows.push(Row {
@@ -288,6 +291,8 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
                 cell(&mut pp50, 2),
                 cell(&mut pp99, 2),
                 cell(&mut pmax, 2),
+                cell(&mut pcpu, 1),
+                cell(&mut pgen, 1),
             ],
         });
     }
@@ -310,6 +315,8 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
             "p50 ms",
             "p99 ms",
             "max ms",
+            "server CPU µs / delivery",
+            "generator CPU µs / delivery",
         ],
         &paced_rows,
     ));

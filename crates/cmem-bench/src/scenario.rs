@@ -80,6 +80,48 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time a process has used (user + system), in microseconds, from `/proc/<pid>/stat`
+/// (clock-tick resolution, 10 ms on Linux: a paced run uses seconds).
+pub fn cpu_us(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name may hold spaces: the fields are counted after its closing parenthesis
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    // fields 14 and 15 of the line are the 12th and 13th after the name
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((utime + stime) * 1_000_000 / clock_ticks_per_s()?)
+}
+
+#[cfg(unix)]
+fn clock_ticks_per_s() -> Option<u64> {
+    // SAFETY: sysconf reads a constant of the system
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|t| *t > 0)
+}
+
+#[cfg(not(unix))]
+fn clock_ticks_per_s() -> Option<u64> {
+    None
+}
+
+/// CPU time this load generator has used (user + system, every thread), in microseconds.
+#[cfg(unix)]
+pub fn own_cpu_us() -> Option<u64> {
+    // SAFETY: getrusage fills the struct it is given
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return None;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Some(us(u.ru_utime) + us(u.ru_stime))
+}
+
+#[cfg(not(unix))]
+pub fn own_cpu_us() -> Option<u64> {
+    None
+}
+
 /// The resident size once it has stopped growing (the same reading 300 ms apart, or after
 /// 3 s): a server just started still allocates for a moment after it listens (cmem: about
 /// 3.5 MiB in its first 100 ms), which a baseline taken at once charges to the connections
@@ -286,6 +328,13 @@ pub struct BroadcastResult {
     pub seconds: f64,
     pub deliveries_per_s: f64,
     pub latency: Latency,
+    /// The server's CPU (user + system) from the first publish to the last delivery, per
+    /// delivery: what latency on a machine of its own would follow, without the load
+    /// generator's share of the cores (`None` without the server's pid).
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// This load generator's CPU over the same span, per delivery (its publisher included):
+    /// what it takes from the cores the server shares.
+    pub generator_cpu_us_per_delivery: Option<f64>,
 }
 
 /// Waits until `stats` reaches `want` deliveries or makes no progress for `idle`.
@@ -334,6 +383,8 @@ pub async fn broadcast(
         cmem: t.cmem,
         pad: Arc::new("x".repeat(size.saturating_sub(60))),
     };
+    let server_cpu_before = t.pid.and_then(cpu_us);
+    let own_cpu_before = own_cpu_us();
     let start = Instant::now();
     let batch = batch.max(1);
     let mut sent = 0u64;
@@ -372,6 +423,14 @@ pub async fn broadcast(
         Duration::from_secs(300),
     )
     .await;
+    let server_cpu = t
+        .pid
+        .and_then(cpu_us)
+        .zip(server_cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let own_cpu = own_cpu_us()
+        .zip(own_cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let seconds = last
         .saturating_duration_since(start)
         .as_secs_f64()
@@ -380,6 +439,7 @@ pub async fn broadcast(
     let seen = clients.finish().await;
     let delivered: u64 = seen.iter().map(|s| s.events).sum();
     let duplicated: u64 = seen.iter().map(|s| s.duplicates).sum();
+    let per_delivery = |us: u64| us as f64 / delivered.max(1) as f64;
     Ok(BroadcastResult {
         scenario: "broadcast",
         target: t.name.clone(),
@@ -398,6 +458,8 @@ pub async fn broadcast(
         seconds,
         deliveries_per_s: (delivered - duplicated) as f64 / seconds,
         latency: stats.latency(),
+        server_cpu_us_per_delivery: server_cpu.map(per_delivery),
+        generator_cpu_us_per_delivery: own_cpu.map(per_delivery),
     })
 }
 
@@ -550,11 +612,16 @@ pub async fn journal(
     })
 }
 
+fn micros(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1} µs"))
+        .unwrap_or_else(|| "?".into())
+}
+
 impl BroadcastResult {
     /// One line for a person: who, how many, how fast, and whether anything was lost.
     pub fn human(&self) -> String {
         format!(
-            "broadcast {} {:?}: {} clients x {} events of {} B{} -> {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {}, dup {}",
+            "broadcast {} {:?}: {} clients x {} events of {} B{} -> {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {}, dup {}, CPU per delivery: server {}, generator {}",
             self.target,
             self.transport,
             self.connected,
@@ -566,7 +633,9 @@ impl BroadcastResult {
             self.latency.p99_ms,
             self.latency.max_ms,
             self.lost,
-            self.duplicated
+            self.duplicated,
+            micros(self.server_cpu_us_per_delivery),
+            micros(self.generator_cpu_us_per_delivery),
         )
     }
 }
