@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::envelope::{Cursor, Event, NewEvent, Scope};
 use crate::journal::jetstream::{JetStreamJournal, JetStreamOptions};
 use crate::journal::{Fanout, Journal, JournalError, JournalOptions, ReadQuery};
-use registry::{Conn, Registry};
+use registry::{Conn, Registry, Slot};
 
 /// How many events one replay read fetches from the journal.
 const REPLAY_PAGE: usize = 1000;
@@ -335,7 +335,9 @@ impl Hub {
         let start_after = self.position(&conn, cursor, greet, forced).await?;
         let head = self.journal.head();
         conn.set_cursor(start_after);
+        let slot = conn.claim_slot();
         Ok(Subscription {
+            slot,
             hub: self.clone(),
             conn,
             rx,
@@ -413,6 +415,9 @@ impl Hub {
 
 /// A position in the event stream for one connection; the transports pull from it.
 pub struct Subscription {
+    /// The waker of its connection this subscription waits on for a nudge, a close or the
+    /// shutdown.
+    slot: Slot,
     hub: Arc<Hub>,
     conn: Arc<Conn>,
     rx: broadcast::Receiver<Arc<Event>>,
@@ -425,6 +430,12 @@ pub struct Subscription {
     replayed: u64,
     /// Highest id taken from the live channel, whether this connection may see it or not.
     seen: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.conn.release_slot(&self.slot);
+    }
 }
 
 impl Subscription {
@@ -464,13 +475,13 @@ impl Subscription {
             if self.conn.is_shut() {
                 return Err(self.end());
             }
-            let conn = &self.conn;
+            let (conn, slot) = (&self.conn, &self.slot);
             let received = tokio::select! {
                 biased;
                 // An event addressed to this connection alone was committed (`ready` reads it
                 // from the journal), or the connection closed, or the server shuts down: the
                 // checks above say which.
-                _ = std::future::poll_fn(|cx| conn.poll_signal(cx)) => continue,
+                _ = std::future::poll_fn(|cx| conn.poll_signal(slot, cx)) => continue,
                 r = self.rx.recv() => r,
             };
             if let Some(ev) = self.take(received)? {

@@ -79,7 +79,14 @@ pub struct Conn {
     /// committed ([`Conn::nudge`]), it was closed, or the server shuts down. One atomic
     /// registration per wait, where a `Notify` and a cancellation token each took a mutex on
     /// every event delivered (they were 6 % of the server's CPU in the paced benchmark).
+    /// This one belongs to the first subscription ([`Slot::Primary`]); a connection rarely
+    /// has more than one at a time (a poll client's overlapping requests), and those wait on
+    /// `extra`.
     signal: AtomicWaker,
+    /// The wakers of further concurrent subscriptions ([`Slot::Extra`]).
+    extra: Mutex<Vec<Arc<AtomicWaker>>>,
+    /// [`PRIMARY_TAKEN`] and [`HAS_EXTRA`].
+    slots: AtomicU8,
     /// Lowest id of an event addressed to this connection alone that its subscription has not
     /// read yet (`u64::MAX`: none). Set before the events after it reach the shared channel,
     /// so a subscription that checks it before delivering a live event never passes over it.
@@ -92,6 +99,19 @@ pub struct Conn {
     /// [`CLOSING`] ([`Conn::close`] was called) and [`SHUT`] (the server shuts down). The
     /// subscription checks them before each event it hands out, and when it would wait.
     flags: AtomicU8,
+}
+
+/// A subscription holds [`Conn`]'s own waker.
+const PRIMARY_TAKEN: u8 = 1;
+/// `extra` is not empty.
+const HAS_EXTRA: u8 = 2;
+
+/// Which waker of its connection a subscription waits on ([`Conn::claim_slot`]); given back
+/// with [`Conn::release_slot`].
+#[derive(Debug)]
+pub enum Slot {
+    Primary,
+    Extra(Arc<AtomicWaker>),
 }
 
 /// [`Conn::close`] was called.
@@ -227,7 +247,48 @@ impl Conn {
     /// given while nobody waits is kept (in `direct_from`) for the next wait.
     pub fn nudge(&self, id: u64) {
         self.direct_from.fetch_min(id, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// A waker for one subscription: the connection's own if no other subscription holds it
+    /// (no allocation: the common case), else a new one of its own.
+    pub fn claim_slot(&self) -> Slot {
+        if self.slots.fetch_or(PRIMARY_TAKEN, Ordering::AcqRel) & PRIMARY_TAKEN == 0 {
+            return Slot::Primary;
+        }
+        let w = Arc::new(AtomicWaker::new());
+        let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        extra.push(w.clone());
+        self.slots.fetch_or(HAS_EXTRA, Ordering::AcqRel);
+        Slot::Extra(w)
+    }
+
+    /// Gives back what [`Conn::claim_slot`] gave (the subscription is dropped).
+    pub fn release_slot(&self, slot: &Slot) {
+        match slot {
+            Slot::Primary => {
+                self.slots.fetch_and(!PRIMARY_TAKEN, Ordering::AcqRel);
+            }
+            Slot::Extra(w) => {
+                let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+                extra.retain(|x| !Arc::ptr_eq(x, w));
+                if extra.is_empty() {
+                    self.slots.fetch_and(!HAS_EXTRA, Ordering::AcqRel);
+                    *extra = Vec::new();
+                }
+            }
+        }
+    }
+
+    /// Wakes every subscription of this connection that waits.
+    fn wake_all(&self) {
         self.signal.wake();
+        if self.slots.load(Ordering::Acquire) & HAS_EXTRA != 0 {
+            let extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+            for w in extra.iter() {
+                w.wake();
+            }
+        }
     }
 
     /// Whether an event addressed to this connection alone was committed and not read yet.
@@ -255,11 +316,14 @@ impl Conn {
     /// the server shuts down. Otherwise registers the task to be woken when one of these
     /// happens. Stays ready until the cause is dealt with: the subscription reads the direct
     /// event, or ends.
-    pub fn poll_signal(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    pub fn poll_signal(&self, slot: &Slot, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         if self.signalled() {
             return std::task::Poll::Ready(());
         }
-        self.signal.register(cx.waker());
+        match slot {
+            Slot::Primary => self.signal.register(cx.waker()),
+            Slot::Extra(w) => w.register(cx.waker()),
+        }
         // a nudge or close between the first look and the registration woke nobody
         if self.signalled() {
             std::task::Poll::Ready(())
@@ -274,7 +338,7 @@ impl Conn {
 
     fn raise(&self, flag: u8) {
         self.flags.fetch_or(flag, Ordering::AcqRel);
-        self.signal.wake();
+        self.wake_all();
     }
 
     /// Asks the transport to close this connection, recording why.
@@ -436,6 +500,8 @@ impl Registry {
             cursor: AtomicU64::new(0),
             close_reason: Mutex::new(None),
             signal: AtomicWaker::new(),
+            extra: Mutex::new(Vec::new()),
+            slots: AtomicU8::new(0),
             direct_from: AtomicU64::new(u64::MAX),
             presence: user_present.then(|| self.presence_tx.clone()),
         });

@@ -369,6 +369,41 @@ async fn a_waiting_subscription_wakes_for_a_close_and_hands_out_what_is_ready_be
     assert!(matches!(sub.next().await, Err(StreamEnd::Shutdown)));
 }
 
+/// A poll client's requests can overlap: each has a subscription of the same connection, and
+/// a close or the shutdown must end every one of them, not only the last to wait.
+#[tokio::test]
+async fn every_subscription_of_a_connection_wakes_for_its_close_and_for_the_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(options(dir.path(), 64)).unwrap();
+    for shutdown in [false, true] {
+        let a = conn(&hub, if shutdown { "b" } else { "a" }, &[]);
+        let mut waiting = Vec::new();
+        for _ in 0..3 {
+            let mut sub = hub.subscribe(a.clone(), None).await.unwrap();
+            drain(&mut sub).await;
+            waiting.push(tokio::spawn(async move { sub.next().await.map(|e| e.id) }));
+        }
+        // one turn of this single-threaded runtime: each task runs until it waits
+        tokio::task::yield_now().await;
+        assert!(waiting.iter().all(|w| !w.is_finished()));
+        if shutdown {
+            hub.shut_down();
+        } else {
+            hub.registry.close(&a, "token_revoked");
+        }
+        for w in waiting {
+            let ended = tokio::time::timeout(Duration::from_secs(10), w)
+                .await
+                .expect("a subscription was not woken");
+            match ended.unwrap() {
+                Err(StreamEnd::Shutdown) if shutdown => {}
+                Err(StreamEnd::Closed(reason)) if !shutdown => assert_eq!(reason, "token_revoked"),
+                other => panic!("expected the stream to end, got {other:?}"),
+            }
+        }
+    }
+}
+
 mod interleavings {
     //! Random interleavings of publish, subscribe, read, disconnect and resume. Afterwards each
     //! client's sequence is strictly increasing (no duplicate, no reordering) and each session
