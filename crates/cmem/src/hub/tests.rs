@@ -377,12 +377,23 @@ async fn every_subscription_of_a_connection_wakes_for_its_close_and_for_the_shut
     let hub = Hub::open(options(dir.path(), 64)).unwrap();
     for shutdown in [false, true] {
         let a = conn(&hub, if shutdown { "b" } else { "a" }, &[]);
-        let mut waiting = Vec::new();
-        for _ in 0..3 {
-            let mut sub = hub.subscribe(a.clone(), None).await.unwrap();
+        let mut subs = vec![hub.subscribe(a.clone(), None).await.unwrap()];
+        drain(&mut subs[0]).await;
+        // the poll transport's later requests: a resume from the connection's cursor, which
+        // publishes nothing (a second `subscribe` would greet, and the others would see it)
+        for _ in 0..2 {
+            let cursor = Cursor {
+                id: a.cursor(),
+                epoch: None,
+            };
+            let mut sub = hub.resume(a.clone(), cursor).await.unwrap();
             drain(&mut sub).await;
-            waiting.push(tokio::spawn(async move { sub.next().await.map(|e| e.id) }));
+            subs.push(sub);
         }
+        let waiting: Vec<_> = subs
+            .into_iter()
+            .map(|mut sub| tokio::spawn(async move { sub.next().await.map(|e| e.id) }))
+            .collect();
         // one turn of this single-threaded runtime: each task runs until it waits
         tokio::task::yield_now().await;
         assert!(waiting.iter().all(|w| !w.is_finished()));
