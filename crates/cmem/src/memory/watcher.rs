@@ -133,6 +133,13 @@ pub fn watch(root: &Path, stop: CancellationToken) -> Option<mpsc::Receiver<Vec<
     Some(changes)
 }
 
+/// How long the watcher waits before trying a failed index update again, each time.
+const UPDATE_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(2),
+];
+
 /// Starts watching the data folder; runs until shutdown. Each batch of changes is indexed,
 /// then published as `file_changed {path, kind}`. Failures are logged, not fatal: the server
 /// still serves and a re-index still works without a watcher.
@@ -147,10 +154,33 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
                 .iter()
                 .map(|c| (c.rel.clone(), c.full.clone()))
                 .collect();
-            match tokio::task::spawn_blocking(move || indexer::update_files(&m2, &list)).await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not update the index"),
-                Err(e) => tracing::warn!(error = %e, "index update task failed"),
-                Ok(Ok(())) => {}
+            // A failure can pass: on Windows a file the index replaces or deletes may be held
+            // open for a moment ("Access denied"). Given up on, the change would stay out of
+            // the index until a re-index, so the batch is tried again a few times; it is
+            // idempotent (each file is read again, each removal repeated).
+            let mut retries = UPDATE_RETRIES.iter();
+            loop {
+                let (m2, list2) = (m2.clone(), list.clone());
+                let e =
+                    match tokio::task::spawn_blocking(move || indexer::update_files(&m2, &list2))
+                        .await
+                    {
+                        Ok(Ok(())) => break,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "index update task failed");
+                            break;
+                        }
+                    };
+                let Some(wait) = retries.next() else {
+                    tracing::warn!(error = %e, "could not update the index; a re-index will");
+                    break;
+                };
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "could not update the index");
+                tokio::select! {
+                    _ = tokio::time::sleep(*wait) => {}
+                    _ = hub.shutdown.cancelled() => return,
+                }
             }
             let events = batch
                 .into_iter()
