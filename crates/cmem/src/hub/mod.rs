@@ -141,7 +141,7 @@ impl Parts {
     fn new(queue_bound: usize) -> Parts {
         let (fanout, _) = broadcast::channel(queue_bound.max(1));
         let shutdown = CancellationToken::new();
-        let registry = Arc::new(Registry::new(shutdown.clone()));
+        let registry = Arc::new(Registry::new());
         Parts {
             fanout,
             shutdown,

@@ -12,7 +12,6 @@ use futures::task::AtomicWaker;
 
 use cmem_wire::Transport;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::envelope::Scope;
 
@@ -432,9 +431,8 @@ const MAX_ERRORS: usize = 200;
 /// All connections, close counts and the error log.
 #[derive(Debug)]
 pub struct Registry {
-    /// The server's shutdown token: a connection registered after it was cancelled is shut
-    /// at once (see [`Registry::shut_down`]).
-    root: CancellationToken,
+    /// [`Registry::shut_down`] was called: a connection registered after it is shut at once.
+    shut: std::sync::atomic::AtomicBool,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     closes: Mutex<BTreeMap<String, u64>>,
     errors: Mutex<VecDeque<TransportErrorRecord>>,
@@ -450,11 +448,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry whose connections close when `root` is cancelled.
-    pub fn new(root: CancellationToken) -> Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
         let (presence_tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Registry {
-            root,
+            shut: std::sync::atomic::AtomicBool::new(false),
             conns: RwLock::default(),
             closes: Mutex::default(),
             errors: Mutex::default(),
@@ -511,8 +509,8 @@ impl Registry {
                 return None;
             }
             // Under the lock that `shut_down` reads the map with: either it sees this
-            // connection, or the token was cancelled before this look.
-            if self.root.is_cancelled() {
+            // connection, or its flag was set before this look.
+            if self.shut.load(Ordering::Acquire) {
                 conn.raise(SHUT);
             }
             map.insert(id, conn.clone());
@@ -593,10 +591,10 @@ impl Registry {
         hit.len()
     }
 
-    /// Tells every connection that the server shuts down: their subscriptions end once they
-    /// have handed out what is ready. Call after cancelling the shutdown token (the hub's
-    /// [`super::Hub::shut_down`] does both).
+    /// Tells every connection that the server shuts down, and every one registered later:
+    /// their subscriptions end once they have handed out what is ready.
     pub fn shut_down(&self) {
+        self.shut.store(true, Ordering::Release);
         if let Ok(map) = self.conns.read() {
             for c in map.values() {
                 c.raise(SHUT);
@@ -766,7 +764,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_poll_addresses_are_new_for_each_registration() {
-        let r = Registry::new(CancellationToken::new());
+        let r = Registry::new();
         let a = r
             .register("a".into(), Transport::Sse, meta(None, &[]))
             .unwrap();
@@ -792,8 +790,7 @@ mod tests {
 
     #[test]
     fn the_first_close_reason_is_the_one_counted() {
-        let root = CancellationToken::new();
-        let r = Registry::new(root.clone());
+        let r = Registry::new();
         let a = r
             .register("a".into(), Transport::Websocket, meta(Some("t1"), &["eng"]))
             .unwrap();
@@ -826,7 +823,6 @@ mod tests {
         let e = r
             .register("e".into(), Transport::Sse, meta(None, &[]))
             .unwrap();
-        root.cancel();
         r.shut_down();
         assert!(e.is_shut() && !e.is_closing());
         let f = r
@@ -837,7 +833,7 @@ mod tests {
 
     #[test]
     fn nudges_remember_the_lowest_direct_id_until_taken() {
-        let r = Registry::new(CancellationToken::new());
+        let r = Registry::new();
         let a = r
             .register("a".into(), Transport::Sse, meta(None, &[]))
             .unwrap();

@@ -149,7 +149,6 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
     };
     tokio::spawn(async move {
         while let Some(batch) = changes.recv().await {
-            let m2 = m.clone();
             let list: Vec<(String, PathBuf)> = batch
                 .iter()
                 .map(|c| (c.rel.clone(), c.full.clone()))
@@ -160,7 +159,7 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
             // idempotent (each file is read again, each removal repeated).
             let mut retries = UPDATE_RETRIES.iter();
             loop {
-                let (m2, list2) = (m2.clone(), list.clone());
+                let (m2, list2) = (m.clone(), list.clone());
                 let e =
                     match tokio::task::spawn_blocking(move || indexer::update_files(&m2, &list2))
                         .await
