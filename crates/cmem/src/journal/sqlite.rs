@@ -239,8 +239,9 @@ impl SqliteJournal {
                  ts_ms INTEGER NOT NULL,
                  body TEXT NOT NULL
              );
-             -- age-based retention deletes by time; without this it would scan the table
-             CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);",
+             -- age retention finds its cut in id order (see `prune_now`); the index on the
+             -- time that earlier versions kept cost a page written by every commit
+             DROP INDEX IF EXISTS events_ts;",
         )?;
         let epoch: String = match conn
             .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
@@ -805,11 +806,6 @@ impl Writer {
                     }));
                 }
             }
-            tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('head', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute([id.to_string()])?;
         }
         tx.commit()?;
         Ok((id, out))
@@ -825,43 +821,70 @@ impl Writer {
     }
 
     /// Applies retention by count and by age, then refreshes `oldest`.
+    ///
+    /// Both remove a prefix of the journal in id order. By age, that prefix ends before the
+    /// first event younger than the limit: ids follow commit order, so events are in time order
+    /// unless the wall clock stepped back, and then an older event behind a younger one waits
+    /// for the next pass instead of leaving a hole. Finding the cut reads only the rows it
+    /// removes (no index on the time: it cost every commit a page).
+    ///
+    /// The head is stored in `meta` in the same transaction as the deletion: commits do not
+    /// write it (that too was a page per commit), so the stored head only has to cover ids
+    /// that retention removed. On open the head is the larger of it and the newest stored id.
     fn prune_now(&mut self) {
         self.last_prune = Some(Instant::now());
         let head = self.shared.head.load(Ordering::Acquire);
-        let mut deleted = 0usize;
+        let mut cut = 0u64;
         if self.opts.retention_max_events > 0 && head > self.opts.retention_max_events {
-            let keep_from = head - self.opts.retention_max_events;
-            match self
-                .conn
-                .execute("DELETE FROM events WHERE id <= ?1", [keep_from as i64])
-            {
-                Ok(n) => deleted += n,
-                Err(e) => tracing::warn!(error = %e, "journal retention (count) failed"),
-            }
+            cut = head - self.opts.retention_max_events;
         }
         if self.opts.retention_max_age_s > 0 {
             let cutoff = chrono::Utc::now().timestamp_millis()
                 - (self.opts.retention_max_age_s as i64).saturating_mul(1000);
-            match self
+            let first_young: Result<Option<i64>, _> = self
                 .conn
-                .execute("DELETE FROM events WHERE ts_ms < ?1", [cutoff])
-            {
-                Ok(n) => deleted += n,
+                .query_row(
+                    "SELECT id FROM events WHERE ts_ms >= ?1 ORDER BY id LIMIT 1",
+                    [cutoff],
+                    |r| r.get(0),
+                )
+                .optional();
+            match first_young {
+                Ok(Some(id)) => cut = cut.max((id as u64).saturating_sub(1)),
+                // everything stored is older (or nothing is stored)
+                Ok(None) => cut = cut.max(head),
                 Err(e) => tracing::warn!(error = %e, "journal retention (age) failed"),
             }
         }
-        if deleted > 0 {
-            let min: Result<Option<i64>, _> =
-                self.conn
-                    .query_row("SELECT MIN(id) FROM events", [], |r| r.get(0));
-            if let Ok(min) = min {
-                let oldest = min.map(|m| m as u64).unwrap_or(head + 1);
-                self.shared.oldest.store(oldest, Ordering::Release);
+        // never past the published head (a commit waiting for its sync is young anyway)
+        let cut = cut.min(head);
+        if cut < self.shared.oldest.load(Ordering::Acquire) {
+            return;
+        }
+        let deleted = (|| -> Result<usize, rusqlite::Error> {
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('head', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [self.written.to_string()],
+            )?;
+            let n = tx.execute(
+                "DELETE FROM events WHERE id <= ?1",
+                [cut.min(i64::MAX as u64) as i64],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })();
+        match deleted {
+            Ok(deleted) => {
+                // ids have no holes: everything up to the cut is gone
+                self.shared.oldest.store(cut + 1, Ordering::Release);
                 if let Ok(mut r) = self.recent.write() {
-                    r.drop_before(oldest);
+                    r.drop_before(cut + 1);
                 }
+                tracing::debug!(deleted, "journal retention applied");
             }
-            tracing::debug!(deleted, "journal retention applied");
+            Err(e) => tracing::warn!(error = %e, "journal retention failed"),
         }
     }
 }

@@ -443,6 +443,26 @@ async fn reads_agree_inside_and_beyond_the_memory_window() {
     assert!(page.is_empty());
 }
 
+/// Age retention removes the old prefix and keeps what is younger, and the head survives a
+/// restart although commits no longer store it (the deletion does).
+#[tokio::test]
+async fn retention_by_age_keeps_the_younger_events_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options();
+    o.retention_max_age_s = 1;
+    let (j, _rx) = open(dir.path(), o.clone());
+    j.append(events(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    j.append(events(3)).await.unwrap();
+    until("age retention of the first five", || j.oldest() == 6).await;
+    assert_eq!(read_all(&j, 0).await, (6..=8).collect::<Vec<_>>());
+    j.close().await;
+    drop(j);
+    let (j, _rx) = open(dir.path(), options());
+    assert_eq!((j.oldest(), j.head()), (6, 8));
+    assert_eq!(j.append(events(1)).await.unwrap()[0].id, 9);
+}
+
 #[tokio::test]
 async fn retention_by_count_keeps_the_newest_events() {
     let dir = tempfile::tempdir().unwrap();
