@@ -249,9 +249,17 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let t = target.target()?;
             let r = scenario::journal(&t, events, batch, publishers, size).await?;
+            let cpu = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| format!("{v:.1}"));
             let h = format!(
-                "journal {}: {} events (batch {}, {} publishers) in {:.2} s -> {:.0} events/s",
-                r.target, r.events, r.batch, r.publishers, r.seconds, r.events_per_s
+                "journal {}: {} events (batch {}, {} publishers) in {:.2} s -> {:.0} events/s; CPU µs/event: server {}, generator {}",
+                r.target,
+                r.events,
+                r.batch,
+                r.publishers,
+                r.seconds,
+                r.events_per_s,
+                cpu(r.server_cpu_us_per_event),
+                cpu(r.generator_cpu_us_per_event)
             );
             emit(&r, h);
         }

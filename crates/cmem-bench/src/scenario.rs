@@ -377,12 +377,7 @@ pub async fn broadcast(
     }
     // let greetings (system_status) settle so they do not count
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let publisher = Publisher {
-        http: reqwest::Client::new(),
-        url: t.publish_url.clone(),
-        cmem: t.cmem,
-        pad: Arc::new("x".repeat(size.saturating_sub(60))),
-    };
+    let publisher = Publisher::new(&t.publish_url, t.cmem, "x".repeat(size.saturating_sub(60)))?;
     let server_cpu_before = t.pid.and_then(cpu_us);
     let own_cpu_before = own_cpu_us();
     let start = Instant::now();
@@ -486,12 +481,7 @@ pub async fn resume(
     if !t.cmem {
         bail!("resume needs cmem's journal");
     }
-    let publisher = Publisher {
-        http: reqwest::Client::new(),
-        url: t.publish_url.clone(),
-        cmem: true,
-        pad: Arc::new("x".repeat(size.saturating_sub(60))),
-    };
+    let publisher = Publisher::new(&t.publish_url, true, "x".repeat(size.saturating_sub(60)))?;
     // 1. connect, receive one event to learn a cursor, disconnect
     let stats = Arc::new(Stats::new(n));
     let clients =
@@ -565,6 +555,10 @@ pub struct JournalResult {
     pub publishers: usize,
     pub seconds: f64,
     pub events_per_s: f64,
+    /// The server's CPU (user + system) per event published, when its pid is known.
+    pub server_cpu_us_per_event: Option<f64>,
+    /// The generator's own CPU per event (its publishers share the server's cores).
+    pub generator_cpu_us_per_event: Option<f64>,
 }
 
 pub async fn journal(
@@ -574,14 +568,11 @@ pub async fn journal(
     publishers: usize,
     size: usize,
 ) -> anyhow::Result<JournalResult> {
-    let publisher = Publisher {
-        http: reqwest::Client::new(),
-        url: t.publish_url.clone(),
-        cmem: t.cmem,
-        pad: Arc::new("x".repeat(size.saturating_sub(60))),
-    };
+    let publisher = Publisher::new(&t.publish_url, t.cmem, "x".repeat(size.saturating_sub(60)))?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let batch = batch.max(1);
+    let server_cpu_before = t.pid.and_then(cpu_us);
+    let own_cpu_before = own_cpu_us();
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..publishers.max(1) {
@@ -601,6 +592,13 @@ pub async fn journal(
         r??;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let per_event = |after: Option<u64>, before: Option<u64>| {
+        after
+            .zip(before)
+            .map(|(a, b)| a.saturating_sub(b) as f64 / events.max(1) as f64)
+    };
+    let server_cpu_us_per_event = per_event(t.pid.and_then(cpu_us), server_cpu_before);
+    let generator_cpu_us_per_event = per_event(own_cpu_us(), own_cpu_before);
     Ok(JournalResult {
         scenario: "journal",
         target: t.name.clone(),
@@ -609,6 +607,8 @@ pub async fn journal(
         publishers,
         seconds,
         events_per_s: events as f64 / seconds,
+        server_cpu_us_per_event,
+        generator_cpu_us_per_event,
     })
 }
 
