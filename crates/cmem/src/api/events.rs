@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::access::auth::Identity;
 use crate::app::App;
 use crate::envelope::{NewEvent, SERVER_ONLY, Scope};
-use crate::http::{ApiError, ApiJson, ok};
+use crate::http::{ApiError, JsonValue, ok};
 
 /// Largest batch accepted in one request.
 pub const MAX_BATCH: usize = 1000;
@@ -122,7 +122,7 @@ fn check_scopes(identity: &Identity, events: &[NewEvent]) -> Result<(), ApiError
 pub async fn publish(
     State(app): State<App>,
     Extension(identity): Extension<Identity>,
-    ApiJson(body): ApiJson<Value>,
+    JsonValue(body): JsonValue,
 ) -> Result<Response, ApiError> {
     let publisher = match identity.user_name() {
         Some(name) => json!({ "user": name }),
@@ -140,11 +140,19 @@ pub async fn publish(
     )?;
     let committed = app.hub.publish(events).await?;
     let ids: Vec<u64> = committed.iter().map(|e| e.id).collect();
-    Ok(ok(json!({
-        "ids": ids,
-        "count": ids.len(),
-        "epoch": app.hub.journal.epoch(),
-    })))
+    Ok(ok(Published {
+        count: ids.len(),
+        epoch: app.hub.journal.epoch(),
+        ids,
+    }))
+}
+
+/// What a publish answers (fields sorted by name, as `json!` gave them).
+#[derive(serde::Serialize)]
+struct Published<'a> {
+    count: usize,
+    epoch: &'a str,
+    ids: Vec<u64>,
 }
 
 #[cfg(test)]
