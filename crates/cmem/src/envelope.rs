@@ -39,7 +39,7 @@ pub(crate) struct EnvelopeRef<'a> {
     pub epoch: &'a str,
     #[serde(rename = "type")]
     pub kind: &'a str,
-    pub scope: String,
+    pub scope: &'a str,
     pub ts: &'a str,
     pub data: &'a serde_json::Value,
     /// Present only on events a client published through `POST /api/events`: who, as the

@@ -30,7 +30,6 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -104,11 +103,12 @@ fn event_from(epoch: &str, id: u64, payload: &[u8]) -> Result<Arc<Event>, Journa
     let corrupt = |message: String| JournalError::Corrupt { id, message };
     let stored: Stored<'_> = serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
     let scope = Scope::parse(&stored.scope).map_err(corrupt)?;
-    let body = serde_json::to_string(&EnvelopeRef {
+    // `to_raw_value` keeps the text it wrote without parsing it again
+    let body = serde_json::value::to_raw_value(&EnvelopeRef {
         id,
         epoch,
         kind: stored.kind,
-        scope: stored.scope.clone(),
+        scope: &stored.scope,
         ts: &stored.ts,
         data: &stored.data,
         publisher: stored.publisher.as_ref(),
@@ -118,7 +118,7 @@ fn event_from(epoch: &str, id: u64, payload: &[u8]) -> Result<Arc<Event>, Journa
         id,
         kind: stored.kind.to_string(),
         scope,
-        body: RawValue::from_string(body).map_err(|e| corrupt(e.to_string()))?,
+        body,
     }))
 }
 

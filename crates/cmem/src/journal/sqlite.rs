@@ -735,16 +735,19 @@ impl Writer {
             }
             return;
         }
-        match self.write_batch(&batch) {
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
+        for (evs, reply) in batch {
+            replies.push((evs.len(), reply));
+            events.push(evs);
+        }
+        match self.write_batch(events) {
             Ok((head, events)) => {
                 self.written = head;
                 let c = Committed {
                     head,
                     events,
-                    replies: batch
-                        .into_iter()
-                        .map(|(evs, reply)| (evs.len(), reply))
-                        .collect(),
+                    replies,
                 };
                 match &self.next {
                     Next::Publish(p) => p.publish(c),
@@ -760,51 +763,55 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "journal commit failed");
                 let msg = e.to_string();
-                for (_, reply) in batch {
+                for (_, reply) in replies {
                     let _ = reply.send(Err(JournalError::Write(msg.clone())));
                 }
             }
         }
     }
 
+    /// Writes the events of one commit; the publishers' events in order, each owned (moved
+    /// into the [`Event`]s, not copied).
     fn write_batch(
         &mut self,
-        batch: &[(Vec<NewEvent>, Reply)],
+        batch: Vec<Vec<NewEvent>>,
     ) -> Result<(u64, Vec<Arc<Event>>), JournalError> {
+        use std::fmt::Write as _;
         let now = chrono::Utc::now();
         let ts = crate::clock::rfc3339(now);
         let ts_ms = now.timestamp_millis();
         let tx = self.conn.transaction()?;
         let mut id = self.written;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(batch.iter().map(Vec::len).sum());
+        // reused for every event
+        let mut scope = String::new();
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO events (id, type, scope, ts_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (evs, _) in batch {
-                for ev in evs {
-                    id += 1;
-                    let scope = ev.scope.to_string();
-                    let body = serde_json::to_string(&EnvelopeRef {
-                        id,
-                        epoch: &self.shared.epoch,
-                        kind: &ev.kind,
-                        scope: scope.clone(),
-                        ts: &ts,
-                        data: &ev.data,
-                        publisher: ev.publisher.as_ref(),
-                    })
-                    .map_err(|e| JournalError::Write(e.to_string()))?;
-                    stmt.execute(params![id as i64, ev.kind, scope, ts_ms, body])?;
-                    let body = RawValue::from_string(body)
-                        .map_err(|e| JournalError::Write(e.to_string()))?;
-                    out.push(Arc::new(Event {
-                        id,
-                        kind: ev.kind.clone(),
-                        scope: ev.scope.clone(),
-                        body,
-                    }));
-                }
+            for ev in batch.into_iter().flatten() {
+                id += 1;
+                scope.clear();
+                let _ = write!(scope, "{}", ev.scope);
+                // `to_raw_value` keeps the text it wrote without parsing it again
+                // (`RawValue::from_string` would)
+                let body = serde_json::value::to_raw_value(&EnvelopeRef {
+                    id,
+                    epoch: &self.shared.epoch,
+                    kind: &ev.kind,
+                    scope: &scope,
+                    ts: &ts,
+                    data: &ev.data,
+                    publisher: ev.publisher.as_ref(),
+                })
+                .map_err(|e| JournalError::Write(e.to_string()))?;
+                stmt.execute(params![id as i64, ev.kind, scope, ts_ms, body.get()])?;
+                out.push(Arc::new(Event {
+                    id,
+                    kind: ev.kind,
+                    scope: ev.scope,
+                    body,
+                }));
             }
         }
         tx.commit()?;
