@@ -324,6 +324,7 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
     if names.contains(&"cmem") {
         let (mut ms, mut lost, mut eps1, mut eps100) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut cpu1, mut gen1) = (Vec::new(), Vec::new());
         for _ in 0..a.runs {
             let s = start("cmem").await?;
             let r = scenario::resume(&s.target, 1, a.resume_missed, 200).await?;
@@ -333,10 +334,13 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
             let r = scenario::journal(&s.target, a.journal_events, 100, 4, 200).await?;
             log(&r);
             eps100.push(r.events_per_s);
+            // a fifth of the batched count: long enough (about a second) for a steady median
             let r =
-                scenario::journal(&s.target, (a.journal_events / 20).max(100), 1, 16, 200).await?;
+                scenario::journal(&s.target, (a.journal_events / 5).max(100), 1, 16, 200).await?;
             log(&r);
             eps1.push(r.events_per_s);
+            cpu1.extend(r.server_cpu_us_per_event);
+            gen1.extend(r.generator_cpu_us_per_event);
         }
         md.push_str(&table(
             "resume and journal (cmem)",
@@ -345,6 +349,7 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
                 "lost+dup",
                 "publish events/s (batches of 100, 4 publishers)",
                 "publish events/s (single events, 16 publishers)",
+                "single events: server / generator CPU µs per event",
             ],
             &[Row {
                 name: "cmem".into(),
@@ -353,6 +358,7 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
                     cell(&mut lost, 0),
                     cell(&mut eps100, 0),
                     cell(&mut eps1, 0),
+                    format!("{} / {}", cell(&mut cpu1, 1), cell(&mut gen1, 1)),
                 ],
             }],
         ));
