@@ -53,7 +53,7 @@ impl TestServer {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn cmem");
+        let mut child = retry_spawn(|| cmd.spawn()).expect("spawn cmem");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -189,16 +189,36 @@ impl Drop for TestServer {
 
 /// Runs a `cmem` command (not the server) to its end: exit code, stdout, stderr.
 pub fn cmem(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cmem"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run cmem");
+    let out = retry_spawn(|| {
+        Command::new(env!("CARGO_BIN_EXE_cmem"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+    })
+    .expect("run cmem");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+/// Starts a process, trying again (up to 5 times, 200 ms apart) when the OS refuses to create
+/// it: under Wine, `CreateProcess` now and then fails with `ERROR_INTERNAL_ERROR` (1359) and a
+/// test failed on it before the command ever ran. A process that started and failed is not
+/// retried.
+fn retry_spawn<T>(mut start: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match start() {
+            Err(e) if tries < 4 => {
+                tries += 1;
+                eprintln!("could not start cmem ({e}); trying again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// A `cmem` command on the data folder `data` (`--data` appended).
