@@ -150,15 +150,21 @@ where
                     JsonRejection::BytesRejection(_) => rej.status(),
                     _ => StatusCode::BAD_REQUEST,
                 };
-                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "request body is larger than max_payload_bytes".to_string()
-                } else {
-                    rej.body_text()
-                };
-                Err(ApiError::new(status, message))
+                Err(body_refusal(status, rej.body_text()))
             }
         }
     }
+}
+
+/// A body refused before it was parsed, in the envelope; a body over the limit is named by the
+/// setting that limits it.
+fn body_refusal(status: StatusCode, text: String) -> ApiError {
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "request body is larger than max_payload_bytes".to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, message)
 }
 
 /// A JSON body read as a [`serde_json::Value`], for handlers that check its shape themselves
@@ -181,15 +187,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonValue {
         }
         let bytes = match axum::body::Bytes::from_request(req, state).await {
             Ok(b) => b,
-            Err(rej) => {
-                let status = rej.status();
-                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "request body is larger than max_payload_bytes".to_string()
-                } else {
-                    rej.body_text()
-                };
-                return Err(ApiError::new(status, message));
-            }
+            Err(rej) => return Err(body_refusal(rej.status(), rej.body_text())),
         };
         serde_json::from_slice(&bytes).map(JsonValue).map_err(|e| {
             ApiError::bad_request(format!("Failed to parse the request body as JSON: {e}"))
