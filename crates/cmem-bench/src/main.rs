@@ -6,6 +6,7 @@
 //! `compare` starts cmem and the peer servers itself and prints the tables of BENCHMARKS.md.
 
 mod client;
+mod floor;
 mod memory;
 mod retrieval;
 mod runs;
@@ -130,6 +131,12 @@ enum Command {
     },
     /// Start cmem and the peer servers and measure them side by side; prints markdown tables.
     Compare(runs::CompareArgs),
+    /// Serve the floor peer (see `floor.rs`): a bare tokio-tungstenite broadcast server that
+    /// `compare --only floor` measures beside cmem. On 127.0.0.1, port from `--port` or `PORT`.
+    FloorServer {
+        #[arg(long, env = "PORT")]
+        port: u16,
+    },
     /// Ask the judged questions of `data/git-questions.tsv` over the Git documentation in
     /// each search mode (keyword, semantic, hybrid): nDCG@10, recall@5 and search times as a
     /// markdown table. The corpus comes from `scripts/retrieval-corpus.sh`.
@@ -265,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Smoke { cmem_bin } => runs::smoke(cmem_bin).await?,
         Command::Compare(args) => runs::compare(args).await?,
+        Command::FloorServer { port } => floor::serve(port).await?,
         Command::Vectors {
             passages,
             model_dir,

@@ -108,6 +108,15 @@ pub struct Peer {
 pub fn peers(dir: &Path) -> Vec<Peer> {
     let root = repo_root().join("bench/peers");
     let mut out = Vec::new();
+    // the floor is this binary itself, so it is always there
+    if let Ok(me) = std::env::current_exe() {
+        out.push(Peer {
+            name: "floor",
+            program: me,
+            args: vec!["floor-server".into()],
+            env: vec![],
+        });
+    }
     if dir.join("node_modules/socket.io").exists() {
         out.push(Peer {
             name: "node-socket.io",
