@@ -401,6 +401,89 @@ async fn watcher_honours_nested_gitignore_files() {
     assert_eq!(paths(&v), vec!["team/final.md", "y.tmp"], "{v}");
 }
 
+/// Folders that arrive, move or go as a whole: the watcher reports only the folder (a folder
+/// moved in fires one event; a folder deleted fires one, notify's debouncer folding away what
+/// it held), so its documents are found, moved and removed by the folder's own change, each
+/// with a `file_changed` of its own.
+#[tokio::test]
+async fn watcher_follows_folders_moved_in_renamed_and_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    corpus(tmp.path());
+    let s = TestServer::start_in(tmp.path(), &[], &[]);
+    let start = s.head().await;
+    let search = |q: &'static str| {
+        let url = format!("{}/api/search?q={q}", s.url);
+        async move { paths(&get(url).await.1) }
+    };
+    // filled outside the data folder, then moved in: no watch ever saw the files arrive
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "pack/one.md", "orchidvane first");
+    write(outside.path(), "pack/inner/two.md", "orchidvane second");
+    write(outside.path(), "pack/.hidden.md", "orchidvane hidden");
+    write(
+        outside.path(),
+        "pack/node_modules/x.md",
+        "orchidvane skipped",
+    );
+    std::fs::rename(outside.path().join("pack"), tmp.path().join("pack")).unwrap();
+    let found = until("the moved-in folder's files are searchable", 20, || async {
+        let p = search("orchidvane").await;
+        (p.len() == 2).then_some(p)
+    })
+    .await;
+    assert_eq!(found, vec!["pack/inner/two.md", "pack/one.md"]);
+
+    std::fs::rename(tmp.path().join("pack"), tmp.path().join("moved")).unwrap();
+    let found = until(
+        "the renamed folder's files are found under the new name",
+        20,
+        || async {
+            let p = search("orchidvane").await;
+            (p.iter().all(|p| p.starts_with("moved/")) && p.len() == 2).then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(found, vec!["moved/inner/two.md", "moved/one.md"]);
+
+    std::fs::remove_dir_all(tmp.path().join("moved")).unwrap();
+    until("the deleted folder's files leave the index", 20, || async {
+        search("orchidvane").await.is_empty().then_some(())
+    })
+    .await;
+    // the rest of the folder is untouched
+    assert_eq!(search("lumenquill").await.len(), 3);
+
+    let changes: Vec<(String, String)> = events_after(&s, start)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "file_changed")
+        .map(|e| {
+            (
+                e["data"]["path"].as_str().unwrap_or_default().to_string(),
+                e["data"]["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let has = |path: &str, kind: &str| changes.iter().any(|(p, k)| p == path && k == kind);
+    for (path, kind) in [
+        ("pack/one.md", "created"),
+        ("pack/inner/two.md", "created"),
+        ("pack/one.md", "deleted"),
+        ("moved/one.md", "created"),
+        ("moved/inner/two.md", "created"),
+        ("moved/one.md", "deleted"),
+        ("moved/inner/two.md", "deleted"),
+    ] {
+        assert!(has(path, kind), "file_changed {path} {kind} in {changes:?}");
+    }
+    assert!(
+        !changes
+            .iter()
+            .any(|(p, _)| p.contains("hidden") || p.contains("node_modules")),
+        "{changes:?}"
+    );
+}
+
 /// `GET /api/document?path=` serves the data folder's own text files and nothing else: no `..`,
 /// no absolute path, no hidden file (the server's state included), no link out.
 #[tokio::test]

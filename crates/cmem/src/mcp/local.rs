@@ -142,11 +142,18 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
                     .map(|c| (c.rel.clone(), c.full.clone()))
                     .collect();
                 let u = upkeep.clone();
-                let _ = tokio::task::spawn_blocking(move || u.update(&files)).await;
-                for c in batch {
+                let touched = tokio::task::spawn_blocking(move || u.update(&files))
+                    .await
+                    .unwrap_or_default();
+                // the reported paths, then the documents found or gone under reported folders
+                let all = batch
+                    .into_iter()
+                    .map(|c| (c.rel, c.kind))
+                    .chain(touched.into_iter().map(|t| (t.rel, t.kind)));
+                for (path, kind) in all {
                     let _ = tx.send(FileChange {
-                        path: c.rel,
-                        kind: c.kind.to_string(),
+                        path,
+                        kind: kind.to_string(),
                     });
                 }
             }
@@ -205,17 +212,27 @@ struct Upkeep {
 }
 
 impl Upkeep {
-    fn with_writer(&self, what: &str, f: impl FnOnce(&Memory) -> Result<(), MemoryError>) {
+    fn with_writer<T: Default>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Memory) -> Result<T, MemoryError>,
+    ) -> T {
         match Memory::open(&self.data_dir, &self.options) {
-            Ok(m) => {
-                if let Err(e) = f(&m) {
+            Ok(m) => match f(&m) {
+                Ok(t) => t,
+                Err(e) => {
                     tracing::warn!(error = %e, "cmem mcp could not {what}");
+                    T::default()
                 }
-            }
+            },
             Err(MemoryError::Locked(_)) => {
                 tracing::debug!("the index is kept by another process; it indexes");
+                T::default()
             }
-            Err(e) => tracing::warn!(error = %e, "cmem mcp could not {what}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cmem mcp could not {what}");
+                T::default()
+            }
         }
     }
 
@@ -226,9 +243,10 @@ impl Upkeep {
         });
     }
 
-    /// The files the watcher reported.
-    fn update(&self, files: &[(String, PathBuf)]) {
-        self.with_writer("update the index", |m| indexer::update_files(m, files));
+    /// The files the watcher reported; returns the documents changed under reported folders
+    /// (none when another process keeps the index: that one publishes them).
+    fn update(&self, files: &[(String, PathBuf)]) -> Vec<indexer::Touched> {
+        self.with_writer("update the index", |m| indexer::update_files(m, files))
     }
 }
 

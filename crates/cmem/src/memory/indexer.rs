@@ -400,16 +400,89 @@ fn index_file(m: &Memory, writer: &IndexWriter, rel: &str, path: &Path) -> Outco
     }
 }
 
-/// Re-indexes the given files (relative path, full path) one by one, as the watcher reports
-/// them: a file that is gone, ignored, binary or too large leaves the index.
-pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<(), MemoryError> {
+/// What an update did to one document, for `file_changed`: its path and `created`,
+/// `modified` or `deleted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Touched {
+    pub rel: String,
+    pub kind: &'static str,
+}
+
+/// Re-indexes the paths the watcher reports (relative path, full path), one by one: a file
+/// that is gone, ignored, binary or too large leaves the index.
+///
+/// A reported path may be a folder. The watcher reports a folder deleted or moved away as
+/// that folder alone (notify's debouncer folds the removals of what it held into one event),
+/// and a folder copied or moved in may be filled before its own watch exists, so its files are
+/// never reported. So a folder that is there is walked like a run's folder (new and changed
+/// files are indexed, indexed ones no longer there leave), and a path that is gone takes with
+/// it every document indexed under it.
+///
+/// Returns the documents whose index entry changed beyond the reported paths themselves: the
+/// files found, changed or gone under a reported folder.
+pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<Vec<Touched>, MemoryError> {
     let mut gitignores = Gitignores::new(&m.root);
     let mut db = state_db(m)?;
     let writer = m.writer()?;
     let mut upserts = Vec::new();
     let mut removals = Vec::new();
+    let mut touched = Vec::new();
+    // a file reported itself and also found under a reported folder is indexed once
+    let mut done: std::collections::HashSet<String> =
+        files.iter().map(|(r, _)| r.clone()).collect();
+    let remove = |rel: &str, removals: &mut Vec<String>| {
+        writer.delete_term(Term::from_field_text(m.fields.path, rel));
+        removals.push(rel.to_string());
+    };
     for (rel, path) in files {
-        let outcome = if gitignores.ignored(path) {
+        let meta = std::fs::symlink_metadata(path);
+        let is_dir = meta.as_ref().is_ok_and(|md| md.is_dir());
+        let ignored = gitignores.ignored(path, is_dir);
+        if !ignored && is_dir {
+            let known = known_under(&db, rel)?;
+            let (found, _) = walk(&m.root, path, &m.skip_extensions);
+            let mut present = std::collections::HashSet::new();
+            for c in found {
+                present.insert(c.rel.clone());
+                if !done.insert(c.rel.clone()) {
+                    continue;
+                }
+                let before = known.get(&c.rel);
+                if before == Some(&(c.mtime, c.size)) {
+                    continue;
+                }
+                let kind = if before.is_some() {
+                    "modified"
+                } else {
+                    "created"
+                };
+                match index_file(m, &writer, &c.rel, &c.path) {
+                    Outcome::Indexed { mtime, size } => {
+                        upserts.push((c.rel.clone(), mtime, size));
+                        touched.push(Touched { rel: c.rel, kind });
+                    }
+                    Outcome::Skipped if before.is_some() => {
+                        removals.push(c.rel.clone());
+                        touched.push(Touched {
+                            rel: c.rel,
+                            kind: "deleted",
+                        });
+                    }
+                    Outcome::Skipped | Outcome::Error => {}
+                }
+            }
+            for gone in known.into_keys().filter(|k| !present.contains(k)) {
+                if done.insert(gone.clone()) {
+                    remove(&gone, &mut removals);
+                    touched.push(Touched {
+                        rel: gone,
+                        kind: "deleted",
+                    });
+                }
+            }
+            continue;
+        }
+        let outcome = if ignored {
             writer.delete_term(Term::from_field_text(m.fields.path, rel));
             Outcome::Skipped
         } else {
@@ -420,12 +493,41 @@ pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<(), Memor
             Outcome::Error => {}
             Outcome::Skipped => removals.push(rel.clone()),
         }
+        // a folder that is gone (or now ignored, or replaced by a file) takes its documents
+        if ignored || !is_dir {
+            for gone in known_under(&db, rel)?.into_keys() {
+                if done.insert(gone.clone()) {
+                    remove(&gone, &mut removals);
+                    touched.push(Touched {
+                        rel: gone,
+                        kind: "deleted",
+                    });
+                }
+            }
+        }
     }
     let t = &m.totals;
     t.add(&t.watcher_updates, 1);
     t.add(&t.indexed, upserts.len() as u64);
     t.add(&t.removed, removals.len() as u64);
-    commit(m, writer, &mut db, &upserts, &removals)
+    commit(m, writer, &mut db, &upserts, &removals)?;
+    Ok(touched)
+}
+
+/// The indexed files under the folder `rel` (not `rel` itself), with the modification time
+/// and size each was indexed at.
+fn known_under(db: &Connection, rel: &str) -> Result<HashMap<String, (u64, u64)>, MemoryError> {
+    // every path that starts with "rel/": from "rel/" up to, not including, "rel0" ('0' follows '/')
+    let (from, to) = (format!("{rel}/"), format!("{rel}0"));
+    let mut stmt =
+        db.prepare("SELECT path, mtime, size FROM files WHERE path >= ?1 AND path < ?2")?;
+    let rows = stmt.query_map([&from, &to], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+        ))
+    })?;
+    Ok(rows.filter_map(Result::ok).collect())
 }
 
 /// The `.gitignore` files from a file's folder up to the root, read once per folder, asked
@@ -444,14 +546,15 @@ impl<'a> Gitignores<'a> {
         }
     }
 
-    fn ignored(&mut self, path: &Path) -> bool {
+    /// Whether `path` (a folder when `is_dir`: a `name/` rule matches only folders) is ignored.
+    fn ignored(&mut self, path: &Path, is_dir: bool) -> bool {
         let mut dir = path.parent();
         while let Some(d) = dir.filter(|d| d.starts_with(self.root)) {
             let gi = self
                 .by_dir
                 .entry(d.to_path_buf())
                 .or_insert_with(|| ignore::gitignore::Gitignore::new(d.join(".gitignore")).0);
-            match gi.matched_path_or_any_parents(path, false) {
+            match gi.matched_path_or_any_parents(path, is_dir) {
                 ignore::Match::Ignore(_) => return true,
                 ignore::Match::Whitelist(_) => return false,
                 ignore::Match::None => {}
@@ -743,15 +846,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
         std::fs::create_dir_all(root.join("a/b")).unwrap();
-        std::fs::write(root.join(".gitignore"), "*.log\n").unwrap();
+        std::fs::write(root.join(".gitignore"), "*.log\nbuild/\n").unwrap();
         std::fs::write(root.join("a/.gitignore"), "secret.md\n!keep.log\n").unwrap();
         let mut g = Gitignores::new(&root);
-        assert!(g.ignored(&root.join("x.log")));
-        assert!(g.ignored(&root.join("a/b/y.log")));
-        assert!(!g.ignored(&root.join("a/keep.log")));
-        assert!(g.ignored(&root.join("a/b/secret.md")));
-        assert!(!g.ignored(&root.join("secret.md")));
-        assert!(!g.ignored(&root.join("a/notes.md")));
+        let file = |g: &mut Gitignores, p: &str| g.ignored(&root.join(p), false);
+        assert!(file(&mut g, "x.log"));
+        assert!(file(&mut g, "a/b/y.log"));
+        assert!(!file(&mut g, "a/keep.log"));
+        assert!(file(&mut g, "a/b/secret.md"));
+        assert!(!file(&mut g, "secret.md"));
+        assert!(!file(&mut g, "a/notes.md"));
+        // a `name/` rule: the folder itself (as the watcher reports a new one) and what it holds
+        assert!(g.ignored(&root.join("a/build"), true));
+        assert!(file(&mut g, "a/build/x.md"));
+        assert!(!file(&mut g, "a/build"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Keeps the index current while the server runs: a notify watcher (debounced, since one save
-//! raises several raw events) reports changed paths; each batch is re-indexed file by file and
-//! every change is published as `file_changed {path, kind}`.
+//! raises several raw events) reports changed paths; each batch is re-indexed file by file
+//! (a reported folder with everything under it, see [`indexer::update_files`]) and every
+//! change is published as `file_changed {path, kind}`, with one for each document found or
+//! gone under a reported folder.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -158,13 +160,17 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
             // the index until a re-index, so the batch is tried again a few times; it is
             // idempotent (each file is read again, each removal repeated).
             let mut retries = UPDATE_RETRIES.iter();
+            let mut touched = Vec::new();
             loop {
                 let (m2, list2) = (m.clone(), list.clone());
                 let e =
                     match tokio::task::spawn_blocking(move || indexer::update_files(&m2, &list2))
                         .await
                     {
-                        Ok(Ok(())) => break,
+                        Ok(Ok(t)) => {
+                            touched = t;
+                            break;
+                        }
                         Ok(Err(e)) => e.to_string(),
                         Err(e) => {
                             tracing::warn!(error = %e, "index update task failed");
@@ -181,13 +187,16 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
                     _ = hub.shutdown.cancelled() => return,
                 }
             }
+            // the reported paths, then the documents found or gone under reported folders
             let events = batch
                 .into_iter()
-                .map(|c| {
+                .map(|c| (c.rel, c.kind))
+                .chain(touched.into_iter().map(|t| (t.rel, t.kind)))
+                .map(|(path, kind)| {
                     NewEvent::new(
                         "file_changed",
                         Scope::Global,
-                        json!({"path": c.rel, "kind": c.kind}),
+                        json!({"path": path, "kind": kind}),
                     )
                 })
                 .collect();
