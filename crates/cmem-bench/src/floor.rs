@@ -59,11 +59,14 @@ pub async fn serve(port: u16) -> anyhow::Result<()> {
     }
 }
 
-/// Whether the connection opens with a WebSocket request: read (without consuming) until
-/// the request line is in.
+/// Whether the connection opens with a WebSocket request: waits (without consuming) until
+/// the request line is in; on loopback it comes in the first segment.
 async fn is_websocket(stream: &tokio::net::TcpStream) -> bool {
     let mut buf = [0u8; 256];
     for _ in 0..100 {
+        if stream.readable().await.is_err() {
+            return false;
+        }
         let Ok(n) = stream.peek(&mut buf).await else {
             return false;
         };
@@ -76,7 +79,8 @@ async fn is_websocket(stream: &tokio::net::TcpStream) -> bool {
         if n == buf.len() {
             return false;
         }
-        tokio::task::yield_now().await;
+        // part of a line: the rest is on its way
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     false
 }
