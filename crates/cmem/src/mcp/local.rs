@@ -137,10 +137,7 @@ fn open(opts: LocalOptions) -> Result<(Arc<Shared>, Identity), LocalError> {
         let tx = changes.clone();
         tokio::spawn(async move {
             while let Some(batch) = batches.recv().await {
-                let files: Vec<(String, PathBuf)> = batch
-                    .iter()
-                    .map(|c| (c.rel.clone(), c.full.clone()))
-                    .collect();
+                let files = batch.clone();
                 let u = upkeep.clone();
                 let touched = tokio::task::spawn_blocking(move || u.update(&files))
                     .await
@@ -245,7 +242,7 @@ impl Upkeep {
 
     /// The files the watcher reported; returns the documents changed under reported folders
     /// (none when another process keeps the index: that one publishes them).
-    fn update(&self, files: &[(String, PathBuf)]) -> Vec<indexer::Touched> {
+    fn update(&self, files: &[watcher::Change]) -> Vec<indexer::Touched> {
         self.with_writer("update the index", |m| indexer::update_files(m, files))
     }
 }

@@ -400,6 +400,16 @@ fn index_file(m: &Memory, writer: &IndexWriter, rel: &str, path: &Path) -> Outco
     }
 }
 
+/// One change the watcher saw, relative to the data folder.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// `/`-separated, relative to the data folder.
+    pub rel: String,
+    pub full: PathBuf,
+    /// `created`, `modified` or `deleted` (a path gone by the time it is reported is `deleted`).
+    pub kind: &'static str,
+}
+
 /// What an update did to one document, for `file_changed`: its path and `created`,
 /// `modified` or `deleted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,19 +418,21 @@ pub struct Touched {
     pub kind: &'static str,
 }
 
-/// Re-indexes the paths the watcher reports (relative path, full path), one by one: a file
-/// that is gone, ignored, binary or too large leaves the index.
+/// Re-indexes the paths the watcher reports, one by one: a file that is gone, ignored, binary
+/// or too large leaves the index.
 ///
 /// A reported path may be a folder. The watcher reports a folder deleted or moved away as
 /// that folder alone (notify's debouncer folds the removals of what it held into one event),
 /// and a folder copied or moved in may be filled before its own watch exists, so its files are
-/// never reported. So a folder that is there is walked like a run's folder (new and changed
-/// files are indexed, indexed ones no longer there leave), and a path that is gone takes with
-/// it every document indexed under it.
+/// never reported. So a path that is gone takes with it every document indexed under it, and
+/// a folder reported created, or one under which nothing is indexed yet (moved in or renamed),
+/// is walked like a run's folder: new and changed files are indexed, indexed ones no longer
+/// there leave. A folder merely modified (its metadata; on Windows, any change inside it,
+/// each of which is reported on its own too) is not walked.
 ///
 /// Returns the documents whose index entry changed beyond the reported paths themselves: the
 /// files found, changed or gone under a reported folder.
-pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<Vec<Touched>, MemoryError> {
+pub fn update_files(m: &Memory, files: &[Change]) -> Result<Vec<Touched>, MemoryError> {
     let mut gitignores = Gitignores::new(&m.root);
     let mut db = state_db(m)?;
     let writer = m.writer()?;
@@ -428,18 +440,25 @@ pub fn update_files(m: &Memory, files: &[(String, PathBuf)]) -> Result<Vec<Touch
     let mut removals = Vec::new();
     let mut touched = Vec::new();
     // a file reported itself and also found under a reported folder is indexed once
-    let mut done: std::collections::HashSet<String> =
-        files.iter().map(|(r, _)| r.clone()).collect();
+    let mut done: std::collections::HashSet<String> = files.iter().map(|c| c.rel.clone()).collect();
     let remove = |rel: &str, removals: &mut Vec<String>| {
         writer.delete_term(Term::from_field_text(m.fields.path, rel));
         removals.push(rel.to_string());
     };
-    for (rel, path) in files {
+    for Change {
+        rel,
+        full: path,
+        kind,
+    } in files
+    {
         let meta = std::fs::symlink_metadata(path);
         let is_dir = meta.as_ref().is_ok_and(|md| md.is_dir());
         let ignored = gitignores.ignored(path, is_dir);
         if !ignored && is_dir {
             let known = known_under(&db, rel)?;
+            if *kind != "created" && !known.is_empty() {
+                continue;
+            }
             let (found, _) = walk(&m.root, path, &m.skip_extensions);
             let mut present = std::collections::HashSet::new();
             for c in found {

@@ -31,15 +31,7 @@ fn kind_name(k: &EventKind) -> Option<&'static str> {
     }
 }
 
-/// One change the watcher saw, relative to the data folder.
-#[derive(Debug, Clone)]
-pub struct Change {
-    /// `/`-separated, relative to the data folder.
-    pub rel: String,
-    pub full: PathBuf,
-    /// `created`, `modified` or `deleted` (a path gone by the time it is reported is `deleted`).
-    pub kind: &'static str,
-}
+pub use super::indexer::Change;
 
 /// Watches the folder `root` (canonical) until `stop`: batches of changes, debounced 300 ms,
 /// the last kind per path winning, without the places the index never looks (hidden names,
@@ -151,10 +143,7 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
     };
     tokio::spawn(async move {
         while let Some(batch) = changes.recv().await {
-            let list: Vec<(String, PathBuf)> = batch
-                .iter()
-                .map(|c| (c.rel.clone(), c.full.clone()))
-                .collect();
+            let list = batch.clone();
             // A failure can pass: on Windows a file the index replaces or deletes may be held
             // open for a moment ("Access denied"). Given up on, the change would stay out of
             // the index until a re-index, so the batch is tried again a few times; it is
