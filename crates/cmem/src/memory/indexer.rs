@@ -130,8 +130,28 @@ fn open_state_db(m: &Memory) -> Result<Connection, MemoryError> {
 
 /// Every indexed file with the modification time and size it was indexed at.
 fn known_files(db: &Connection) -> Result<HashMap<String, (u64, u64)>, MemoryError> {
-    let mut stmt = db.prepare("SELECT path, mtime, size FROM files")?;
-    let rows = stmt.query_map([], |r| {
+    stamps(db, "", [])
+}
+
+/// The indexed files under the folder `rel` (not `rel` itself), as [`known_files`].
+fn known_under(db: &Connection, rel: &str) -> Result<HashMap<String, (u64, u64)>, MemoryError> {
+    // every path that starts with "rel/": from "rel/" up to, not including, "rel0" ('0' follows '/')
+    stamps(
+        db,
+        "WHERE path >= ?1 AND path < ?2",
+        [format!("{rel}/"), format!("{rel}0")],
+    )
+}
+
+/// The state table's rows that `filter` (a `WHERE` clause, or nothing) keeps: path, and the
+/// modification time and size it was indexed at.
+fn stamps(
+    db: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<HashMap<String, (u64, u64)>, MemoryError> {
+    let mut stmt = db.prepare(&format!("SELECT path, mtime, size FROM files {filter}"))?;
+    let rows = stmt.query_map(args, |r| {
         Ok((
             r.get::<_, String>(0)?,
             (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
@@ -441,10 +461,6 @@ pub fn update_files(m: &Memory, files: &[Change]) -> Result<Vec<Touched>, Memory
     let mut touched = Vec::new();
     // a file reported itself and also found under a reported folder is indexed once
     let mut done: std::collections::HashSet<String> = files.iter().map(|c| c.rel.clone()).collect();
-    let remove = |rel: &str, removals: &mut Vec<String>| {
-        writer.delete_term(Term::from_field_text(m.fields.path, rel));
-        removals.push(rel.to_string());
-    };
     for Change {
         rel,
         full: path,
@@ -454,6 +470,8 @@ pub fn update_files(m: &Memory, files: &[Change]) -> Result<Vec<Touched>, Memory
         let meta = std::fs::symlink_metadata(path);
         let is_dir = meta.as_ref().is_ok_and(|md| md.is_dir());
         let ignored = gitignores.ignored(path, is_dir);
+        // documents indexed under `rel` that are no longer there
+        let mut vanished: Vec<String> = Vec::new();
         if !ignored && is_dir {
             let known = known_under(&db, rel)?;
             if *kind != "created" && !known.is_empty() {
@@ -490,38 +508,30 @@ pub fn update_files(m: &Memory, files: &[Change]) -> Result<Vec<Touched>, Memory
                     Outcome::Skipped | Outcome::Error => {}
                 }
             }
-            for gone in known.into_keys().filter(|k| !present.contains(k)) {
-                if done.insert(gone.clone()) {
-                    remove(&gone, &mut removals);
-                    touched.push(Touched {
-                        rel: gone,
-                        kind: "deleted",
-                    });
-                }
-            }
-            continue;
-        }
-        let outcome = if ignored {
-            writer.delete_term(Term::from_field_text(m.fields.path, rel));
-            Outcome::Skipped
+            vanished.extend(known.into_keys().filter(|k| !present.contains(k)));
         } else {
-            index_file(m, &writer, rel, path)
-        };
-        match outcome {
-            Outcome::Indexed { mtime, size } => upserts.push((rel.clone(), mtime, size)),
-            Outcome::Error => {}
-            Outcome::Skipped => removals.push(rel.clone()),
+            let outcome = if ignored {
+                writer.delete_term(Term::from_field_text(m.fields.path, rel));
+                Outcome::Skipped
+            } else {
+                index_file(m, &writer, rel, path)
+            };
+            match outcome {
+                Outcome::Indexed { mtime, size } => upserts.push((rel.clone(), mtime, size)),
+                Outcome::Error => {}
+                Outcome::Skipped => removals.push(rel.clone()),
+            }
+            // a folder that is gone (or now ignored, or replaced by a file) takes its documents
+            vanished.extend(known_under(&db, rel)?.into_keys());
         }
-        // a folder that is gone (or now ignored, or replaced by a file) takes its documents
-        if ignored || !is_dir {
-            for gone in known_under(&db, rel)?.into_keys() {
-                if done.insert(gone.clone()) {
-                    remove(&gone, &mut removals);
-                    touched.push(Touched {
-                        rel: gone,
-                        kind: "deleted",
-                    });
-                }
+        for gone in vanished {
+            if done.insert(gone.clone()) {
+                writer.delete_term(Term::from_field_text(m.fields.path, &gone));
+                removals.push(gone.clone());
+                touched.push(Touched {
+                    rel: gone,
+                    kind: "deleted",
+                });
             }
         }
     }
@@ -531,22 +541,6 @@ pub fn update_files(m: &Memory, files: &[Change]) -> Result<Vec<Touched>, Memory
     t.add(&t.removed, removals.len() as u64);
     commit(m, writer, &mut db, &upserts, &removals)?;
     Ok(touched)
-}
-
-/// The indexed files under the folder `rel` (not `rel` itself), with the modification time
-/// and size each was indexed at.
-fn known_under(db: &Connection, rel: &str) -> Result<HashMap<String, (u64, u64)>, MemoryError> {
-    // every path that starts with "rel/": from "rel/" up to, not including, "rel0" ('0' follows '/')
-    let (from, to) = (format!("{rel}/"), format!("{rel}0"));
-    let mut stmt =
-        db.prepare("SELECT path, mtime, size FROM files WHERE path >= ?1 AND path < ?2")?;
-    let rows = stmt.query_map([&from, &to], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
-        ))
-    })?;
-    Ok(rows.filter_map(Result::ok).collect())
 }
 
 /// The `.gitignore` files from a file's folder up to the root, read once per folder, asked

@@ -143,7 +143,6 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
     };
     tokio::spawn(async move {
         while let Some(batch) = changes.recv().await {
-            let list = batch.clone();
             // A failure can pass: on Windows a file the index replaces or deletes may be held
             // open for a moment ("Access denied"). Given up on, the change would stay out of
             // the index until a re-index, so the batch is tried again a few times; it is
@@ -151,21 +150,20 @@ pub fn start(m: Arc<Memory>, hub: Arc<Hub>) {
             let mut retries = UPDATE_RETRIES.iter();
             let mut touched = Vec::new();
             loop {
-                let (m2, list2) = (m.clone(), list.clone());
-                let e =
-                    match tokio::task::spawn_blocking(move || indexer::update_files(&m2, &list2))
-                        .await
-                    {
-                        Ok(Ok(t)) => {
-                            touched = t;
-                            break;
-                        }
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "index update task failed");
-                            break;
-                        }
-                    };
+                let (m2, list) = (m.clone(), batch.clone());
+                let e = match tokio::task::spawn_blocking(move || indexer::update_files(&m2, &list))
+                    .await
+                {
+                    Ok(Ok(t)) => {
+                        touched = t;
+                        break;
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "index update task failed");
+                        break;
+                    }
+                };
                 let Some(wait) = retries.next() else {
                     tracing::warn!(error = %e, "could not update the index; a re-index will");
                     break;
